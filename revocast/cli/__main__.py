@@ -1,0 +1,5 @@
+import sys
+
+from revocast.cli import main
+
+sys.exit(main())

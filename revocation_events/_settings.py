@@ -1,0 +1,174 @@
+"""Kafka connection settings shared by every Revocast client (producer, SDK, ops CLI).
+
+Production is a cluster with TLS and SASL: every kafka-python client option can be passed,
+either through the named fields or ``extra`` (``REVOCAST_KAFKA_OPTIONS`` as a JSON object).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from revocation_events._errors import RevocastError
+from revocation_events._wire import DEFAULT_TOPIC
+
+__all__ = ["KafkaSettings", "SettingsError", "env_bool", "env_float", "env_int", "env_str"]
+
+_PROTOCOLS = frozenset({"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"})
+_SASL = frozenset({"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"})
+
+
+class SettingsError(RevocastError, ValueError):
+    """A setting has a bad value. The message names the setting (and never prints secrets)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class KafkaSettings:
+    """How to reach the cluster and which topic carries revocations."""
+
+    bootstrap_servers: tuple[str, ...] = ("127.0.0.1:9092",)
+    topic: str = DEFAULT_TOPIC
+    client_id: str = "revocast"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: str | None = field(default=None, repr=False)
+    request_timeout_ms: int = 30_000
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    """Any other kafka-python option, passed through unchanged (it wins over the fields)."""
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap_servers or any(":" not in s for s in self.bootstrap_servers):
+            raise SettingsError(
+                f"bootstrap_servers must be host:port items, got {list(self.bootstrap_servers)!r}"
+            )
+        if not self.topic or len(self.topic) > 249:
+            raise SettingsError(f"topic must be 1-249 characters, got {self.topic!r}")
+        if self.security_protocol not in _PROTOCOLS:
+            raise SettingsError(
+                f"security_protocol must be one of {sorted(_PROTOCOLS)}, "
+                f"got {self.security_protocol!r}"
+            )
+        if self.sasl_mechanism is not None and self.sasl_mechanism not in _SASL:
+            raise SettingsError(
+                f"sasl_mechanism must be one of {sorted(_SASL)}, got {self.sasl_mechanism!r}"
+            )
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise SettingsError(f"sasl_mechanism is required with {self.security_protocol}")
+        if self.request_timeout_ms <= 0:
+            raise SettingsError(f"request_timeout_ms must be > 0, got {self.request_timeout_ms}")
+
+    @classmethod
+    def from_env(
+        cls, prefix: str = "REVOCAST_", environ: Mapping[str, str] | None = None
+    ) -> KafkaSettings:
+        """Read ``KAFKA_BOOTSTRAP_SERVERS`` (or ``{prefix}KAFKA_BOOTSTRAP_SERVERS``),
+        ``{prefix}TOPIC`` and ``{prefix}KAFKA_*`` (``SECURITY_PROTOCOL``, ``SASL_MECHANISM``,
+        ``SASL_USERNAME``, ``SASL_PASSWORD``, ``SSL_CAFILE``, ``SSL_CERTFILE``, ``SSL_KEYFILE``,
+        ``SSL_PASSWORD``, ``CLIENT_ID``, ``REQUEST_TIMEOUT_MS``, ``OPTIONS`` as JSON)."""
+        env = os.environ if environ is None else environ
+        k = f"{prefix}KAFKA_"
+        servers = env.get(f"{k}BOOTSTRAP_SERVERS") or env.get("KAFKA_BOOTSTRAP_SERVERS")
+        kwargs: dict[str, Any] = {}
+        if servers is not None:
+            kwargs["bootstrap_servers"] = tuple(s.strip() for s in servers.split(",") if s.strip())
+        for name in (
+            "client_id",
+            "security_protocol",
+            "sasl_mechanism",
+            "sasl_username",
+            "sasl_password",
+            "ssl_cafile",
+            "ssl_certfile",
+            "ssl_keyfile",
+            "ssl_password",
+        ):
+            value = env_str(env, f"{k}{name.upper()}")
+            if value is not None:
+                kwargs[name] = value
+        topic = env_str(env, f"{prefix}TOPIC")
+        if topic is not None:
+            kwargs["topic"] = topic
+        timeout = env_int(env, f"{k}REQUEST_TIMEOUT_MS")
+        if timeout is not None:
+            kwargs["request_timeout_ms"] = timeout
+        options = env.get(f"{k}OPTIONS")
+        if options:
+            try:
+                parsed = json.loads(options)
+            except ValueError:
+                raise SettingsError(f"{k}OPTIONS is not valid JSON") from None
+            if not isinstance(parsed, dict):
+                raise SettingsError(f"{k}OPTIONS must be a JSON object")
+            kwargs["extra"] = parsed
+        try:
+            return cls(**kwargs)
+        except SettingsError as exc:
+            raise SettingsError(f"{exc} (from environment, prefix {prefix!r})") from None
+
+    def client_config(self) -> dict[str, Any]:
+        """Keyword arguments common to kafka-python's producer, consumer and admin client."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": list(self.bootstrap_servers),
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        optional = {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_username,
+            "sasl_plain_password": self.sasl_password,
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+            "ssl_password": self.ssl_password,
+        }
+        config.update({k: v for k, v in optional.items() if v is not None})
+        config.update(self.extra)
+        return config
+
+
+def env_str(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def env_int(env: Mapping[str, str], name: str) -> int | None:
+    value = env_str(env, name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {value!r}") from None
+
+
+def env_float(env: Mapping[str, str], name: str) -> float | None:
+    value = env_str(env, name)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {value!r}") from None
+
+
+def env_bool(env: Mapping[str, str], name: str) -> bool | None:
+    value = env_str(env, name)
+    if value is None:
+        return None
+    lowered = value.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {value!r}")
