@@ -45,8 +45,9 @@ class KeySpecError(RevocastError, ValueError):
 
 
 def _b64d(text: str) -> bytes:
+    # Strict: the stdlib's urlsafe decoder silently drops characters outside the alphabet.
     padded = text + "=" * (-len(text) % 4)
-    return base64.urlsafe_b64decode(padded.encode("ascii"))
+    return base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
 
 
 def _b64e(data: bytes) -> str:

@@ -1,0 +1,3 @@
+"""Shared fixtures. The Kafka broker fixtures live in tests/_kafka_fixtures.py."""
+
+pytest_plugins = ["tests._kafka_fixtures"]
