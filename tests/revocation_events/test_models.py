@@ -85,9 +85,7 @@ def test_naive_datetimes_are_rejected() -> None:
         (KeyRevoked, {"kid": "k" * 300}),
     ],
 )
-def test_missing_or_bad_fields_are_rejected(
-    model: type[BaseEvent], kwargs: dict[str, Any]
-) -> None:
+def test_missing_or_bad_fields_are_rejected(model: type[BaseEvent], kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         model(issuer="idp", **kwargs)
 
