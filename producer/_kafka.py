@@ -1,0 +1,132 @@
+"""The boundary with kafka-python: one lazily created idempotent producer, errors translated.
+
+The producer is created on first use, not in the constructor: kafka-python's constructor
+blocks until it reaches a broker, and the outbox must accept events while Kafka is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from producer._errors import PublishError
+from producer._settings import PublisherSettings
+from revocation_events import EncodedEvent
+
+__all__ = ["Ack", "KafkaSender", "producer_config"]
+
+log = logging.getLogger("producer")
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    partition: int
+    offset: int
+
+
+def producer_config(settings: PublisherSettings) -> dict[str, Any]:
+    """kafka-python options: acks=all + idempotence, every wait bounded by the settings."""
+    max_block_ms = int(settings.max_block * 1000)
+    config: dict[str, Any] = settings.kafka.client_config()
+    config.update(
+        {
+            "acks": "all",
+            "enable_idempotence": True,
+            "delivery_timeout_ms": int(settings.delivery_timeout * 1000),
+            "max_block_ms": max_block_ms,
+            "bootstrap_timeout_ms": max_block_ms,
+            "linger_ms": 0,
+            "allow_auto_create_topics": False,
+        }
+    )
+    config.update(settings.producer_options)
+    # kafka-python refuses delivery_timeout_ms < linger_ms + request_timeout_ms; keep the
+    # user's delivery bound and shorten the per-request timeout to fit inside it.
+    room = config["delivery_timeout_ms"] - config["linger_ms"]
+    if room <= 0:
+        raise PublishError("delivery_timeout must be longer than linger_ms")
+    config["request_timeout_ms"] = min(config["request_timeout_ms"], room)
+    return config
+
+
+class KafkaSender:
+    """Thread-safe: kafka-python's producer is; creation and reset are guarded by a lock."""
+
+    def __init__(self, settings: PublisherSettings) -> None:
+        self.topic = settings.kafka.topic
+        self._config = producer_config(settings)
+        self._lock = threading.Lock()
+        self._producer: KafkaProducer | None = None
+        self._closed = False
+
+    def _get(self) -> KafkaProducer:
+        with self._lock:
+            # Creating the producer is I/O under a lock on purpose: concurrent callers
+            # would otherwise each open a producer; they would wait for the broker anyway.
+            if self._closed:
+                raise PublishError("publisher is closed")
+            if self._producer is None:
+                try:
+                    self._producer = KafkaProducer(**self._config)
+                except KafkaError as exc:
+                    raise PublishError(f"cannot connect to Kafka: {exc}") from exc
+            return self._producer
+
+    def send(self, records: Sequence[EncodedEvent]) -> list[Any]:
+        """Hand records to the producer in order; return their futures."""
+        producer = self._get()
+        futures = []
+        for rec in records:
+            try:
+                futures.append(
+                    producer.send(
+                        self.topic, value=rec.value, key=rec.key, headers=list(rec.headers)
+                    )
+                )
+            except KafkaError as exc:
+                raise PublishError(f"cannot send to topic {self.topic!r}: {exc}") from exc
+        return futures
+
+    @staticmethod
+    def wait(futures: Sequence[Any], timeout: float) -> list[Ack | PublishError]:
+        """Wait for every future, all within one deadline."""
+        deadline = time.monotonic() + timeout
+        results: list[Ack | PublishError] = []
+        for future in futures:
+            try:
+                meta = future.get(timeout=max(0.0, deadline - time.monotonic()))
+            except KafkaError as exc:
+                err = PublishError(f"not acknowledged by Kafka: {exc}")
+                err.__cause__ = exc
+                results.append(err)
+            else:
+                results.append(Ack(partition=meta.partition, offset=meta.offset))
+        return results
+
+    def reset(self) -> None:
+        """Drop the producer after a failure; the next send starts a fresh idempotent session."""
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            _close_quietly(producer, 0)
+
+    def close(self, timeout: float) -> None:
+        with self._lock:
+            self._closed = True
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            _close_quietly(producer, timeout)
+
+
+def _close_quietly(producer: KafkaProducer, timeout: float) -> None:
+    try:
+        producer.close(timeout=timeout)
+    except KafkaError as exc:  # closing must not mask the caller's outcome
+        log.warning("error closing the Kafka producer: %s", exc)

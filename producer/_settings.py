@@ -1,0 +1,168 @@
+"""Publisher settings: frozen, keyword-only, readable from the environment."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from revocation_events import (
+    KafkaSettings,
+    KeySpecError,
+    SettingsError,
+    SigningKey,
+    env_bool,
+    env_float,
+    env_str,
+    parse_signing_key,
+)
+
+__all__ = ["DEFAULT_OUTBOX_PATH", "DeliveryMode", "PublisherSettings"]
+
+DeliveryMode = Literal["outbox", "direct"]
+DEFAULT_OUTBOX_PATH = Path(".revocast") / "publisher-outbox.sqlite3"
+
+# Options that would silently weaken delivery: acks=1 turns idempotence off in kafka-python 3.
+_FORBIDDEN_OPTIONS = {
+    "acks": frozenset({"all", -1}),
+    "enable_idempotence": frozenset({True}),
+}
+# Set by the publisher itself; a passthrough value would break signing or the record format.
+_RESERVED_OPTIONS = frozenset({"key_serializer", "value_serializer", "transactional_id"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublisherSettings:
+    """How the identity service publishes revocations.
+
+    Durations are in seconds. ``max_token_lifetime`` is the longest lifetime of any token the
+    issuer mints: rules that outlive no token (session, subject, version, deletion, unblock,
+    global) expire that long after they take effect.
+
+    ``delivery="outbox"`` (default) writes every event to the SQLite file ``outbox_path``
+    before sending it, so nothing is lost while Kafka is down; ``"direct"`` sends straight to
+    Kafka and raises :class:`~producer.PublishError` on failure.
+    """
+
+    issuer: str
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    signing_key: SigningKey | None = field(default=None, repr=False)
+    allow_unsigned: bool = False
+    max_token_lifetime: float = 3600.0
+    delivery: DeliveryMode = "outbox"
+    outbox_path: Path = DEFAULT_OUTBOX_PATH
+    ack_timeout: float = 5.0
+    """How long a publish call waits for the broker's ack (outbox mode: then reports queued)."""
+    delivery_timeout: float = 30.0
+    """Upper bound for one send attempt to be acknowledged (kafka ``delivery_timeout_ms``)."""
+    max_block: float = 10.0
+    """Upper bound to connect and to fetch metadata (``max_block_ms``, ``bootstrap_timeout_ms``)."""
+    producer_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    """Extra kafka-python producer options (``linger_ms``, ``compression_type``…)."""
+
+    def __post_init__(self) -> None:
+        _check_issuer("issuer", self.issuer)
+        if self.signing_key is None and not self.allow_unsigned:
+            raise SettingsError(
+                "no signing key: set signing_key (REVOCAST_SIGNING_KEY) "
+                "or allow_unsigned=True for local development"
+            )
+        if self.delivery not in get_args(DeliveryMode):
+            raise SettingsError(f"delivery must be 'outbox' or 'direct', got {self.delivery!r}")
+        for name in ("max_token_lifetime", "ack_timeout", "delivery_timeout", "max_block"):
+            _check_positive(name, getattr(self, name))
+        _check_producer_options("producer_options", self.producer_options)
+        object.__setattr__(self, "outbox_path", Path(self.outbox_path))
+
+    @property
+    def token_lifetime(self) -> timedelta:
+        return timedelta(seconds=self.max_token_lifetime)
+
+    @classmethod
+    def from_env(
+        cls, prefix: str = "REVOCAST_", environ: Mapping[str, str] | None = None
+    ) -> PublisherSettings:
+        """Read the settings from ``{prefix}*`` variables (see the README table).
+
+        ``ISSUER`` (required), ``SIGNING_KEY`` (``kid:hmac:…`` or ``kid:ed25519:…``; required
+        unless ``ALLOW_UNSIGNED=true``), ``MAX_TOKEN_LIFETIME``, ``DELIVERY``, ``OUTBOX_PATH``,
+        ``ACK_TIMEOUT``, ``DELIVERY_TIMEOUT``, ``MAX_BLOCK``, ``PRODUCER_OPTIONS`` (JSON object)
+        and the Kafka variables of :meth:`KafkaSettings.from_env`. Errors name the variable.
+        """
+        env = os.environ if environ is None else environ
+        kwargs: dict[str, Any] = {"kafka": KafkaSettings.from_env(prefix, env)}
+
+        issuer = env_str(env, f"{prefix}ISSUER")
+        if issuer is None:
+            raise SettingsError(f"{prefix}ISSUER is not set (the name of the publishing service)")
+        _check_issuer(f"{prefix}ISSUER", issuer)
+        kwargs["issuer"] = issuer
+
+        allow_unsigned = env_bool(env, f"{prefix}ALLOW_UNSIGNED") or False
+        kwargs["allow_unsigned"] = allow_unsigned
+        spec = env_str(env, f"{prefix}SIGNING_KEY")
+        if spec is not None:
+            try:
+                kwargs["signing_key"] = parse_signing_key(spec)
+            except KeySpecError as exc:
+                # The KeySpecError message never echoes key material; the value is not shown.
+                raise SettingsError(f"{prefix}SIGNING_KEY is invalid: {exc}") from None
+        elif not allow_unsigned:
+            raise SettingsError(
+                f"{prefix}SIGNING_KEY is not set (generate one with 'revocast keys generate', "
+                f"or set {prefix}ALLOW_UNSIGNED=true for local development)"
+            )
+
+        delivery = env_str(env, f"{prefix}DELIVERY")
+        if delivery is not None:
+            if delivery not in get_args(DeliveryMode):
+                raise SettingsError(
+                    f"{prefix}DELIVERY must be 'outbox' or 'direct', got {delivery!r}"
+                )
+            kwargs["delivery"] = delivery
+        path = env_str(env, f"{prefix}OUTBOX_PATH")
+        if path is not None:
+            kwargs["outbox_path"] = Path(path)
+        for name in ("max_token_lifetime", "ack_timeout", "delivery_timeout", "max_block"):
+            var = f"{prefix}{name.upper()}"
+            value = env_float(env, var)
+            if value is not None:
+                _check_positive(var, value)
+                kwargs[name] = value
+        options = env_str(env, f"{prefix}PRODUCER_OPTIONS")
+        if options is not None:
+            var = f"{prefix}PRODUCER_OPTIONS"
+            try:
+                parsed = json.loads(options)
+            except ValueError:
+                raise SettingsError(f"{var} is not valid JSON") from None
+            if not isinstance(parsed, dict):
+                raise SettingsError(f"{var} must be a JSON object")
+            _check_producer_options(var, parsed)
+            kwargs["producer_options"] = parsed
+        return cls(**kwargs)
+
+
+def _check_issuer(label: str, value: str) -> None:
+    if not isinstance(value, str) or not value.strip() or len(value) > 256:
+        raise SettingsError(f"{label} must be 1-256 characters, got {value!r}")
+
+
+def _check_positive(label: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise SettingsError(f"{label} must be a number of seconds > 0, got {value!r}")
+
+
+def _check_producer_options(label: str, options: Mapping[str, Any]) -> None:
+    for key, value in options.items():
+        allowed = _FORBIDDEN_OPTIONS.get(key)
+        if allowed is not None and value not in allowed:
+            raise SettingsError(
+                f"{label}: {key}={value!r} would disable idempotent acks=all delivery"
+            )
+        if key in _RESERVED_OPTIONS:
+            raise SettingsError(f"{label}: {key} is set by the publisher and cannot be passed")
