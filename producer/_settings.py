@@ -88,7 +88,8 @@ class PublisherSettings:
     ) -> PublisherSettings:
         """Read the settings from ``{prefix}*`` variables (see the README table).
 
-        ``ISSUER`` (required), ``SIGNING_KEY`` (``kid:hmac:…`` or ``kid:ed25519:…``; required
+        ``EVENT_ISSUER`` (required; the consumer SDK's ``ISSUER`` is the JWT issuer, a
+        different thing), ``SIGNING_KEY`` (``kid:hmac:…`` or ``kid:ed25519:…``; required
         unless ``ALLOW_UNSIGNED=true``), ``MAX_TOKEN_LIFETIME``, ``DELIVERY``, ``OUTBOX_PATH``,
         ``ACK_TIMEOUT``, ``DELIVERY_TIMEOUT``, ``MAX_BLOCK``, ``PRODUCER_OPTIONS`` (JSON object)
         and the Kafka variables of :meth:`KafkaSettings.from_env`. Errors name the variable.
@@ -96,10 +97,12 @@ class PublisherSettings:
         env = os.environ if environ is None else environ
         kwargs: dict[str, Any] = {"kafka": KafkaSettings.from_env(prefix, env)}
 
-        issuer = env_str(env, f"{prefix}ISSUER")
+        issuer = env_str(env, f"{prefix}EVENT_ISSUER")
         if issuer is None:
-            raise SettingsError(f"{prefix}ISSUER is not set (the name of the publishing service)")
-        _check_issuer(f"{prefix}ISSUER", issuer)
+            raise SettingsError(
+                f"{prefix}EVENT_ISSUER is not set (the name of the publishing service)"
+            )
+        _check_issuer(f"{prefix}EVENT_ISSUER", issuer)
         kwargs["issuer"] = issuer
 
         allow_unsigned = env_bool(env, f"{prefix}ALLOW_UNSIGNED") or False

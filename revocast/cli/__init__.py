@@ -21,6 +21,8 @@ __all__ = ["CommandError", "main"]
 
 _COMMAND_MODULES = (
     "revocast.cli._kafka",
+    "revocast.cli._publish",
+    "revocast.cli._topic",
 )
 
 
