@@ -1,0 +1,18 @@
+"""A reference identity service (FastAPI) that publishes every revocation through Revocast.
+
+Copy it as a starting point: short-lived RS256 access tokens (``jti``, ``sid``, ``iat``,
+``exp``, ``ver``, ``kid``), rotating refresh tokens with reuse detection, scrypt password
+hashes, SQLite storage, a JWKS endpoint with key rotation and revocation.
+"""
+
+from identity_service._app import RevocationPublisher, create_app
+from identity_service._passwords import hash_password, verify_password
+from identity_service._settings import IdentitySettings
+
+__all__ = [
+    "IdentitySettings",
+    "RevocationPublisher",
+    "create_app",
+    "hash_password",
+    "verify_password",
+]

@@ -1,0 +1,221 @@
+"""The reference identity service: login, refresh rotation with reuse detection, logout,
+logout everywhere, password change, permission change, admin block/unblock, JWKS with key
+rotation and key revocation. Every state change that must reach the services is published
+through the Revocast producer before the endpoint answers.
+
+No ``from __future__ import annotations`` here: FastAPI must see the real ``Annotated``
+dependency types of the routes defined inside :func:`create_app`."""
+
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from typing import Annotated, Any, Protocol
+
+import jwt
+from fastapi import Depends, FastAPI, Header, HTTPException, status
+from pydantic import BaseModel, Field
+
+from identity_service._keys import ALGORITHM, KeyRing
+from identity_service._passwords import hash_password, verify_password
+from identity_service._settings import IdentitySettings
+from identity_service._store import Store
+
+__all__ = ["RevocationPublisher", "create_app"]
+
+
+class RevocationPublisher(Protocol):
+    """The part of :class:`producer.Publisher` the identity service uses."""
+
+    def revoke_session(self, sid: str, *, sub: str | None = ..., reason: str = ...) -> object: ...
+    def revoke_subject(self, sub: str, *, reason: str = ...) -> object: ...
+    def block_subject(self, sub: str, *, reason: str = ...) -> object: ...
+    def unblock_subject(self, sub: str, *, reason: str = ...) -> object: ...
+    def bump_subject_version(self, sub: str, *, min_version: int, reason: str = ...) -> object: ...
+    def revoke_key(self, kid: str, *, reason: str = ...) -> object: ...
+
+
+class Credentials(BaseModel):
+    username: Annotated[str, Field(min_length=1, max_length=128)]
+    password: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class RefreshRequest(BaseModel):
+    refresh_token: Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class PasswordChange(BaseModel):
+    old_password: Annotated[str, Field(min_length=1, max_length=1024)]
+    new_password: Annotated[str, Field(min_length=8, max_length=1024)]
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
+    expires_in: int
+
+
+def _unauthorized(description: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        detail=description,
+        headers={
+            "WWW-Authenticate": f'Bearer error="invalid_token", error_description="{description}"'
+        },
+    )
+
+
+def create_app(
+    settings: IdentitySettings,
+    publisher: RevocationPublisher,
+    *,
+    clock: Callable[[], float] = time.time,
+    users: dict[str, str] | None = None,
+) -> FastAPI:
+    """Build the app. ``users`` seeds ``username -> password`` (demo and tests)."""
+    store = Store(settings.db_path)
+    keys = KeyRing(store, clock)
+    for username, password in (users or {}).items():
+        store.add_user(username, hash_password(password))
+
+    app = FastAPI(title="Revocast reference identity service")
+    app.state.store = store
+    app.state.keys = keys
+
+    def issue(username: str, version: int, sid: str) -> TokenPair:
+        now = int(clock())
+        claims = {
+            "iss": settings.issuer,
+            "aud": settings.audience,
+            "sub": username,
+            "jti": uuid.uuid4().hex,
+            "sid": sid,
+            "iat": now,
+            "exp": now + int(settings.access_token_ttl),
+            "ver": version,
+        }
+        refresh = secrets.token_urlsafe(32)
+        store.add_refresh_token(refresh, sid, username, now + settings.refresh_token_ttl)
+        return TokenPair(
+            access_token=keys.sign(claims),
+            refresh_token=refresh,
+            expires_in=int(settings.access_token_ttl),
+        )
+
+    def bearer_claims(authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise _unauthorized("missing bearer token")
+        token = authorization[7:].strip()
+        try:
+            header = jwt.get_unverified_header(token)
+            key = keys.public_keys().get(str(header.get("kid")))
+            if key is None:
+                raise _unauthorized("unknown signing key")
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=settings.audience,
+                issuer=settings.issuer,
+                options={"require": ["exp", "iat", "sub", "sid", "jti"]},
+            )
+        except jwt.InvalidTokenError as exc:
+            raise _unauthorized("invalid token") from exc
+        return claims
+
+    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
+        expected = f"Bearer {settings.admin_token}"
+        if authorization is None or not secrets.compare_digest(authorization, expected):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail="admin token required")
+
+    Claims = Annotated[dict[str, Any], Depends(bearer_claims)]
+
+    @app.post("/login")
+    def login(body: Credentials) -> TokenPair:
+        user = store.user(body.username)
+        # Hash even for unknown users so timing does not reveal which usernames exist.
+        stored = user.password_hash if user else hash_password("not-a-user")
+        if not verify_password(body.password, stored) or user is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="invalid credentials")
+        if user.blocked:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail="account blocked")
+        return issue(user.username, user.version, uuid.uuid4().hex)
+
+    @app.post("/token/refresh")
+    def refresh(body: RefreshRequest) -> TokenPair:
+        token = store.use_refresh_token(body.refresh_token)
+        if token is None or token.family_revoked:
+            raise _unauthorized("refresh token invalid")
+        if token.used:
+            # Reuse of a rotated refresh token means it was stolen: end the whole session,
+            # and make every service refuse its access tokens right away.
+            store.revoke_family(token.family)
+            publisher.revoke_session(token.family, sub=token.username, reason="refresh_token_reuse")
+            raise _unauthorized("refresh token reuse detected; session revoked")
+        if token.expires_at <= clock():
+            raise _unauthorized("refresh token expired")
+        user = store.user(token.username)
+        if user is None or user.blocked:
+            raise _unauthorized("account not active")
+        return issue(user.username, user.version, token.family)
+
+    @app.post("/logout", status_code=204)
+    def logout(claims: Claims) -> None:
+        store.revoke_family(claims["sid"])
+        publisher.revoke_session(claims["sid"], sub=claims["sub"], reason="logout")
+
+    @app.post("/logout-everywhere", status_code=204)
+    def logout_everywhere(claims: Claims) -> None:
+        store.revoke_families_of(claims["sub"])
+        publisher.revoke_subject(claims["sub"], reason="logout_everywhere")
+
+    @app.post("/password", status_code=204)
+    def change_password(body: PasswordChange, claims: Claims) -> None:
+        user = store.user(claims["sub"])
+        if user is None or not verify_password(body.old_password, user.password_hash):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail="wrong password")
+        store.set_password(user.username, hash_password(body.new_password))
+        store.revoke_families_of(user.username)
+        publisher.revoke_subject(user.username, reason="password_change")
+
+    @app.post("/admin/users/{username}/permissions", dependencies=[Depends(admin)])
+    def change_permissions(username: str) -> dict[str, int]:
+        if store.user(username) is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such user")
+        version = store.bump_version(username)
+        publisher.bump_subject_version(username, min_version=version, reason="permissions_changed")
+        return {"version": version}
+
+    @app.post("/admin/users/{username}/block", status_code=204, dependencies=[Depends(admin)])
+    def block(username: str) -> None:
+        if not store.set_blocked(username, True):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such user")
+        store.revoke_families_of(username)
+        publisher.block_subject(username, reason="admin_block")
+
+    @app.post("/admin/users/{username}/unblock", status_code=204, dependencies=[Depends(admin)])
+    def unblock(username: str) -> None:
+        if not store.set_blocked(username, False):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such user")
+        publisher.unblock_subject(username, reason="admin_unblock")
+
+    @app.post("/admin/keys/rotate", dependencies=[Depends(admin)])
+    def rotate_key() -> dict[str, str]:
+        return {"kid": keys.rotate()}
+
+    @app.post("/admin/keys/{kid}/revoke", status_code=204, dependencies=[Depends(admin)])
+    def revoke_key(kid: str) -> None:
+        if not keys.revoke(kid):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such key")
+        publisher.revoke_key(kid, reason="key_compromised")
+
+    @app.get("/.well-known/jwks.json")
+    def jwks() -> dict[str, Any]:
+        return keys.jwks()
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,55 @@
+"""Identity service settings (``REVOCAST_IDP_*``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from revocation_events import SettingsError, env_float, env_str
+
+__all__ = ["IdentitySettings"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class IdentitySettings:
+    issuer: str = "http://127.0.0.1:8000"
+    """The ``iss`` claim of the tokens it mints (and the name it publishes revocations under)."""
+    audience: str = "revocast-demo"
+    db_path: Path = Path(".revocast") / "identity.sqlite3"
+    access_token_ttl: float = 300.0
+    refresh_token_ttl: float = 86_400.0
+    admin_token: str = field(repr=False)
+    """Bearer token for the /admin endpoints."""
+
+    def __post_init__(self) -> None:
+        if self.access_token_ttl <= 0 or self.refresh_token_ttl <= 0:
+            raise SettingsError("access_token_ttl and refresh_token_ttl must be > 0")
+        if len(self.admin_token) < 16:
+            raise SettingsError("admin_token must be at least 16 characters")
+
+    @classmethod
+    def from_env(
+        cls, prefix: str = "REVOCAST_IDP_", environ: Mapping[str, str] | None = None
+    ) -> IdentitySettings:
+        env = os.environ if environ is None else environ
+        admin = env_str(env, f"{prefix}ADMIN_TOKEN")
+        if admin is None:
+            raise SettingsError(f"{prefix}ADMIN_TOKEN is not set (bearer token for /admin)")
+        kwargs: dict[str, object] = {"admin_token": admin}
+        for name in ("issuer", "audience"):
+            value = env_str(env, f"{prefix}{name.upper()}")
+            if value is not None:
+                kwargs[name] = value
+        db = env_str(env, f"{prefix}DB_PATH")
+        if db is not None:
+            kwargs["db_path"] = Path(db)
+        for name in ("access_token_ttl", "refresh_token_ttl"):
+            number = env_float(env, f"{prefix}{name.upper()}")
+            if number is not None:
+                kwargs[name] = number
+        try:
+            return cls(**kwargs)  # type: ignore[arg-type]
+        except SettingsError as exc:
+            raise SettingsError(f"{exc} (from environment, prefix {prefix!r})") from None

@@ -1,0 +1,258 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+
+from identity_service import IdentitySettings, create_app, hash_password, verify_password
+
+ADMIN = "admin-token-for-tests-0123456789"
+
+
+class RecordingPublisher:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def _record(self, name: str, *args: Any, **kwargs: Any) -> None:
+        self.calls.append((name, args, kwargs))
+
+    def revoke_session(self, sid: str, **kw: Any) -> None:
+        self._record("revoke_session", sid, **kw)
+
+    def revoke_subject(self, sub: str, **kw: Any) -> None:
+        self._record("revoke_subject", sub, **kw)
+
+    def block_subject(self, sub: str, **kw: Any) -> None:
+        self._record("block_subject", sub, **kw)
+
+    def unblock_subject(self, sub: str, **kw: Any) -> None:
+        self._record("unblock_subject", sub, **kw)
+
+    def bump_subject_version(self, sub: str, **kw: Any) -> None:
+        self._record("bump_subject_version", sub, **kw)
+
+    def revoke_key(self, kid: str, **kw: Any) -> None:
+        self._record("revoke_key", kid, **kw)
+
+    def names(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+
+class Clock:
+    """Starts at the real time: PyJWT checks ``iat``/``exp`` against the real clock."""
+
+    def __init__(self) -> None:
+        self.now = float(int(time.time()))
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def publisher() -> RecordingPublisher:
+    return RecordingPublisher()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def client(tmp_path: Path, publisher: RecordingPublisher, clock: Clock) -> TestClient:
+    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN)
+    app = create_app(settings, publisher, clock=clock, users={"alice": "correct horse"})
+    return TestClient(app)
+
+
+def login(client: TestClient, password: str = "correct horse") -> dict[str, Any]:  # noqa: S107
+    response = client.post("/login", json={"username": "alice", "password": password})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def claims_of(client: TestClient, token: str) -> dict[str, Any]:
+    jwks = jwt.PyJWKSet.from_dict(client.get("/.well-known/jwks.json").json())
+    kid = jwt.get_unverified_header(token)["kid"]
+    key = next(k for k in jwks.keys if k.key_id == kid)
+    decoded: dict[str, Any] = jwt.decode(
+        token, key, algorithms=["RS256"], audience="revocast-demo", options={"verify_exp": False}
+    )
+    return decoded
+
+
+def test_passwords_are_hashed_with_scrypt_and_verified() -> None:
+    stored = hash_password("s3cret")
+    assert stored.startswith("scrypt$")
+    assert "s3cret" not in stored
+    assert verify_password("s3cret", stored)
+    assert not verify_password("wrong", stored)
+    assert not verify_password("s3cret", "garbage")
+
+
+def test_login_issues_a_short_lived_token_with_every_claim_services_check(
+    client: TestClient, clock: Clock
+) -> None:
+    tokens = login(client)
+    claims = claims_of(client, tokens["access_token"])
+    assert claims["sub"] == "alice"
+    assert {"jti", "sid", "iat", "exp", "ver", "iss"} <= set(claims)
+    assert claims["exp"] - claims["iat"] == 300
+    assert claims["iat"] == int(clock.now)
+    assert jwt.get_unverified_header(tokens["access_token"])["alg"] == "RS256"
+
+
+def test_login_with_a_wrong_password_or_unknown_user_is_refused(client: TestClient) -> None:
+    assert client.post("/login", json={"username": "alice", "password": "x"}).status_code == 401
+    assert client.post("/login", json={"username": "bob", "password": "x"}).status_code == 401
+
+
+def test_refresh_rotates_the_token_within_the_same_session(client: TestClient) -> None:
+    first = login(client)
+    second = client.post("/token/refresh", json={"refresh_token": first["refresh_token"]}).json()
+    assert second["refresh_token"] != first["refresh_token"]
+    sid = claims_of(client, first["access_token"])["sid"]
+    assert claims_of(client, second["access_token"])["sid"] == sid
+
+
+def test_reusing_a_rotated_refresh_token_revokes_the_whole_family_and_publishes_it(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    first = login(client)
+    sid = claims_of(client, first["access_token"])["sid"]
+    second = client.post("/token/refresh", json={"refresh_token": first["refresh_token"]}).json()
+    reuse = client.post("/token/refresh", json={"refresh_token": first["refresh_token"]})
+    assert reuse.status_code == 401
+    assert "reuse" in reuse.json()["detail"]
+    assert publisher.calls == [
+        ("revoke_session", (sid,), {"sub": "alice", "reason": "refresh_token_reuse"})
+    ]
+    # The legitimate holder's newer refresh token is dead too: the family is revoked.
+    later = client.post("/token/refresh", json={"refresh_token": second["refresh_token"]})
+    assert later.status_code == 401
+
+
+def test_an_expired_refresh_token_is_refused(client: TestClient, clock: Clock) -> None:
+    tokens = login(client)
+    clock.now += 86_400 + 1
+    response = client.post("/token/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert response.status_code == 401
+
+
+def test_logout_revokes_the_session_and_its_refresh_tokens(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    tokens = login(client)
+    sid = claims_of(client, tokens["access_token"])["sid"]
+    assert client.post("/logout", headers=auth(tokens["access_token"])).status_code == 204
+    assert publisher.names() == ["revoke_session"]
+    assert publisher.calls[0][1] == (sid,)
+    refresh = client.post("/token/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert refresh.status_code == 401
+
+
+def test_logout_everywhere_and_password_change_publish_a_subject_watermark(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    tokens = login(client)
+    client.post("/logout-everywhere", headers=auth(tokens["access_token"]))
+    response = client.post(
+        "/password",
+        headers=auth(tokens["access_token"]),
+        json={"old_password": "correct horse", "new_password": "battery staple"},
+    )
+    assert response.status_code == 204
+    assert publisher.names() == ["revoke_subject", "revoke_subject"]
+    assert publisher.calls[1][2]["reason"] == "password_change"
+    assert client.post(
+        "/login", json={"username": "alice", "password": "battery staple"}
+    ).is_success
+
+
+def test_password_change_with_the_wrong_old_password_publishes_nothing(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    tokens = login(client)
+    response = client.post(
+        "/password",
+        headers=auth(tokens["access_token"]),
+        json={"old_password": "nope", "new_password": "battery staple"},
+    )
+    assert response.status_code == 403
+    assert publisher.calls == []
+
+
+def test_permission_change_bumps_the_version_claim_and_publishes_the_new_minimum(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    old = login(client)
+    response = client.post("/admin/users/alice/permissions", headers=auth(ADMIN))
+    assert response.json() == {"version": 1}
+    assert publisher.calls == [
+        ("bump_subject_version", ("alice",), {"min_version": 1, "reason": "permissions_changed"})
+    ]
+    assert claims_of(client, old["access_token"])["ver"] == 0
+    assert claims_of(client, login(client)["access_token"])["ver"] == 1
+
+
+def test_admin_block_refuses_login_and_publishes_until_unblocked(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    assert client.post("/admin/users/alice/block", headers=auth(ADMIN)).status_code == 204
+    blocked = client.post("/login", json={"username": "alice", "password": "correct horse"})
+    assert blocked.status_code == 403
+    assert client.post("/admin/users/alice/unblock", headers=auth(ADMIN)).status_code == 204
+    assert publisher.names() == ["block_subject", "unblock_subject"]
+    login(client)
+
+
+def test_admin_endpoints_refuse_a_missing_or_wrong_admin_token(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    assert client.post("/admin/users/alice/block").status_code == 403
+    assert client.post("/admin/users/alice/block", headers=auth("x" * 32)).status_code == 403
+    user_token = login(client)["access_token"]
+    assert client.post("/admin/users/alice/block", headers=auth(user_token)).status_code == 403
+    assert publisher.calls == []
+
+
+def test_key_rotation_keeps_old_tokens_verifiable_and_revocation_drops_the_key(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    old = login(client)["access_token"]
+    old_kid = jwt.get_unverified_header(old)["kid"]
+    new_kid = client.post("/admin/keys/rotate", headers=auth(ADMIN)).json()["kid"]
+    new = login(client)["access_token"]
+    assert jwt.get_unverified_header(new)["kid"] == new_kid
+    kids = {k["kid"] for k in client.get("/.well-known/jwks.json").json()["keys"]}
+    assert kids == {old_kid, new_kid}
+    assert client.post(f"/admin/keys/{old_kid}/revoke", headers=auth(ADMIN)).status_code == 204
+    kids = {k["kid"] for k in client.get("/.well-known/jwks.json").json()["keys"]}
+    assert kids == {new_kid}
+    assert publisher.calls == [("revoke_key", (old_kid,), {"reason": "key_compromised"})]
+
+
+def test_the_jwks_never_contains_private_key_material(client: TestClient) -> None:
+    for key in client.get("/.well-known/jwks.json").json()["keys"]:
+        assert not {"d", "p", "q", "dp", "dq", "qi"} & set(key)
+        assert key["alg"] == "RS256"
+
+
+def test_bad_settings_name_the_variable() -> None:
+    from revocation_events import SettingsError
+
+    with pytest.raises(SettingsError, match="REVOCAST_IDP_ADMIN_TOKEN"):
+        IdentitySettings.from_env(environ={})
+    with pytest.raises(SettingsError, match="REVOCAST_IDP_ACCESS_TOKEN_TTL"):
+        IdentitySettings.from_env(
+            environ={"REVOCAST_IDP_ADMIN_TOKEN": ADMIN, "REVOCAST_IDP_ACCESS_TOKEN_TTL": "soon"}
+        )
