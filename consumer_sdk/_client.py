@@ -1,0 +1,299 @@
+"""The SDK entry point: :class:`Revocast` wires the source, the sink, the store and the verifier.
+
+Fork safety (gunicorn ``--preload``): threads do not survive ``os.fork()``. A hook registered
+with :func:`os.register_at_fork` marks every live instance in the child: its inherited state
+keeps serving as if the source were INTERRUPTED (so ``max_staleness`` bounds how long), and the
+first ``verify()`` or ``wait_until_ready()`` in the child starts a fresh source there (for
+Kafka: a new consumer resuming from the parent's positions) and the JWKS thread, if any.
+Nothing is started inside the fork hook itself, where locks of other threads may be held.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+from types import TracebackType
+from typing import Any
+
+from consumer_sdk._errors import RevokedBy, StateUnavailableError, TokenRevokedError
+from consumer_sdk._listeners import Listeners
+from consumer_sdk._metrics import Metrics
+from consumer_sdk._settings import ConsumerSettings, FailurePolicy
+from consumer_sdk._source import DataSource, Headers
+from consumer_sdk._state import RevocationState
+from consumer_sdk._status import DataSourceState, SourceStatus, StatusProvider
+from consumer_sdk._verify import TokenVerifier
+from revocation_events import Event, EventCodec, EventVerifier, MalformedEventError
+
+__all__ = ["Revocast", "build_codec"]
+
+_log = logging.getLogger("consumer_sdk")
+_LOG_EVERY = 10.0
+_VALID = DataSourceState.VALID
+_DETAIL_CLAIM = {
+    RevokedBy.JTI: "jti",
+    RevokedBy.SID: "sid",
+    RevokedBy.SUBJECT_WATERMARK: "sub",
+    RevokedBy.BLOCKED: "sub",
+    RevokedBy.DELETED: "sub",
+    RevokedBy.VERSION: "sub",
+}
+
+
+def build_codec(settings: ConsumerSettings) -> EventCodec:
+    """The codec that authenticates records as ``settings`` require."""
+    verifier = EventVerifier(settings.event_keys) if settings.event_keys else None
+    return EventCodec(verifier=verifier, require_signature=not settings.allow_unsigned_events)
+
+
+class _RateLimitedLog:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+
+    def warning(self, key: str, msg: str, *args: object) -> None:
+        now = self._clock()
+        if now - self._last.get(key, -_LOG_EVERY) < _LOG_EVERY:
+            self._suppressed[key] += 1
+            return
+        self._last[key] = now
+        extra = self._suppressed.pop(key, 0)
+        _log.warning(msg + (f" ({extra} similar suppressed)" if extra else ""), *args)
+
+
+class _Sink:
+    """The update sink: decodes records, applies events, counts, notifies."""
+
+    def __init__(self, rc: Revocast) -> None:
+        self._rc = rc
+        self._state = rc.state
+        self._codec = build_codec(rc.settings)
+        self._clock = rc.clock
+        self._metrics = rc.metrics
+        self._expire_interval = rc.settings.expire_interval
+        self._next_expire = 0.0
+        self.applied: Counter[str] = Counter()
+        self.unchanged: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()
+        self.last_event_at: float | None = None
+        self._log = _RateLimitedLog(rc.clock)
+
+    def record(
+        self, value: bytes | None, headers: Headers, *, timestamp_ms: int | None = None
+    ) -> None:
+        try:
+            event = self._codec.decode(value, headers)
+        except MalformedEventError as exc:
+            self.skipped[exc.reason] += 1
+            self._metrics.skipped(exc.reason)
+            self._log.warning(exc.reason, "skipped a revocation record (%s): %s", exc.reason, exc)
+            return
+        self.event(event)
+
+    def event(self, event: Event) -> None:
+        changed = self._state.apply(event)
+        now = self._clock()
+        self.last_event_at = now
+        if not changed:
+            self.unchanged[event.type] += 1
+            return
+        self.applied[event.type] += 1
+        self._metrics.applied(event.type, now - event.occurred_at.timestamp())
+        self._rc.revocation_listeners.notify(event)
+
+    def status(self, state: DataSourceState, error: str | None = None) -> None:
+        self._rc.status_provider.update(state, error)
+        self._metrics.status(self._rc.status_provider.current.state.value)
+
+    def tick(self) -> None:
+        now = self._clock()
+        if now >= self._next_expire:
+            self._next_expire = now + self._expire_interval
+            self._state.expire()
+            self._metrics.sizes(self._state.size_by_kind())
+            if self.last_event_at is not None:
+                self._metrics.last_event(self.last_event_at)
+
+
+class Revocast:
+    """Verifies tokens locally against PyJWT and the replicated revocation state.
+
+    ``source=None`` reads the Kafka topic named in ``settings``; pass
+    :class:`consumer_sdk.testing.InMemorySource` to drive it without Kafka. The source starts
+    at once, in its own daemon thread; use :meth:`wait_until_ready` before serving.
+    """
+
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        source: DataSource | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._verifier = TokenVerifier(settings)
+        self.state = RevocationState(
+            clock=clock,
+            max_token_lifetime=settings.max_token_lifetime,
+            version_claim=settings.version_claim,
+            grace=settings.leeway,
+        )
+        self.metrics = Metrics(settings.service_name)
+        self.status_provider = StatusProvider(clock)
+        self.revocation_listeners: Listeners[Event] = Listeners("revocation")
+        self._sink = _Sink(self)
+        if source is None:
+            from consumer_sdk._kafka_source import KafkaSource
+
+            source = KafkaSource(settings, clock=clock)
+        self._source: DataSource = source
+        self._policy = settings.failure_policy
+        self._max_staleness = settings.max_staleness
+        self._restart_lock = threading.Lock()
+        self._forked = False
+        self._log = _RateLimitedLog(clock)
+        _instances.add(self)
+        self._start()
+
+    @classmethod
+    def from_env(cls, prefix: str = "REVOCAST_") -> Revocast:
+        return cls(ConsumerSettings.from_env(prefix))
+
+    def _start(self) -> None:
+        self._sink.status(DataSourceState.INITIALIZING)
+        self._source.start(self._sink)
+        if self._verifier.jwks is not None:
+            self._verifier.jwks.start()
+
+    # -- request path ----------------------------------------------------------------------
+
+    def verify(self, token: str | bytes) -> dict[str, Any]:
+        """Decode and validate ``token`` and check it against every revocation rule.
+
+        Raises PyJWT's errors unchanged, :class:`TokenRevokedError`, or (fail-closed)
+        :class:`StateUnavailableError`; all are :class:`jwt.InvalidTokenError`.
+        """
+        claims, kid = self._verifier.decode(token)
+        if self.status_provider.current.state is not _VALID:
+            self._when_not_valid()
+        hit = self.state.check(claims, kid)
+        if hit is not None:
+            rule, revoked_at = hit
+            claim = _DETAIL_CLAIM.get(rule)
+            detail = f"{claim}={claims.get(claim)}" if claim else (f"kid={kid}" if kid else "")
+            raise TokenRevokedError(rule, revoked_at, detail)
+        return claims
+
+    def _when_not_valid(self) -> None:
+        if self._forked:
+            self._restart_after_fork()
+        status = self.status_provider.current
+        if status.state is _VALID:
+            return
+        if (
+            status.state is DataSourceState.INTERRUPTED
+            and self.clock() - status.since <= self._max_staleness
+        ):
+            return
+        if self._policy is FailurePolicy.ACCEPT:
+            self._log.warning(
+                "fail-open",
+                "revocation state %s: accepting tokens (failure_policy=accept)",
+                status.state.value,
+            )
+            return
+        raise StateUnavailableError(
+            f"revocation state is {status.state.value}"
+            + (f" since {self.clock() - status.since:.1f}s" if status.state is not _VALID else "")
+        )
+
+    # -- status, listeners, stats ----------------------------------------------------------
+
+    @property
+    def status(self) -> SourceStatus:
+        return replace(self.status_provider.current, last_event_at=self._sink.last_event_at)
+
+    def wait_until_ready(self, timeout: float) -> bool:
+        """Block until the state has caught up with the topic (and JWKS keys are loaded)."""
+        if self._forked:
+            self._restart_after_fork()
+        deadline = time.monotonic() + timeout
+        if not self.status_provider.ready.wait(timeout):
+            return False
+        jwks = self._verifier.jwks
+        return jwks is None or jwks.loaded.wait(max(0.0, deadline - time.monotonic()))
+
+    def add_status_listener(self, fn: Callable[[SourceStatus], object]) -> Callable[[], None]:
+        return self.status_provider.listeners.add(fn)
+
+    def add_revocation_listener(self, fn: Callable[[Event], object]) -> Callable[[], None]:
+        """``fn`` is called (on the sync thread) with each event that changed the state."""
+        return self.revocation_listeners.add(fn)
+
+    def stats(self) -> dict[str, Any]:
+        sink = self._sink
+        return {
+            "status": self.status_provider.current.state.value,
+            "applied": dict(sink.applied),
+            "unchanged": dict(sink.unchanged),
+            "skipped": dict(sink.skipped),
+            "entries": self.state.size_by_kind(),
+            **self._source.stats(),
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the source thread (waiting up to ``timeout``); status becomes OFF."""
+        self._sink.status(DataSourceState.OFF)
+        self._source.close(timeout)
+        if self._verifier.jwks is not None:
+            self._verifier.jwks.close(timeout)
+        _instances.discard(self)
+
+    def __enter__(self) -> Revocast:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _after_fork_in_child(self) -> None:
+        self._restart_lock = threading.Lock()
+        self.status_provider.after_fork()
+        self.status_provider.listeners.after_fork()
+        self.revocation_listeners.after_fork()
+        self._forked = self.status_provider.current.state is not DataSourceState.OFF
+
+    def _restart_after_fork(self) -> None:
+        with self._restart_lock:
+            if not self._forked:
+                return
+            self._source = self._source.after_fork()
+            self._source.start(self._sink)
+            if self._verifier.jwks is not None:
+                self._verifier.jwks.start()
+            self._forked = False
+
+
+_instances: weakref.WeakSet[Revocast] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for rc in list(_instances):
+        rc._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

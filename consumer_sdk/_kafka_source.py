@@ -1,0 +1,211 @@
+"""The Kafka data source: one daemon thread owns a broadcast ``KafkaConsumer``.
+
+Every instance reads every partition (``group_id=None`` + ``assign()``; no consumer group, no
+committed offsets). At start each partition is positioned at the first record newer than
+``now - max_token_lifetime`` (older events cannot affect a live token), or at its end when there
+is none; the end offsets are snapshotted, and the source reports VALID only once its position
+has reached that snapshot on every partition. After a failure it reconnects with bounded
+exponential backoff and resumes from its own positions.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+
+from consumer_sdk._errors import SourceError
+from consumer_sdk._settings import ConsumerSettings
+from consumer_sdk._source import DataSource, UpdateSink
+from consumer_sdk._status import DataSourceState
+
+__all__ = ["KafkaSource"]
+
+_log = logging.getLogger("consumer_sdk")
+_BACKOFF_MIN = 0.5
+_BACKOFF_MAX = 30.0
+
+
+class KafkaSource:
+    """Replays then tails the revocation topic into an :class:`UpdateSink`."""
+
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        positions: Mapping[int, int] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._topic = settings.kafka.topic
+        self._positions: dict[int, int] = dict(positions or {})
+        self._ends: dict[int, int] = {}
+        self._highwater: dict[int, int] = {}
+        self._reconnects = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, sink: UpdateSink) -> None:
+        self._thread = threading.Thread(
+            target=self._run, args=(sink,), name=f"revocast-sync[{self._topic}]", daemon=True
+        )
+        self._thread.start()
+
+    def close(self, timeout: float) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                _log.warning("revocation sync thread did not stop within %.1fs", timeout)
+
+    def stats(self) -> dict[str, Any]:
+        positions = dict(self._positions)
+        highwater = dict(self._highwater)
+        return {
+            "partitions": sorted(positions),
+            "positions": positions,
+            "start_end_offsets": dict(self._ends),
+            "lag": {p: max(0, highwater.get(p, pos) - pos) for p, pos in positions.items()},
+            "reconnects": self._reconnects,
+        }
+
+    def after_fork(self) -> DataSource:
+        return KafkaSource(self._settings, clock=self._clock, positions=self._positions)
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def _run(self, sink: UpdateSink) -> None:
+        backoff = _BACKOFF_MIN
+        while not self._stop.is_set():
+            consumer: Any = None
+            try:
+                consumer = self._connect()
+                if self._session(consumer, sink):
+                    backoff = _BACKOFF_MIN
+            except Exception as exc:  # the thread must survive anything; report and retry
+                error = (
+                    exc
+                    if isinstance(exc, SourceError)
+                    else SourceError(f"{type(exc).__name__}: {exc}")
+                )
+                _log.warning(
+                    "revocation source interrupted (%s); retrying in %.1fs", error, backoff
+                )
+                sink.status(DataSourceState.INTERRUPTED, str(error))
+                self._reconnects += 1
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+            finally:
+                if consumer is not None:
+                    try:
+                        consumer.close(timeout_ms=1000)
+                    except Exception:
+                        _log.debug("closing the Kafka consumer failed", exc_info=True)
+
+    def _connect(self) -> Any:
+        s = self._settings
+        config: dict[str, Any] = {
+            "metadata_max_age_ms": int(s.partition_check_interval * 1000),
+            "allow_auto_create_topics": False,
+            "auto_offset_reset": "earliest",
+            **s.kafka.client_config(),
+            "group_id": None,
+            "enable_auto_commit": False,
+        }
+        try:
+            return KafkaConsumer(**config)
+        except KafkaError as exc:
+            raise SourceError(f"cannot connect to Kafka: {exc}") from exc
+
+    def _session(self, consumer: Any, sink: UpdateSink) -> bool:
+        """Bootstrap and tail until stopped; return whether it ever caught up."""
+        s = self._settings
+        timeout_ms = s.kafka.request_timeout_ms
+        try:
+            tps = self._assign(consumer, set())
+            if not tps:
+                raise SourceError(f"topic {self._topic!r} does not exist or has no partitions")
+            ends = consumer.end_offsets(list(tps.values()), timeout_ms=timeout_ms)
+            self._ends = {tp.partition: off for tp, off in ends.items()}
+            self._position_new(
+                consumer, [tp for p, tp in tps.items() if p not in self._positions], ends
+            )
+            for p, tp in tps.items():
+                if p in self._positions:
+                    consumer.seek(tp, self._positions[p])
+            caught_up = False
+            next_check = time.monotonic() + s.partition_check_interval
+            while not self._stop.is_set():
+                batch = consumer.poll(timeout_ms=s.poll_timeout_ms)
+                for tp, records in batch.items():
+                    for record in records:
+                        sink.record(record.value, record.headers, timestamp_ms=record.timestamp)
+                    self._positions[tp.partition] = records[-1].offset + 1
+                if not caught_up and self._caught_up(consumer, tps):
+                    caught_up = True
+                    sink.status(DataSourceState.VALID)
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + s.partition_check_interval
+                    tps = self._assign(consumer, set(tps))
+                    self._track(consumer, tps)
+                sink.tick()
+            return caught_up
+        except KafkaError as exc:
+            raise SourceError(f"Kafka: {type(exc).__name__}: {exc}") from exc
+
+    def _assign(self, consumer: Any, known: set[TopicPartition]) -> dict[int, TopicPartition]:
+        parts = consumer.partitions_for_topic(self._topic) or set()
+        tps = {p: TopicPartition(self._topic, p) for p in parts}
+        new = [tp for tp in tps.values() if tp not in known]
+        if known and new:
+            consumer.assign(list(tps.values()))
+            for tp in new:
+                # Created after we started: everything on it is new to us.
+                consumer.seek(tp, 0)
+                self._positions[tp.partition] = 0
+            _log.info("revocation topic gained partitions %s", sorted(tp.partition for tp in new))
+        elif not known:
+            consumer.assign(list(tps.values()))
+        return tps
+
+    def _position_new(
+        self, consumer: Any, tps: list[TopicPartition], ends: Mapping[TopicPartition, int]
+    ) -> None:
+        if not tps:
+            return
+        s = self._settings
+        if s.replay_from_beginning:
+            for tp in tps:
+                consumer.seek(tp, 0)
+            return
+        since_ms = int((self._clock() - s.max_token_lifetime - s.leeway) * 1000)
+        found = consumer.offsets_for_times(
+            {tp: max(since_ms, 0) for tp in tps}, timeout_ms=s.kafka.request_timeout_ms
+        )
+        for tp in tps:
+            hit = found.get(tp)
+            consumer.seek(tp, hit.offset if hit is not None else ends[tp])
+
+    def _caught_up(self, consumer: Any, tps: Mapping[int, TopicPartition]) -> bool:
+        timeout_ms = self._settings.kafka.request_timeout_ms
+        for p, end in self._ends.items():
+            tp = tps.get(p)
+            if tp is None:
+                continue
+            pos = consumer.position(tp, timeout_ms=timeout_ms)
+            if pos is None or pos < end:
+                return False
+            self._positions[p] = pos
+        return True
+
+    def _track(self, consumer: Any, tps: Mapping[int, TopicPartition]) -> None:
+        for p, tp in tps.items():
+            hw = consumer.highwater(tp)
+            if hw is not None:
+                self._highwater[p] = hw

@@ -1,0 +1,90 @@
+"""Prometheus metrics, if ``prometheus-client`` is installed (the ``metrics`` extra).
+
+Without it every method is a no-op. Collectors are created once per process on the default
+registry and labelled by ``service``, so several SDK instances can share them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["Metrics"]
+
+try:
+    import prometheus_client as _prom
+except ImportError:  # pragma: no cover - exercised only without the optional dependency
+    _prom = None  # type: ignore[assignment]
+
+_lock = threading.Lock()
+_collectors: dict[str, Any] = {}
+
+_STATES = ("initializing", "valid", "interrupted", "off")
+
+
+def _shared() -> dict[str, Any]:
+    with _lock:
+        if not _collectors and _prom is not None:
+            p = _prom
+            _collectors.update(
+                applied=p.Counter(
+                    "revocast_events_applied", "Events that changed the state", ["service", "type"]
+                ),
+                skipped=p.Counter(
+                    "revocast_records_skipped", "Records skipped, by reason", ["service", "reason"]
+                ),
+                size=p.Gauge(
+                    "revocast_state_entries", "State entries by kind", ["service", "kind"]
+                ),
+                last_event=p.Gauge(
+                    "revocast_last_event_timestamp_seconds",
+                    "When the last event was applied",
+                    ["service"],
+                ),
+                delay=p.Histogram(
+                    "revocast_propagation_delay_seconds",
+                    "From an event's occurred_at to its application here",
+                    ["service"],
+                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
+                ),
+                status=p.Gauge(
+                    "revocast_source_status", "1 for the current status", ["service", "state"]
+                ),
+            )
+        return _collectors
+
+
+class Metrics:
+    """Per-instance view of the shared collectors."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+        self._c = _shared()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._c)
+
+    def applied(self, event_type: str, delay: float) -> None:
+        if self._c:
+            self._c["applied"].labels(self._service, event_type).inc()
+            self._c["delay"].labels(self._service).observe(max(delay, 0.0))
+
+    def skipped(self, reason: str) -> None:
+        if self._c:
+            self._c["skipped"].labels(self._service, reason).inc()
+
+    def last_event(self, at: float) -> None:
+        if self._c:
+            self._c["last_event"].labels(self._service).set(at)
+
+    def sizes(self, sizes: Mapping[str, int]) -> None:
+        if self._c:
+            for kind, n in sizes.items():
+                self._c["size"].labels(self._service, kind).set(n)
+
+    def status(self, state: str) -> None:
+        if self._c:
+            for s in _STATES:
+                self._c["status"].labels(self._service, s).set(1 if s == state else 0)

@@ -1,0 +1,203 @@
+"""Consumer SDK settings: frozen, keyword-only, with :meth:`ConsumerSettings.from_env`."""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from jwt.algorithms import get_default_algorithms
+
+from revocation_events import (
+    KafkaSettings,
+    KeySpecError,
+    SettingsError,
+    VerificationKey,
+    env_bool,
+    env_float,
+    env_int,
+    env_str,
+    parse_verification_keys,
+)
+
+__all__ = ["MAX_LEEWAY", "ConsumerSettings", "FailurePolicy", "KeyMaterial"]
+
+MAX_LEEWAY = 300.0
+"""Seconds. A larger clock-skew allowance would keep expired tokens alive for too long."""
+
+KeyMaterial = str | bytes
+"""A PEM public key, a JWK JSON object (``str`` starting with ``{``) or an HMAC secret."""
+
+
+class FailurePolicy(enum.Enum):
+    """What :meth:`Revocast.verify` does when the revocation state cannot be trusted."""
+
+    REFUSE = "refuse"
+    """Fail closed (default): raise :class:`StateUnavailableError`."""
+    ACCEPT = "accept"
+    """Fail open (opt-in): accept on signature and claims alone, and log a warning."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsumerSettings:
+    """Everything a service needs to verify tokens and follow the revocation topic.
+
+    Keys: either ``jwt_keys`` (``kid`` -> material; a single key may use any kid and then
+    also matches tokens without a ``kid`` header) or ``jwks_url``, not both.
+    ``algorithms`` is required and pinned: a token whose header names another algorithm is
+    refused before any key is used.
+    """
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    algorithms: tuple[str, ...]
+    jwt_keys: Mapping[str, KeyMaterial] = field(default_factory=dict, repr=False)
+    jwks_url: str | None = None
+    jwks_refresh_interval: float = 300.0
+    """Seconds between background JWKS refreshes."""
+    jwks_min_refresh_interval: float = 30.0
+    """An unknown ``kid`` triggers a background refresh at most this often."""
+    issuer: str | None = None
+    audience: tuple[str, ...] = ()
+    require_sub: bool = False
+    leeway: float = 0.0
+    max_token_lifetime: float = 3600.0
+    """Seconds; the longest ``exp - iat`` of any token. Bounds the replay window."""
+    replay_from_beginning: bool = False
+    """Replay the whole topic rather than ``max_token_lifetime`` back (see the README note on
+    key revocations and blocks, which never expire by time)."""
+    version_claim: str = "ver"
+    event_keys: tuple[VerificationKey, ...] = ()
+    allow_unsigned_events: bool = False
+    failure_policy: FailurePolicy = FailurePolicy.REFUSE
+    max_staleness: float = 30.0
+    """Seconds an INTERRUPTED source may serve the last state before verify fails closed."""
+    max_token_bytes: int = 8 * 1024
+    poll_timeout_ms: int = 500
+    partition_check_interval: float = 5.0
+    expire_interval: float = 30.0
+    service_name: str = "revocast"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "jwt_keys", MappingProxyType(dict(self.jwt_keys)))
+        algs = tuple(self.algorithms)
+        object.__setattr__(self, "algorithms", algs)
+        object.__setattr__(self, "audience", tuple(self.audience))
+        known = get_default_algorithms()
+        if not algs:
+            raise SettingsError("algorithms is required, e.g. ('RS256',)")
+        for alg in algs:
+            if alg.lower() == "none":
+                raise SettingsError("algorithms may not include 'none'")
+            if alg not in known:
+                raise SettingsError(f"algorithms: unknown algorithm {alg!r}")
+        if bool(self.jwt_keys) == bool(self.jwks_url):
+            raise SettingsError("give exactly one of jwt_keys or jwks_url")
+        if not 0 <= self.leeway <= MAX_LEEWAY:
+            raise SettingsError(f"leeway must be between 0 and {MAX_LEEWAY:g} s, got {self.leeway}")
+        if self.max_token_lifetime <= 0:
+            raise SettingsError(f"max_token_lifetime must be > 0, got {self.max_token_lifetime}")
+        if self.max_staleness < 0:
+            raise SettingsError(f"max_staleness must be >= 0, got {self.max_staleness}")
+        if self.max_token_bytes < 64:
+            raise SettingsError(f"max_token_bytes must be >= 64, got {self.max_token_bytes}")
+        for name in ("poll_timeout_ms", "partition_check_interval", "expire_interval"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.jwks_refresh_interval <= 0 or self.jwks_min_refresh_interval < 0:
+            raise SettingsError("JWKS refresh intervals must be positive")
+        if not self.version_claim:
+            raise SettingsError("version_claim may not be empty")
+        if not self.event_keys and not self.allow_unsigned_events:
+            raise SettingsError(
+                "no event verification keys: set event_keys (REVOCAST_EVENT_KEYS="
+                "'kid:ed25519:<public key>' or 'kid:hmac:<secret>'), or, for development only, "
+                "allow_unsigned_events=True (REVOCAST_ALLOW_UNSIGNED_EVENTS=true)"
+            )
+
+    @classmethod
+    def from_env(
+        cls, prefix: str = "REVOCAST_", environ: Mapping[str, str] | None = None
+    ) -> ConsumerSettings:
+        """Read ``{prefix}ALGORITHMS`` (comma list), ``{prefix}JWT_KEYS`` (JSON object
+        kid -> PEM / JWK / secret) or ``{prefix}JWT_KEY`` (one key, kid ``{prefix}JWT_KID``)
+        or ``{prefix}JWKS_URL``, ``{prefix}ISSUER``, ``{prefix}AUDIENCE`` (comma list),
+        ``{prefix}EVENT_KEYS``, and one variable per other field in upper case (for example
+        ``{prefix}MAX_STALENESS``, ``{prefix}FAILURE_POLICY=refuse|accept``), plus the Kafka
+        variables of :meth:`KafkaSettings.from_env`."""
+        env = os.environ if environ is None else environ
+        p = prefix
+        kwargs: dict[str, Any] = {"kafka": KafkaSettings.from_env(prefix, env)}
+        algs = env_str(env, f"{p}ALGORITHMS")
+        if algs is None:
+            raise SettingsError(f"{p}ALGORITHMS is required (e.g. RS256)")
+        kwargs["algorithms"] = tuple(a.strip() for a in algs.split(",") if a.strip())
+        kwargs["jwt_keys"] = _jwt_keys_from_env(env, p)
+        for name in ("jwks_url", "issuer", "version_claim", "service_name"):
+            text = env_str(env, f"{p}{name.upper()}")
+            if text is not None:
+                kwargs[name] = text
+        audience = env_str(env, f"{p}AUDIENCE")
+        if audience is not None:
+            kwargs["audience"] = tuple(a.strip() for a in audience.split(",") if a.strip())
+        for name in (
+            "jwks_refresh_interval",
+            "jwks_min_refresh_interval",
+            "leeway",
+            "max_token_lifetime",
+            "max_staleness",
+            "partition_check_interval",
+            "expire_interval",
+        ):
+            number = env_float(env, f"{p}{name.upper()}")
+            if number is not None:
+                kwargs[name] = number
+        for name in ("max_token_bytes", "poll_timeout_ms"):
+            integer = env_int(env, f"{p}{name.upper()}")
+            if integer is not None:
+                kwargs[name] = integer
+        for name in ("require_sub", "allow_unsigned_events", "replay_from_beginning"):
+            flag = env_bool(env, f"{p}{name.upper()}")
+            if flag is not None:
+                kwargs[name] = flag
+        policy = env_str(env, f"{p}FAILURE_POLICY")
+        if policy is not None:
+            try:
+                kwargs["failure_policy"] = FailurePolicy(policy.lower())
+            except ValueError:
+                raise SettingsError(
+                    f"{p}FAILURE_POLICY must be 'refuse' or 'accept', got {policy!r}"
+                ) from None
+        event_keys = env_str(env, f"{p}EVENT_KEYS")
+        if event_keys is not None:
+            try:
+                kwargs["event_keys"] = parse_verification_keys(event_keys)
+            except KeySpecError as exc:
+                raise SettingsError(f"{p}EVENT_KEYS: {exc}") from None
+        try:
+            return cls(**kwargs)
+        except SettingsError as exc:
+            raise SettingsError(f"{exc} (from environment, prefix {prefix!r})") from None
+
+
+def _jwt_keys_from_env(env: Mapping[str, str], p: str) -> dict[str, KeyMaterial]:
+    keys_json = env.get(f"{p}JWT_KEYS")
+    single = env.get(f"{p}JWT_KEY")
+    if keys_json and single:
+        raise SettingsError(f"set only one of {p}JWT_KEYS and {p}JWT_KEY")
+    if single:
+        return {env_str(env, f"{p}JWT_KID") or "default": single}
+    if not keys_json:
+        return {}
+    try:
+        parsed = json.loads(keys_json)
+    except ValueError:
+        raise SettingsError(f"{p}JWT_KEYS is not valid JSON (value not shown)") from None
+    if not isinstance(parsed, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()
+    ):
+        raise SettingsError(f"{p}JWT_KEYS must be a JSON object of kid -> key string")
+    return dict(parsed)

@@ -1,0 +1,56 @@
+"""Interfaces between a data source and the rest of the SDK.
+
+A *data source* (Kafka, or :class:`consumer_sdk.testing.InMemorySource`) owns its I/O and
+pushes what it reads into an *update sink*; the sink decodes and authenticates records, applies
+events to the store (:class:`RevocationState`), updates the status provider, metrics and
+listeners. Sources never touch the store directly, so every source behaves the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from consumer_sdk._status import DataSourceState
+from revocation_events import Event
+
+__all__ = ["DataSource", "Headers", "UpdateSink"]
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class UpdateSink(Protocol):
+    """What a data source may call. Called from the source's own thread only."""
+
+    def record(
+        self, value: bytes | None, headers: Headers, *, timestamp_ms: int | None = None
+    ) -> None:
+        """A raw record: decode, authenticate and apply it, or count and log why it was skipped.
+        Never raises for bad input."""
+
+    def event(self, event: Event) -> None:
+        """An already decoded and authenticated event."""
+
+    def status(self, state: DataSourceState, error: str | None = None) -> None:
+        """Report VALID once caught up with the topic as it was at start; INTERRUPTED (with
+        the error) on a failure. Sources never report OFF: closing the SDK does."""
+
+    def tick(self) -> None:
+        """Periodic maintenance (expiry, gauges); call at least every few seconds."""
+
+
+class DataSource(Protocol):
+    """Feeds the sink. ``start`` must not block; ``close`` stops within ``timeout``."""
+
+    def start(self, sink: UpdateSink) -> None: ...
+
+    def close(self, timeout: float) -> None: ...
+
+    def stats(self) -> dict[str, Any]:
+        """Source-specific figures (partitions, offsets, lag)."""
+        ...
+
+    def after_fork(self) -> DataSource:
+        """In a forked child process, the source to start there (threads and sockets of the
+        parent are unusable in the child)."""
+        ...

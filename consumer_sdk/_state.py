@@ -1,0 +1,384 @@
+"""The revocation state: what every revocation event means for a token, in memory.
+
+One writer (the sync thread) applies events; request threads call :meth:`RevocationState.check`
+without a lock. That is safe because the writer never mutates a value a reader can hold: it
+replaces whole tuples in dicts, swaps whole attributes, and the jti table publishes entries
+atomically (see :mod:`consumer_sdk._fptable`). ``apply`` is idempotent and commutative per rule
+(a max, a min, or last-writer-wins by ``(occurred_at, event id)``), so any replay order and any
+duplicates give the same state.
+
+Why not cachetools' ``TTLCache``/``TLRUCache``: they evict the least recently used entry when
+full, which for us would silently forget a revocation that still covers a valid token; they are
+not thread-safe, and even lookups reorder them, so every request would need a lock; and they
+cost ~290 bytes and ~1 µs per entry where the table here costs ~40 bytes and ~0.2 µs. Expiry is
+instead a time wheel of buckets of keys, drained by :meth:`RevocationState.expire`; lookups
+also ignore entries whose deadline has passed, so correctness never depends on when expiry runs.
+There is no size cap: memory is bounded by the revocation rate times the token lifetime.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import Counter
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from consumer_sdk._errors import RevokedBy
+from consumer_sdk._fptable import FingerprintTable, fingerprint
+from revocation_events import (
+    Event,
+    GlobalTokensRevoked,
+    KeyRevoked,
+    SessionRevoked,
+    SubjectBlocked,
+    SubjectDeleted,
+    SubjectTokensRevoked,
+    SubjectUnblocked,
+    SubjectVersionBumped,
+    TokenRevoked,
+)
+
+__all__ = ["RevocationState"]
+
+_BUCKET_SECONDS = 60
+_FOREVER = math.inf
+
+
+class _Watermark(NamedTuple):
+    issued_before: float
+    at: float
+    until: float
+
+
+class _Block(NamedTuple):
+    order: tuple[float, int]  # (occurred_at, event id): last writer wins
+    blocked: bool
+    until: float
+
+
+class _Deleted(NamedTuple):
+    at: float
+    until: float
+
+
+class _Version(NamedTuple):
+    min_version: int
+    at: float
+    until: float
+
+
+class _Subject(NamedTuple):
+    watermark: _Watermark | None = None
+    block: _Block | None = None
+    deleted: _Deleted | None = None
+    version: _Version | None = None
+
+
+_EMPTY_SUBJECT = _Subject()
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class RevocationState:
+    """The store: all revocation rules currently in force.
+
+    ``grace`` (seconds, normally the verifier's leeway) keeps every time-limited entry that
+    much longer, because a token is still accepted ``leeway`` seconds after its ``exp``.
+    ``max_token_lifetime`` bounds how long a rule about "tokens issued before X" matters.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        max_token_lifetime: float,
+        version_claim: str = "ver",
+        grace: float = 0.0,
+    ) -> None:
+        self._clock = clock
+        self._lifetime = max_token_lifetime
+        self._version_claim = version_claim
+        self._grace = grace
+        self._jti = FingerprintTable()
+        self._jti_wheel: dict[int, array[int]] = {}
+        self._sids: dict[str, tuple[float, float]] = {}  # sid -> (at, until)
+        self._subjects: dict[str, _Subject] = {}
+        self._kids: dict[str, float] = {}  # kid -> at
+        self._global: _Watermark | None = None
+        self._wheel: dict[int, set[tuple[str, str]]] = {}  # bucket -> {(kind, key)}
+
+    # -- reading (request path) ------------------------------------------------------------
+
+    def check(
+        self, claims: Mapping[str, Any], kid: str | None
+    ) -> tuple[RevokedBy, datetime] | None:
+        """The first rule that revokes a token with these claims and header ``kid``, if any."""
+        jti = claims.get("jti")
+        if type(jti) is str:
+            keys, deadlines, times, mask = self._jti.slots
+            fp = hash(jti) or 1
+            i = fp & mask
+            while k := keys[i]:
+                if k == fp:
+                    if deadlines[i] + self._grace > self._clock():
+                        return RevokedBy.JTI, _dt(times[i])
+                    break
+                i = (i + 1) & mask
+        if self._sids:
+            sid = claims.get("sid")
+            hit = self._sids.get(sid) if type(sid) is str else None
+            if hit is not None and hit[1] + self._grace > self._clock():
+                return RevokedBy.SID, _dt(hit[0])
+        sub = claims.get("sub")
+        if type(sub) is str and (rec := self._subjects.get(sub)) is not None:
+            found = self._check_subject(rec, claims)
+            if found is not None:
+                return found
+        if self._kids and kid is not None and (at := self._kids.get(kid)) is not None:
+            return RevokedBy.KEY, _dt(at)
+        g = self._global
+        if (
+            g is not None
+            and _iat(claims) < g.issued_before
+            and g.until + self._grace > self._clock()
+        ):
+            return RevokedBy.GLOBAL, _dt(g.at)
+        return None
+
+    def _check_subject(
+        self, rec: _Subject, claims: Mapping[str, Any]
+    ) -> tuple[RevokedBy, datetime] | None:
+        live = self._clock() - self._grace
+        if (d := rec.deleted) is not None and d.until > live:
+            return RevokedBy.DELETED, _dt(d.at)
+        if (b := rec.block) is not None and b.blocked:
+            return RevokedBy.BLOCKED, _dt(b.order[0])
+        if (w := rec.watermark) is not None and w.until > live and _iat(claims) < w.issued_before:
+            return RevokedBy.SUBJECT_WATERMARK, _dt(w.at)
+        v = rec.version
+        if v is not None and v.until > live:
+            ver = claims.get(self._version_claim, 0)
+            if type(ver) is not int or ver < v.min_version:
+                return RevokedBy.VERSION, _dt(v.at)
+        return None
+
+    # -- writing (sync thread only) --------------------------------------------------------
+
+    def apply(self, event: Event) -> bool:
+        """Merge one event; return whether the state changed. Idempotent and commutative."""
+        at = event.occurred_at.timestamp()
+        live = self._clock() - self._grace
+        if isinstance(event, TokenRevoked):
+            until = event.expires_at.timestamp()
+            if until <= live:
+                return False
+            fp = fingerprint(event.jti)
+            if not self._jti.add(fp, until, at):
+                return False
+            bucket = int(until) // _BUCKET_SECONDS + 1
+            wheel = self._jti_wheel.get(bucket)
+            if wheel is None:
+                wheel = self._jti_wheel[bucket] = array("q")
+            wheel.append(fp)
+            return True
+        if isinstance(event, SessionRevoked):
+            return self._apply_sid(event.sid, at, self._until(event.expires_at, at), live)
+        if isinstance(event, KeyRevoked):
+            old = self._kids.get(event.kid)
+            if old is not None and old <= at:
+                return False
+            self._kids = {**self._kids, event.kid: at}
+            return True
+        if isinstance(event, GlobalTokensRevoked):
+            return self._apply_global(event, at, live)
+        return self._apply_subject(event, at, live)
+
+    def _until(self, expires_at: datetime, start: float) -> float:
+        return max(expires_at.timestamp(), start + self._lifetime)
+
+    def _apply_sid(self, sid: str, at: float, until: float, live: float) -> bool:
+        if until <= live:
+            return False
+        old = self._sids.get(sid)
+        new = (at, until) if old is None else (min(old[0], at), max(old[1], until))
+        if new == old:
+            return False
+        self._sids[sid] = new
+        self._schedule("sid", sid, until)
+        return True
+
+    def _apply_global(self, event: GlobalTokensRevoked, at: float, live: float) -> bool:
+        t = event.issued_before.timestamp()
+        until = self._until(event.expires_at, t)
+        if until <= live:
+            return False
+        new = _merge_watermark(self._global, _Watermark(t, at, until))
+        if new == self._global:
+            return False
+        self._global = new
+        return True
+
+    def _apply_subject(self, event: Event, at: float, live: float) -> bool:
+        sub = event.subject()
+        assert sub is not None
+        rec = self._subjects.get(sub, _EMPTY_SUBJECT)
+        if isinstance(event, SubjectTokensRevoked):
+            t = event.issued_before.timestamp()
+            wm = _Watermark(t, at, self._until(event.expires_at, t))
+            if wm.until <= live:
+                return False
+            new = rec._replace(watermark=_merge_watermark(rec.watermark, wm))
+            until = wm.until
+        elif isinstance(event, SubjectBlocked | SubjectUnblocked):
+            blocked = isinstance(event, SubjectBlocked)
+            until = (
+                self._until(event.expires_at, at)
+                if isinstance(event, SubjectUnblocked)
+                else _FOREVER
+            )
+            order = (at, event.id.int)
+            if rec.block is not None and rec.block.order >= order:
+                return False
+            new = rec._replace(block=_Block(order, blocked, until))
+        elif isinstance(event, SubjectDeleted):
+            until = self._until(event.expires_at, at)
+            if until <= live:
+                return False
+            old_d = rec.deleted
+            d = (
+                _Deleted(at, until)
+                if old_d is None
+                else _Deleted(min(old_d.at, at), max(old_d.until, until))
+            )
+            new = rec._replace(deleted=d)
+        elif isinstance(event, SubjectVersionBumped):
+            until = self._until(event.expires_at, at)
+            if until <= live:
+                return False
+            new = rec._replace(
+                version=_merge_version(rec.version, _Version(event.min_version, at, until))
+            )
+        else:  # pragma: no cover - the union is exhaustive
+            raise TypeError(f"unknown event {type(event).__name__}")
+        if new == rec:
+            return False
+        self._subjects[sub] = new
+        self._schedule("sub", sub, until)
+        return True
+
+    def _schedule(self, kind: str, key: str, until: float) -> None:
+        if until != _FOREVER:
+            self._wheel.setdefault(int(until + self._grace) // _BUCKET_SECONDS + 1, set()).add(
+                (kind, key)
+            )
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    def expire(self) -> int:
+        """Drop entries that can no longer affect any token; return how many were dropped."""
+        live = self._clock() - self._grace
+        due = int(live) // _BUCKET_SECONDS
+        dropped = 0
+        for bucket in sorted(b for b in self._jti_wheel if b <= due):
+            for fp in self._jti_wheel.pop(bucket):
+                dropped += self._jti.discard_if_due(fp, live)
+        for bucket in sorted(b for b in self._wheel if b <= due):
+            for kind, key in self._wheel.pop(bucket):
+                if kind == "sid":
+                    hit = self._sids.get(key)
+                    if hit is not None and hit[1] <= live:
+                        del self._sids[key]
+                        dropped += 1
+                else:
+                    dropped += self._expire_subject(key, live)
+        if self._global is not None and self._global.until <= live:
+            self._global = None
+            dropped += 1
+        return dropped
+
+    def _expire_subject(self, sub: str, live: float) -> int:
+        rec = self._subjects.get(sub)
+        if rec is None:
+            return 0
+        new = _Subject(
+            watermark=rec.watermark if rec.watermark and rec.watermark.until > live else None,
+            block=rec.block if rec.block and rec.block.until > live else None,
+            deleted=rec.deleted if rec.deleted and rec.deleted.until > live else None,
+            version=rec.version if rec.version and rec.version.until > live else None,
+        )
+        if new == rec:
+            return 0
+        if new == _EMPTY_SUBJECT:
+            del self._subjects[sub]
+        else:
+            self._subjects[sub] = new
+        return sum(a is not None and b is None for a, b in zip(rec, new, strict=True))
+
+    # -- inspection ------------------------------------------------------------------------
+
+    def size_by_kind(self) -> dict[str, int]:
+        """Live entries per rule (entries past their deadline count until :meth:`expire`)."""
+        counts: Counter[str] = Counter()
+        for rec in list(self._subjects.values()):
+            counts["subject_watermark"] += rec.watermark is not None
+            counts["blocked"] += rec.block is not None and rec.block.blocked
+            counts["unblocked"] += rec.block is not None and not rec.block.blocked
+            counts["deleted"] += rec.deleted is not None
+            counts["version"] += rec.version is not None
+        return {
+            "jti": len(self._jti),
+            "sid": len(self._sids),
+            "subject_watermark": counts["subject_watermark"],
+            "blocked": counts["blocked"],
+            "unblocked": counts["unblocked"],
+            "deleted": counts["deleted"],
+            "version": counts["version"],
+            "key": len(self._kids),
+            "global": int(self._global is not None),
+        }
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """A canonical, comparable value of every rule still in force (within this process:
+        jti fingerprints use the per-process string hash)."""
+        live = self._clock() - self._grace
+        jtis = sorted((fp, dl, t) for fp, dl, t in self._jti.items() if dl > live)
+        sids = sorted((k, v) for k, v in self._sids.items() if v[1] > live)
+        subjects = []
+        for sub in sorted(self._subjects):
+            rec = self._subjects[sub]
+            kept = _Subject(
+                watermark=rec.watermark if rec.watermark and rec.watermark.until > live else None,
+                block=rec.block
+                if rec.block and (rec.block.blocked or rec.block.until > live)
+                else None,
+                deleted=rec.deleted if rec.deleted and rec.deleted.until > live else None,
+                version=rec.version if rec.version and rec.version.until > live else None,
+            )
+            if kept != _EMPTY_SUBJECT:
+                subjects.append((sub, tuple(kept)))
+        g = self._global if self._global is not None and self._global.until > live else None
+        return (tuple(jtis), tuple(sids), tuple(subjects), tuple(sorted(self._kids.items())), g)
+
+
+def _iat(claims: Mapping[str, Any]) -> float:
+    iat = claims.get("iat")
+    # A token without a numeric iat is older than any watermark: fail safe.
+    return iat if type(iat) is int or type(iat) is float else -math.inf
+
+
+def _merge_watermark(old: _Watermark | None, new: _Watermark) -> _Watermark:
+    if old is None:
+        return new
+    top = new if (new.issued_before, -new.at) > (old.issued_before, -old.at) else old
+    return _Watermark(top.issued_before, top.at, max(old.until, new.until))
+
+
+def _merge_version(old: _Version | None, new: _Version) -> _Version:
+    if old is None:
+        return new
+    top = new if (new.min_version, -new.at) > (old.min_version, -old.at) else old
+    return _Version(top.min_version, top.at, max(old.until, new.until))

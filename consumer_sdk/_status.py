@@ -1,0 +1,84 @@
+"""The status provider: where the data source stands, and since when."""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from consumer_sdk._listeners import Listeners
+
+__all__ = ["DataSourceState", "SourceStatus", "StatusProvider"]
+
+
+class DataSourceState(enum.Enum):
+    """The data source's condition, as LaunchDarkly's SDKs report it."""
+
+    INITIALIZING = "initializing"
+    """Replaying the topic; the state is not complete yet. Verify fails closed."""
+    VALID = "valid"
+    """Caught up with the topic at start, and tailing it."""
+    INTERRUPTED = "interrupted"
+    """Was valid, lost the connection; the last state serves for ``max_staleness``."""
+    OFF = "off"
+    """Closed. Verify fails closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """One status report. ``since`` is when ``state`` was entered (an INTERRUPTED source that
+    fails again keeps its original ``since``); times come from the SDK's clock."""
+
+    state: DataSourceState
+    since: float
+    last_error: str | None = None
+    last_event_at: float | None = None
+
+
+class StatusProvider:
+    """Holds the current :class:`SourceStatus` and tells listeners about changes.
+
+    Readers take :attr:`current` without a lock (an attribute read of an immutable object).
+    Listeners are called after the lock is released.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.current = SourceStatus(DataSourceState.INITIALIZING, since=clock())
+        self.listeners: Listeners[SourceStatus] = Listeners("status")
+        self.ready = threading.Event()
+
+    def update(self, state: DataSourceState, error: str | None = None) -> SourceStatus:
+        with self._lock:
+            old = self.current
+            if old.state is DataSourceState.OFF:
+                return old
+            if state is DataSourceState.INTERRUPTED and old.state is DataSourceState.INITIALIZING:
+                # Never valid yet: stay INITIALIZING (still fail-closed), but record the error.
+                state = DataSourceState.INITIALIZING
+            if state is old.state and error == old.last_error:
+                return old
+            since = old.since if state is old.state else self._clock()
+            new = SourceStatus(state, since, error, old.last_event_at)
+            self.current = new
+        if state is DataSourceState.VALID:
+            self.ready.set()
+        self.listeners.notify(new)
+        return new
+
+    def event_seen(self, at: float) -> None:
+        with self._lock:
+            old = self.current
+            self.current = SourceStatus(old.state, old.since, old.last_error, at)
+
+    def after_fork(self) -> None:
+        """In a forked child: fresh lock; the inherited state serves as if interrupted."""
+        self._lock = threading.Lock()
+        self.ready = threading.Event()  # ready again once this process's source catches up
+        old = self.current
+        if old.state is DataSourceState.VALID:
+            self.current = SourceStatus(
+                DataSourceState.INTERRUPTED, self._clock(), "forked", old.last_event_at
+            )
