@@ -30,6 +30,7 @@ _HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _PORT_ATTEMPTS = 3
 _TAIL_LINES = 40
+_FATAL_MARKER = "Exiting Kafka due to fatal exception"  # logged by kafka.Kafka$ at ERROR
 
 # Defaults sized for one small machine and a single node. Every key can be
 # overridden through ``extra_properties``.
@@ -182,8 +183,9 @@ class LocalKafkaBroker:
         for attempt in range(1, attempts + 1):
             if self._work_dir is None:
                 self._work_dir = Path(tempfile.mkdtemp(prefix="revocast-kafka-"))
-            if self._port is None or self._controller_port is None:
-                self._port, self._controller_port = _free_ports(2)
+            picked = iter(_free_ports(2))
+            self._port = self._port or next(picked)
+            self._controller_port = self._controller_port or next(picked)
             try:
                 self._launch(java, lib)
             except _PortCollision:
@@ -327,11 +329,13 @@ class LocalKafkaBroker:
         port_open = False
         last_error = "client port never accepted a connection"
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                self._close_output()
+            # After a fatal startup error the JVM lingers ~30 s in shutdown hooks;
+            # the log says so at once, so fail on that rather than on the exit.
+            if proc.poll() is not None or _fatal_logged(work):
+                self.kill()
                 tail = _log_tail(work)
                 error = _PortCollision if "Address already in use" in tail else BrokerStartError
-                raise error(f"kafka broker exited with code {proc.returncode}", log_tail=tail)
+                raise error(f"kafka broker failed to start (exit {proc.returncode})", log_tail=tail)
             # With fixed ports Kafka opens the client listener only once it has
             # caught up on metadata, so an accepted connection is a good first gate.
             if not port_open:
@@ -427,7 +431,9 @@ def _metadata_round_trip(bootstrap: str) -> None:
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap,
         client_id="revocast-localkafka-probe",
-        request_timeout_ms=5000,
+        # Short, so that the readiness loop re-checks the JVM between attempts.
+        request_timeout_ms=3000,
+        bootstrap_timeout_ms=3000,
     )
     try:
         admin.describe_cluster()
@@ -442,6 +448,13 @@ def _cluster_id() -> str:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not cluster_id.startswith("-"):
             return cluster_id
+
+
+def _fatal_logged(work: Path) -> bool:
+    try:
+        return _FATAL_MARKER in (work / "broker.log").read_text(errors="replace")
+    except FileNotFoundError:
+        return False
 
 
 def _log_tail(work: Path) -> str:
