@@ -1,0 +1,93 @@
+"""The Revocast stream processor: a compacted snapshot of the revocation log, plus statistics.
+
+Run it with ``revocast streams`` or ``faust -A streams.app worker -l info``. Settings come from
+the environment (:class:`StreamsSettings`); ``REVOCAST_EVENT_KEYS`` holds the same verification
+keys the SDKs use. The worker never signs anything: it republishes the original signed records.
+
+Topics (``<log>`` is ``REVOCAST_TOPIC``, default ``revocast.revocations``)
+-------------------------------------------------------------------------
+
+``<log>``
+    Input. Signed revocation events, owned by the producer side. Must exist.
+``<log>.state``
+    Compacted snapshot; created at startup with as many partitions as ``<log>``,
+    ``cleanup.policy=compact``.
+``<log>.stats``
+    JSON, one record per (window, log partition) when the window closes (see ``_windows``).
+``<log>.alerts``
+    JSON alert records (key: the event kind) when blocks or global revocations in one window
+    and log partition exceed the thresholds; also logged at WARNING.
+``<app id>-ticks``, ``<app id>-rules-changelog``, ``<app id>-windows-changelog``
+    Internal.
+
+State topic protocol (what the SDK implements)
+-----------------------------------------------
+
+State partition *p* summarises log partition *p* only. It holds two kinds of record:
+
+Rule records — key ``<rule key>`` (UTF-8), one of ``jti:<jti>``, ``sid:<sid>``,
+``sub-wm:<sub>``, ``sub-block:<sub>``, ``sub-del:<sub>``, ``sub-ver:<sub>``, ``kid:<kid>``,
+``global``. The value and the ``revocast-sig`` header are the **original log record's value
+and signature, byte for byte**: decode and verify them with the same ``EventCodec`` as log
+records and apply the event exactly as if it came from the log. A ``sub-block:<sub>`` record
+may hold a ``subject.unblocked`` event (the unblock that superseded a block). Per key and
+partition the last record wins; the same key can appear in several partitions (a ``jti``
+revoked once with and once without a ``sub``): apply each, as the log would. A record with
+value ``None`` (tombstone) is written only once the rule's ``expires_at`` has passed, so it
+removes nothing an SDK that honours ``expires_at`` still uses: SDKs may ignore tombstones.
+
+Offset markers — key ``__offsets__:<p>``, no signature, value JSON
+``{"topic": "<log>", "partition": p, "offset": o}``, always written to state partition *p*.
+It promises: every effect of log partition *p* up to and including offset *o* is in state
+partition *p* before this marker. Markers are refreshed about every ``tick_seconds`` while
+the log moves.
+
+Bootstrap:
+
+1. Snapshot the state topic's end offsets (``end_offsets``, with a timeout). Read every
+   partition from the beginning to that snapshot, verifying and applying rule records,
+   keeping the last marker per log partition. Skip keys starting
+   with ``__`` other than markers (reserved).
+2. For every log partition *p*: start at ``marker.offset + 1``, or at the beginning of the log
+   partition if no marker was seen. If the marker is beyond the log's end offset, ignore it
+   and start at the beginning (a marker is not signed; only the streams worker may write to
+   the state topic — enforce that with ACLs).
+3. Tail the log from there. Records before the marker are replayed harmlessly: applying an
+   event is idempotent, so overlap is fine; the marker rule guarantees there is no gap.
+
+The SDK must still honour ``expires_at`` itself: tombstones are written shortly after expiry
+(every tick), but one lost in a crash is not rewritten.
+
+Guarantees and limits
+---------------------
+
+* Rules: a rule keeps one winner, chosen by a total order (``streams._rules.rank``), so the
+  result does not depend on arrival order. Duplicates (same event id as the current winner)
+  change nothing; they re-write the winner's record, which is what makes a replay after a
+  crash repair a state write that was lost while the table changelog kept it. Re-writing the
+  same winner under the same key is harmless: compaction keeps one.
+* Expiry arrives as a stream event: a timer sends a tick per assigned partition to
+  ``<app id>-ticks``; the agent reads log and ticks together and, on tick *p*, tombstones
+  expired rules of partition *p*, closes finished windows and writes the marker.
+* Records that fail verification are skipped, counted by reason and logged; unsigned records
+  are accepted only with ``REVOCAST_STREAMS_ALLOW_UNSIGNED=true``.
+* Stats are at least once: a crash can count replayed records twice.
+"""
+
+from streams._records import OFFSETS_KEY_PREFIX, parse_marker
+from streams._rules import Merge, Outcome, Rule, merge, rank, rule_key
+from streams._settings import StreamsSettings
+from streams._topics import StreamsError
+
+__all__ = [
+    "OFFSETS_KEY_PREFIX",
+    "Merge",
+    "Outcome",
+    "Rule",
+    "StreamsError",
+    "StreamsSettings",
+    "merge",
+    "parse_marker",
+    "rank",
+    "rule_key",
+]

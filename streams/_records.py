@@ -1,0 +1,90 @@
+"""Byte formats the worker writes: table values, state records, offset markers, stats, alerts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+from revocation_events import SIGNATURE_HEADER, event_adapter
+from streams._rules import Rule
+
+__all__ = [
+    "OFFSETS_KEY_PREFIX",
+    "Output",
+    "decode_stored_rule",
+    "encode_stored_rule",
+    "marker_record",
+    "parse_marker",
+    "rule_record",
+    "stored_expiry",
+    "tombstone",
+]
+
+OFFSETS_KEY_PREFIX = "__offsets__:"
+
+Sink = Literal["state", "stats", "alerts"]
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record the worker must produce, in order."""
+
+    sink: Sink
+    key: bytes
+    value: bytes | None
+    partition: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def encode_stored_rule(rule: Rule) -> bytes:
+    """Table value: the original record value and signature plus ``expires_at`` for sweeps."""
+    doc = {
+        "value": rule.value.decode(),
+        "sig": None if rule.signature is None else rule.signature.decode("ascii"),
+        "exp": rule.expires_at,
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def decode_stored_rule(data: bytes) -> Rule:
+    # Trusted: it was verified on the way in, so the value is only parsed, not re-verified.
+    doc = json.loads(data)
+    value = doc["value"].encode()
+    sig = doc["sig"]
+    return Rule(
+        event=event_adapter.validate_json(value),
+        value=value,
+        signature=None if sig is None else sig.encode("ascii"),
+    )
+
+
+def stored_expiry(data: bytes) -> float | None:
+    """``expires_at`` of a table value without parsing the event."""
+    exp = json.loads(data)["exp"]
+    return None if exp is None else float(exp)
+
+
+def rule_record(rule: Rule, partition: int) -> Output:
+    headers = () if rule.signature is None else ((SIGNATURE_HEADER, rule.signature),)
+    return Output("state", rule.key.encode(), rule.value, partition, headers)
+
+
+def tombstone(key: str, partition: int) -> Output:
+    return Output("state", key.encode(), None, partition)
+
+
+def marker_record(log_topic: str, partition: int, offset: int) -> Output:
+    value = {"topic": log_topic, "partition": partition, "offset": offset}
+    return Output(
+        "state",
+        f"{OFFSETS_KEY_PREFIX}{partition}".encode(),
+        json.dumps(value, separators=(",", ":")).encode(),
+        partition,
+    )
+
+
+def parse_marker(value: bytes) -> tuple[int, int]:
+    """``(partition, offset)`` from an offset marker value."""
+    doc = json.loads(value)
+    return int(doc["partition"]), int(doc["offset"])

@@ -1,0 +1,154 @@
+"""Settings of the streams worker, read from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from revocation_events import (
+    EventCodec,
+    EventVerifier,
+    KafkaSettings,
+    KeySpecError,
+    SettingsError,
+    VerificationKey,
+    env_bool,
+    env_float,
+    env_int,
+    env_str,
+    parse_verification_keys,
+)
+
+__all__ = ["StreamsSettings"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamsSettings:
+    """Everything the worker needs; see :meth:`from_env` for the variable names."""
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    app_id: str = "revocast-streams"
+    data_dir: str = ".revocast/streams"
+    replication_factor: int = 1
+    """For the topics this app creates (state, stats, alerts, ticks, table changelogs)."""
+    verification_keys: tuple[VerificationKey, ...] = field(default=(), repr=False)
+    allow_unsigned: bool = False
+    """Accept records without a signature header. Only for development."""
+    window_seconds: int = 60
+    window_grace_seconds: float = 5.0
+    """How long after its end a window stays open for slightly late records."""
+    alert_blocks_per_window: int = 100
+    alert_global_per_window: int = 0
+    """Alert when more than this many global revocations land in one window (0: on any)."""
+    tick_seconds: float = 1.0
+    """How often expiry sweeps, window closing and offset markers run."""
+    commit_interval_seconds: float = 1.0
+    session_timeout_seconds: float = 10.0
+    state_segment_ms: int = 3_600_000
+    state_min_compaction_lag_ms: int = 0
+    state_delete_retention_ms: int = 86_400_000
+    web_enabled: bool = False
+
+    def __post_init__(self) -> None:
+        checks = {
+            "app_id": bool(self.app_id),
+            "replication_factor": self.replication_factor >= 1,
+            "window_seconds": self.window_seconds >= 1,
+            "window_grace_seconds": self.window_grace_seconds >= 0,
+            "alert_blocks_per_window": self.alert_blocks_per_window >= 0,
+            "alert_global_per_window": self.alert_global_per_window >= 0,
+            "tick_seconds": self.tick_seconds > 0,
+            "commit_interval_seconds": self.commit_interval_seconds > 0,
+            "session_timeout_seconds": self.session_timeout_seconds > 0,
+            "state_segment_ms": self.state_segment_ms >= 1000,
+            "state_min_compaction_lag_ms": self.state_min_compaction_lag_ms >= 0,
+            "state_delete_retention_ms": self.state_delete_retention_ms >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise SettingsError(f"{name} has an invalid value: {getattr(self, name)!r}")
+        if not self.verification_keys and not self.allow_unsigned:
+            raise SettingsError(
+                "no verification keys: set REVOCAST_EVENT_KEYS, or allow unsigned events "
+                "explicitly with REVOCAST_STREAMS_ALLOW_UNSIGNED=true"
+            )
+
+    @property
+    def log_topic(self) -> str:
+        return self.kafka.topic
+
+    @property
+    def state_topic(self) -> str:
+        return f"{self.kafka.topic}.state"
+
+    @property
+    def stats_topic(self) -> str:
+        return f"{self.kafka.topic}.stats"
+
+    @property
+    def alerts_topic(self) -> str:
+        return f"{self.kafka.topic}.alerts"
+
+    @property
+    def ticks_topic(self) -> str:
+        # Per app id: two apps over the same log must not sweep on each other's ticks.
+        return f"{self.app_id}-ticks"
+
+    def codec(self) -> EventCodec:
+        """A codec that verifies like the consumer SDK does."""
+        verifier = EventVerifier(self.verification_keys) if self.verification_keys else None
+        return EventCodec(verifier=verifier, require_signature=not self.allow_unsigned)
+
+    @classmethod
+    def from_env(
+        cls, prefix: str = "REVOCAST_", environ: Mapping[str, str] | None = None
+    ) -> StreamsSettings:
+        """Read Kafka settings as :meth:`KafkaSettings.from_env` does, ``{prefix}EVENT_KEYS``,
+        and ``{prefix}STREAMS_*``: ``APP_ID``, ``DATA_DIR``, ``REPLICATION_FACTOR``,
+        ``ALLOW_UNSIGNED``, ``WINDOW_SECONDS``, ``WINDOW_GRACE_SECONDS``,
+        ``ALERT_BLOCKS_PER_WINDOW``, ``ALERT_GLOBAL_PER_WINDOW``, ``TICK_SECONDS``,
+        ``COMMIT_INTERVAL_SECONDS``, ``SESSION_TIMEOUT_SECONDS``, ``STATE_SEGMENT_MS``,
+        ``STATE_MIN_COMPACTION_LAG_MS``, ``STATE_DELETE_RETENTION_MS``, ``WEB_ENABLED``."""
+        env = os.environ if environ is None else environ
+        s = f"{prefix}STREAMS_"
+        kwargs: dict[str, object] = {"kafka": KafkaSettings.from_env(prefix, env)}
+        keys = env_str(env, f"{prefix}EVENT_KEYS")
+        if keys is not None:
+            try:
+                kwargs["verification_keys"] = parse_verification_keys(keys)
+            except KeySpecError as exc:
+                raise SettingsError(f"{prefix}EVENT_KEYS: {exc}") from None
+        for name in ("app_id", "data_dir"):
+            text = env_str(env, f"{s}{name.upper()}")
+            if text is not None:
+                kwargs[name] = text
+        for name in (
+            "replication_factor",
+            "window_seconds",
+            "alert_blocks_per_window",
+            "alert_global_per_window",
+            "state_segment_ms",
+            "state_min_compaction_lag_ms",
+            "state_delete_retention_ms",
+        ):
+            number = env_int(env, f"{s}{name.upper()}")
+            if number is not None:
+                kwargs[name] = number
+        for name in (
+            "window_grace_seconds",
+            "tick_seconds",
+            "commit_interval_seconds",
+            "session_timeout_seconds",
+        ):
+            real = env_float(env, f"{s}{name.upper()}")
+            if real is not None:
+                kwargs[name] = real
+        for name in ("allow_unsigned", "web_enabled"):
+            flag = env_bool(env, f"{s}{name.upper()}")
+            if flag is not None:
+                kwargs[name] = flag
+        try:
+            return cls(**kwargs)  # type: ignore[arg-type]
+        except SettingsError as exc:
+            raise SettingsError(f"{exc} (from environment, prefix {prefix!r})") from None

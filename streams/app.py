@@ -1,0 +1,166 @@
+"""The faust app: ``faust -A streams.app worker -l info`` (or ``revocast streams``).
+
+Importing this module does nothing; reading its ``app`` attribute (which faust's ``-A`` does)
+reads :class:`StreamsSettings` from the environment, checks the log topic and creates the
+output topics, then builds the app with :func:`create_app`.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from functools import cache
+from typing import Any
+
+import faust
+
+from revocation_events import KafkaSettings, SettingsError
+from streams._processor import Processor
+from streams._records import Output
+from streams._settings import StreamsSettings
+from streams._topics import prepare_topics
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("streams")
+
+_ALERT_KINDS = ("subject.blocked", "global.tokens_revoked")
+
+
+def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None = None) -> Any:
+    """Build the faust app for a log topic with ``partitions`` partitions.
+
+    ``broker`` overrides the Kafka URLs (``memory://`` in offline tests). The output topics
+    must exist (see :func:`streams._topics.prepare_topics`).
+    """
+    app: Any = faust.App(
+        settings.app_id,
+        broker=broker or [f"kafka://{server}" for server in settings.kafka.bootstrap_servers],
+        broker_credentials=_credentials(settings.kafka),
+        broker_client_id=settings.kafka.client_id,
+        broker_commit_interval=settings.commit_interval_seconds,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
+        consumer_auto_offset_reset="earliest",
+        store="memory://",
+        datadir=settings.data_dir,
+        topic_partitions=partitions,
+        topic_replication_factor=settings.replication_factor,
+        table_standby_replicas=0,
+        stream_wait_empty=False,
+        stream_publish_on_commit=False,
+        producer_acks=-1,
+        web_enabled=settings.web_enabled,
+        autodiscover=False,
+    )
+    # Bytes in, bytes out: the record value is the signed payload and must stay intact.
+    raw: Any = faust.Schema(
+        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+    source = app.topic(settings.log_topic, settings.ticks_topic, schema=raw)
+    ticks = app.topic(settings.ticks_topic, schema=raw)
+    sinks = {
+        "state": app.topic(settings.state_topic, schema=raw),
+        "stats": app.topic(settings.stats_topic, schema=raw),
+        "alerts": app.topic(settings.alerts_topic, schema=raw),
+    }
+    # Plain tables have compact-only changelogs; see streams._windows for why the windows
+    # are not a faust windowed table.
+    rules = app.Table("rules", partitions=partitions, schema=raw)
+    windows = app.Table("windows", partitions=partitions, schema=raw)
+    thresholds = dict(
+        zip(
+            _ALERT_KINDS,
+            (settings.alert_blocks_per_window, settings.alert_global_per_window),
+            strict=True,
+        )
+    )
+    processor = Processor(
+        codec=settings.codec(),
+        log_topic=settings.log_topic,
+        rules=rules,
+        windows=windows,
+        window_seconds=settings.window_seconds,
+        window_grace_seconds=settings.window_grace_seconds,
+        alert_thresholds=thresholds,
+        clock=time.time,
+    )
+
+    async def publish(out: Output) -> None:
+        await sinks[out.sink].send(
+            key=out.key,
+            value=out.value,
+            partition=out.partition,
+            headers=list(out.headers) if out.headers else None,
+        )
+
+    async def revocations(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            if message.topic == settings.ticks_topic:
+                outputs = processor.on_tick(message.partition)
+            else:
+                outputs = processor.on_record(
+                    partition=message.partition,
+                    offset=message.offset,
+                    timestamp=message.timestamp,
+                    value=message.value,
+                    headers=message.headers,
+                )
+            for out in outputs:
+                await publish(out)
+
+    async def send_ticks() -> None:
+        # Expiry has to arrive as a stream event: faust tables change only inside an agent.
+        for tp in app.consumer.assignment():
+            if tp.topic == settings.log_topic:
+                await ticks.send(key=None, value=b"", partition=tp.partition)
+
+    async def log_counters() -> None:
+        logger.info("revocations processed: %s", dict(sorted(processor.counters.items())))
+
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        processor.forget_partitions()
+
+    # Registered by call, not decorator: faust's decorators are untyped.
+    app.agent(source, name="revocations")(revocations)
+    app.timer(settings.tick_seconds)(send_ticks)
+    app.timer(60.0)(log_counters)
+    app.on_partitions_revoked.connect(on_revoked)
+
+    return app
+
+
+def _credentials(kafka: KafkaSettings) -> Any:
+    protocol = kafka.security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context: ssl.SSLContext | None = None
+    if protocol.endswith("SSL"):
+        context = ssl.create_default_context(cafile=kafka.ssl_cafile)
+        if kafka.ssl_certfile:
+            context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile, kafka.ssl_password)
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    if kafka.sasl_mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+        raise SettingsError(f"the streams worker does not support SASL {kafka.sasl_mechanism}")
+    return faust.SASLCredentials(
+        username=kafka.sasl_username,
+        password=kafka.sasl_password,
+        ssl_context=context,
+        mechanism=kafka.sasl_mechanism,
+    )
+
+
+@cache
+def _default_app() -> Any:
+    settings = StreamsSettings.from_env()
+    return create_app(settings, partitions=prepare_topics(settings))
+
+
+def __getattr__(name: str) -> Any:
+    # faust -A streams.app looks up ``app`` here; building it needs the environment and Kafka.
+    if name == "app":
+        return _default_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
