@@ -1,0 +1,86 @@
+"""``revocast kafka up|status|down`` run as real subprocesses, as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests._kafka_fixtures import create_topic, pid_alive, produce, read_values
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+pytestmark = pytest.mark.kafka
+
+
+def revocast(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "revocast.cli", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_up_status_down_round_trip_leaves_no_process_or_data(tmp_path: Path) -> None:
+    state_file = tmp_path / "kafka.json"
+    flag = ("--state-file", str(state_file))
+    assert revocast("kafka", "status", *flag).returncode == 1
+
+    up = revocast("kafka", "up", *flag)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert up.stdout.startswith("KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:")
+        bootstrap = up.stdout.strip().partition("=")[2]
+        state = json.loads(state_file.read_text())
+        pid, data_dir = state["pid"], Path(state["data_dir"])
+        assert pid_alive(pid), "the broker must outlive the 'up' command"
+
+        topic = create_topic(bootstrap, partitions=1)
+        produce(bootstrap, topic, b"via-cli-broker")
+        assert read_values(bootstrap, topic, 1) == [b"via-cli-broker"]
+
+        again = revocast("kafka", "up", *flag)
+        assert again.returncode == 0
+        assert again.stdout.strip() == f"KAFKA_BOOTSTRAP_SERVERS={bootstrap}"
+        assert "already running" in again.stderr
+
+        status = revocast("kafka", "status", *flag)
+        assert status.returncode == 0
+        assert "running" in status.stdout
+        assert bootstrap in status.stdout
+    finally:
+        down = revocast("kafka", "down", *flag)
+
+    assert down.returncode == 0, down.stderr
+    assert not pid_alive(pid)
+    assert not data_dir.exists()
+    assert not state_file.exists()
+    not_running = revocast("kafka", "status", *flag)
+    assert not_running.returncode == 1
+    assert "not running" in not_running.stdout
+
+
+def test_down_without_a_broker_is_a_no_op(tmp_path: Path) -> None:
+    down = revocast("kafka", "down", "--state-file", str(tmp_path / "none.json"))
+
+    assert down.returncode == 0
+    assert "not running" in down.stdout
+
+
+def test_unreadable_state_file_is_a_one_line_error(tmp_path: Path) -> None:
+    state_file = tmp_path / "kafka.json"
+    state_file.write_text("{not json")
+
+    status = revocast("kafka", "status", "--state-file", str(state_file))
+
+    assert status.returncode == 2
+    assert status.stderr.startswith("revocast: error: cannot read state file")
+    assert len(status.stderr.strip().splitlines()) == 1
