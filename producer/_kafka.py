@@ -7,22 +7,25 @@ blocks until it reaches a broker, and the outbox must accept events while Kafka 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
+from kafka.net.compat import KafkaNetClient
 
 from producer._errors import PublishError
 from producer._settings import PublisherSettings
 from revocation_events import EncodedEvent
 
-__all__ = ["Ack", "KafkaSender", "producer_config"]
+__all__ = ["Ack", "KafkaSender", "closing_on_failure", "producer_config", "require_reachable"]
 
 log = logging.getLogger("producer")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +76,9 @@ class KafkaSender:
             if self._closed:
                 raise PublishError("publisher is closed")
             if self._producer is None:
+                require_reachable(self._config)
                 try:
-                    self._producer = KafkaProducer(**self._config)
+                    self._producer = closing_on_failure(KafkaProducer, self._config)
                 except KafkaError as exc:
                     raise PublishError(f"cannot connect to Kafka: {exc}") from exc
             return self._producer
@@ -123,6 +127,43 @@ class KafkaSender:
             producer, self._producer = self._producer, None
         if producer is not None:
             _close_quietly(producer, timeout)
+
+
+def require_reachable(config: dict[str, Any], timeout: float = 1.0) -> None:
+    """Raise :class:`PublishError` unless some bootstrap server accepts a TCP connection.
+
+    Checked before building a kafka-python client: it fails fast, and kafka-python 3.0 leaks
+    the socket of every refused connection attempt.
+    """
+    if config.get("proxy_url"):
+        return
+    servers = config["bootstrap_servers"]
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        except (OSError, ValueError):
+            continue
+        return
+    raise PublishError(f"no Kafka broker reachable at {','.join(servers)}")
+
+
+def closing_on_failure(factory: Callable[..., T], config: dict[str, Any]) -> T:
+    """``factory(**config)`` for a kafka-python client; if its constructor fails (no broker),
+    close the network client it already opened, which kafka-python 3.0 leaves open."""
+    opened: list[KafkaNetClient] = []
+
+    def net_client(**kwargs: Any) -> KafkaNetClient:
+        client = KafkaNetClient(**kwargs)
+        opened.append(client)
+        return client
+
+    try:
+        return factory(**config, kafka_client=net_client)
+    except BaseException:
+        for client in opened:
+            client.close()
+        raise
 
 
 def _close_quietly(producer: KafkaProducer, timeout: float) -> None:

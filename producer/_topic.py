@@ -28,6 +28,7 @@ from kafka.admin import ConfigResource
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from producer._errors import PublishError, UnsafeTopicConfigError
+from producer._kafka import closing_on_failure, require_reachable
 from revocation_events import KafkaSettings
 
 __all__ = ["TopicReport", "ensure_topic", "min_retention"]
@@ -103,8 +104,9 @@ def ensure_topic(
 
     config = kafka.client_config()
     config["bootstrap_timeout_ms"] = int(timeout * 1000)
+    require_reachable(config)
     try:
-        admin = KafkaAdminClient(**config)
+        admin = closing_on_failure(KafkaAdminClient, config)
     except KafkaError as exc:
         raise PublishError(f"cannot connect to Kafka: {exc}") from exc
     try:

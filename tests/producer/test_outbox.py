@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from producer import Publisher, ensure_topic
+from producer._outbox import Outbox
+from revocast.localkafka import LocalKafkaBroker
+from revocation_events import EncodedEvent, KafkaSettings, SigningKey
+from tests._kafka_fixtures import MakeTopic
+from tests.producer._support import read_records, verifying_codec
+from tests.producer.conftest import MakeSettings
+
+
+def record(n: int) -> tuple[uuid.UUID, EncodedEvent]:
+    return uuid.uuid4(), EncodedEvent(
+        key=f"k{n}".encode(), value=f"v{n}".encode(), headers=(("revocast-sig", b"s\x00"),)
+    )
+
+
+def test_rows_survive_reopening_in_append_order(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "outbox.sqlite3"
+    items = [record(n) for n in range(5)]
+    outbox = Outbox(path)
+    outbox.append(items[:3])
+    outbox.append(items[3:])
+    outbox.close()
+
+    reopened = Outbox(path)
+    rows = reopened.head(10)
+    assert [(r.event_id, r.record) for r in rows] == items
+    assert [r.seq for r in rows] == sorted(r.seq for r in rows)
+    reopened.close()
+
+
+def test_delete_removes_only_the_given_rows(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db")
+    seqs = outbox.append([record(n) for n in range(4)])
+    outbox.delete(seqs[:2])
+    assert outbox.count() == 2
+    assert [r.seq for r in outbox.head(10)] == seqs[2:]
+    outbox.close()
+
+
+def test_outbox_uses_wal_with_full_sync(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db")
+    assert outbox._db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert outbox._db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    outbox.close()
+
+
+@pytest.mark.kafka
+def test_queued_event_is_delivered_by_the_next_publisher(
+    make_settings: MakeSettings,
+    kafka_bootstrap: str,
+    make_topic: MakeTopic,
+    signing_key: SigningKey,
+) -> None:
+    topic = make_topic(partitions=3)
+    with Publisher(make_settings(topic=topic, ack_timeout=0.05, max_block=0.5)) as offline:
+        queued = offline.block_subject("alice", reason="offline")
+        assert queued.queued
+        assert queued.partition is None
+        assert offline.pending_count() == 1
+
+    online_settings = make_settings(bootstrap=kafka_bootstrap, topic=topic)
+    with Publisher(online_settings) as online:
+        assert online.wait_until_drained(timeout=30)
+    (rec,) = read_records(kafka_bootstrap, topic, 1)
+    event = verifying_codec(signing_key).decode(rec.value, rec.headers)
+    assert event.id == queued.event_id
+    assert event.reason == "offline"
+
+
+_DRAINER = textwrap.dedent(
+    """
+    import sys
+    from producer import Publisher, PublisherSettings
+    with Publisher(PublisherSettings.from_env()) as publisher:
+        sys.exit(0 if publisher.wait_until_drained(timeout=float(sys.argv[1])) else 1)
+    """
+)
+
+
+@pytest.mark.kafka
+def test_revocations_published_during_an_outage_arrive_once_in_order_after_restart(
+    private_broker: LocalKafkaBroker,
+    make_settings: MakeSettings,
+    signing_key: SigningKey,
+    tmp_path: Path,
+) -> None:
+    bootstrap = private_broker.bootstrap_servers
+    kafka = KafkaSettings(bootstrap_servers=(bootstrap,), topic="revocations")
+    ensure_topic(kafka, partitions=1, max_token_lifetime=3600)
+    private_broker.stop(keep_data=True)
+
+    settings = make_settings(
+        bootstrap=bootstrap, topic="revocations", ack_timeout=0.02, max_block=1
+    )
+    exp = datetime.now(UTC) + timedelta(hours=1)
+    with Publisher(settings) as publisher:
+        results = [
+            publisher.revoke_token(f"jti-{n}", expires_at=exp, sub=f"user-{n % 7}")
+            for n in range(100)
+        ]
+        assert all(r.queued for r in results)
+        assert publisher.pending_count() == 100
+
+    # A new process resumes the outbox before the broker is back, as after a deploy.
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "REVOCAST_TOPIC": "revocations",
+        "REVOCAST_EVENT_ISSUER": "identity-test",
+        "REVOCAST_SIGNING_KEY": "unused:hmac:" + "A" * 43,
+        "REVOCAST_OUTBOX_PATH": str(settings.outbox_path),
+        "REVOCAST_MAX_BLOCK": "1",
+    }
+    drainer = subprocess.Popen([sys.executable, "-c", _DRAINER, "120"], env=env)
+    try:
+        private_broker.restart()
+        assert drainer.wait(timeout=150) == 0
+    finally:
+        if drainer.poll() is None:
+            drainer.kill()
+            drainer.wait()
+
+    records = read_records(bootstrap, "revocations", 100)
+    codec = verifying_codec(signing_key)
+    events = [codec.decode(r.value, r.headers) for r in records]
+    # Signed by the first publisher's key, although the second process has another.
+    assert [e.id for e in events] == [r.event_id for r in results]
+    assert [getattr(e, "jti", None) for e in events] == [f"jti-{n}" for n in range(100)]

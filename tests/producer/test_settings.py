@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from producer import PublisherSettings
+from revocation_events import SettingsError, public_key_spec
+from tests.producer._support import new_signing_key
+
+KEY = new_signing_key("k1")
+SPEC = "k1:hmac:" + "A" * 43  # 32 zero bytes, base64url
+
+
+def env(**overrides: str) -> dict[str, str]:
+    values = {"REVOCAST_EVENT_ISSUER": "identity", "REVOCAST_SIGNING_KEY": SPEC}
+    values.update(overrides)
+    return {k: v for k, v in values.items() if v != "<unset>"}
+
+
+def test_from_env_reads_every_variable(tmp_path: Path) -> None:
+    settings = PublisherSettings.from_env(
+        environ=env(
+            KAFKA_BOOTSTRAP_SERVERS="b1:9092,b2:9092",
+            REVOCAST_TOPIC="revs",
+            REVOCAST_MAX_TOKEN_LIFETIME="900",
+            REVOCAST_DELIVERY="direct",
+            REVOCAST_OUTBOX_PATH=str(tmp_path / "o.db"),
+            REVOCAST_ACK_TIMEOUT="1.5",
+            REVOCAST_DELIVERY_TIMEOUT="20",
+            REVOCAST_MAX_BLOCK="3",
+            REVOCAST_PRODUCER_OPTIONS='{"linger_ms": 5}',
+        )
+    )
+    assert settings.issuer == "identity"
+    assert settings.signing_key is not None
+    assert settings.signing_key.kid == "k1"
+    assert settings.kafka.bootstrap_servers == ("b1:9092", "b2:9092")
+    assert settings.kafka.topic == "revs"
+    assert settings.max_token_lifetime == 900
+    assert settings.delivery == "direct"
+    assert settings.outbox_path == tmp_path / "o.db"
+    assert (settings.ack_timeout, settings.delivery_timeout, settings.max_block) == (1.5, 20, 3)
+    assert settings.producer_options == {"linger_ms": 5}
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"REVOCAST_EVENT_ISSUER": "<unset>"}, "REVOCAST_EVENT_ISSUER"),
+        ({"REVOCAST_SIGNING_KEY": "<unset>"}, "REVOCAST_SIGNING_KEY"),
+        ({"REVOCAST_SIGNING_KEY": "k1:rsa:AAAA"}, "REVOCAST_SIGNING_KEY"),
+        ({"REVOCAST_DELIVERY": "carrier-pigeon"}, "REVOCAST_DELIVERY"),
+        ({"REVOCAST_MAX_TOKEN_LIFETIME": "0"}, "REVOCAST_MAX_TOKEN_LIFETIME"),
+        ({"REVOCAST_ACK_TIMEOUT": "soon"}, "REVOCAST_ACK_TIMEOUT"),
+        ({"REVOCAST_DELIVERY_TIMEOUT": "-1"}, "REVOCAST_DELIVERY_TIMEOUT"),
+        ({"REVOCAST_ALLOW_UNSIGNED": "maybe"}, "REVOCAST_ALLOW_UNSIGNED"),
+        ({"REVOCAST_PRODUCER_OPTIONS": "{"}, "REVOCAST_PRODUCER_OPTIONS"),
+        ({"REVOCAST_PRODUCER_OPTIONS": '{"acks": 1}'}, "REVOCAST_PRODUCER_OPTIONS"),
+    ],
+)
+def test_from_env_names_the_bad_variable(variables: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        PublisherSettings.from_env(environ=env(**variables))
+
+
+def test_bad_signing_key_error_does_not_echo_the_secret() -> None:
+    secret = "k1:hmac:c2hvcnQtc2VjcmV0LXZhbHVl"  # too short: refused
+    with pytest.raises(SettingsError) as info:
+        PublisherSettings.from_env(environ=env(REVOCAST_SIGNING_KEY=secret))
+    assert "c2hvcnQtc2VjcmV0LXZhbHVl" not in str(info.value)
+
+
+def test_unsigned_publishing_needs_explicit_consent() -> None:
+    with pytest.raises(SettingsError, match="signing key"):
+        PublisherSettings(issuer="i")
+    assert PublisherSettings(issuer="i", allow_unsigned=True).signing_key is None
+    unsigned = PublisherSettings.from_env(
+        environ=env(REVOCAST_SIGNING_KEY="<unset>", REVOCAST_ALLOW_UNSIGNED="true")
+    )
+    assert unsigned.signing_key is None
+
+
+def test_repr_never_shows_the_signing_key() -> None:
+    settings = PublisherSettings(issuer="i", signing_key=KEY)
+    assert public_key_spec(KEY).split(":")[2] not in repr(settings)
+    assert "signing_key" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"acks": 1},
+        {"acks": 0},
+        {"enable_idempotence": False},
+        {"value_serializer": str.encode},
+        {"transactional_id": "x"},
+    ],
+)
+def test_producer_options_that_weaken_delivery_are_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(SettingsError, match="producer_options"):
+        PublisherSettings(issuer="i", signing_key=KEY, producer_options=options)
+
+
+@pytest.mark.parametrize(
+    "field", ["max_token_lifetime", "ack_timeout", "delivery_timeout", "max_block"]
+)
+def test_durations_must_be_positive(field: str) -> None:
+    with pytest.raises(SettingsError, match=field):
+        PublisherSettings(issuer="i", signing_key=KEY, **{field: 0})
+
+
+def test_settings_are_frozen() -> None:
+    settings = PublisherSettings(issuer="i", signing_key=KEY)
+    with pytest.raises(AttributeError):
+        settings.issuer = "other"  # type: ignore[misc]
