@@ -1,0 +1,179 @@
+"""Public keys of a token issuer, fetched from its metadata document and cached.
+
+The request path asks :meth:`KeySource.key` for ``(kid, alg)``. Keys are refetched when older
+than ``max_age`` and on an unknown ``kid`` (key rotation), but never more than once per
+``min_refresh_interval``: a stream of tokens with made-up ``kid`` values cannot turn the
+receiver into a load generator against the transmitter. Concurrent callers share one fetch;
+no lock is held during I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+from jwt import PyJWK
+from jwt.exceptions import PyJWTError
+
+from receiver._errors import DeliveryUnavailable, SetRejected
+
+__all__ = ["KeySource"]
+
+log = logging.getLogger("receiver.keys")
+
+_KTY_FOR_ALG_PREFIX = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+
+
+class KeySource:
+    """Keys of ``issuer``: from ``jwks_uri`` if given, else from the ``jwks_uri`` member of the
+    JSON document at ``metadata_url`` (whose ``issuer`` must equal ``issuer``)."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        metadata_url: str | None,
+        jwks_uri: str | None,
+        client: httpx.Client,
+        max_age: float = 3600.0,
+        min_refresh_interval: float = 30.0,
+        wait_timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if metadata_url is None and jwks_uri is None:
+            raise ValueError("need metadata_url or jwks_uri")
+        self._issuer = issuer
+        self._metadata_url = metadata_url
+        self._fixed_jwks_uri = jwks_uri
+        self._client = client
+        self._max_age = max_age
+        self._min_interval = min_refresh_interval
+        self._wait_timeout = wait_timeout
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._keys: dict[str, dict[str, Any]] | None = None
+        self._metadata: Mapping[str, Any] = {}
+        self._fetched_at = 0.0
+        self._last_attempt: float | None = None
+        self._in_flight: threading.Event | None = None
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """The issuer's metadata document as last fetched (empty with a fixed ``jwks_uri``)."""
+        return self._metadata
+
+    def key(self, kid: str | None, alg: str) -> PyJWK:
+        """The key for a token header. Raises :class:`SetRejected` (``invalid_key``) for an
+        unknown or unsuitable key, :class:`DeliveryUnavailable` if no keys could be loaded."""
+        keys = self._keys
+        if keys is None or self._clock() - self._fetched_at > self._max_age:
+            self._refresh(force=False)
+            keys = self._keys
+        found = _lookup(keys, kid)
+        if found is None and keys is not None:
+            self._refresh(force=False)
+            keys = self._keys
+            found = _lookup(keys, kid)
+        if keys is None:
+            raise DeliveryUnavailable(f"no keys for {self._issuer!r} could be loaded")
+        if found is None:
+            raise SetRejected("invalid_key", f"unknown key id {kid!r}")
+        return _bind(found, alg)
+
+    def refresh(self) -> None:
+        """Fetch the keys now (at startup); raise :class:`DeliveryUnavailable` on failure."""
+        if not self._refresh(force=True):
+            raise DeliveryUnavailable(f"could not load keys for {self._issuer!r}")
+
+    def _refresh(self, *, force: bool) -> bool:
+        with self._lock:
+            waiting = self._in_flight
+            if waiting is None:
+                now = self._clock()
+                if (
+                    not force
+                    and self._last_attempt is not None
+                    and now - self._last_attempt < self._min_interval
+                ):
+                    return False
+                self._last_attempt = now
+                self._in_flight = done = threading.Event()
+        if waiting is not None:
+            waiting.wait(self._wait_timeout)
+            return self._keys is not None
+        try:
+            metadata, keys = self._fetch()
+        except DeliveryUnavailable as exc:
+            log.warning("key refresh for %s failed: %s", self._issuer, exc)
+            ok = False
+        else:
+            with self._lock:
+                self._metadata, self._keys, self._fetched_at = metadata, keys, self._clock()
+            ok = True
+        finally:
+            with self._lock:
+                self._in_flight = None
+            done.set()
+        return ok
+
+    def _fetch(self) -> tuple[Mapping[str, Any], dict[str, dict[str, Any]]]:
+        metadata: Mapping[str, Any] = {}
+        jwks_uri = self._fixed_jwks_uri
+        if jwks_uri is None:
+            assert self._metadata_url is not None
+            metadata = self._get_json(self._metadata_url)
+            if metadata.get("issuer") != self._issuer:
+                raise DeliveryUnavailable(
+                    f"metadata at {self._metadata_url} names issuer "
+                    f"{str(metadata.get('issuer'))[:200]!r}, expected {self._issuer!r}"
+                )
+            jwks_uri = metadata.get("jwks_uri")
+            if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
+                raise DeliveryUnavailable(f"metadata at {self._metadata_url} has no jwks_uri")
+        document = self._get_json(jwks_uri)
+        raw_keys = document.get("keys")
+        if not isinstance(raw_keys, list):
+            raise DeliveryUnavailable(f"{jwks_uri} is not a JWK set")
+        keys = {str(k.get("kid", "")): k for k in raw_keys if isinstance(k, dict)}
+        return metadata, keys
+
+    def _get_json(self, url: str) -> Mapping[str, Any]:
+        try:
+            response = self._client.get(url, headers={"Accept": "application/json"})
+            response.raise_for_status()
+            document = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise DeliveryUnavailable(f"GET {url} failed: {type(exc).__name__}") from exc
+        if not isinstance(document, dict):
+            raise DeliveryUnavailable(f"GET {url} did not return a JSON object")
+        return document
+
+
+def _lookup(keys: dict[str, dict[str, Any]] | None, kid: str | None) -> dict[str, Any] | None:
+    if keys is None:
+        return None
+    if kid is None:
+        # Only unambiguous: a kid-less token is accepted when the set has exactly one key.
+        return next(iter(keys.values())) if len(keys) == 1 else None
+    return keys.get(kid)
+
+
+def _bind(jwk: Mapping[str, Any], alg: str) -> PyJWK:
+    """Bind a JWK to the token's algorithm, refusing every mismatch (alg confusion)."""
+    kty = jwk.get("kty")
+    if kty not in {"RSA", "EC", "OKP"}:
+        raise SetRejected("invalid_key", f"key type {str(kty)[:16]!r} is not accepted")
+    if jwk.get("use", "sig") != "sig":
+        raise SetRejected("invalid_key", "key is not a signing key")
+    if "alg" in jwk and jwk["alg"] != alg:
+        raise SetRejected("invalid_key", f"key is for {str(jwk['alg'])[:16]}, token uses {alg}")
+    if _KTY_FOR_ALG_PREFIX.get(alg[:2]) != kty:
+        raise SetRejected("invalid_key", f"a {kty} key cannot verify {alg}")
+    try:
+        return PyJWK(dict(jwk), algorithm=alg)
+    except (PyJWTError, ValueError, KeyError, TypeError) as exc:
+        raise SetRejected("invalid_key", f"unusable key: {type(exc).__name__}") from None
