@@ -28,7 +28,7 @@ ensure_venv() {
   if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
     echo "revocast: installing into $VENV" >&2
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -U "pip>=25.1"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[streams,web,metrics]" --group "$ROOT/pyproject.toml:dev"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[streams,web,metrics,demo]" --group "$ROOT/pyproject.toml:dev"
     echo "$want" > "$stamp"
   fi
 }

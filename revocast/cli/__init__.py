@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "revocast.cli._kafka",
     "revocast.cli._publish",
     "revocast.cli._topic",
+    "revocast.cli._demo",
 )
 
 
