@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "revocast.cli._publish",
     "revocast.cli._topic",
     "revocast.cli._demo",
+    "revocast.cli._streams",
 )
 
 
