@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import os
 import sys
+
 from revocast.cli._common import CommandError
 
 __all__ = ["register", "worker_argv"]
