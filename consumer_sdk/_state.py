@@ -179,7 +179,7 @@ class RevocationState:
             fp = fingerprint(event.jti)
             if not self._jti.add(fp, until, at):
                 return False
-            bucket = int(until) // _BUCKET_SECONDS + 1
+            bucket = math.ceil(until) // _BUCKET_SECONDS
             wheel = self._jti_wheel.get(bucket)
             if wheel is None:
                 wheel = self._jti_wheel[bucket] = array("q")
@@ -272,51 +272,65 @@ class RevocationState:
 
     def _schedule(self, kind: str, key: str, until: float) -> None:
         if until != _FOREVER:
-            self._wheel.setdefault(int(until + self._grace) // _BUCKET_SECONDS + 1, set()).add(
-                (kind, key)
-            )
+            self._wheel.setdefault(int(until) // _BUCKET_SECONDS, set()).add((kind, key))
 
     # -- maintenance -----------------------------------------------------------------------
 
     def expire(self) -> int:
         """Drop entries that can no longer affect any token; return how many were dropped."""
         live = self._clock() - self._grace
-        due = int(live) // _BUCKET_SECONDS
+        current = int(live) // _BUCKET_SECONDS
         dropped = 0
-        for bucket in sorted(b for b in self._jti_wheel if b <= due):
+        for bucket in sorted(b for b in self._jti_wheel if b <= current):
+            kept = array("q")
             for fp in self._jti_wheel.pop(bucket):
-                dropped += self._jti.discard_if_due(fp, live)
-        for bucket in sorted(b for b in self._wheel if b <= due):
+                if self._jti.discard_if_due(fp, live):
+                    dropped += 1
+                elif bucket == current and self._jti.get(fp) is not None:
+                    kept.append(fp)
+            if kept:
+                self._jti_wheel[bucket] = kept
+        for bucket in sorted(b for b in self._wheel if b <= current):
+            keep: set[tuple[str, str]] = set()
             for kind, key in self._wheel.pop(bucket):
                 if kind == "sid":
                     hit = self._sids.get(key)
                     if hit is not None and hit[1] <= live:
                         del self._sids[key]
                         dropped += 1
+                    elif hit is not None and bucket == current:
+                        keep.add((kind, key))
                 else:
-                    dropped += self._expire_subject(key, live)
+                    n, pending = self._expire_subject(key, live)
+                    dropped += n
+                    if pending and bucket == current:
+                        keep.add((kind, key))
+            if keep:
+                self._wheel[bucket] = keep
         if self._global is not None and self._global.until <= live:
             self._global = None
             dropped += 1
         return dropped
 
-    def _expire_subject(self, sub: str, live: float) -> int:
+    def _expire_subject(self, sub: str, live: float) -> tuple[int, bool]:
+        """Drop the expired parts of a subject's record; return (dropped, anything left)."""
         rec = self._subjects.get(sub)
         if rec is None:
-            return 0
+            return 0, False
         new = _Subject(
             watermark=rec.watermark if rec.watermark and rec.watermark.until > live else None,
             block=rec.block if rec.block and rec.block.until > live else None,
             deleted=rec.deleted if rec.deleted and rec.deleted.until > live else None,
             version=rec.version if rec.version and rec.version.until > live else None,
         )
+        left = new != _EMPTY_SUBJECT
         if new == rec:
-            return 0
-        if new == _EMPTY_SUBJECT:
-            del self._subjects[sub]
-        else:
+            return 0, left
+        if left:
             self._subjects[sub] = new
-        return sum(a is not None and b is None for a, b in zip(rec, new, strict=True))
+        else:
+            del self._subjects[sub]
+        return sum(a is not None and b is None for a, b in zip(rec, new, strict=True)), left
 
     # -- inspection ------------------------------------------------------------------------
 

@@ -1,0 +1,251 @@
+"""Revocast driven by the in-memory source: revocation, fail-closed/open, listeners, stats."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from consumer_sdk import (
+    DataSourceState,
+    FailurePolicy,
+    Revocast,
+    RevocationState,
+    RevokedBy,
+    SourceStatus,
+    StateUnavailableError,
+    TokenRevokedError,
+    replay,
+)
+from consumer_sdk.testing import InMemorySource
+from revocation_events import (
+    Event,
+    EventCodec,
+    EventSigner,
+    EventVerifier,
+    KeyRevoked,
+    SessionRevoked,
+    SigningKey,
+    SubjectBlocked,
+    SubjectTokensRevoked,
+    TokenRevoked,
+)
+from tests.consumer_sdk._helpers import EVENT_KEY, FakeClock, dt, settings, token
+
+
+class Rec:
+    def __init__(self, value: bytes | None, headers: tuple[tuple[str, bytes], ...] = ()) -> None:
+        self.value = value
+        self.headers = headers
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def src() -> InMemorySource:
+    return InMemorySource()
+
+
+@pytest.fixture
+def rc(src: InMemorySource, clock: FakeClock) -> Iterator[Revocast]:
+    client = Revocast(settings(), source=src, clock=clock)
+    yield client
+    client.close()
+
+
+def test_verify_fails_closed_before_the_source_is_ready(rc: Revocast, src: InMemorySource) -> None:
+    with pytest.raises(StateUnavailableError, match="initializing"):
+        rc.verify(token())
+    assert not rc.wait_until_ready(0)
+    src.set_ready()
+    assert rc.wait_until_ready(0)
+    assert rc.verify(token(jti="ok"))["jti"] == "ok"
+
+
+def test_revoked_jti_raises_token_revoked_with_rule_and_time(
+    rc: Revocast, src: InMemorySource, clock: FakeClock
+) -> None:
+    src.set_ready()
+    src.publish(
+        TokenRevoked(
+            issuer="i", jti="bad", occurred_at=dt(clock.now), expires_at=dt(clock.now + 600)
+        )
+    )
+    with pytest.raises(TokenRevokedError) as info:
+        rc.verify(token(jti="bad"))
+    assert info.value.rule is RevokedBy.JTI
+    assert info.value.revoked_at == dt(int(clock.now))
+    assert "jti=bad" in info.value.detail
+    assert rc.verify(token(jti="good"))["jti"] == "good"
+
+
+def test_revoked_key_refuses_tokens_by_their_kid_header(rc: Revocast, src: InMemorySource) -> None:
+    src.set_ready()
+    src.publish(KeyRevoked(issuer="i", kid="k1"))
+    with pytest.raises(TokenRevokedError) as info:
+        rc.verify(token())
+    assert info.value.rule is RevokedBy.KEY
+
+
+def test_interrupted_source_serves_the_last_state_until_max_staleness(
+    rc: Revocast, src: InMemorySource, clock: FakeClock
+) -> None:
+    src.set_ready()
+    src.interrupt("broker gone")
+    assert rc.status.state is DataSourceState.INTERRUPTED
+    assert rc.status.last_error == "broker gone"
+    clock.advance(30)
+    assert rc.verify(token())
+    clock.advance(1)
+    with pytest.raises(StateUnavailableError, match="interrupted"):
+        rc.verify(token())
+    src.set_ready()
+    assert rc.verify(token())
+
+
+def test_repeated_interruptions_keep_the_first_since(
+    rc: Revocast, src: InMemorySource, clock: FakeClock
+) -> None:
+    src.set_ready()
+    src.interrupt("a")
+    since = rc.status.since
+    clock.advance(20)
+    src.interrupt("b")
+    assert rc.status.since == since
+    clock.advance(11)
+    with pytest.raises(StateUnavailableError):
+        rc.verify(token())
+
+
+def test_fail_open_policy_accepts_when_the_state_is_unavailable_and_logs(
+    src: InMemorySource, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Revocast(settings(failure_policy=FailurePolicy.ACCEPT), source=src, clock=clock) as rc:
+        with caplog.at_level(logging.WARNING, "consumer_sdk"):
+            assert rc.verify(token(jti="x"))["jti"] == "x"
+        assert "failure_policy=accept" in caplog.text
+        src.publish(TokenRevoked(issuer="i", jti="x", expires_at=dt(clock.now + 60)))
+        with pytest.raises(TokenRevokedError):
+            rc.verify(token(jti="x"))
+
+
+def test_close_turns_status_off_and_verify_fails_closed(rc: Revocast, src: InMemorySource) -> None:
+    src.set_ready()
+    rc.close()
+    assert rc.status.state is DataSourceState.OFF
+    assert src.closed
+    src.set_ready()
+    assert rc.status.state is DataSourceState.OFF
+    with pytest.raises(StateUnavailableError, match="off"):
+        rc.verify(token())
+
+
+def test_status_listeners_see_each_change_and_can_be_removed(
+    rc: Revocast, src: InMemorySource
+) -> None:
+    seen: list[SourceStatus] = []
+    remove = rc.add_status_listener(seen.append)
+    src.set_ready()
+    src.interrupt("x")
+    remove()
+    src.set_ready()
+    assert [s.state for s in seen] == [DataSourceState.VALID, DataSourceState.INTERRUPTED]
+
+
+def test_failing_listener_is_logged_and_does_not_stop_others(
+    rc: Revocast, src: InMemorySource, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(event: Event) -> None:
+        raise RuntimeError("boom")
+
+    got: list[Event] = []
+    rc.add_revocation_listener(broken)
+    rc.add_revocation_listener(got.append)
+    event = SessionRevoked(issuer="i", sid="s", expires_at=dt(time.time() + 60))
+    with caplog.at_level(logging.ERROR, "consumer_sdk"):
+        src.publish(event)
+        src.publish(event)
+    assert got == [event], "listeners hear only events that changed the state"
+    assert "revocation listener" in caplog.text
+
+
+def test_raw_records_are_authenticated_and_bad_ones_counted_by_reason(
+    rc: Revocast, src: InMemorySource, clock: FakeClock
+) -> None:
+    codec = EventCodec(signer=EventSigner(EVENT_KEY))
+    good = codec.encode(SubjectBlocked(issuer="i", sub="alice"))
+    forged = EventCodec(signer=EventSigner(SigningKey.hmac("ev1", b"f" * 32))).encode(
+        SubjectBlocked(issuer="i", sub="bob")
+    )
+    src.publish_raw(b"not json", good.headers)
+    src.publish_raw(forged.value, forged.headers)
+    src.publish_raw(good.value)
+    src.publish_raw(good.value, good.headers)
+    src.set_ready()
+    stats = rc.stats()
+    assert stats["skipped"] == {"bad_signature": 2, "unsigned": 1}
+    assert stats["applied"] == {"subject.blocked": 1}
+    assert stats["entries"]["blocked"] == 1
+    with pytest.raises(TokenRevokedError):
+        rc.verify(token(sub="alice"))
+    assert rc.verify(token(sub="bob"))
+
+
+def test_status_reports_the_last_event_time(
+    rc: Revocast, src: InMemorySource, clock: FakeClock
+) -> None:
+    assert rc.status.last_event_at is None
+    src.publish(SessionRevoked(issuer="i", sid="s", expires_at=dt(clock.now + 60)))
+    assert rc.status.last_event_at == clock.now
+
+
+def test_tick_expires_entries_through_the_sink(
+    rc: Revocast, src: InMemorySource, clock: FakeClock
+) -> None:
+    src.publish(TokenRevoked(issuer="i", jti="j", expires_at=dt(clock.now + 60)))
+    assert rc.stats()["entries"]["jti"] == 1
+    clock.advance(61)
+    src.tick()
+    assert rc.stats()["entries"]["jti"] == 0
+
+
+def test_events_published_before_start_are_delivered_in_order(clock: FakeClock) -> None:
+    src = InMemorySource()
+    src.publish(
+        SubjectTokensRevoked(
+            issuer="i", sub="alice", issued_before=dt(clock.now + 5), expires_at=dt(clock.now + 99)
+        )
+    )
+    src.set_ready()
+    with Revocast(settings(), source=src, clock=clock) as rc:
+        assert rc.status.state is DataSourceState.VALID
+        with pytest.raises(TokenRevokedError) as info:
+            rc.verify(token(sub="alice"))
+        assert info.value.rule is RevokedBy.SUBJECT_WATERMARK
+
+
+def test_replay_helper_applies_records_and_counts_skips(clock: FakeClock) -> None:
+    codec = EventCodec(signer=EventSigner(EVENT_KEY))
+    events = [
+        TokenRevoked(
+            issuer="i", jti=f"j{n}", expires_at=dt(clock.now + timedelta(hours=1).total_seconds())
+        )
+        for n in range(3)
+    ]
+    records = [Rec(codec.encode(e).value, codec.encode(e).headers) for e in events]
+    records.insert(1, Rec(None))
+    records.append(records[0])
+    state = RevocationState(clock=clock, max_token_lifetime=3600)
+    verifying = EventCodec(verifier=EventVerifier([EVENT_KEY.verification_key()]))
+    stats = replay(records, state, verifying)
+    assert stats.applied == {"token.revoked": 3}
+    assert stats.unchanged == {"token.revoked": 1}
+    assert stats.skipped == {"invalid": 1}
+    assert stats.records == 5
+    assert state.size_by_kind()["jti"] == 3

@@ -1,0 +1,93 @@
+"""ConsumerSettings: validation and from_env, which names the bad variable and value."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from consumer_sdk import ConsumerSettings, FailurePolicy
+from revocation_events import SettingsError, public_key_spec
+from tests.consumer_sdk._helpers import EVENT_KEY
+
+BASE = {
+    "REVOCAST_ALGORITHMS": "HS256",
+    "REVOCAST_JWT_KEY": "a-long-enough-hmac-secret-0123456789",
+    "REVOCAST_EVENT_KEYS": public_key_spec(EVENT_KEY),
+}
+
+
+def test_from_env_reads_every_field() -> None:
+    env = {
+        **BASE,
+        "KAFKA_BOOTSTRAP_SERVERS": "b1:9092,b2:9092",
+        "REVOCAST_TOPIC": "revs",
+        "REVOCAST_ISSUER": "https://idp",
+        "REVOCAST_AUDIENCE": "api, web",
+        "REVOCAST_LEEWAY": "30",
+        "REVOCAST_MAX_STALENESS": "5",
+        "REVOCAST_FAILURE_POLICY": "accept",
+        "REVOCAST_REQUIRE_SUB": "true",
+        "REVOCAST_MAX_TOKEN_BYTES": "4096",
+        "REVOCAST_JWT_KID": "main",
+    }
+    s = ConsumerSettings.from_env(environ=env)
+    assert s.kafka.bootstrap_servers == ("b1:9092", "b2:9092")
+    assert s.kafka.topic == "revs"
+    assert s.audience == ("api", "web")
+    assert (s.leeway, s.max_staleness, s.max_token_bytes) == (30.0, 5.0, 4096)
+    assert s.failure_policy is FailurePolicy.ACCEPT
+    assert s.require_sub
+    assert list(s.jwt_keys) == ["main"]
+    assert [k.kid for k in s.event_keys] == ["ev1"]
+
+
+def test_from_env_names_the_bad_variable_and_value() -> None:
+    with pytest.raises(SettingsError, match=r"REVOCAST_MAX_STALENESS must be a number, got 'soon'"):
+        ConsumerSettings.from_env(environ={**BASE, "REVOCAST_MAX_STALENESS": "soon"})
+    with pytest.raises(SettingsError, match=r"REVOCAST_FAILURE_POLICY .* got 'maybe'"):
+        ConsumerSettings.from_env(environ={**BASE, "REVOCAST_FAILURE_POLICY": "maybe"})
+
+
+def test_from_env_never_echoes_key_material() -> None:
+    bad = "k1:hmac:!!!not-base64-secret!!!"
+    with pytest.raises(SettingsError, match="REVOCAST_EVENT_KEYS") as info:
+        ConsumerSettings.from_env(environ={**BASE, "REVOCAST_EVENT_KEYS": bad})
+    assert "not-base64-secret" not in str(info.value)
+    with pytest.raises(SettingsError, match="REVOCAST_JWT_KEYS") as info2:
+        ConsumerSettings.from_env(
+            environ={**BASE, "REVOCAST_JWT_KEY": "", "REVOCAST_JWT_KEYS": "{sec"}
+        )
+    assert "{sec" not in str(info2.value)
+
+
+def test_jwt_keys_json_maps_kids_to_keys() -> None:
+    keys = {"a": "x" * 32, "b": "y" * 32}
+    env = {**BASE, "REVOCAST_JWT_KEY": "", "REVOCAST_JWT_KEYS": json.dumps(keys)}
+    assert dict(ConsumerSettings.from_env(environ=env).jwt_keys) == keys
+
+
+def test_missing_algorithms_is_an_error_saying_what_to_set() -> None:
+    with pytest.raises(SettingsError, match="REVOCAST_ALGORITHMS is required"):
+        ConsumerSettings.from_env(environ={k: v for k, v in BASE.items() if "ALG" not in k})
+
+
+def test_no_event_keys_without_allow_unsigned_explains_the_fix() -> None:
+    env = {k: v for k, v in BASE.items() if "EVENT_KEYS" not in k}
+    fix = r"REVOCAST_EVENT_KEYS=.*REVOCAST_ALLOW_UNSIGNED_EVENTS"
+    with pytest.raises(SettingsError, match=fix):
+        ConsumerSettings.from_env(environ=env)
+    s = ConsumerSettings.from_env(environ={**env, "REVOCAST_ALLOW_UNSIGNED_EVENTS": "yes"})
+    assert s.allow_unsigned_events
+
+
+def test_settings_are_frozen_and_keyword_only() -> None:
+    s = ConsumerSettings.from_env(environ=BASE)
+    with pytest.raises(AttributeError):
+        s.leeway = 5  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        ConsumerSettings(("HS256",))  # type: ignore[call-arg, arg-type, misc]
+
+
+def test_secrets_are_not_in_the_repr() -> None:
+    assert "a-long-enough" not in repr(ConsumerSettings.from_env(environ=BASE))

@@ -1,0 +1,204 @@
+"""Token verification: attacks on the JWT layer are refused before the revocation check."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from consumer_sdk import ConsumerSettings, Revocast, RevocastTokenError
+from consumer_sdk._verify import TokenVerifier, header_kid
+from consumer_sdk.testing import InMemorySource
+from revocation_events import SettingsError
+from tests.consumer_sdk._helpers import ISSUER, SECRET, settings, token
+
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+RSA_PEM = (
+    RSA_KEY.public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
+
+
+def verifier(**overrides: Any) -> TokenVerifier:
+    return TokenVerifier(settings(**overrides))
+
+
+@pytest.fixture
+def ready() -> Iterator[Revocast]:
+    src = InMemorySource()
+    rc = Revocast(settings(issuer=ISSUER, audience=("api",)), source=src)
+    src.set_ready()
+    yield rc
+    rc.close()
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_valid_token_returns_its_claims_and_kid() -> None:
+    claims, kid = verifier().decode(token(jti="abc"))
+    assert claims["jti"] == "abc"
+    assert kid == "k1"
+
+
+def test_alg_none_token_is_refused() -> None:
+    now = int(time.time())
+    unsigned = f"{_b64({'alg': 'none', 'kid': 'k1'})}.{_b64({'iat': now, 'exp': now + 60})}."
+    with pytest.raises(jwt.InvalidAlgorithmError):
+        verifier().decode(unsigned)
+
+
+def test_settings_refuse_alg_none() -> None:
+    with pytest.raises(SettingsError, match="none"):
+        settings(algorithms=("HS256", "none"))
+
+
+def test_hs256_token_signed_with_the_rsa_public_key_is_refused_alg_confusion() -> None:
+    forged = jwt.api_jws.PyJWS()
+    now = int(time.time())
+    payload = json.dumps({"sub": "mallory", "iat": now, "exp": now + 60}).encode()
+    # Sign with HMAC over the public PEM, as in CVE-2015-9235-style confusion attacks.
+    from jwt.algorithms import HMACAlgorithm
+
+    signing_input = f"{_b64({'alg': 'HS256', 'typ': 'JWT', 'kid': 'rsa'})}.".encode()
+    signing_input += base64.urlsafe_b64encode(payload).rstrip(b"=")
+    sig = HMACAlgorithm(HMACAlgorithm.SHA256).sign(signing_input, RSA_PEM.encode())
+    forged_token = (
+        signing_input.decode() + "." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode()
+    )
+    del forged
+    v = verifier(algorithms=("RS256", "HS256"), jwt_keys={"rsa": RSA_PEM, "k1": SECRET})
+    with pytest.raises(jwt.InvalidAlgorithmError):
+        v.decode(forged_token)
+
+
+def test_rs256_token_for_an_hmac_key_is_refused() -> None:
+    rs = token(key=RSA_KEY, algorithm="RS256", kid="k1")
+    v = verifier(algorithms=("RS256", "HS256"), jwt_keys={"k1": SECRET, "rsa": RSA_PEM})
+    with pytest.raises(jwt.InvalidAlgorithmError):
+        v.decode(rs)
+
+
+def test_rs256_token_verifies_with_its_pem_key_selected_by_kid() -> None:
+    v = verifier(algorithms=("RS256", "HS256"), jwt_keys={"k1": SECRET, "rsa": RSA_PEM})
+    claims, kid = v.decode(token(key=RSA_KEY, algorithm="RS256", kid="rsa", jti="r"))
+    assert (claims["jti"], kid) == ("r", "rsa")
+
+
+def test_jwk_json_key_is_accepted() -> None:
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(RSA_KEY.public_key())
+    v = verifier(algorithms=("RS256",), jwt_keys={"j": jwk})
+    claims, _ = v.decode(token(key=RSA_KEY, algorithm="RS256", kid="j", jti="x"))
+    assert claims["jti"] == "x"
+
+
+def test_key_that_fits_no_pinned_algorithm_is_a_settings_error() -> None:
+    with pytest.raises(SettingsError, match="none of the pinned"):
+        verifier(algorithms=("HS256",), jwt_keys={"rsa": RSA_PEM})
+
+
+def test_private_pem_is_refused_as_a_verification_key() -> None:
+    private = RSA_KEY.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with pytest.raises(SettingsError, match="public key"):
+        verifier(algorithms=("RS256",), jwt_keys={"rsa": private})
+
+
+def test_unknown_kid_is_refused_when_several_keys_are_configured() -> None:
+    v = verifier(jwt_keys={"k1": SECRET, "k2": b"t" * 32})
+    with pytest.raises(RevocastTokenError, match="unknown key id"):
+        v.decode(token(kid="k9"))
+    with pytest.raises(RevocastTokenError, match="no kid"):
+        v.decode(token(kid=None))
+
+
+def test_numeric_string_exp_is_refused() -> None:
+    now = int(time.time())
+    with pytest.raises(RevocastTokenError, match="'exp' must be a number"):
+        verifier().decode(token(exp=str(now + 600)))
+
+
+def test_numeric_string_iat_is_refused() -> None:
+    with pytest.raises(RevocastTokenError, match="'iat' must be a number"):
+        verifier().decode(token(iat=str(int(time.time()))))
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat"])
+def test_missing_required_claim_is_refused(claim: str) -> None:
+    with pytest.raises(jwt.MissingRequiredClaimError):
+        verifier().decode(token(**{claim: None}))  # type: ignore[arg-type]
+
+
+def test_missing_sub_is_refused_when_required() -> None:
+    with pytest.raises(jwt.MissingRequiredClaimError):
+        verifier(require_sub=True).decode(token(sub=None))
+    assert verifier().decode(token(sub=None))[0].get("sub") is None
+
+
+def test_oversized_token_is_refused_before_decoding() -> None:
+    big = token(pad="x" * 9000)
+    with pytest.raises(RevocastTokenError, match="exceeds 8192"):
+        verifier().decode(big)
+    assert verifier(max_token_bytes=16_000).decode(big)[0]["pad"]
+
+
+def test_expired_token_raises_pyjwts_own_error() -> None:
+    with pytest.raises(jwt.ExpiredSignatureError):
+        verifier().decode(token(at=time.time() - 700, lifetime=600))
+
+
+def test_leeway_accepts_a_just_expired_token() -> None:
+    old = token(at=time.time() - 620, lifetime=600)
+    assert verifier(leeway=60).decode(old)
+
+
+def test_leeway_above_five_minutes_is_a_settings_error() -> None:
+    with pytest.raises(SettingsError, match="leeway"):
+        settings(leeway=301)
+
+
+def test_wrong_issuer_is_refused(ready: Revocast) -> None:
+    with pytest.raises(jwt.InvalidIssuerError):
+        ready.verify(token(iss="https://evil.example", aud="api"))
+
+
+def test_wrong_audience_is_refused(ready: Revocast) -> None:
+    with pytest.raises(jwt.InvalidAudienceError):
+        ready.verify(token(iss=ISSUER, aud="other"))
+    assert ready.verify(token(iss=ISSUER, aud="api"))["aud"] == "api"
+
+
+def test_bad_signature_is_refused() -> None:
+    with pytest.raises(jwt.InvalidSignatureError):
+        verifier().decode(token(key=b"z" * 32))
+
+
+def test_header_kid_parses_the_header_without_verifying() -> None:
+    assert header_kid(token(kid="abc").encode()) == "abc"
+    assert header_kid(token(kid=None).encode()) is None
+    with pytest.raises(jwt.DecodeError):
+        header_kid(b"garbage")
+
+
+def test_settings_need_exactly_one_key_source() -> None:
+    with pytest.raises(SettingsError, match="exactly one"):
+        ConsumerSettings(algorithms=("HS256",), allow_unsigned_events=True)
+    with pytest.raises(SettingsError, match="exactly one"):
+        ConsumerSettings(
+            algorithms=("HS256",),
+            jwt_keys={"k": SECRET},
+            jwks_url="https://idp/jwks",
+            allow_unsigned_events=True,
+        )
