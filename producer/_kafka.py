@@ -149,13 +149,20 @@ def require_reachable(config: dict[str, Any], timeout: float = 1.0) -> None:
 
 
 def closing_on_failure(factory: Callable[..., T], config: dict[str, Any]) -> T:
-    """``factory(**config)`` for a kafka-python client; if its constructor fails (no broker),
-    close the network client it already opened, which kafka-python 3.0 leaves open."""
+    """``factory(**config)`` for a kafka-python client, working around two kafka-python 3.0
+    bugs: a failed constructor (no broker) leaves its network client open, and
+    ``allow_auto_create_topics`` is ignored."""
     opened: list[KafkaNetClient] = []
 
     def net_client(**kwargs: Any) -> KafkaNetClient:
         client = KafkaNetClient(**kwargs)
         opened.append(client)
+        # kafka-python 3.0.12 does not hand allow_auto_create_topics to the cluster metadata,
+        # so every metadata request would let a broker auto-create a misspelt topic with
+        # its default (possibly short) retention.
+        client.cluster.config["allow_auto_create_topics"] = bool(
+            config.get("allow_auto_create_topics", True)
+        )
         return client
 
     try:
