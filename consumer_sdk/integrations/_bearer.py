@@ -1,0 +1,155 @@
+"""What every adapter shares: reading the bearer header and mapping a refusal to a response.
+
+The adapters differ only in how they read a header and write a response; the decision of
+which status, which ``WWW-Authenticate`` challenge and which body lives here, once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from consumer_sdk._client import Revocast
+from consumer_sdk._errors import StateUnavailableError, TokenRevokedError
+
+__all__ = [
+    "RETRY_AFTER_SECONDS",
+    "Claims",
+    "Rejection",
+    "authenticate",
+    "bearer_token",
+    "is_exempt",
+    "rejection_for",
+]
+
+_log = logging.getLogger("consumer_sdk.integrations")
+
+Claims = dict[str, Any]
+
+RETRY_AFTER_SECONDS = 5
+"""``Retry-After`` of a 503: about how long a replay of the topic takes at start."""
+
+# RFC 7235 credentials: auth-scheme [ 1*SP rest ]; RFC 6750 §2.1 b64token.
+_CREDENTIALS = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+)(?: +(.*))?", re.DOTALL)
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A refused request: the status, the RFC 6750 error code (``None`` when the client did
+    not attempt bearer authentication) and a fixed, token-free description."""
+
+    status: int
+    error: str | None
+    description: str
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """Response headers, ``Content-Type`` first."""
+        headers = [("content-type", "application/json")]
+        if self.status == 503:
+            headers.append(("retry-after", str(RETRY_AFTER_SECONDS)))
+        elif self.error is None:
+            headers.append(("www-authenticate", "Bearer"))
+        else:
+            headers.append(
+                (
+                    "www-authenticate",
+                    f'Bearer error="{self.error}", error_description="{self.description}"',
+                )
+            )
+        return headers
+
+    @property
+    def body_dict(self) -> dict[str, str]:
+        """The JSON body; ``error`` is ``"unauthorized"`` when the challenge carries none."""
+        return {"error": self.error or "unauthorized", "error_description": self.description}
+
+    @property
+    def body(self) -> bytes:
+        return json.dumps(self.body_dict, separators=(",", ":")).encode()
+
+
+_MISSING = Rejection(401, None, "bearer token required")
+_UNAVAILABLE = Rejection(503, "temporarily_unavailable", "revocation state unavailable")
+_EXPIRED = Rejection(401, "invalid_token", "token expired")
+_INVALID = Rejection(401, "invalid_token", "invalid token")
+
+
+def _malformed(why: str) -> Rejection:
+    return Rejection(400, "invalid_request", why)
+
+
+def bearer_token(values: Sequence[str]) -> str | Rejection:
+    """The token of the ``Authorization`` header(s) ``values``, or why there is none.
+
+    Give every ``Authorization`` header the request carried: several of them are refused
+    (RFC 6750 §3.1, "more than one method"). WSGI servers join repeated headers with a comma,
+    which is outside ``b64token`` and so refused too.
+    """
+    present = [v.strip() for v in values if v.strip()]
+    if not present:
+        return _MISSING
+    if len(present) > 1:
+        return _malformed("more than one Authorization header")
+    match = _CREDENTIALS.fullmatch(present[0])
+    if match is None:
+        return _malformed("malformed Authorization header")
+    scheme, rest = match.group(1), (match.group(2) or "").strip(" ")
+    if scheme.lower() != "bearer":
+        return _MISSING  # another scheme: the client did not try bearer auth (§3.1)
+    if not rest:
+        return _malformed("bearer token missing")
+    if _B64TOKEN.fullmatch(rest) is None:
+        return _malformed("malformed bearer token")
+    return rest
+
+
+def rejection_for(exc: jwt.InvalidTokenError) -> Rejection:
+    """The response for a token ``verify`` refused. Never includes token contents."""
+    if isinstance(exc, StateUnavailableError):
+        return _UNAVAILABLE
+    if isinstance(exc, TokenRevokedError):
+        return Rejection(401, "invalid_token", f"token revoked ({exc.rule.value})")
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return _EXPIRED
+    return _INVALID
+
+
+def is_exempt(path: str, exempt_paths: Collection[str]) -> bool:
+    """Whether ``path`` is served without a token: exact matches only, except entries ending
+    in ``/``, which exempt every path below them. ``/healthz`` does not exempt ``/healthz/x``
+    nor ``/healthzz``."""
+    if path in exempt_paths:
+        return True
+    return any(p.endswith("/") and path.startswith(p) for p in exempt_paths)
+
+
+OnClaims = Callable[[Claims], object]
+
+
+def authenticate(
+    revocast: Revocast, values: Sequence[str], on_claims: OnClaims | None = None
+) -> Claims | Rejection:
+    """Verify the request's bearer token; return its claims or the refusal.
+
+    ``on_claims`` runs after a successful verification; raising a
+    :class:`jwt.InvalidTokenError` there refuses the token like any other invalid token.
+    """
+    token = bearer_token(values)
+    if isinstance(token, Rejection):
+        return token
+    try:
+        claims = revocast.verify(token)
+        if on_claims is not None:
+            on_claims(claims)
+    except jwt.InvalidTokenError as exc:
+        _log.debug("refused a bearer token: %s", exc)
+        return rejection_for(exc)
+    return claims

@@ -1,0 +1,108 @@
+"""A Flask extension: verify every request (default), or only the views you decorate.
+
+    from consumer_sdk.integrations.flask import RevocastFlask, require_token
+
+    revocast_ext = RevocastFlask(app, rc, exempt_paths=("/healthz",))   # guards every view
+    # or, app factory: revocast_ext = RevocastFlask(); revocast_ext.init_app(app, rc)
+
+    @app.get("/me")
+    def me():
+        return {"sub": g.revocast_claims["sub"]}
+
+With ``protect_all=False`` no guard is installed and only views decorated with
+:func:`require_token` are verified. Claims land on ``flask.g.revocast_claims``; a view behind
+both the guard and the decorator is verified once. Refusals are the JSON responses of every
+other adapter, returned from a ``before_request`` function (so ``after_request`` hooks still run).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import ParamSpec
+
+from flask import Flask, Response, current_app, g, request
+from flask.typing import ResponseReturnValue
+
+from consumer_sdk._client import Revocast
+from consumer_sdk.integrations._bearer import Rejection, authenticate, is_exempt
+
+__all__ = ["EXTENSION_KEY", "RevocastFlask", "require_token"]
+
+EXTENSION_KEY = "revocast"
+"""Key of this extension's per-app state in ``app.extensions``."""
+
+_G_KEY = "revocast_claims"
+
+P = ParamSpec("P")
+
+
+@dataclass(frozen=True, slots=True)
+class _AppState:
+    revocast: Revocast
+    exempt_paths: frozenset[str]
+
+
+def _response(rejection: Rejection) -> Response:
+    headers = [(k, v) for k, v in rejection.headers if k != "content-type"]
+    return Response(
+        rejection.body, status=rejection.status, headers=headers, mimetype="application/json"
+    )
+
+
+def _verify_request() -> Response | None:
+    """Put the claims on ``g``, or return the refusal. Verifies at most once per request."""
+    if _G_KEY in g:
+        return None
+    state: _AppState = current_app.extensions[EXTENSION_KEY]
+    header = request.environ.get("HTTP_AUTHORIZATION")
+    result = authenticate(state.revocast, [] if header is None else [header])
+    if isinstance(result, Rejection):
+        return _response(result)
+    setattr(g, _G_KEY, result)
+    return None
+
+
+class RevocastFlask:
+    """The extension. ``protect_all`` installs a ``before_request`` guard on the whole app
+    (paths in ``exempt_paths`` excepted: exact matches, or prefixes ending in ``/``)."""
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        revocast: Revocast | None = None,
+        *,
+        protect_all: bool = True,
+        exempt_paths: Collection[str] = (),
+    ) -> None:
+        self.protect_all = protect_all
+        self.exempt_paths = frozenset(exempt_paths)
+        if app is not None:
+            if revocast is None:
+                raise TypeError("RevocastFlask(app, revocast): give the Revocast client too")
+            self.init_app(app, revocast)
+
+    def init_app(self, app: Flask, revocast: Revocast) -> None:
+        app.extensions[EXTENSION_KEY] = _AppState(revocast, self.exempt_paths)
+        if self.protect_all:
+            app.before_request(self._guard)
+
+    def _guard(self) -> Response | None:
+        state: _AppState = current_app.extensions[EXTENSION_KEY]
+        if is_exempt(request.path, state.exempt_paths):
+            return None
+        return _verify_request()
+
+
+def require_token(view: Callable[P, ResponseReturnValue]) -> Callable[P, ResponseReturnValue]:
+    """Refuse the view unless the request carries a valid, unrevoked bearer token."""
+
+    @functools.wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> ResponseReturnValue:
+        refused = _verify_request()
+        if refused is not None:
+            return refused
+        return current_app.ensure_sync(view)(*args, **kwargs)  # type: ignore[no-any-return]
+
+    return wrapper

@@ -1,0 +1,157 @@
+"""Readiness and metrics endpoints, for any framework.
+
+    from consumer_sdk.integrations import health
+
+    # Starlette / FastAPI
+    routes = [Route("/healthz", health.asgi_health_app(rc)),
+              Route("/metrics", health.asgi_metrics_app())]
+    # WSGI (werkzeug's DispatcherMiddleware, or call health_report() from a view)
+    app = DispatcherMiddleware(app, {"/healthz": health.wsgi_health_app(rc)})
+
+Remember to exempt these paths from the token middleware.
+
+:func:`health_report` answers 200 while the source is VALID and 503 otherwise
+(INITIALIZING, INTERRUPTED, OFF), so a load balancer routes only to instances that have caught
+up with the revocation topic. The body reports the state, since when, the last error, the age
+of the last applied event, the state's entries by kind and the skipped records by reason.
+
+The metrics helpers serve ``prometheus_client``'s registry (the SDK's collectors register on
+the default one); they need the ``metrics`` extra (``prometheus-client``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from consumer_sdk._client import Revocast
+from consumer_sdk._status import DataSourceState
+from consumer_sdk.integrations.asgi import ASGIApp, Receive, Scope, Send
+from consumer_sdk.integrations.wsgi import Environ, StartResponse, WSGIApp
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+__all__ = [
+    "asgi_health_app",
+    "asgi_metrics_app",
+    "health_report",
+    "metrics_report",
+    "wsgi_health_app",
+    "wsgi_metrics_app",
+]
+
+_JSON = "application/json"
+_REASONS = {200: "OK", 503: "Service Unavailable"}
+
+
+def health_report(revocast: Revocast) -> tuple[int, dict[str, Any]]:
+    """``(status code, JSON-able body)``: 200 when the SDK's state is VALID, else 503."""
+    # In a forked worker this starts the process's own sync thread if no request has yet
+    # (documented behaviour of wait_until_ready); it never blocks with a zero timeout.
+    revocast.wait_until_ready(0)
+    status = revocast.status
+    stats = revocast.stats()
+    now = revocast.clock()
+    last = status.last_event_at
+    body = {
+        "status": status.state.value,
+        "since": datetime.fromtimestamp(status.since, UTC).isoformat(),
+        "last_error": status.last_error,
+        "last_event_age_seconds": None if last is None else round(max(now - last, 0.0), 3),
+        "entries": stats["entries"],
+        "skipped": stats["skipped"],
+    }
+    return (200 if status.state is DataSourceState.VALID else 503), body
+
+
+def _health_payload(revocast: Revocast) -> tuple[int, list[tuple[str, str]], bytes]:
+    code, body = health_report(revocast)
+    data = json.dumps(body, separators=(",", ":")).encode()
+    headers = [
+        ("content-type", _JSON),
+        ("cache-control", "no-store"),
+        ("content-length", str(len(data))),
+    ]
+    return code, headers, data
+
+
+def metrics_report(registry: CollectorRegistry | None = None) -> tuple[str, bytes]:
+    """``(content type, body)`` of ``prometheus_client.generate_latest(registry)``."""
+    try:
+        import prometheus_client
+    except ImportError as exc:  # pragma: no cover - only without the optional dependency
+        raise ImportError(
+            "the /metrics helpers need prometheus-client (the 'metrics' extra)"
+        ) from exc
+    chosen = prometheus_client.REGISTRY if registry is None else registry
+    return prometheus_client.CONTENT_TYPE_LATEST, prometheus_client.generate_latest(chosen)
+
+
+async def _serve_lifespan(receive: Receive, send: Send) -> None:
+    # So the helpers can also run as a server's top-level app.
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def _asgi(payload: Callable[[], tuple[int, list[tuple[str, str]], bytes]]) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _serve_lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            raise RuntimeError(f"health endpoints serve HTTP only, not {scope['type']!r}")
+        code, headers, data = payload()
+        raw = [(k.encode(), v.encode()) for k, v in headers]
+        await send({"type": "http.response.start", "status": code, "headers": raw})
+        await send({"type": "http.response.body", "body": data})
+
+    return app
+
+
+def _wsgi(payload: Callable[[], tuple[int, list[tuple[str, str]], bytes]]) -> WSGIApp:
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        code, headers, data = payload()
+        start_response(f"{code} {_REASONS.get(code, '')}".rstrip(), headers)
+        return [data]
+
+    return app
+
+
+def _metrics_payload(
+    registry: CollectorRegistry | None,
+) -> Callable[[], tuple[int, list[tuple[str, str]], bytes]]:
+    metrics_report(registry)  # fail at setup, not on the first scrape, without the extra
+
+    def payload() -> tuple[int, list[tuple[str, str]], bytes]:
+        content_type, data = metrics_report(registry)
+        return 200, [("content-type", content_type), ("content-length", str(len(data)))], data
+
+    return payload
+
+
+def asgi_health_app(revocast: Revocast) -> ASGIApp:
+    """An ASGI app answering every HTTP request with :func:`health_report` as JSON."""
+    return _asgi(lambda: _health_payload(revocast))
+
+
+def wsgi_health_app(revocast: Revocast) -> WSGIApp:
+    """A WSGI app answering every request with :func:`health_report` as JSON."""
+    return _wsgi(lambda: _health_payload(revocast))
+
+
+def asgi_metrics_app(registry: CollectorRegistry | None = None) -> ASGIApp:
+    """An ASGI app serving the Prometheus text exposition of ``registry`` (default: global)."""
+    return _asgi(_metrics_payload(registry))
+
+
+def wsgi_metrics_app(registry: CollectorRegistry | None = None) -> WSGIApp:
+    """A WSGI app serving the Prometheus text exposition of ``registry`` (default: global)."""
+    return _wsgi(_metrics_payload(registry))
