@@ -1,0 +1,209 @@
+"""The Kafka source against a real broker: bootstrap, tail, garbage, new partitions, processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewPartitions
+
+from consumer_sdk import DataSourceState, Revocast, TokenRevokedError
+from revocation_events import BaseEvent, EventCodec, EventSigner, KafkaSettings, TokenRevoked
+from tests._kafka_fixtures import MakeTopic, wait_until
+from tests.consumer_sdk._helpers import EVENT_KEY, settings, token
+from tests.consumer_sdk._worker import verifying_service
+
+pytestmark = pytest.mark.kafka
+
+CODEC = EventCodec(signer=EventSigner(EVENT_KEY))
+
+
+def revoke(jti: str) -> TokenRevoked:
+    return TokenRevoked(issuer="test", jti=jti, expires_at=datetime.now(UTC) + timedelta(hours=1))
+
+
+@pytest.fixture
+def producer(kafka_bootstrap: str) -> Iterator[KafkaProducer]:
+    p = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+    yield p
+    p.close(timeout=10)
+
+
+def send(
+    producer: KafkaProducer, topic: str, event: BaseEvent, partition: int | None = None
+) -> None:
+    rec = CODEC.encode(event)
+    producer.send(
+        topic, key=rec.key, value=rec.value, headers=list(rec.headers), partition=partition
+    )
+
+
+def client(bootstrap: str, topic: str, **overrides: Any) -> Revocast:
+    kafka = KafkaSettings(bootstrap_servers=(bootstrap,), topic=topic)
+    return Revocast(settings(kafka=kafka, **overrides))
+
+
+def refused(rc: Revocast, tok: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            rc.verify(tok)
+        except TokenRevokedError:
+            return True
+        return False
+
+    return check
+
+
+def test_ready_only_after_every_event_on_the_topic_at_start_is_applied(
+    kafka_bootstrap: str, make_topic: MakeTopic, producer: KafkaProducer
+) -> None:
+    topic = make_topic(partitions=3)
+    n = 3000
+    for i in range(n):
+        send(producer, topic, revoke(f"j{i}"))
+    producer.flush(30)
+    with client(kafka_bootstrap, topic) as rc:
+        assert rc.wait_until_ready(60)
+        stats = rc.stats()
+        assert stats["applied"] == {"token.revoked": n}
+        assert stats["entries"]["jti"] == n
+        assert sorted(stats["partitions"]) == [0, 1, 2]
+        assert all(stats["positions"][p] >= stats["start_end_offsets"][p] for p in range(3))
+        assert refused(rc, token(jti=f"j{n - 1}"))()
+
+
+def test_empty_topic_becomes_ready_and_then_tails_new_revocations(
+    kafka_bootstrap: str, make_topic: MakeTopic, producer: KafkaProducer
+) -> None:
+    topic = make_topic(partitions=2)
+    with client(kafka_bootstrap, topic) as rc:
+        assert rc.wait_until_ready(30)
+        assert rc.status.state is DataSourceState.VALID
+        tok = token(jti="later")
+        assert rc.verify(tok)
+        send(producer, topic, revoke("later"))
+        producer.flush(10)
+        wait_until(refused(rc, tok), timeout=10, message="revocation tailed")
+
+
+def test_garbage_records_are_skipped_and_counted_while_revocations_around_them_apply(
+    kafka_bootstrap: str, make_topic: MakeTopic, producer: KafkaProducer
+) -> None:
+    topic = make_topic(partitions=1)
+    unsigned = EventCodec().encode(revoke("unsigned"))
+    send(producer, topic, revoke("before"))
+    signer = EventSigner(EVENT_KEY)
+    producer.send(topic, value=b"\x00\xffgarbage", headers=[signer.header(b"\x00\xffgarbage")])
+    producer.send(topic, value=unsigned.value, headers=[("revocast-sig", b"ev1.HS256.AAAA")])
+    producer.send(topic, value=unsigned.value)
+    producer.send(topic, value=None, key=b"tombstone")
+    send(producer, topic, revoke("after"))
+    producer.flush(10)
+    with client(kafka_bootstrap, topic) as rc:
+        assert rc.wait_until_ready(30)
+        stats = rc.stats()
+        assert stats["skipped"] == {"not_json": 1, "bad_signature": 1, "unsigned": 1, "invalid": 1}
+        assert stats["applied"] == {"token.revoked": 2}
+        assert refused(rc, token(jti="before"))()
+        assert refused(rc, token(jti="after"))()
+        assert not refused(rc, token(jti="unsigned"))()
+        assert rc.status.state is DataSourceState.VALID
+
+
+def test_partitions_added_while_running_are_read_from_their_start(
+    kafka_bootstrap: str, make_topic: MakeTopic, producer: KafkaProducer
+) -> None:
+    topic = make_topic(partitions=1)
+    with client(kafka_bootstrap, topic, partition_check_interval=0.5) as rc:
+        assert rc.wait_until_ready(30)
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        try:
+            admin.create_partitions({topic: NewPartitions(total_count=3)})
+        finally:
+            admin.close()
+        wait_until(lambda: len(producer.partitions_for(topic)) == 3, timeout=15, message="3 parts")
+        send(producer, topic, revoke("on-new-partition"), partition=2)
+        producer.flush(10)
+        wait_until(
+            refused(rc, token(jti="on-new-partition")),
+            timeout=20,
+            message="revocation on a partition created after start",
+        )
+        assert 2 in rc.stats()["partitions"]
+
+
+def test_two_processes_refuse_within_a_second_and_a_late_starter_refuses_when_ready(
+    kafka_bootstrap: str, make_topic: MakeTopic, producer: KafkaProducer
+) -> None:
+    topic = make_topic(partitions=3)
+    target, other = token(jti="target"), token(jti="other")
+    ctx = multiprocessing.get_context("spawn")
+    out: Any = ctx.Queue()
+    args = (kafka_bootstrap, topic, target, other, out)
+    procs = [ctx.Process(target=verifying_service, args=args) for _ in range(2)]
+    for p in procs:
+        p.start()
+    try:
+        for _ in procs:
+            kind, ready, already = out.get(timeout=60)
+            assert (kind, ready, already) == ("ready", True, False)
+        published = time.time()
+        send(producer, topic, revoke("target"))
+        producer.flush(10)
+        for _ in procs:
+            kind, refused_at, other_ok = out.get(timeout=30)
+            assert kind == "revoked"
+            assert refused_at is not None
+            assert refused_at - published < 1.0
+            assert other_ok
+        late = ctx.Process(target=verifying_service, args=args)
+        late.start()
+        procs.append(late)
+        kind, ready, already = out.get(timeout=60)
+        assert (kind, ready, already) == ("ready", True, True)
+    finally:
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.kill()
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+
+
+def test_forked_child_restarts_its_source_and_follows_new_revocations(
+    kafka_bootstrap: str, make_topic: MakeTopic, producer: KafkaProducer
+) -> None:
+    topic = make_topic(partitions=1)
+    send(producer, topic, revoke("old"))
+    producer.flush(10)
+    rc = client(kafka_bootstrap, topic)
+    try:
+        assert rc.wait_until_ready(30)
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: no pytest machinery here, report through the pipe
+            code = 1
+            try:
+                inherited = refused(rc, token(jti="old"))()
+                ready = rc.wait_until_ready(30)
+                os.write(from_child_w, b"R" if ready and inherited else b"F")
+                os.read(to_child_r, 1)
+                wait_until(refused(rc, token(jti="new")), timeout=15, message="child follows")
+                code = 0
+            finally:
+                os._exit(code)
+        assert os.read(from_child_r, 1) == b"R"
+        send(producer, topic, revoke("new"))
+        producer.flush(10)
+        os.write(to_child_w, b"go")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert rc.status.state is DataSourceState.VALID
+    finally:
+        rc.close()
