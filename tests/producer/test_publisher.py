@@ -154,10 +154,11 @@ def test_each_subjects_events_keep_publish_order_across_partitions(
 ) -> None:
     topic = make_topic(partitions=6)
     subjects = [f"user-{n}" for n in range(1000)]
-    kinds: list[type[BaseEvent]] = [SubjectBlocked, SubjectUnblocked, SubjectBlocked]
-    events = [
-        kind(issuer="identity-test", sub=sub, expires_at=None if kind is SubjectBlocked else EXP)
-        for kind in kinds
+    events: list[BaseEvent] = [
+        SubjectBlocked(issuer="identity-test", sub=sub)
+        if kind == "block"
+        else SubjectUnblocked(issuer="identity-test", sub=sub, expires_at=EXP)
+        for kind in ("block", "unblock", "block")
         for sub in subjects
     ]
     settings = make_settings(bootstrap=kafka_bootstrap, topic=topic, delivery=delivery)

@@ -107,8 +107,9 @@ def test_producer_options_that_weaken_delivery_are_refused(options: dict[str, An
     "field", ["max_token_lifetime", "ack_timeout", "delivery_timeout", "max_block"]
 )
 def test_durations_must_be_positive(field: str) -> None:
+    kwargs: dict[str, Any] = {field: 0}
     with pytest.raises(SettingsError, match=field):
-        PublisherSettings(issuer="i", signing_key=KEY, **{field: 0})
+        PublisherSettings(issuer="i", signing_key=KEY, **kwargs)
 
 
 def test_settings_are_frozen() -> None:

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kafka import KafkaAdminClient
+
+from producer import UnsafeTopicConfigError, ensure_topic, min_retention
+from revocation_events import KafkaSettings
+from tests._kafka_fixtures import MakeTopic
+from tests.producer._support import UNREACHABLE
+
+HOUR = 3600.0
+
+
+def offline(topic: str = "t") -> KafkaSettings:
+    return KafkaSettings(bootstrap_servers=(UNREACHABLE,), topic=topic)
+
+
+@pytest.fixture
+def fresh_topic(kafka_bootstrap: str) -> Iterator[KafkaSettings]:
+    """Settings naming a topic that does not exist yet; deleted after the test."""
+    name = f"ensure-{uuid.uuid4().hex[:12]}"
+    yield KafkaSettings(bootstrap_servers=(kafka_bootstrap,), topic=name)
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        if name in admin.list_topics():
+            admin.delete_topics([name])
+    finally:
+        admin.close()
+
+
+def test_retention_shorter_than_twice_the_token_lifetime_is_refused_before_contacting_kafka() -> (
+    None
+):
+    assert min_retention(HOUR) == 2 * HOUR
+    with pytest.raises(UnsafeTopicConfigError, match="twice the max token lifetime"):
+        ensure_topic(offline(), max_token_lifetime=HOUR, retention=2 * HOUR - 1)
+
+
+def test_min_insync_replicas_above_the_replication_factor_is_refused() -> None:
+    with pytest.raises(UnsafeTopicConfigError, match=r"min\.insync\.replicas"):
+        ensure_topic(
+            offline(), max_token_lifetime=HOUR, replication_factor=1, min_insync_replicas=2
+        )
+
+
+@pytest.mark.kafka
+def test_ensure_topic_creates_a_safe_topic_and_is_idempotent(
+    fresh_topic: KafkaSettings,
+) -> None:
+    first = ensure_topic(fresh_topic, max_token_lifetime=HOUR, partitions=4, retention=2 * HOUR)
+    assert first.created
+    assert first.ok
+    assert first.partitions == 4
+    assert first.replication_factor == 1  # single-broker dev cluster
+    assert first.configs["cleanup.policy"] == "delete"
+    assert first.configs["retention.ms"] == str(int(2 * HOUR * 1000))
+    assert first.configs["min.insync.replicas"] == "1"
+    assert any("replication factor 1" in w for w in first.warnings)
+
+    second = ensure_topic(fresh_topic, max_token_lifetime=HOUR, partitions=4, retention=2 * HOUR)
+    assert not second.created
+    assert second.ok
+    assert (second.partitions, second.configs) == (first.partitions, first.configs)
+
+
+@pytest.mark.kafka
+def test_existing_unsafe_topic_is_reported_not_changed(
+    make_topic: MakeTopic, kafka_bootstrap: str
+) -> None:
+    name = make_topic(partitions=2, retention_ms=60_000, cleanup_policy="compact")
+    kafka = KafkaSettings(bootstrap_servers=(kafka_bootstrap,), topic=name)
+    report = ensure_topic(kafka, max_token_lifetime=HOUR, partitions=6)
+    assert not report.created
+    assert not report.ok
+    text = "\n".join(report.problems)
+    assert "retention.ms=60000" in text
+    assert "compaction" in text
+    assert "2 partitions, fewer than the 6" in text
+    assert report.configs["retention.ms"] == "60000"  # untouched
