@@ -1,0 +1,291 @@
+"""Every row of the mapping table in receiver/README.md: a SET minted with joserfc, pushed to
+the app, reaches the sink as the expected Revocast event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from receiver import MappingPolicy, Receiver, ReceiverSettings, RecordingSink
+from tests.receiver._support import CAEP, RISC, START, Transmitter
+from tests.receiver.conftest import LIFETIME, Push
+
+EARLIER = START - timedelta(minutes=2)
+USER = {"format": "iss_sub", "iss": "https://idp.example.com", "sub": "user-1"}
+OPAQUE_USER = {"format": "opaque", "id": "user-1"}
+SESSION = {"format": "complex", "user": USER, "session": {"format": "opaque", "id": "sid-9"}}
+TOKEN = {"format": "jwt_id", "iss": "https://idp.example.com", "jti": "token-7"}
+EXPIRES = START + LIFETIME
+
+
+@dataclass(frozen=True)
+class Row:
+    event_type: str
+    payload: dict[str, Any]
+    sub_id: dict[str, Any]
+    expected: dict[str, Any]
+
+
+ROWS = {
+    "caep session-revoked with a session revokes the session": Row(
+        f"{CAEP}session-revoked",
+        {"event_timestamp": int(EARLIER.timestamp())},
+        SESSION,
+        {"type": "session.revoked", "sid": "sid-9", "sub": "user-1", "expires_at": EXPIRES},
+    ),
+    "caep session-revoked naming only the user sets the subject watermark": Row(
+        f"{CAEP}session-revoked",
+        {"event_timestamp": int(EARLIER.timestamp())},
+        OPAQUE_USER,
+        {"type": "subject.tokens_revoked", "sub": "user-1", "issued_before": EARLIER},
+    ),
+    "caep session-revoked naming a token revokes that jti": Row(
+        f"{CAEP}session-revoked",
+        {},
+        TOKEN,
+        {"type": "token.revoked", "jti": "token-7", "expires_at": EXPIRES},
+    ),
+    "caep credential-change sets the subject watermark at the change": Row(
+        f"{CAEP}credential-change",
+        {
+            "credential_type": "password",
+            "change_type": "update",
+            "event_timestamp": int(EARLIER.timestamp()),
+        },
+        SESSION,
+        {
+            "type": "subject.tokens_revoked",
+            "sub": "user-1",
+            "issued_before": EARLIER,
+            "reason": "caep:credential-change password update",
+        },
+    ),
+    "caep token-claims-change with the version claim bumps the version": Row(
+        f"{CAEP}token-claims-change",
+        {"claims": {"ver": 8, "role": "secret-admin-role"}},
+        USER,
+        {
+            "type": "subject.version_bumped",
+            "sub": "user-1",
+            "min_version": 8,
+            "reason": "caep:token-claims-change claims=role,ver",
+        },
+    ),
+    "caep token-claims-change without a version sets the watermark": Row(
+        f"{CAEP}token-claims-change",
+        {"claims": {"role": "admin"}},
+        USER,
+        {"type": "subject.tokens_revoked", "sub": "user-1", "issued_before": START},
+    ),
+    "caep assurance-level-change decrease sets the watermark": Row(
+        f"{CAEP}assurance-level-change",
+        {
+            "namespace": "NIST-AAL",
+            "current_level": "nist-aal1",
+            "previous_level": "nist-aal2",
+            "change_direction": "decrease",
+        },
+        USER,
+        {"type": "subject.tokens_revoked", "sub": "user-1", "issued_before": START},
+    ),
+    "caep risk-level-change to a higher risk sets the watermark": Row(
+        f"{CAEP}risk-level-change",
+        {"principal": "USER", "current_level": "HIGH", "previous_level": "LOW"},
+        USER,
+        {
+            "type": "subject.tokens_revoked",
+            "sub": "user-1",
+            "reason": "caep:risk-level-change high",
+        },
+    ),
+    "risc account-disabled blocks the subject": Row(
+        f"{RISC}account-disabled",
+        {"reason": "hijacking"},
+        USER,
+        {"type": "subject.blocked", "sub": "user-1", "expires_at": None},
+    ),
+    "risc account-enabled unblocks the subject": Row(
+        f"{RISC}account-enabled",
+        {},
+        USER,
+        {"type": "subject.unblocked", "sub": "user-1", "expires_at": EXPIRES},
+    ),
+    "risc account-purged deletes the subject": Row(
+        f"{RISC}account-purged",
+        {},
+        OPAQUE_USER,
+        {"type": "subject.deleted", "sub": "user-1", "expires_at": EXPIRES},
+    ),
+    "risc credential-compromise sets the watermark at receipt": Row(
+        f"{RISC}credential-compromise",
+        {"credential_type": "password", "event_timestamp": int(EARLIER.timestamp())},
+        USER,
+        {"type": "subject.tokens_revoked", "sub": "user-1", "issued_before": START},
+    ),
+    "risc sessions-revoked sets the watermark": Row(
+        f"{RISC}sessions-revoked",
+        {},
+        USER,
+        {"type": "subject.tokens_revoked", "sub": "user-1"},
+    ),
+    "risc credential-compromise naming a token revokes that jti": Row(
+        f"{RISC}credential-compromise",
+        {"credential_type": "password"},
+        TOKEN,
+        {"type": "token.revoked", "jti": "token-7"},
+    ),
+}
+
+
+@pytest.mark.parametrize("row", ROWS.values(), ids=ROWS.keys())
+def test_pushed_set_reaches_the_sink_as_the_mapped_event(
+    row: Row, push: Push, transmitter: Transmitter, sink: RecordingSink
+) -> None:
+    response = push(transmitter.set(row.event_type, row.payload, sub_id=row.sub_id))
+
+    assert response.status_code == 202, response.text
+    (event,) = sink.events
+    dumped = event.model_dump()
+    assert {k: dumped[k] for k in row.expected} == row.expected
+    assert event.issuer == "revocast-receiver"
+    assert event.occurred_at == START
+
+
+def test_every_mapped_rule_outlives_the_tokens_it_matches(
+    push: Push, transmitter: Transmitter, sink: RecordingSink
+) -> None:
+    push(transmitter.set(f"{CAEP}credential-change", {}, sub_id=USER))
+
+    (event,) = sink.events
+    assert event.expires_at == START + LIFETIME
+
+
+def test_subject_inside_the_event_payload_is_used_when_sub_id_is_absent(
+    push: Push, transmitter: Transmitter, sink: RecordingSink
+) -> None:
+    token = transmitter.set(f"{RISC}account-disabled", {"subject": OPAQUE_USER})
+
+    assert push(token).status_code == 202
+    assert [e.model_dump()["type"] for e in sink.events] == ["subject.blocked"]
+
+
+IGNORED = {
+    "assurance increase": (
+        f"{CAEP}assurance-level-change",
+        {"change_direction": "increase", "current_level": "nist-aal3"},
+    ),
+    "risk decrease": (
+        f"{CAEP}risk-level-change",
+        {"current_level": "LOW", "previous_level": "HIGH"},
+    ),
+    "session established": (f"{CAEP}session-established", {}),
+    "unknown event type": ("https://example.com/event/made-up", {}),
+}
+
+
+@pytest.mark.parametrize(("event_type", "payload"), IGNORED.values(), ids=IGNORED.keys())
+def test_events_that_revoke_nothing_are_acknowledged_without_publishing(
+    event_type: str,
+    payload: dict[str, Any],
+    push: Push,
+    transmitter: Transmitter,
+    sink: RecordingSink,
+) -> None:
+    assert push(transmitter.set(event_type, payload, sub_id=USER)).status_code == 202
+    assert sink.events == []
+
+
+def test_unknown_event_types_are_counted_and_listed_in_metrics(
+    push: Push, transmitter: Transmitter, client: Any
+) -> None:
+    push(transmitter.set("https://example.com/event/made-up", {}, sub_id=USER))
+    push(transmitter.set("https://example.com/event/made-up", {}, sub_id=USER))
+
+    status = client.get("/ssf/status").json()
+    metrics = client.get("/metrics").text
+    assert status["unknown_event_types"] == {"https://example.com/event/made-up": 2}
+    assert (
+        'revocast_receiver_tokens_total{event_type="https://example.com/event/made-up",'
+        'outcome="ignored:unknown_event_type"} 2' in metrics
+    )
+
+
+def test_block_needs_a_subject_so_a_session_only_subject_is_acknowledged_and_skipped(
+    push: Push, transmitter: Transmitter, sink: RecordingSink
+) -> None:
+    sub_id = {"format": "complex", "session": {"format": "opaque", "id": "sid-1"}}
+
+    assert push(transmitter.set(f"{RISC}account-disabled", {}, sub_id=sub_id)).status_code == 202
+    assert sink.events == []
+
+
+@pytest.mark.parametrize(
+    ("policy", "event_type", "payload"),
+    [
+        (
+            MappingPolicy(watermark_on_assurance_decrease=False),
+            f"{CAEP}assurance-level-change",
+            {"change_direction": "decrease"},
+        ),
+        (
+            MappingPolicy(watermark_on_risk_increase=False),
+            f"{CAEP}risk-level-change",
+            {"current_level": "HIGH", "previous_level": "LOW"},
+        ),
+    ],
+    ids=["assurance", "risk"],
+)
+def test_level_change_watermarks_can_be_switched_off(
+    policy: MappingPolicy,
+    event_type: str,
+    payload: dict[str, Any],
+    settings: ReceiverSettings,
+    transmitter: Transmitter,
+    sink: RecordingSink,
+) -> None:
+    from dataclasses import replace
+
+    with (
+        transmitter.client() as http,
+        Receiver(
+            settings=replace(settings, mapping=policy),
+            sink=sink,
+            max_token_lifetime=LIFETIME,
+            http_client=http,
+            clock=transmitter.clock,
+        ) as receiver,
+    ):
+        receipt = receiver.receive_set(transmitter.set(event_type, payload, sub_id=USER))
+
+    assert (receipt.outcome, receipt.detail) == ("ignored", "disabled_by_policy")
+    assert sink.events == []
+
+
+def test_email_subjects_map_only_when_tokens_use_email_as_sub(
+    settings: ReceiverSettings, transmitter: Transmitter, sink: RecordingSink
+) -> None:
+    from dataclasses import replace
+
+    sub_id = {"format": "email", "email": "ann@example.com"}
+    outcomes = []
+    for policy in (MappingPolicy(), MappingPolicy(email_is_subject=True)):
+        with (
+            transmitter.client() as http,
+            Receiver(
+                settings=replace(settings, mapping=policy),
+                sink=sink,
+                max_token_lifetime=LIFETIME,
+                http_client=http,
+                clock=transmitter.clock,
+            ) as receiver,
+        ):
+            receipt = receiver.receive_set(
+                transmitter.set(f"{RISC}account-disabled", {}, sub_id=sub_id)
+            )
+            outcomes.append(receipt.outcome)
+
+    assert outcomes == ["ignored", "published"]
+    assert [e.subject() for e in sink.events] == ["ann@example.com"]
