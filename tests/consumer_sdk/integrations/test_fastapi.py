@@ -1,0 +1,116 @@
+"""The FastAPI dependencies under FastAPI's TestClient.
+
+No ``from __future__ import annotations`` here: FastAPI evaluates route annotations, and
+the dependencies are locals of the app factories.
+"""
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import httpx2
+import pytest
+from fastapi import Depends, FastAPI
+from fastapi.testclient import TestClient
+
+from consumer_sdk.integrations.asgi import RevocastMiddleware
+from consumer_sdk.integrations.fastapi import RevocastBearer, verified_claims
+from tests.consumer_sdk.integrations._cases import (
+    CASES,
+    Case,
+    Harness,
+    Headers,
+    Reply,
+    case_ids,
+    check,
+)
+
+Claims = dict[str, Any]
+
+
+def dependency_app(harness: Harness) -> FastAPI:
+    app = FastAPI()
+    bearer = RevocastBearer(harness.revocast)
+
+    @app.get("/me")
+    async def me(claims: Annotated[Claims, Depends(bearer)]) -> Claims:
+        return {"sub": claims["sub"], "jti": claims["jti"]}
+
+    @app.get("/open")
+    async def open_route() -> Claims:
+        return {"open": True}
+
+    return app
+
+
+@pytest.fixture
+def client(harness: Harness) -> Iterator[TestClient]:
+    with TestClient(dependency_app(harness)) as client:
+        yield client
+
+
+def to_reply(response: httpx2.Response) -> Reply:
+    body = response.json()
+    if response.status_code != 200:
+        body = body["detail"]  # FastAPI's HTTPException handler wraps the detail
+    return Reply(
+        response.status_code,
+        {k.lower(): v for k, v in response.headers.items()},
+        body,
+        response.content,
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_ids())
+def test_dependency_answers_every_case(case: Case, harness: Harness, client: TestClient) -> None:
+    def send(headers: Headers) -> Reply:
+        return to_reply(client.get("/me", headers=headers))
+
+    check(case, harness, send)
+
+
+def test_dependency_guards_only_the_routes_that_use_it(ready: Harness, client: TestClient) -> None:
+    assert client.get("/open").json() == {"open": True}
+    assert client.get("/me").status_code == 401
+
+
+def test_openapi_documents_the_dependency_as_a_bearer_scheme(
+    ready: Harness, client: TestClient
+) -> None:
+    schema = client.get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["RevocastBearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+    }
+    assert schema["paths"]["/me"]["get"]["security"] == [{"RevocastBearer": []}]
+    assert "security" not in schema["paths"]["/open"]["get"]
+
+
+def middleware_app(harness: Harness) -> FastAPI:
+    app = FastAPI()
+    app.add_middleware(RevocastMiddleware, revocast=harness.revocast, exempt_paths=("/open",))
+
+    @app.get("/me")
+    async def me(claims: Annotated[Claims, Depends(verified_claims)]) -> Claims:
+        return {"sub": claims["sub"], "jti": claims["jti"]}
+
+    @app.get("/open")
+    async def open_route(claims: Annotated[Claims, Depends(verified_claims)]) -> Claims:
+        return claims
+
+    return app
+
+
+def test_verified_claims_returns_what_the_middleware_verified(ready: Harness) -> None:
+    with TestClient(middleware_app(ready)) as client:
+        assert client.get("/me", headers=ready.bearer()).json() == {
+            "sub": ready.sub,
+            "jti": ready.jti,
+        }
+        assert client.get("/me").status_code == 401
+
+
+def test_verified_claims_on_an_unverified_request_fails_closed(ready: Harness) -> None:
+    with TestClient(middleware_app(ready), raise_server_exceptions=False) as client:
+        response = client.get("/open", headers=ready.bearer())
+    assert response.status_code == 500

@@ -1,0 +1,106 @@
+"""The Flask extension under Flask's test client, as an app-wide guard and as a decorator."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from flask import Flask, Response, g
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from consumer_sdk.integrations.flask import RevocastFlask, require_token
+from tests.consumer_sdk.integrations._cases import (
+    CASES,
+    Case,
+    Harness,
+    Headers,
+    Reply,
+    case_ids,
+    check,
+)
+
+MODES = ["guard", "decorator"]
+
+
+def build_app(harness: Harness, mode: str) -> Flask:
+    app = Flask(__name__)
+    ext = RevocastFlask(protect_all=mode == "guard", exempt_paths=("/healthz",))
+    ext.init_app(app, harness.revocast)
+
+    def me() -> dict[str, Any]:
+        return {"sub": g.revocast_claims["sub"], "jti": g.revocast_claims["jti"]}
+
+    app.add_url_rule("/me", view_func=me if mode == "guard" else require_token(me))
+    app.add_url_rule("/both", "both", require_token(me))
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"claims": "revocast_claims" in g}
+
+    @app.after_request
+    def tag(response: Response) -> Response:
+        response.headers["X-Worker-Pid"] = str(os.getpid())
+        return response
+
+    return app
+
+
+def to_reply(response: TestResponse) -> Reply:
+    return Reply(
+        response.status_code,
+        {k.lower(): v for k, v in response.headers.items()},
+        response.get_json(),
+        response.get_data(),
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", CASES, ids=case_ids())
+def test_flask_extension_answers_every_case(case: Case, mode: str, harness: Harness) -> None:
+    client = build_app(harness, mode).test_client()
+
+    def send(headers: Headers) -> Reply:
+        return to_reply(client.get("/me", headers=headers))
+
+    check(case, harness, send)
+
+
+def test_guard_leaves_exempt_paths_open(ready: Harness) -> None:
+    client = build_app(ready, "guard").test_client()
+    assert client.get("/healthz").get_json() == {"claims": False}
+    assert client.get("/healthz/x").status_code == 401
+
+
+def test_without_the_guard_only_decorated_views_need_a_token(ready: Harness) -> None:
+    client: FlaskClient = build_app(ready, "decorator").test_client()
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/me").status_code == 401
+
+
+def test_guard_and_decorator_together_verify_once(
+    ready: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    verify = ready.revocast.verify
+
+    def counting(token: str | bytes) -> dict[str, Any]:
+        calls.append("verify")
+        return verify(token)
+
+    monkeypatch.setattr(ready.revocast, "verify", counting)
+    client = build_app(ready, "guard").test_client()
+    assert client.get("/both", headers=ready.bearer()).status_code == 200
+    assert calls == ["verify"]
+
+
+def test_after_request_hooks_still_run_on_a_refusal(ready: Harness) -> None:
+    response = build_app(ready, "guard").test_client().get("/me")
+    assert response.status_code == 401
+    assert response.headers["X-Worker-Pid"] == str(os.getpid())
+
+
+def test_extension_with_an_app_but_no_client_is_refused() -> None:
+    with pytest.raises(TypeError, match="give the Revocast client"):
+        RevocastFlask(Flask(__name__))
