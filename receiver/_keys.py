@@ -60,6 +60,7 @@ class KeySource:
         self._fetched_at = 0.0
         self._last_attempt: float | None = None
         self._in_flight: threading.Event | None = None
+        self._last_error = ""
 
     @property
     def metadata(self) -> Mapping[str, Any]:
@@ -87,7 +88,9 @@ class KeySource:
     def refresh(self) -> None:
         """Fetch the keys now (at startup); raise :class:`DeliveryUnavailable` on failure."""
         if not self._refresh(force=True):
-            raise DeliveryUnavailable(f"could not load keys for {self._issuer!r}")
+            raise DeliveryUnavailable(
+                f"could not load keys for {self._issuer!r}: {self._last_error}"
+            )
 
     def _refresh(self, *, force: bool) -> bool:
         with self._lock:
@@ -109,6 +112,7 @@ class KeySource:
             metadata, keys = self._fetch()
         except DeliveryUnavailable as exc:
             log.warning("key refresh for %s failed: %s", self._issuer, exc)
+            self._last_error = str(exc)
             ok = False
         else:
             with self._lock:

@@ -21,6 +21,7 @@ __all__ = ["CommandError", "main"]
 
 _COMMAND_MODULES = (
     "revocast.cli._kafka",
+    "revocast.cli._receiver",
     "revocast.cli._publish",
     "revocast.cli._topic",
     "revocast.cli._demo",

@@ -1,0 +1,151 @@
+"""Transmitter keys: discovery through the SSF configuration, rotation, refresh, failures."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from joserfc.jwk import ECKey, RSAKey
+
+from receiver import DeliveryUnavailable, SetRejected
+from receiver._keys import KeySource
+from tests.receiver._support import RISC, TRANSMITTER, FakeClock, Transmitter
+
+METADATA = "https://tx.example.com/.well-known/ssf-configuration/ssf"
+
+
+def _source(transmitter: Transmitter, clock: FakeClock, http: httpx.Client) -> KeySource:
+    return KeySource(
+        issuer=TRANSMITTER,
+        metadata_url=METADATA,
+        jwks_uri=None,
+        client=http,
+        max_age=3600,
+        min_refresh_interval=30,
+        clock=clock.monotonic,
+    )
+
+
+def test_rotated_in_key_is_fetched_on_first_use(transmitter: Transmitter, clock: FakeClock) -> None:
+    with transmitter.client() as http:
+        keys = _source(transmitter, clock, http)
+        keys.key("ec-1", "ES256")
+        transmitter.add_key(ECKey.generate_key("P-256", parameters={"kid": "ec-2"}))
+        clock.advance(31)
+
+        key = keys.key("ec-2", "ES256")
+
+    assert key.algorithm_name == "ES256"
+    assert transmitter.jwks_requests == 2
+
+
+def test_keys_older_than_max_age_are_refetched(transmitter: Transmitter, clock: FakeClock) -> None:
+    with transmitter.client() as http:
+        keys = _source(transmitter, clock, http)
+        keys.key("ec-1", "ES256")
+        clock.advance(3601)
+        keys.key("ec-1", "ES256")
+
+    assert transmitter.jwks_requests == 2
+
+
+def test_stale_keys_keep_working_while_the_transmitter_is_down(
+    transmitter: Transmitter, clock: FakeClock
+) -> None:
+    with transmitter.client() as http:
+        keys = _source(transmitter, clock, http)
+        keys.key("ec-1", "ES256")
+        transmitter.down = True
+        clock.advance(3601)
+
+        assert keys.key("ec-1", "ES256").algorithm_name == "ES256"
+
+
+def test_no_keys_at_all_is_transient_not_a_rejection(
+    transmitter: Transmitter, clock: FakeClock
+) -> None:
+    transmitter.down = True
+    with transmitter.client() as http, pytest.raises(DeliveryUnavailable):
+        _source(transmitter, clock, http).key("ec-1", "ES256")
+
+
+def test_configuration_naming_another_issuer_is_not_trusted(clock: FakeClock) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, json={"issuer": "https://evil.example.com", "jwks_uri": "https://evil/jwks"}
+        )
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as http:
+        keys = KeySource(issuer=TRANSMITTER, metadata_url=METADATA, jwks_uri=None, client=http)
+        with pytest.raises(DeliveryUnavailable, match="evil"):
+            keys.refresh()
+
+
+@pytest.mark.parametrize(
+    ("kid", "alg"),
+    [("ec-1", "RS256"), ("rsa-1", "ES256"), ("rsa-1", "EdDSA"), ("ed-1", "ES256")],
+)
+def test_key_of_another_family_than_the_token_alg_is_refused(
+    kid: str, alg: str, transmitter: Transmitter, clock: FakeClock
+) -> None:
+    with transmitter.client() as http, pytest.raises(SetRejected) as caught:
+        _source(transmitter, clock, http).key(kid, alg)
+
+    assert caught.value.code == "invalid_key"
+
+
+def test_key_pinned_to_another_alg_by_its_jwk_is_refused(
+    transmitter: Transmitter, clock: FakeClock
+) -> None:
+    transmitter.add_key(RSAKey.generate_key(2048, parameters={"kid": "ps", "alg": "PS256"}))
+    with transmitter.client() as http, pytest.raises(SetRejected) as caught:
+        _source(transmitter, clock, http).key("ps", "RS256")
+
+    assert caught.value.code == "invalid_key"
+
+
+def test_encryption_key_is_not_used_to_verify(transmitter: Transmitter, clock: FakeClock) -> None:
+    transmitter.add_key(ECKey.generate_key("P-256", parameters={"kid": "enc", "use": "enc"}))
+    with transmitter.client() as http, pytest.raises(SetRejected):
+        _source(transmitter, clock, http).key("enc", "ES256")
+
+
+def test_symmetric_key_in_the_jwks_is_never_used(clock: FakeClock) -> None:
+    jwks = {"keys": [{"kty": "oct", "kid": "h", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=jwks)
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as http:
+        keys = KeySource(issuer=TRANSMITTER, metadata_url=None, jwks_uri="https://j", client=http)
+        with pytest.raises(SetRejected, match="not accepted"):
+            keys.key("h", "ES256")
+
+
+def test_kidless_set_is_accepted_only_when_the_jwks_has_one_key(clock: FakeClock) -> None:
+    single = ECKey.generate_key("P-256")
+    jwks = {"keys": [single.as_dict(private=False)]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=jwks)
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as http:
+        keys = KeySource(issuer=TRANSMITTER, metadata_url=None, jwks_uri="https://j", client=http)
+        assert keys.key(None, "ES256").algorithm_name == "ES256"
+
+
+def test_set_signed_with_a_rotated_key_is_published(
+    transmitter: Transmitter, clock: FakeClock, receiver: object
+) -> None:
+    from receiver import Receiver
+
+    assert isinstance(receiver, Receiver)
+    transmitter.add_key(ECKey.generate_key("P-256", parameters={"kid": "ec-new"}))
+    clock.advance(31)
+
+    receipt = receiver.receive_set(
+        transmitter.set(
+            f"{RISC}account-disabled", sub_id={"format": "opaque", "id": "u"}, kid="ec-new"
+        )
+    )
+
+    assert receipt.outcome == "published"

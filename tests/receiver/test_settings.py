@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from receiver import ReceiverSettings, TransmitterSettings
+from revocation_events import SettingsError
+
+P = "REVOCAST_RECEIVER_"
+
+
+def test_from_env_reads_every_source() -> None:
+    settings = ReceiverSettings.from_env(
+        environ={
+            f"{P}ISSUER": "https://tx.example.com/ssf",
+            f"{P}AUDIENCE": "https://a, https://b",
+            f"{P}ALGORITHMS": "ES256,EdDSA",
+            f"{P}PUSH_TOKENS": "0123456789abcdef-old,0123456789abcdef-new",
+            f"{P}POLL_URL": "https://tx.example.com/poll",
+            f"{P}POLL_MAX_EVENTS": "25",
+            f"{P}LOGOUT_ISSUER": "https://op.example.com",
+            f"{P}LOGOUT_AUDIENCE": "client-1",
+            f"{P}DEDUPE_PATH": "/tmp/x.sqlite3",
+            f"{P}WATERMARK_ON_RISK_INCREASE": "false",
+        }
+    )
+
+    assert settings.transmitter is not None
+    assert settings.transmitter.audience == ("https://a", "https://b")
+    assert settings.transmitter.algorithms == ("ES256", "EdDSA")
+    assert len(settings.transmitter.push_tokens) == 2
+    assert settings.transmitter.metadata_url == (
+        "https://tx.example.com/.well-known/ssf-configuration/ssf"
+    )
+    assert settings.poll is not None
+    assert settings.poll.max_events == 25
+    assert settings.logout is not None
+    assert settings.logout.metadata_url == "https://op.example.com/.well-known/openid-configuration"
+    assert settings.dedupe_path == Path("/tmp/x.sqlite3")
+    assert settings.mapping.watermark_on_risk_increase is False
+
+
+def test_empty_environment_configures_no_source() -> None:
+    settings = ReceiverSettings.from_env(environ={})
+
+    assert (settings.transmitter, settings.poll, settings.logout) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({f"{P}ISSUER": "https://tx", f"{P}AUDIENCE": "a", f"{P}ALGORITHMS": "none"}, "none"),
+        ({f"{P}ISSUER": "https://tx", f"{P}AUDIENCE": "a", f"{P}ALGORITHMS": "HS256"}, "HS256"),
+        ({f"{P}ISSUER": "https://tx"}, f"{P}ISSUER/AUDIENCE"),
+        ({f"{P}ISSUER": "https://tx", f"{P}AUDIENCE": "a", f"{P}PUSH_TOKENS": "short"}, "16"),
+        ({f"{P}LEEWAY": "soon"}, f"{P}LEEWAY"),
+        ({f"{P}POLL_URL": "https://tx/poll"}, "transmitter"),
+        ({f"{P}LOGOUT_ISSUER": "https://op"}, f"{P}LOGOUT_"),
+        ({f"{P}EMAIL_IS_SUBJECT": "maybe"}, f"{P}EMAIL_IS_SUBJECT"),
+    ],
+)
+def test_bad_environment_names_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        ReceiverSettings.from_env(environ=env)
+
+
+def test_push_tokens_never_appear_in_repr() -> None:
+    settings = TransmitterSettings(
+        issuer="https://tx", audience=("a",), push_tokens=("super-secret-token-value",)
+    )
+
+    assert "super-secret" not in repr(settings)

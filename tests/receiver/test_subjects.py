@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from receiver import SetRejected
+from receiver._subjects import Subject, resolve_subject
+
+IDP = "https://idp.example.com"
+
+CASES: dict[str, tuple[dict[str, Any], Subject]] = {
+    "opaque names the subject": ({"format": "opaque", "id": "u"}, Subject(sub="u")),
+    "iss_sub names the subject and its issuer": (
+        {"format": "iss_sub", "iss": IDP, "sub": "u"},
+        Subject(sub="u", issuers=frozenset({IDP})),
+    ),
+    "jwt_id names one token": (
+        {"format": "jwt_id", "iss": IDP, "jti": "t"},
+        Subject(jti="t", issuers=frozenset({IDP})),
+    ),
+    "complex names user and session": (
+        {
+            "format": "complex",
+            "user": {"format": "opaque", "id": "u"},
+            "session": {"format": "opaque", "id": "s"},
+        },
+        Subject(sub="u", sid="s"),
+    ),
+    "draft complex without format": (
+        {"user": {"format": "opaque", "id": "u"}, "tenant": {"format": "opaque", "id": "t"}},
+        Subject(sub="u"),
+    ),
+    "aliases take the first of each": (
+        {
+            "format": "aliases",
+            "identifiers": [
+                {"format": "email", "email": "a@example.com"},
+                {"format": "opaque", "id": "u"},
+                {"format": "opaque", "id": "ignored"},
+            ],
+        },
+        Subject(sub="u"),
+    ),
+    "phone number names nothing": ({"format": "phone_number", "phone_number": "+1"}, Subject()),
+    "email names nothing by default": ({"format": "email", "email": "a@x"}, Subject()),
+}
+
+
+@pytest.mark.parametrize(("identifier", "expected"), CASES.values(), ids=CASES.keys())
+def test_subject_identifier_resolves_to_what_it_names(
+    identifier: dict[str, Any], expected: Subject
+) -> None:
+    assert resolve_subject(identifier, email_is_subject=False) == expected
+
+
+@pytest.mark.parametrize(
+    "identifier",
+    [
+        {"format": "opaque"},
+        {"format": "opaque", "id": ""},
+        {"format": "opaque", "id": "x" * 257},
+        {"format": "iss_sub", "sub": "u"},
+        {"format": "complex", "user": "u"},
+        {"format": "aliases", "identifiers": "u"},
+        {"id": "u"},
+    ],
+)
+def test_malformed_subject_identifier_is_invalid_request(identifier: dict[str, Any]) -> None:
+    with pytest.raises(SetRejected) as caught:
+        resolve_subject(identifier, email_is_subject=False)
+
+    assert caught.value.code == "invalid_request"
+
+
+def test_deeply_nested_aliases_are_refused() -> None:
+    identifier: dict[str, Any] = {"format": "opaque", "id": "u"}
+    for _ in range(6):
+        identifier = {"format": "aliases", "identifiers": [identifier]}
+
+    with pytest.raises(SetRejected):
+        resolve_subject(identifier, email_is_subject=False)
