@@ -46,6 +46,9 @@ __all__ = [
 _JSON = "application/json"
 _REASONS = {200: "OK", 503: "Service Unavailable"}
 
+Payload = Callable[[], tuple[int, list[tuple[str, str]], bytes]]
+"""Produces ``(status code, headers, body)`` for one request."""
+
 
 def health_report(revocast: Revocast) -> tuple[int, dict[str, Any]]:
     """``(status code, JSON-able body)``: 200 when the SDK's state is VALID, else 503."""
@@ -101,22 +104,25 @@ async def _serve_lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-def _asgi(payload: Callable[[], tuple[int, list[tuple[str, str]], bytes]]) -> ASGIApp:
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+class _ASGIEndpoint:
+    # A class, not a function: Starlette's Route takes plain functions for request handlers
+    # and instances for ASGI apps, so Route("/healthz", asgi_health_app(rc)) works.
+    def __init__(self, payload: Payload) -> None:
+        self._payload = payload
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _serve_lifespan(receive, send)
             return
         if scope["type"] != "http":
             raise RuntimeError(f"health endpoints serve HTTP only, not {scope['type']!r}")
-        code, headers, data = payload()
+        code, headers, data = self._payload()
         raw = [(k.encode(), v.encode()) for k, v in headers]
         await send({"type": "http.response.start", "status": code, "headers": raw})
         await send({"type": "http.response.body", "body": data})
 
-    return app
 
-
-def _wsgi(payload: Callable[[], tuple[int, list[tuple[str, str]], bytes]]) -> WSGIApp:
+def _wsgi(payload: Payload) -> WSGIApp:
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         code, headers, data = payload()
         start_response(f"{code} {_REASONS.get(code, '')}".rstrip(), headers)
@@ -125,9 +131,7 @@ def _wsgi(payload: Callable[[], tuple[int, list[tuple[str, str]], bytes]]) -> WS
     return app
 
 
-def _metrics_payload(
-    registry: CollectorRegistry | None,
-) -> Callable[[], tuple[int, list[tuple[str, str]], bytes]]:
+def _metrics_payload(registry: CollectorRegistry | None) -> Payload:
     metrics_report(registry)  # fail at setup, not on the first scrape, without the extra
 
     def payload() -> tuple[int, list[tuple[str, str]], bytes]:
@@ -139,7 +143,7 @@ def _metrics_payload(
 
 def asgi_health_app(revocast: Revocast) -> ASGIApp:
     """An ASGI app answering every HTTP request with :func:`health_report` as JSON."""
-    return _asgi(lambda: _health_payload(revocast))
+    return _ASGIEndpoint(lambda: _health_payload(revocast))
 
 
 def wsgi_health_app(revocast: Revocast) -> WSGIApp:
@@ -149,7 +153,7 @@ def wsgi_health_app(revocast: Revocast) -> WSGIApp:
 
 def asgi_metrics_app(registry: CollectorRegistry | None = None) -> ASGIApp:
     """An ASGI app serving the Prometheus text exposition of ``registry`` (default: global)."""
-    return _asgi(_metrics_payload(registry))
+    return _ASGIEndpoint(_metrics_payload(registry))
 
 
 def wsgi_metrics_app(registry: CollectorRegistry | None = None) -> WSGIApp:

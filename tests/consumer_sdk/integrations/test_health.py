@@ -1,0 +1,101 @@
+"""The readiness and metrics helpers: the plain function, the ASGI apps, the WSGI apps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Route
+from starlette.testclient import TestClient
+from werkzeug.test import Client
+
+from consumer_sdk.integrations.health import (
+    asgi_health_app,
+    asgi_metrics_app,
+    health_report,
+    wsgi_health_app,
+    wsgi_metrics_app,
+)
+from revocation_events import SubjectBlocked, TokenRevoked
+from tests.consumer_sdk.integrations._cases import ISSUER, Harness
+
+
+def test_initializing_sdk_is_not_ready(harness: Harness) -> None:
+    code, body = health_report(harness.revocast)
+    assert code == 503
+    assert body["status"] == "initializing"
+    assert body["last_event_age_seconds"] is None
+
+
+def test_valid_sdk_is_ready_and_reports_its_state(ready: Harness) -> None:
+    ready.publish(TokenRevoked(issuer=ISSUER, jti="j1", expires_at=ready.expires))
+    ready.publish(SubjectBlocked(issuer=ISSUER, sub="mallory"))
+    ready.source.publish_raw(b"{}")  # unsigned: skipped and counted
+    ready.clock.advance(4)
+    code, body = health_report(ready.revocast)
+    assert code == 200
+    assert body["status"] == "valid"
+    assert datetime.fromisoformat(body["since"]) == datetime.fromtimestamp(
+        ready.revocast.status.since, UTC
+    )
+    assert body["last_error"] is None
+    assert body["last_event_age_seconds"] == 4.0
+    assert body["entries"]["jti"] == 1
+    assert body["entries"]["blocked"] == 1
+    assert body["skipped"] == {"unsigned": 1}
+
+
+def test_interrupted_sdk_is_not_ready_and_says_why(ready: Harness) -> None:
+    ready.source.interrupt("broker gone")
+    code, body = health_report(ready.revocast)
+    assert code == 503
+    assert body["status"] == "interrupted"
+    assert body["last_error"] == "broker gone"
+
+
+def test_closed_sdk_is_not_ready(ready: Harness) -> None:
+    ready.revocast.close()
+    assert health_report(ready.revocast)[0] == 503
+
+
+def test_asgi_health_app_serves_the_report_as_json(harness: Harness) -> None:
+    app = Starlette(routes=[Route("/healthz", asgi_health_app(harness.revocast))])
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 503
+        harness.source.set_ready()
+        response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "valid"
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_asgi_health_app_runs_as_a_top_level_app_with_lifespan(ready: Harness) -> None:
+    with TestClient(asgi_health_app(ready.revocast)) as client:
+        assert client.get("/anything").json()["status"] == "valid"
+
+
+def test_wsgi_health_app_serves_the_report_as_json(harness: Harness) -> None:
+    client = Client(wsgi_health_app(harness.revocast))
+    refused = client.get("/")
+    assert refused.status == "503 Service Unavailable"
+    harness.source.set_ready()
+    response = client.get("/")
+    assert response.status == "200 OK"
+    assert response.get_json()["status"] == "valid"
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_metrics_app_serves_the_sdk_collectors(ready: Harness, kind: str) -> None:
+    ready.publish(TokenRevoked(issuer=ISSUER, jti="j1", expires_at=ready.expires))
+    if kind == "asgi":
+        with TestClient(asgi_metrics_app()) as client:
+            response = client.get("/metrics")
+            content_type, text = response.headers["content-type"], response.text
+    else:
+        wsgi = Client(wsgi_metrics_app()).get("/metrics")
+        content_type, text = wsgi.headers["content-type"], wsgi.get_data(as_text=True)
+    assert content_type.startswith("text/plain; version=")
+    assert 'revocast_events_applied_total{service="revocast",type="token.revoked"}' in text
+    assert 'revocast_source_status{service="revocast",state="valid"} 1.0' in text
