@@ -219,6 +219,9 @@ class Revocast:
 
     @property
     def status(self) -> SourceStatus:
+        if self._forked:
+            # A health check may be the first call in a forked worker: start its source too.
+            self._restart_after_fork()
         return replace(self.status_provider.current, last_event_at=self._sink.last_event_at)
 
     def wait_until_ready(self, timeout: float) -> bool:

@@ -12,7 +12,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from identity_service._store import Store
+from identity_service._store import SigningKeyRow, Store
 
 __all__ = ["KeyRing"]
 
@@ -20,15 +20,23 @@ ALGORITHM = "RS256"
 
 
 class KeyRing:
-    """Signs with the one active key; publishes every non-revoked public key in the JWKS."""
+    """Signs with the active key; the JWKS also publishes the *next* key ahead of its use.
+
+    Services cache the JWKS, so a key must be published before it signs anything: rotating
+    (or revoking the active key) switches to the pre-published next key, which every service
+    already knows, and publishes a new next key. Old keys stay in the JWKS until revoked.
+    """
 
     def __init__(self, store: Store, clock: Callable[[], float]) -> None:
         self._store = store
         self._clock = clock
         self._lock = threading.Lock()
         self._private: dict[str, rsa.RSAPrivateKey] = {}
-        if not any(k.active for k in store.signing_keys()):
-            self.rotate()
+        with self._lock:
+            if self._next() is None:
+                self._add_key()
+            if not any(k.active for k in store.signing_keys()):
+                self._promote_next()
 
     def _load(self, kid: str, pem: str) -> rsa.RSAPrivateKey:
         key = self._private.get(kid)
@@ -38,8 +46,7 @@ class KeyRing:
             key = self._private[kid] = loaded
         return key
 
-    def rotate(self) -> str:
-        """Make a new key the active signer; older keys stay in the JWKS until revoked."""
+    def _add_key(self) -> str:
         private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         pem = private.private_bytes(
             serialization.Encoding.PEM,
@@ -47,18 +54,39 @@ class KeyRing:
             serialization.NoEncryption(),
         ).decode()
         kid = f"k-{uuid.uuid4().hex[:12]}"
-        with self._lock:
-            self._store.add_key(kid, pem, self._clock())
-            self._private[kid] = private
+        self._store.add_key(kid, pem, self._clock())
+        self._private[kid] = private
         return kid
 
-    def revoke(self, kid: str) -> bool:
-        """Drop ``kid`` from the JWKS; if it was the active key, a new one takes over."""
+    def _next(self) -> SigningKeyRow | None:
+        """The newest published key that has never signed (created after the active one)."""
+        keys = self._store.signing_keys()
+        active_index = max((i for i, k in enumerate(keys) if k.active), default=-1)
+        pending = [k for k in keys[active_index + 1 :] if not k.revoked]
+        return pending[0] if pending else None
+
+    def _promote_next(self) -> str:
+        nxt = self._next()
+        kid = nxt.kid if nxt is not None else self._add_key()
+        self._store.activate_key(kid)
+        self._add_key()
+        return kid
+
+    def rotate(self) -> str:
+        """Sign with the pre-published next key from now on; publish a new next key."""
         with self._lock:
+            return self._promote_next()
+
+    def revoke(self, kid: str) -> bool:
+        """Drop ``kid`` from the JWKS; if it was the active key, the next key takes over."""
+        with self._lock:
+            was_active = any(k.kid == kid and k.active for k in self._store.signing_keys())
             found = self._store.revoke_key(kid)
             self._private.pop(kid, None)
-        if found and not any(k.active for k in self._store.signing_keys()):
-            self.rotate()
+            if found and was_active:
+                self._promote_next()
+            elif found and self._next() is None:
+                self._add_key()
         return found
 
     def sign(self, claims: dict[str, Any]) -> str:

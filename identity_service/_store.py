@@ -175,12 +175,16 @@ class Store:
 
     # signing keys
     def add_key(self, kid: str, private_pem: str, created_at: float) -> None:
+        """Add a key that is published in the JWKS but does not sign yet."""
         with self._write_lock, self._connect() as db:
-            db.execute("UPDATE signing_keys SET active = 0")
             db.execute(
-                "INSERT INTO signing_keys(kid, private_pem, created_at, active) VALUES (?,?,?,1)",
+                "INSERT INTO signing_keys(kid, private_pem, created_at, active) VALUES (?,?,?,0)",
                 (kid, private_pem, created_at),
             )
+
+    def activate_key(self, kid: str) -> None:
+        with self._write_lock, self._connect() as db:
+            db.execute("UPDATE signing_keys SET active = (kid = ?)", (kid,))
 
     def signing_keys(self) -> list[SigningKeyRow]:
         with self._connect() as db:

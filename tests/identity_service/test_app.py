@@ -225,20 +225,42 @@ def test_admin_endpoints_refuse_a_missing_or_wrong_admin_token(
     assert publisher.calls == []
 
 
+def jwks_kids(client: TestClient) -> set[str]:
+    return {k["kid"] for k in client.get("/.well-known/jwks.json").json()["keys"]}
+
+
+def test_the_next_signing_key_is_published_before_it_signs_anything(client: TestClient) -> None:
+    kid = jwt.get_unverified_header(login(client)["access_token"])["kid"]
+    published = jwks_kids(client)
+    assert kid in published
+    assert len(published) == 2  # the active key and the next one
+    new_kid = client.post("/admin/keys/rotate", headers=auth(ADMIN)).json()["kid"]
+    assert new_kid in published  # services that cached the JWKS already know it
+    assert jwt.get_unverified_header(login(client)["access_token"])["kid"] == new_kid
+
+
 def test_key_rotation_keeps_old_tokens_verifiable_and_revocation_drops_the_key(
     client: TestClient, publisher: RecordingPublisher
 ) -> None:
     old = login(client)["access_token"]
     old_kid = jwt.get_unverified_header(old)["kid"]
     new_kid = client.post("/admin/keys/rotate", headers=auth(ADMIN)).json()["kid"]
-    new = login(client)["access_token"]
-    assert jwt.get_unverified_header(new)["kid"] == new_kid
-    kids = {k["kid"] for k in client.get("/.well-known/jwks.json").json()["keys"]}
-    assert kids == {old_kid, new_kid}
+    assert {old_kid, new_kid} <= jwks_kids(client)
     assert client.post(f"/admin/keys/{old_kid}/revoke", headers=auth(ADMIN)).status_code == 204
-    kids = {k["kid"] for k in client.get("/.well-known/jwks.json").json()["keys"]}
-    assert kids == {new_kid}
+    assert old_kid not in jwks_kids(client)
+    assert new_kid in jwks_kids(client)
     assert publisher.calls == [("revoke_key", (old_kid,), {"reason": "key_compromised"})]
+
+
+def test_revoking_the_active_key_switches_to_the_already_published_next_key(
+    client: TestClient,
+) -> None:
+    before = jwks_kids(client)
+    active = jwt.get_unverified_header(login(client)["access_token"])["kid"]
+    assert client.post(f"/admin/keys/{active}/revoke", headers=auth(ADMIN)).status_code == 204
+    successor = jwt.get_unverified_header(login(client)["access_token"])["kid"]
+    assert successor != active
+    assert successor in before
 
 
 def test_the_jwks_never_contains_private_key_material(client: TestClient) -> None:
