@@ -158,7 +158,7 @@ def test_unknown_kid_flood_refetches_keys_at_most_once_per_interval(
     assert (first, second) == (1, 2)
 
 
-def test_replay_after_the_dedupe_window_is_not_possible_within_retention(
+def test_set_replayed_a_week_later_is_still_published_once(
     push: Push, transmitter: Transmitter, sink: RecordingSink, clock: FakeClock
 ) -> None:
     token = transmitter.set(f"{RISC}account-enabled", {}, sub_id=USER)
