@@ -48,7 +48,6 @@ class StreamsSettings:
     state_segment_ms: int = 3_600_000
     state_min_compaction_lag_ms: int = 0
     state_delete_retention_ms: int = 86_400_000
-    web_enabled: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -109,7 +108,7 @@ class StreamsSettings:
         ``ALLOW_UNSIGNED``, ``WINDOW_SECONDS``, ``WINDOW_GRACE_SECONDS``,
         ``ALERT_BLOCKS_PER_WINDOW``, ``ALERT_GLOBAL_PER_WINDOW``, ``TICK_SECONDS``,
         ``COMMIT_INTERVAL_SECONDS``, ``SESSION_TIMEOUT_SECONDS``, ``STATE_SEGMENT_MS``,
-        ``STATE_MIN_COMPACTION_LAG_MS``, ``STATE_DELETE_RETENTION_MS``, ``WEB_ENABLED``."""
+        ``STATE_MIN_COMPACTION_LAG_MS``, ``STATE_DELETE_RETENTION_MS``."""
         env = os.environ if environ is None else environ
         s = f"{prefix}STREAMS_"
         kwargs: dict[str, object] = {"kafka": KafkaSettings.from_env(prefix, env)}
@@ -144,7 +143,7 @@ class StreamsSettings:
             real = env_float(env, f"{s}{name.upper()}")
             if real is not None:
                 kwargs[name] = real
-        for name in ("allow_unsigned", "web_enabled"):
+        for name in ("allow_unsigned",):
             flag = env_bool(env, f"{s}{name.upper()}")
             if flag is not None:
                 kwargs[name] = flag

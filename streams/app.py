@@ -1,4 +1,7 @@
-"""The faust app: ``faust -A streams.app worker -l info`` (or ``revocast streams``).
+"""The faust app: ``faust -A streams.app worker -l info --without-web`` (``revocast streams``).
+
+faust's worker command decides about the web server (``--without-web``; by default it
+listens on port 6066).
 
 Importing this module does nothing; reading its ``app`` attribute (which faust's ``-A`` does)
 reads :class:`StreamsSettings` from the environment, checks the log topic and creates the
@@ -51,24 +54,26 @@ def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None
         stream_wait_empty=False,
         stream_publish_on_commit=False,
         producer_acks=-1,
-        web_enabled=settings.web_enabled,
         autodiscover=False,
     )
+
     # Bytes in, bytes out: the record value is the signed payload and must stay intact.
-    raw: Any = faust.Schema(
-        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
-    source = app.topic(settings.log_topic, settings.ticks_topic, schema=raw)
-    ticks = app.topic(settings.ticks_topic, schema=raw)
+    def raw_topic(*names: str) -> Any:
+        return app.topic(
+            *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+
+    source = raw_topic(settings.log_topic, settings.ticks_topic)
+    ticks = raw_topic(settings.ticks_topic)
     sinks = {
-        "state": app.topic(settings.state_topic, schema=raw),
-        "stats": app.topic(settings.stats_topic, schema=raw),
-        "alerts": app.topic(settings.alerts_topic, schema=raw),
+        "state": raw_topic(settings.state_topic),
+        "stats": raw_topic(settings.stats_topic),
+        "alerts": raw_topic(settings.alerts_topic),
     }
-    # Plain tables have compact-only changelogs; see streams._windows for why the windows
-    # are not a faust windowed table.
-    rules = app.Table("rules", partitions=partitions, schema=raw)
-    windows = app.Table("windows", partitions=partitions, schema=raw)
+    # bytes key/value types make faust use the raw codec. Plain tables have compact-only
+    # changelogs; see streams._windows for why the windows are not a faust windowed table.
+    rules = app.Table("rules", partitions=partitions, key_type=bytes, value_type=bytes)
+    windows = app.Table("windows", partitions=partitions, key_type=bytes, value_type=bytes)
     thresholds = dict(
         zip(
             _ALERT_KINDS,

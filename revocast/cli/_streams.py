@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Run the faust worker of the streams app; settings come from the environment "
             "(KAFKA_BOOTSTRAP_SERVERS, REVOCAST_TOPIC, REVOCAST_EVENT_KEYS, REVOCAST_STREAMS_*). "
-            "Extra arguments go to 'faust worker' (default: -l info)."
+            "Extra arguments go to 'faust worker' (default: -l info --without-web)."
         ),
     )
     parser.add_argument("worker_args", nargs=argparse.REMAINDER, help="faust worker options")
@@ -30,7 +30,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def worker_argv(worker_args: list[str]) -> list[str]:
     """The command line that runs the worker in this interpreter."""
     args = worker_args[1:] if worker_args[:1] == ["--"] else worker_args
-    return [sys.executable, "-m", "faust", "-A", "streams.app", "worker", *(args or ["-l", "info"])]
+    return [
+        sys.executable,
+        "-m",
+        "faust",
+        "-A",
+        "streams.app",
+        "worker",
+        *(args or ["-l", "info", "--without-web"]),
+    ]
 
 
 def _run(args: argparse.Namespace) -> int:
