@@ -6,6 +6,7 @@ through the Revocast producer before the endpoint answers.
 No ``from __future__ import annotations`` here: FastAPI must see the real ``Annotated``
 dependency types of the routes defined inside :func:`create_app`."""
 
+import math
 import secrets
 import time
 import uuid
@@ -84,15 +85,18 @@ def create_app(
     app.state.keys = keys
 
     def issue(username: str, version: int, sid: str) -> TokenPair:
-        now = int(clock())
+        now = clock()
         claims = {
             "iss": settings.issuer,
             "aud": settings.audience,
             "sub": username,
             "jti": uuid.uuid4().hex,
             "sid": sid,
-            "iat": now,
-            "exp": now + int(settings.access_token_ttl),
+            # Milliseconds, rounded up (NumericDate may be non-integer, RFC 7519 §2): a token
+            # minted in the same second as a logout-everywhere or password change must compare
+            # as issued after it, or services would refuse the user's fresh login for up to 1 s.
+            "iat": math.ceil(now * 1000) / 1000,
+            "exp": int(now) + int(settings.access_token_ttl),
             "ver": version,
         }
         refresh = secrets.token_urlsafe(32)

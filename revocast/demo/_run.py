@@ -79,6 +79,7 @@ def run_demo(*, scenario_only: bool, out: Callable[[str], None] = print) -> int:
             for spec in specs:
                 out(f"start {spec.name:<10} {spec.framework:<44} port {spec.port or '-'}")
                 group.start(spec, cfg.python)
+            group.check_alive()
             services = [(s.name, f"http://127.0.0.1:{s.port}") for s in specs[2:]]
             out("\nScenario: every revocation must be enforced by every service\n")
             run_scenario(cfg, services, out)

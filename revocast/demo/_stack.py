@@ -86,7 +86,7 @@ def service_specs(cfg: StackConfig) -> list[ServiceSpec]:
     return [
         ServiceSpec(
             name="streams",
-            argv=("-m", "revocast.cli", "streams", "--", "-l", "warning"),
+            argv=("-m", "revocast.cli", "streams", "--", "-l", "warn", "--without-web"),
             port=None,
             env={
                 **_common_env(cfg),

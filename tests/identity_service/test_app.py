@@ -90,6 +90,16 @@ def claims_of(client: TestClient, token: str) -> dict[str, Any]:
     return decoded
 
 
+def test_iat_has_millisecond_precision_so_a_login_right_after_a_watermark_is_newer(
+    client: TestClient, clock: Clock
+) -> None:
+    second = clock.now
+    clock.now = second + 0.2501
+    claims = claims_of(client, login(client)["access_token"])
+    assert abs(claims["iat"] - (second + 0.251)) < 1e-6
+    assert claims["iat"] >= clock.now
+
+
 def test_passwords_are_hashed_with_scrypt_and_verified() -> None:
     stored = hash_password("s3cret")
     assert stored.startswith("scrypt$")
