@@ -14,11 +14,9 @@ import gc
 import os
 import statistics
 import time
-import timeit
 import tracemalloc
 import uuid
 import warnings
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,50 +27,10 @@ with warnings.catch_warnings():
 
 import jwt
 
-from consumer_sdk import ConsumerSettings, Revocast, RevocationState
+from bench._common import EVENT_KEY, SECRET, fill, median_us, settings
+from consumer_sdk import Revocast, RevocationState
 from consumer_sdk.testing import InMemorySource
-from revocation_events import (
-    EventCodec,
-    EventSigner,
-    EventVerifier,
-    KafkaSettings,
-    SigningKey,
-    TokenRevoked,
-)
-
-SECRET = b"k" * 32
-EVENT_KEY = SigningKey.hmac("bench", b"e" * 32)
-
-
-def median_us(fn: Callable[[], object], number: int, repeat: int) -> float:
-    runs = timeit.repeat(fn, number=number, repeat=repeat)
-    return statistics.median(runs) / number * 1e6
-
-
-def fill(state: RevocationState, n: int, start: int = 0) -> None:
-    expires = datetime.now(UTC) + timedelta(hours=1)
-    now = datetime.now(UTC)
-    for i in range(start, start + n):
-        # model_construct: the benchmark measures the state, not pydantic validation.
-        state.apply(
-            TokenRevoked.model_construct(
-                issuer="bench",
-                jti=f"jti-{i:09d}",
-                expires_at=expires,
-                occurred_at=now,
-                id=uuid.UUID(int=i),
-            )
-        )
-
-
-def settings(**overrides: Any) -> ConsumerSettings:
-    values: dict[str, Any] = {
-        "algorithms": ("HS256",),
-        "jwt_keys": {"k1": SECRET},
-        "event_keys": (EVENT_KEY.verification_key(),),
-    }
-    values.update(overrides)
-    return ConsumerSettings(**values)
+from revocation_events import EventCodec, EventSigner, EventVerifier, KafkaSettings, TokenRevoked
 
 
 def bench_verify(quick: bool) -> list[tuple[str, float, float]]:

@@ -22,13 +22,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kafka import KafkaAdminClient
 
+from bench._common import percentile as _percentile
 from producer import DeliveryMode, Publisher, PublisherSettings, ensure_topic
 from revocation_events import BaseEvent, KafkaSettings, SigningKey, TokenRevoked
-
-
-def _percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _run(
