@@ -94,6 +94,11 @@ class StreamsSettings:
         # Per app id: two apps over the same log must not sweep on each other's ticks.
         return f"{self.app_id}-ticks"
 
+    @property
+    def changelog_topics(self) -> tuple[str, ...]:
+        """faust's changelog topics of the ``rules`` and ``windows`` tables."""
+        return tuple(f"{self.app_id}-{table}-changelog" for table in ("rules", "windows"))
+
     def codec(self) -> EventCodec:
         """A codec that verifies like the consumer SDK does."""
         verifier = EventVerifier(self.verification_keys) if self.verification_keys else None

@@ -37,8 +37,8 @@ def state_topic_config(settings: StreamsSettings) -> dict[str, str]:
 def prepare_topics(settings: StreamsSettings) -> int:
     """Check the log topic, create missing output topics; return the log's partition count.
 
-    Output topics (state, ticks) must have as many partitions as the log: state partition
-    *p* summarises log partition *p*, and tick *p* sweeps it.
+    State, ticks and changelog topics must have as many partitions as the log: state
+    partition *p* summarises log partition *p*, and tick *p* sweeps it.
     """
     try:
         admin = KafkaAdminClient(**settings.kafka.client_config())
@@ -71,9 +71,17 @@ def _prepare(admin: Any, settings: StreamsSettings) -> int:
             "partitions": partitions,
             "configs": {"cleanup.policy": "delete", "retention.ms": "3600000"},
         },
+        # faust would create the changelogs itself, but a changelog created after the worker
+        # fetched metadata shows 0 partitions to faust's co-partitioning check, which then
+        # crashes the agent in a loop; creating them here first avoids that race.
+        **{
+            name: {"partitions": partitions, "configs": {"cleanup.policy": "compact"}}
+            for name in settings.changelog_topics
+        },
         settings.stats_topic: {"partitions": 1, "configs": {}},
         settings.alerts_topic: {"partitions": 1, "configs": {}},
     }
+    copartitioned = {settings.state_topic, settings.ticks_topic, *settings.changelog_topics}
     missing: dict[str, dict[str, Any]] = {}
     for name, spec in wanted.items():
         existing = _partitions(admin, name)
@@ -83,7 +91,7 @@ def _prepare(admin: Any, settings: StreamsSettings) -> int:
                 "replication_factor": rf,
                 "configs": spec["configs"],
             }
-        elif name in (settings.state_topic, settings.ticks_topic) and existing != partitions:
+        elif name in copartitioned and existing != partitions:
             raise StreamsError(
                 f"topic {name!r} has {existing} partitions but the log has {partitions}"
             )

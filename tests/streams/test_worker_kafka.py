@@ -37,7 +37,6 @@ from tests.streams._support import KEY_SPEC, SIGNING_CODEC, VERIFYING_CODEC
 pytestmark = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parents[2]
-SHORT_LIVED_SECONDS = 8.0
 _READY = "[^Worker]: Ready"
 
 
@@ -185,14 +184,16 @@ class Scenario:
             self.records.append(EncodedEvent(good.key, good.value + b" ", good.headers))
 
 
-def _scenario(rng: random.Random, now: datetime, tag: str, size: int) -> Scenario:
+def _scenario(
+    rng: random.Random, now: datetime, tag: str, size: int, short_lived: float = 8.0
+) -> Scenario:
     s = Scenario()
     hour = now + timedelta(hours=1)
     subs = [f"{tag}-u{n}" for n in range(40)]
     for n in range(size):
         s.add(TokenRevoked(issuer="t", jti=f"{tag}-j{n}", sub=rng.choice(subs), expires_at=hour))
     for n in range(size // 40):
-        short = now + timedelta(seconds=SHORT_LIVED_SECONDS)
+        short = now + timedelta(seconds=short_lived)
         s.add(TokenRevoked(issuer="t", jti=f"{tag}-short{n}", expires_at=short))
         s.short_lived.add(f"jti:{tag}-short{n}")
         s.add(TokenRevoked(issuer="t", jti=f"{tag}-old{n}", expires_at=now - timedelta(hours=1)))
@@ -381,9 +382,9 @@ def test_worker_compacts_the_log_into_state_and_survives_kill_9(setup: Setup) ->
         return sum(int(str(doc["total"])) for doc in docs)
 
     counted = first.counted(published)
-    wait_until(
-        lambda: stats_total() == counted, timeout=15, message=f"stats to count {counted} events"
-    )
+    deadline = time.monotonic() + 15
+    while (total := stats_total()) != counted:
+        assert time.monotonic() < deadline, f"stats counted {total} events, not {counted}"
     alerts = _read_json(setup.bootstrap, f"{setup.log_topic}.alerts")
     assert {doc["kind"] for doc in alerts} >= {"subject.blocked", "global.tokens_revoked"}
     output = setup.worker.output()
@@ -401,7 +402,8 @@ def test_worker_compacts_the_log_into_state_and_survives_kill_9(setup: Setup) ->
     )
     setup.worker.kill()
     setup.worker.start()
-    third = _scenario(rng, datetime.now(UTC), "c", 300)
+    # Longer-lived: the restarted worker first works through the second batch.
+    third = _scenario(rng, datetime.now(UTC), "c", 300, short_lived=15.0)
     setup.publish(third.records)
     every = first.events + second.events + third.events
     # The second batch's short-lived rules may expire while the worker restarts: then they

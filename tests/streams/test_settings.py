@@ -1,0 +1,57 @@
+"""StreamsSettings.from_env: names, defaults and refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from revocation_events import SettingsError
+from streams import StreamsSettings
+from tests.streams._support import KEY_SPEC
+
+
+def test_settings_are_read_from_the_environment() -> None:
+    settings = StreamsSettings.from_env(
+        environ={
+            "KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
+            "REVOCAST_TOPIC": "rev",
+            "REVOCAST_EVENT_KEYS": KEY_SPEC,
+            "REVOCAST_STREAMS_APP_ID": "app",
+            "REVOCAST_STREAMS_REPLICATION_FACTOR": "3",
+            "REVOCAST_STREAMS_WINDOW_SECONDS": "30",
+            "REVOCAST_STREAMS_ALERT_BLOCKS_PER_WINDOW": "7",
+            "REVOCAST_STREAMS_TICK_SECONDS": "0.5",
+        }
+    )
+    assert settings.kafka.bootstrap_servers == ("k1:9092", "k2:9092")
+    assert (settings.state_topic, settings.stats_topic, settings.alerts_topic) == (
+        "rev.state",
+        "rev.stats",
+        "rev.alerts",
+    )
+    assert settings.ticks_topic == "app-ticks"
+    assert (settings.replication_factor, settings.window_seconds) == (3, 30)
+    assert (settings.alert_blocks_per_window, settings.tick_seconds) == (7, 0.5)
+
+
+def test_worker_without_keys_refuses_to_start_unless_unsigned_is_allowed() -> None:
+    with pytest.raises(SettingsError, match="REVOCAST_EVENT_KEYS"):
+        StreamsSettings.from_env(environ={})
+    settings = StreamsSettings.from_env(environ={"REVOCAST_STREAMS_ALLOW_UNSIGNED": "yes"})
+    assert settings.allow_unsigned
+
+
+def test_bad_value_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="REVOCAST_STREAMS_WINDOW_SECONDS"):
+        StreamsSettings.from_env(
+            environ={"REVOCAST_EVENT_KEYS": KEY_SPEC, "REVOCAST_STREAMS_WINDOW_SECONDS": "x"}
+        )
+
+
+def test_malformed_keys_name_the_variable() -> None:
+    with pytest.raises(SettingsError, match="REVOCAST_EVENT_KEYS"):
+        StreamsSettings.from_env(environ={"REVOCAST_EVENT_KEYS": "nonsense"})
+
+
+def test_out_of_range_value_is_refused() -> None:
+    with pytest.raises(SettingsError, match="tick_seconds"):
+        StreamsSettings(allow_unsigned=True, tick_seconds=0)
