@@ -1,0 +1,305 @@
+"""Propagation: from ``publish()`` returning to the moment each consumer process rejects the token.
+
+N consumer processes (``multiprocessing`` with the 'spawn' start method, so each is a fresh
+interpreter with its own SDK, Kafka consumer and GIL) follow one fresh topic. The bench process
+publishes ``TokenRevoked`` events through :class:`producer.Publisher` (``delivery="direct"``:
+the call returns once the broker acknowledged) at a fixed rate, paced on a schedule.
+
+Clock: ``time.monotonic_ns()`` everywhere. On Linux it reads ``CLOCK_MONOTONIC``, one clock
+for the whole system (not per process), never stepped by NTP or by changing the wall clock, so
+a value taken in the publisher and one taken in a consumer process on the same host are
+directly comparable. Wall-clock time would also be shared, but can jump.
+
+Two ways to see the rejection, both inside each consumer process:
+
+* the SDK's revocation listener, which runs on the sync thread right after the event changed
+  the state, i.e. from then on ``verify()`` rejects the token (every event, every process);
+* ``verify()`` itself, polled every 0.5 ms on a sample of tokens in process 0 until it raises
+  :class:`TokenRevokedError` (independent of the listener; adds up to the poll interval).
+
+A negative latency means the consumer applied the event before the publisher's ``publish()``
+call had returned (the ack travels back while the record is already being fetched).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import multiprocessing
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from typing import Any
+
+import jwt
+
+from bench._common import EVENT_KEY, SECRET, percentile, settings, temp_topic
+from consumer_sdk import Revocast, TokenRevokedError
+from producer import Publisher, PublisherSettings
+from revocation_events import Event, KafkaSettings, TokenRevoked
+
+__all__ = ["HEADER", "PropagationRow", "format_row", "publish_paced", "run", "token_for"]
+
+_POLL_INTERVAL = 0.0005
+_POLL_WINDOW = 2
+_READY_TIMEOUT = 240.0
+_COLLECT_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class PropagationRow:
+    processes: int
+    rate: int
+    achieved_rate: float
+    revocations: int
+    samples: int
+    missing: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    verify_samples: int
+    verify_p50_ms: float
+    verify_p99_ms: float
+    ack_p50_ms: float
+
+
+def token_for(jti: str, iat: int) -> str:
+    """The HS256 token a consumer checks for ``jti`` (deterministic: every process agrees)."""
+    claims = {"sub": "bench", "jti": jti, "iat": iat, "exp": iat + 3600}
+    return jwt.encode(claims, SECRET, algorithm="HS256", headers={"kid": "k1"})
+
+
+# -- the consumer process --------------------------------------------------------------------
+
+
+def _consumer_main(conn: Connection, bootstrap: str, topic: str, poll_verify: bool) -> None:
+    kafka = KafkaSettings(bootstrap_servers=tuple(bootstrap.split(",")), topic=topic)
+    rc = Revocast(settings(kafka=kafka))
+    seen: dict[str, int] = {}
+
+    def on_revocation(event: Event) -> None:
+        if isinstance(event, TokenRevoked):
+            seen[event.jti] = time.monotonic_ns()
+
+    rc.add_revocation_listener(on_revocation)
+    conn.send(("ready", rc.wait_until_ready(_READY_TIMEOUT)))
+    verified: dict[str, int] = {}
+    stop = threading.Event()
+    poller: threading.Thread | None = None
+    try:
+        while True:
+            cmd = conn.recv()
+            if cmd[0] == "phase" and poll_verify:
+                _, prefix, count, every, iat = cmd
+                stop = threading.Event()
+                jtis = [f"{prefix}-{i}" for i in range(0, count, every)]
+                poller = threading.Thread(
+                    target=_poll_verify, args=(rc, jtis, iat, verified, stop), daemon=True
+                )
+                poller.start()
+                conn.send(("phase", True))
+            elif cmd[0] == "phase":
+                conn.send(("phase", True))
+            elif cmd[0] == "collect":
+                _, prefix, count = cmd
+                expected = [f"{prefix}-{i}" for i in range(count)]
+                deadline = time.monotonic() + _COLLECT_TIMEOUT
+                while time.monotonic() < deadline and not all(j in seen for j in expected):
+                    time.sleep(0.05)
+                if poller is not None:
+                    poller.join(max(0.0, deadline - time.monotonic()))
+                    stop.set()
+                    poller.join()
+                    poller = None
+                conn.send(
+                    (
+                        "collected",
+                        {j: seen[j] for j in expected if j in seen},
+                        {j: t for j, t in verified.items() if j.startswith(prefix + "-")},
+                    )
+                )
+            else:
+                break
+    finally:
+        stop.set()
+        rc.close()
+        conn.close()
+
+
+def _poll_verify(
+    rc: Revocast, jtis: list[str], iat: int, out: dict[str, int], stop: threading.Event
+) -> None:
+    tokens = {j: token_for(j, iat) for j in jtis}
+    pending = collections.deque(jtis)
+    while pending and not stop.is_set():
+        for jti in list(pending)[:_POLL_WINDOW]:
+            try:
+                rc.verify(tokens[jti])
+            except TokenRevokedError:
+                out[jti] = time.monotonic_ns()
+                pending.remove(jti)
+        time.sleep(_POLL_INTERVAL)
+
+
+# -- the publisher side ----------------------------------------------------------------------
+
+
+class _Consumers:
+    def __init__(self, bootstrap: str, topic: str, n: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conns: list[Connection] = []
+        self.procs: list[Any] = []
+        for rank in range(n):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(
+                target=_consumer_main,
+                args=(child, bootstrap, topic, rank == 0),
+                name=f"bench-consumer-{rank}",
+                daemon=True,
+            )
+            proc.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    def receive_all(self, timeout: float) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        out = []
+        for conn, proc in zip(self.conns, self.procs, strict=True):
+            if not conn.poll(max(0.0, deadline - time.monotonic())):
+                raise RuntimeError(f"{proc.name} did not answer within {timeout:.0f}s")
+            out.append(conn.recv())
+        return out
+
+    def send_all(self, *cmd: object) -> None:
+        for conn in self.conns:
+            conn.send(cmd)
+
+    def close(self) -> None:
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.send(("stop",))
+        for proc in self.procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+
+
+def publish_paced(
+    publisher: Publisher, prefix: str, count: int, rate: int, exp: datetime
+) -> tuple[list[int], list[float], float]:
+    """Publish ``count`` revocations on a fixed schedule; return each call's return time (ns),
+    the ack latencies (s) and the achieved rate."""
+    returned = [0] * count
+    acks = [0.0] * count
+
+    def one(i: int) -> None:
+        t0 = time.monotonic_ns()
+        publisher.revoke_token(f"{prefix}-{i}", expires_at=exp)
+        returned[i] = time.monotonic_ns()
+        acks[i] = (returned[i] - t0) / 1e9
+
+    # Each call waits for its ack, so high rates need several calls in flight.
+    workers = max(1, min(32, rate // 50))
+    start = time.monotonic()
+    with ThreadPoolExecutor(workers, thread_name_prefix="bench-publish") as pool:
+        futures = []
+        for i in range(count):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(pool.submit(one, i))
+        for f in futures:
+            f.result()
+    elapsed = (max(returned) - start * 1e9) / 1e9
+    return returned, acks, count / elapsed if elapsed > 0 else float("nan")
+
+
+def run(
+    bootstrap: str, processes: Sequence[int], rates: Sequence[int], seconds: float
+) -> list[PropagationRow]:
+    rows: list[PropagationRow] = []
+    for n in processes:
+        with temp_topic(bootstrap, "bench-propagation") as kafka:
+            consumers = _Consumers(bootstrap, kafka.topic, n)
+            try:
+                ready = consumers.receive_all(_READY_TIMEOUT + 30)
+                if not all(r[1] for r in ready):
+                    raise RuntimeError(f"not every consumer became ready: {ready}")
+                publisher_settings = PublisherSettings(
+                    issuer="bench", kafka=kafka, signing_key=EVENT_KEY, delivery="direct"
+                )
+                with Publisher(publisher_settings) as publisher:
+                    _phase(consumers, publisher, f"warm{n}", 3, 10)  # connections, metadata
+                    for rate in rates:
+                        count = max(1, round(rate * seconds))
+                        rows.append(_phase(consumers, publisher, f"n{n}r{rate}", count, rate))
+                        print(format_row(rows[-1]), flush=True)
+            finally:
+                consumers.close()
+    return rows
+
+
+def _phase(
+    consumers: _Consumers, publisher: Publisher, prefix: str, count: int, rate: int
+) -> PropagationRow:
+    iat = int(time.time())
+    every = max(1, count // 40)
+    consumers.send_all("phase", prefix, count, every, iat)
+    consumers.receive_all(60)
+    exp = datetime.fromtimestamp(iat + 3600, UTC)
+    returned, acks, achieved = publish_paced(publisher, prefix, count, rate, exp)
+    consumers.send_all("collect", prefix, count)
+    results = consumers.receive_all(_COLLECT_TIMEOUT + 60)
+    latencies: list[float] = []
+    verify_lat: list[float] = []
+    missing = 0
+    for rank, (_, seen, verified) in enumerate(results):
+        for i in range(count):
+            t = seen.get(f"{prefix}-{i}")
+            if t is None:
+                missing += 1
+            else:
+                latencies.append((t - returned[i]) / 1e6)
+        if rank == 0:
+            for jti, t in verified.items():
+                verify_lat.append((t - returned[int(jti.rsplit("-", 1)[1])]) / 1e6)
+    if not latencies:
+        raise RuntimeError(f"{prefix}: no consumer applied any revocation")
+    nan = float("nan")
+    return PropagationRow(
+        processes=len(results),
+        rate=rate,
+        achieved_rate=achieved,
+        revocations=count,
+        samples=len(latencies),
+        missing=missing,
+        p50_ms=percentile(latencies, 0.5),
+        p99_ms=percentile(latencies, 0.99),
+        max_ms=max(latencies),
+        verify_samples=len(verify_lat),
+        verify_p50_ms=percentile(verify_lat, 0.5) if verify_lat else nan,
+        verify_p99_ms=percentile(verify_lat, 0.99) if verify_lat else nan,
+        ack_p50_ms=percentile(acks, 0.5) * 1e3,
+    )
+
+
+HEADER = (
+    f"{'N':>3} {'rate/s':>7} {'achieved':>8} {'events':>6} {'samples':>7} {'miss':>4} "
+    f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} | {'verify n':>8} {'p50 ms':>7} {'p99 ms':>7} "
+    f"| {'ack p50':>7}"
+)
+
+
+def format_row(r: PropagationRow) -> str:
+    return (
+        f"{r.processes:>3} {r.rate:>7} {r.achieved_rate:>8.0f} {r.revocations:>6} "
+        f"{r.samples:>7} {r.missing:>4} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.max_ms:>7.1f} | "
+        f"{r.verify_samples:>8} {r.verify_p50_ms:>7.2f} {r.verify_p99_ms:>7.2f} | "
+        f"{r.ack_p50_ms:>7.2f}"
+    )

@@ -1,0 +1,513 @@
+"""The results of one run, the machine it ran on, the targets, and the markdown + PNG report."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from bench.bootstrap import BootstrapRow
+from bench.propagation import PropagationRow
+from bench.request_path import RequestRow
+from bench.throughput import ThroughputResult
+
+__all__ = ["SHORT_EXPIRY_S", "Machine", "Results", "machine_info", "summary", "write_report"]
+
+SHORT_EXPIRY_S = 15 * 60
+"""A 15-minute token with no revocation keeps working for up to this long after "logout"."""
+
+
+@dataclass
+class Machine:
+    command: str
+    cpus: int
+    cpu_model: str
+    ram_gib: float
+    python: str
+    versions: dict[str, str]
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float] | None = None
+    broker: str = ""
+
+
+@dataclass
+class Results:
+    machine: Machine
+    quick: bool
+    propagation: list[PropagationRow] = field(default_factory=list)
+    request_path: list[RequestRow] = field(default_factory=list)
+    throughput: ThroughputResult | None = None
+    bootstrap: list[BootstrapRow] = field(default_factory=list)
+    memory: list[tuple[str, int, float]] = field(default_factory=list)  # (what, n, bytes/entry)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def machine_info(command: str) -> Machine:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = 0.0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram = int(line.split()[1]) / 1024**2
+                break
+    except OSError:
+        pass
+    versions = {}
+    for dist in ("kafka-python", "PyJWT", "cryptography", "pydantic", "redis"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return Machine(
+        command=command,
+        cpus=len(os.sched_getaffinity(0)),
+        cpu_model=model or platform.processor() or "unknown",
+        ram_gib=ram,
+        python=platform.python_version(),
+        versions=versions,
+        load_before=os.getloadavg(),
+    )
+
+
+# -- targets -----------------------------------------------------------------------------------
+
+
+def _mark(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def _target_row(rows: list[PropagationRow]) -> tuple[int, list[PropagationRow]]:
+    """The propagation rows the targets apply to: N = 10, or the largest N measured."""
+    ns = sorted({r.processes for r in rows})
+    n = 10 if 10 in ns else ns[-1]
+    return n, [r for r in rows if r.processes == n]
+
+
+def summary(res: Results) -> list[tuple[str, str, str, str]]:
+    """(measurement, result, target, met/MISSED) rows."""
+    out: list[tuple[str, str, str, str]] = []
+    if res.propagation:
+        n, rows = _target_row(res.propagation)
+        for r in rows:
+            out.append(
+                (
+                    f"propagation p50 / p99, N={n}, {r.rate}/s",
+                    f"{r.p50_ms:.1f} / {r.p99_ms:.1f} ms",
+                    "≤ 5 / ≤ 25 ms" + ("" if n == 10 else " (at N=10; N=10 not run)"),
+                    _mark(r.p50_ms <= 5 and r.p99_ms <= 25),
+                )
+            )
+        worst = max(r.p99_ms for r in res.propagation)
+        out.append(
+            (
+                "revoked token keeps working (worst p99 vs 15-min tokens)",
+                f"{worst / 1e3:.3f} s vs {SHORT_EXPIRY_S} s",
+                "≪ short expiry",
+                f"{SHORT_EXPIRY_S * 1e3 / worst:,.0f}x shorter",
+            )
+        )
+    hs = [r for r in res.request_path if r.algorithm == "HS256"]
+    if hs:
+        added = statistics.median(r.revocast_added_us for r in hs)
+        check = max(r.check_us for r in hs)
+        ratio = statistics.median(r.revocast_us / r.bare_us for r in hs)
+        out.append(
+            (
+                "Revocast added cost, HS256 (median over sizes; check() alone, max)",
+                f"{added:+.2f} µs; check() {check:.2f} µs",
+                "≤ 1 µs",
+                _mark(added <= 1 and check <= 1),
+            )
+        )
+        out.append(
+            (
+                "verify ratio vs bare PyJWT HS256 (median)",
+                f"{ratio:.3f}",
+                "≤ 1.05",
+                _mark(ratio <= 1.05),
+            )
+        )
+        cheaper = min(r.redis_vs_revocast for r in res.request_path)
+        out.append(
+            (
+                "Redis EXISTS added / Revocast added (worst cell)",
+                f"{cheaper:,.0f}x",
+                "≥ 100x",
+                _mark(cheaper >= 100),
+            )
+        )
+    if res.throughput is not None:
+        t = res.throughput
+        out.append(
+            (
+                f"verifications/s, {t.threads} threads, {t.achieved_rate:,.0f} revocations/s",
+                f"{t.loaded_per_s:,.0f}/s (idle {t.idle_per_s:,.0f}/s); max lag {t.max_lag}",
+                "lag bounded",
+                _mark(t.bounded),
+            )
+        )
+    for b in res.bootstrap:
+        target = 10.0 if b.events >= 1_000_000 else None
+        out.append(
+            (
+                f"bootstrap by log replay, {b.events:,} events",
+                f"{b.log_s:.2f} s ({b.log_rate:,.0f}/s)",
+                "≤ 10 s at 1M" if target else "-",
+                _mark(b.log_s <= target) if target else "-",
+            )
+        )
+        out.append(
+            (f"bootstrap by state topic, {b.events:,} events", b.state_topic, "≤ 5 s at 1M", "-")
+        )
+    for what, n, per in res.memory:
+        is_jti = what == "revoked jti"
+        out.append(
+            (
+                f"memory per {what} at {n:,}",
+                f"{per:.1f} B",
+                "≤ 40 B (≤ 80 B required)" if is_jti else "- (no target)",
+                ("met" if per <= 40 else "80 B met, 40 B MISSED" if per <= 80 else "MISSED")
+                if is_jti
+                else "-",
+            )
+        )
+    return out
+
+
+# -- markdown and plots --------------------------------------------------------------------------
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _plots(res: Results, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names: list[str] = []
+    if res.propagation:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        labels = [f"N={r.processes}\n{r.rate}/s" for r in res.propagation]
+        xs = range(len(labels))
+        width = 0.4
+        ax.bar(
+            [x - width / 2 for x in xs],
+            [max(r.p50_ms, 0.01) for r in res.propagation],
+            width,
+            label="p50",
+        )
+        ax.bar(
+            [x + width / 2 for x in xs],
+            [max(r.p99_ms, 0.01) for r in res.propagation],
+            width,
+            label="p99",
+        )
+        ax.axhline(5, color="tab:blue", linestyle=":", label="p50 target 5 ms")
+        ax.axhline(25, color="tab:orange", linestyle=":", label="p99 target 25 ms")
+        ax.set_yscale("log")
+        ax.set_xticks(list(xs), labels, fontsize=8)
+        ax.set_ylabel("publish() returned → process rejects (ms)")
+        ax.set_title("Revocation propagation per consumer process")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "bench-propagation.png", dpi=110)
+        plt.close(fig)
+        names.append("bench-propagation.png")
+    if res.request_path:
+        size = max(r.entries for r in res.request_path)
+        rows = [r for r in res.request_path if r.entries == size]
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        variants = [
+            ("bare PyJWT", "bare_us"),
+            ("+ Revocast", "revocast_us"),
+            ("+ SQLite lookup", "sqlite_us"),
+            ("+ Redis EXISTS", "redis_us"),
+        ]
+        width = 0.2
+        for k, (label, attr) in enumerate(variants):
+            ax.bar(
+                [x + (k - 1.5) * width for x in range(len(rows))],
+                [getattr(r, attr) for r in rows],
+                width,
+                label=label,
+            )
+        ax.set_xticks(range(len(rows)), [r.algorithm for r in rows])
+        ax.set_ylabel("µs per verification (median)")
+        ax.set_title(f"Request-path cost with {size:,} revoked jtis")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "bench-request-path.png", dpi=110)
+        plt.close(fig)
+        names.append("bench-request-path.png")
+    if res.bootstrap:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(
+            [b.events for b in res.bootstrap],
+            [b.log_s for b in res.bootstrap],
+            "o-",
+            label="log replay",
+        )
+        ax.axhline(10, color="gray", linestyle=":", label="target at 1M: 10 s")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("events on the topic")
+        ax.set_ylabel("seconds to ready")
+        ax.set_title("Bootstrap")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "bench-bootstrap.png", dpi=110)
+        plt.close(fig)
+        names.append("bench-bootstrap.png")
+    return names
+
+
+def write_report(res: Results, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    images = _plots(res, out)
+    m = res.machine
+    after = m.load_after or (float("nan"),) * 3
+    parts = [
+        "# Benchmarks",
+        "",
+        "Generated by `bench/` — do not edit by hand. Re-run with:",
+        "",
+        f"    {m.command}",
+        "",
+        "## Machine",
+        "",
+        _table(
+            ["", ""],
+            [
+                ["CPUs (nproc)", str(m.cpus)],
+                ["CPU", m.cpu_model],
+                ["RAM", f"{m.ram_gib:.1f} GiB"],
+                ["Python", m.python],
+                *[[name, v] for name, v in m.versions.items()],
+                ["Kafka", m.broker],
+                [
+                    "load average at start (1/5/15 min)",
+                    " / ".join(f"{x:.2f}" for x in m.load_before),
+                ],
+                ["load average at end", " / ".join(f"{x:.2f}" for x in after)],
+                ["total run time", f"{res.seconds / 60:.1f} min"],
+            ],
+        ),
+        "",
+        "The machine was shared: other test suites ran while this did (see the load averages), so "
+        "absolute numbers are noisy. Ratios measured side by side in one run are the useful part.",
+        "",
+        "## Summary",
+        "",
+        _table(["measurement", "result", "target", "status"], [list(r) for r in summary(res)]),
+        "",
+    ]
+    if res.errors:
+        parts += ["## Errors", "", *[f"- {e}" for e in res.errors], ""]
+    if res.propagation:
+        parts += [
+            "## 1. Propagation",
+            "",
+            'Time from `Publisher.publish()` returning (broker ack, `delivery="direct"`) to the '
+            "moment each consumer process's state rejects the token. Clock: `time.monotonic_ns()` "
+            "(Linux `CLOCK_MONOTONIC`, one system-wide clock that NTP never steps, so values from "
+            "different processes on one host compare directly). *listener*: the SDK's revocation "
+            "listener, called right after the state changed (every event, every process). "
+            "*verify*: `Revocast.verify()` polled every 0.5 ms on a sample of tokens in process 0 "
+            "until it raised `TokenRevokedError`. Negative values: the consumer applied the event "
+            "before the publisher saw its ack.",
+            "",
+            _table(
+                [
+                    "processes",
+                    "rate/s",
+                    "achieved/s",
+                    "revocations",
+                    "samples",
+                    "missing",
+                    "p50 ms",
+                    "p99 ms",
+                    "max ms",
+                    "verify n",
+                    "verify p50 ms",
+                    "verify p99 ms",
+                    "publish ack p50 ms",
+                ],
+                [
+                    [
+                        str(r.processes),
+                        str(r.rate),
+                        f"{r.achieved_rate:.0f}",
+                        str(r.revocations),
+                        str(r.samples),
+                        str(r.missing),
+                        f"{r.p50_ms:.2f}",
+                        f"{r.p99_ms:.2f}",
+                        f"{r.max_ms:.1f}",
+                        str(r.verify_samples),
+                        f"{r.verify_p50_ms:.2f}",
+                        f"{r.verify_p99_ms:.2f}",
+                        f"{r.ack_p50_ms:.2f}",
+                    ]
+                    for r in res.propagation
+                ],
+            ),
+            "",
+        ]
+        parts += [
+            "### 6. Versus short-lived tokens",
+            "",
+            f"A 15-minute token with no revocation keeps working for up to {SHORT_EXPIRY_S} s "
+            f"after logout ({SHORT_EXPIRY_S // 2} s on average).",
+            "",
+            _table(
+                ["processes", "rate/s", "p50", "p99", "15 min / p99"],
+                [
+                    [
+                        str(r.processes),
+                        str(r.rate),
+                        f"{r.p50_ms:.1f} ms",
+                        f"{r.p99_ms:.1f} ms",
+                        f"{SHORT_EXPIRY_S * 1e3 / r.p99_ms:,.0f}x",
+                    ]
+                    for r in res.propagation
+                ],
+            ),
+            "",
+        ]
+    if res.request_path:
+        parts += [
+            "## 2. Request-path cost",
+            "",
+            "µs per verification, median of interleaved rounds. *added* = variant - bare PyJWT. "
+            "*check()* = the revocation lookup alone. The last column divides Redis's added cost "
+            "by the larger of Revocast's added cost and check().",
+            "",
+            _table(
+                [
+                    "alg",
+                    "revoked jtis",
+                    "bare PyJWT",
+                    "+ Revocast",
+                    "added",
+                    "ratio",
+                    "check()",
+                    "+ Redis EXISTS",
+                    "added",
+                    "+ SQLite",
+                    "added",
+                    "Redis added / Revocast added",
+                ],
+                [
+                    [
+                        r.algorithm,
+                        f"{r.entries:,}",
+                        f"{r.bare_us:.1f}",
+                        f"{r.revocast_us:.1f}",
+                        f"{r.revocast_added_us:+.2f}",
+                        f"{r.revocast_us / r.bare_us:.3f}",
+                        f"{r.check_us:.2f}",
+                        f"{r.redis_us:.1f}",
+                        f"{r.redis_added_us:+.1f}",
+                        f"{r.sqlite_us:.1f}",
+                        f"{r.sqlite_added_us:+.1f}",
+                        f"{r.redis_vs_revocast:,.0f}x",
+                    ]
+                    for r in res.request_path
+                ],
+            ),
+            "",
+        ]
+    if res.throughput is not None:
+        t = res.throughput
+        parts += [
+            "## 3. Throughput under load",
+            "",
+            _table(
+                [
+                    "threads",
+                    "seconds",
+                    "verifications/s idle",
+                    "verifications/s loaded",
+                    "ratio",
+                    "revocations/s (target)",
+                    "applied",
+                    "max lag (events)",
+                    "final lag",
+                    "drain s",
+                    "bounded",
+                ],
+                [
+                    [
+                        str(t.threads),
+                        f"{t.seconds:.0f}",
+                        f"{t.idle_per_s:,.0f}",
+                        f"{t.loaded_per_s:,.0f}",
+                        f"{t.loaded_per_s / t.idle_per_s:.2f}",
+                        f"{t.achieved_rate:,.0f} ({t.target_rate:,})",
+                        f"{t.applied:,}/{t.published:,}",
+                        str(t.max_lag),
+                        str(t.final_lag),
+                        f"{t.drain_s:.2f}",
+                        "yes" if t.bounded else "no",
+                    ]
+                ],
+            ),
+            "",
+        ]
+    if res.bootstrap:
+        parts += [
+            "## 4. Bootstrap",
+            "",
+            "Seconds from constructing `Revocast` to ready. Records are HMAC-signed `TokenRevoked` "
+            "events, 3 partitions. The state-topic column is a hook for the compacted-state "
+            "bootstrap, measured once the SDK offers it.",
+            "",
+            _table(
+                ["events", "produce s", "log replay s", "events/s", "state topic s"],
+                [
+                    [
+                        f"{b.events:,}",
+                        f"{b.produce_s:.1f}",
+                        f"{b.log_s:.2f}",
+                        f"{b.log_rate:,.0f}",
+                        b.state_topic,
+                    ]
+                    for b in res.bootstrap
+                ],
+            ),
+            "",
+        ]
+    if res.memory:
+        parts += [
+            "## 5. Memory",
+            "",
+            "`tracemalloc` around populating a fresh `RevocationState`: bytes still allocated "
+            "afterwards per live entry (subject rules include their subject string key).",
+            "",
+            _table(
+                ["entry", "entries", "bytes/entry"],
+                [[w, f"{n:,}", f"{b:.1f}"] for w, n, b in res.memory],
+            ),
+            "",
+        ]
+    if images:
+        parts += ["## Plots", "", *[f"![{name}]({name})" for name in images], ""]
+    path = out / "benchmarks.md"
+    path.write_text("\n".join(parts))
+    return path

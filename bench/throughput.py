@@ -1,0 +1,173 @@
+"""Throughput under load: one process verifies from 4 threads while revocations stream in.
+
+The publisher runs in its own process (a 'spawn' child, paced like the propagation bench) so
+that only the SDK's sync thread competes with the verifying threads for this process's GIL.
+Lag is sampled every 0.25 s as the topic's end offsets (read by a separate consumer) minus
+the SDK's positions from :meth:`Revocast.stats`; bounded means it returns to 0 once the
+publisher stops and never grew beyond one second of events.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from kafka import KafkaConsumer, TopicPartition
+
+from bench._common import EVENT_KEY, settings, temp_topic
+from bench.propagation import publish_paced, token_for
+from consumer_sdk import Revocast
+from producer import Publisher, PublisherSettings
+from revocation_events import KafkaSettings
+
+__all__ = ["ThroughputResult", "run"]
+
+THREADS = 4
+
+
+@dataclass(frozen=True)
+class ThroughputResult:
+    threads: int
+    seconds: float
+    idle_per_s: float
+    loaded_per_s: float
+    target_rate: int
+    achieved_rate: float
+    applied: int
+    published: int
+    max_lag: int
+    final_lag: int
+    drain_s: float
+
+    @property
+    def bounded(self) -> bool:
+        return self.final_lag == 0 and self.max_lag <= max(self.target_rate, 1)
+
+
+def _publisher_main(
+    conn: Connection, bootstrap: str, topic: str, rate: int, seconds: float
+) -> None:
+    kafka = KafkaSettings(bootstrap_servers=tuple(bootstrap.split(",")), topic=topic)
+    publisher_settings = PublisherSettings(
+        issuer="bench", kafka=kafka, signing_key=EVENT_KEY, delivery="direct"
+    )
+    exp = datetime.fromtimestamp(time.time() + 3600, UTC)
+    with Publisher(publisher_settings) as publisher:
+        publisher.revoke_token("warm-up", expires_at=exp)
+        conn.send("ready")
+        conn.recv()
+        _, _, achieved = publish_paced(publisher, "load", round(rate * seconds), rate, exp)
+    conn.send(achieved)
+    conn.close()
+
+
+def _verify_for(rc: Revocast, token: str, seconds: float) -> float:
+    """Verifications per second over ``THREADS`` threads for ``seconds``."""
+    counts = [0] * THREADS
+    stop = threading.Event()
+
+    def work(k: int) -> None:
+        n = 0
+        while not stop.is_set():
+            for _ in range(100):
+                rc.verify(token)
+            n += 100
+        counts[k] = n
+
+    threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(THREADS)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def run(bootstrap: str, rate: int, seconds: float) -> ThroughputResult:
+    with temp_topic(bootstrap, "bench-throughput") as kafka:
+        rc = Revocast(settings(kafka=kafka))
+        watcher = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+        try:
+            if not rc.wait_until_ready(120):
+                raise RuntimeError("SDK not ready")
+            token = token_for("not-revoked", int(time.time()))
+            idle = _verify_for(rc, token, max(2.0, seconds / 3))
+
+            ctx = multiprocessing.get_context("spawn")
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(
+                target=_publisher_main,
+                args=(child, bootstrap, kafka.topic, rate, seconds),
+                name="bench-publisher",
+                daemon=True,
+            )
+            proc.start()
+            child.close()
+            if not parent.poll(120) or parent.recv() != "ready":
+                raise RuntimeError("publisher process did not start")
+            tps = [TopicPartition(kafka.topic, p) for p in range(3)]
+            lags: list[int] = []
+            done = threading.Event()
+
+            def lag() -> int:
+                ends = watcher.end_offsets(tps, timeout_ms=10_000)
+                positions = rc.stats()["positions"]
+                return sum(max(0, end - positions.get(tp.partition, 0)) for tp, end in ends.items())
+
+            def sample() -> None:
+                while not done.is_set():
+                    lags.append(lag())
+                    done.wait(0.25)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            parent.send("go")
+            loaded = _verify_for(rc, token, seconds)
+            if not parent.poll(seconds + 120):
+                raise RuntimeError("publisher process did not finish")
+            achieved: float = parent.recv()
+            proc.join(30)
+            done.set()
+            sampler.join()
+            drain_start = time.perf_counter()
+            final = lag()
+            while final and time.perf_counter() - drain_start < 30:
+                time.sleep(0.05)
+                final = lag()
+            drain_s = time.perf_counter() - drain_start
+            applied = rc.stats()["applied"].get("token.revoked", 0)
+        finally:
+            watcher.close()
+            rc.close()
+    return ThroughputResult(
+        threads=THREADS,
+        seconds=seconds,
+        idle_per_s=idle,
+        loaded_per_s=loaded,
+        target_rate=rate,
+        achieved_rate=achieved,
+        applied=applied,
+        published=round(rate * seconds) + 1,
+        max_lag=max(lags, default=0),
+        final_lag=final,
+        drain_s=drain_s,
+    )
+
+
+def format_result(r: ThroughputResult) -> str:
+    return (
+        f"{r.threads} threads: {r.idle_per_s:,.0f} verifications/s idle, "
+        f"{r.loaded_per_s:,.0f}/s while {r.achieved_rate:,.0f} revocations/s arrive "
+        f"(target {r.target_rate:,}/s; ratio {r.loaded_per_s / r.idle_per_s:.2f}); "
+        f"applied {r.applied:,}/{r.published:,}; lag max {r.max_lag:,} events, "
+        f"final {r.final_lag} after {r.drain_s:.2f}s -> {'bounded' if r.bounded else 'NOT bounded'}"
+    )
