@@ -89,7 +89,6 @@ def produce_revocations(kafka: KafkaSettings, n: int) -> float:
         bootstrap_servers=list(kafka.bootstrap_servers),
         linger_ms=50,
         batch_size=1024 * 1024,
-        buffer_memory=128 * 1024 * 1024,
         max_request_size=4 * 1024 * 1024,
     )
     salt = uuid.uuid4().int >> 64 << 64
