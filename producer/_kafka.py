@@ -7,25 +7,23 @@ blocks until it reaches a broker, and the outbox must accept events while Kafka 
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
-from kafka.net.compat import KafkaNetClient
 
 from producer._errors import PublishError
 from producer._settings import PublisherSettings
-from revocation_events import EncodedEvent
+from revocation_events import EncodedEvent, KafkaUnreachableError, closing_on_failure
+from revocation_events import require_reachable as _require_reachable
 
 __all__ = ["Ack", "KafkaSender", "closing_on_failure", "producer_config", "require_reachable"]
 
 log = logging.getLogger("producer")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,47 +128,11 @@ class KafkaSender:
 
 
 def require_reachable(config: dict[str, Any], timeout: float = 1.0) -> None:
-    """Raise :class:`PublishError` unless some bootstrap server accepts a TCP connection.
-
-    Checked before building a kafka-python client: it fails fast, and kafka-python 3.0 leaks
-    the socket of every refused connection attempt.
-    """
-    if config.get("proxy_url"):
-        return
-    servers = config["bootstrap_servers"]
-    for server in servers:
-        host, _, port = server.rpartition(":")
-        try:
-            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-        except (OSError, ValueError):
-            continue
-        return
-    raise PublishError(f"no Kafka broker reachable at {','.join(servers)}")
-
-
-def closing_on_failure(factory: Callable[..., T], config: dict[str, Any]) -> T:
-    """``factory(**config)`` for a kafka-python client, working around two kafka-python 3.0
-    bugs: a failed constructor (no broker) leaves its network client open, and
-    ``allow_auto_create_topics`` is ignored."""
-    opened: list[KafkaNetClient] = []
-
-    def net_client(**kwargs: Any) -> KafkaNetClient:
-        client = KafkaNetClient(**kwargs)
-        opened.append(client)
-        # kafka-python 3.0.12 does not hand allow_auto_create_topics to the cluster metadata,
-        # so every metadata request would let a broker auto-create a misspelt topic with
-        # its default (possibly short) retention.
-        client.cluster.config["allow_auto_create_topics"] = bool(
-            config.get("allow_auto_create_topics", True)
-        )
-        return client
-
+    """:func:`revocation_events.require_reachable`, raising :class:`PublishError`."""
     try:
-        return factory(**config, kafka_client=net_client)
-    except BaseException:
-        for client in opened:
-            client.close()
-        raise
+        _require_reachable(config, timeout)
+    except KafkaUnreachableError as exc:
+        raise PublishError(str(exc)) from None
 
 
 def _close_quietly(producer: KafkaProducer, timeout: float) -> None:

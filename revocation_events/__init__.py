@@ -5,6 +5,11 @@ subject's events in order, the value is the JSON envelope, a header carries the 
 """
 
 from revocation_events._errors import MalformedEventError, RevocastError, SkipReason
+from revocation_events._kafka_clients import (
+    KafkaUnreachableError,
+    closing_on_failure,
+    require_reachable,
+)
 from revocation_events._models import (
     SCHEMA_VERSION,
     BaseEvent,
@@ -62,6 +67,7 @@ __all__ = [
     "EventVerifier",
     "GlobalTokensRevoked",
     "KafkaSettings",
+    "KafkaUnreachableError",
     "KeyRevoked",
     "KeySpecError",
     "MalformedEventError",
@@ -77,6 +83,7 @@ __all__ = [
     "SubjectVersionBumped",
     "TokenRevoked",
     "VerificationKey",
+    "closing_on_failure",
     "env_bool",
     "env_float",
     "env_int",
@@ -86,4 +93,5 @@ __all__ = [
     "parse_verification_keys",
     "public_key_spec",
     "record_key",
+    "require_reachable",
 ]

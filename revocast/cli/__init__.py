@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "revocast.cli._publish",
     "revocast.cli._topic",
     "revocast.cli._demo",
+    "revocast.cli._ops",
     "revocast.cli._streams",
     "revocast.cli._bench",
 )
