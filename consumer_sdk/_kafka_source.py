@@ -29,6 +29,7 @@ __all__ = ["KafkaSource"]
 _log = logging.getLogger("consumer_sdk")
 _BACKOFF_MIN = 0.5
 _BACKOFF_MAX = 30.0
+_PROBE_TIMEOUT_MS = 5_000
 
 
 class KafkaSource:
@@ -48,6 +49,7 @@ class KafkaSource:
         self._ends: dict[int, int] = {}
         self._highwater: dict[int, int] = {}
         self._reconnects = 0
+        self._next_probe = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -183,6 +185,7 @@ class KafkaSource:
         if s.replay_from_beginning:
             for tp in tps:
                 consumer.seek(tp, 0)
+                self._positions[tp.partition] = 0
             return
         since_ms = int((self._clock() - s.max_token_lifetime - s.leeway) * 1000)
         found = consumer.offsets_for_times(
@@ -190,22 +193,36 @@ class KafkaSource:
         )
         for tp in tps:
             hit = found.get(tp)
-            consumer.seek(tp, hit.offset if hit is not None else ends[tp])
+            offset = hit.offset if hit is not None else ends[tp]
+            consumer.seek(tp, offset)
+            self._positions[tp.partition] = offset
 
     def _caught_up(self, consumer: Any, tps: Mapping[int, TopicPartition]) -> bool:
+        """Whether every partition's position has reached the end snapshotted at start.
+
+        Positions are tracked from the records themselves; ``consumer.position()`` is asked
+        only about lagging partitions, at most once a second (for gaps such as transaction
+        markers at the end of a log): calling it on every poll stalled fetching.
+        """
+        behind = [p for p, end in self._ends.items() if p in tps and self._positions[p] < end]
+        if not behind:
+            return True
+        now = time.monotonic()
+        if now < self._next_probe:
+            return False
+        self._next_probe = now + 1.0
         timeout_ms = self._settings.kafka.request_timeout_ms
-        for p, end in self._ends.items():
-            tp = tps.get(p)
-            if tp is None:
-                continue
-            pos = consumer.position(tp, timeout_ms=timeout_ms)
-            if pos is None or pos < end:
-                return False
-            self._positions[p] = pos
-        return True
+        for p in behind:
+            pos = consumer.position(tps[p], timeout_ms=timeout_ms)
+            if pos is not None and pos > self._positions[p]:
+                self._positions[p] = pos
+        return all(self._positions[p] >= self._ends[p] for p in behind)
 
     def _track(self, consumer: Any, tps: Mapping[int, TopicPartition]) -> None:
-        for p, tp in tps.items():
-            hw = consumer.highwater(tp)
-            if hw is not None:
-                self._highwater[p] = hw
+        """Ask the broker for every partition's end offset: the lag figure, and the liveness
+        probe. ``poll()`` swallows connection errors, so without a request that must be
+        answered a dead broker looks like a quiet topic and the status stays VALID forever."""
+        timeout_ms = min(self._settings.kafka.request_timeout_ms, _PROBE_TIMEOUT_MS)
+        ends = consumer.end_offsets(list(tps.values()), timeout_ms=timeout_ms)
+        for tp, end in ends.items():
+            self._highwater[tp.partition] = end
