@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from consumer_sdk._errors import RevokedBy, StateUnavailableError, TokenRevokedError
+from consumer_sdk._heartbeat import Heartbeat
 from consumer_sdk._listeners import Listeners
 from consumer_sdk._metrics import Metrics
 from consumer_sdk._settings import ConsumerSettings, FailurePolicy
@@ -150,11 +151,18 @@ class Revocast:
         self.status_provider = StatusProvider(clock)
         self.revocation_listeners: Listeners[Event] = Listeners("revocation")
         self._sink = _Sink(self)
+        source_is_kafka = source is None
         if source is None:
             from consumer_sdk._kafka_source import KafkaSource
 
             source = KafkaSource(settings, clock=clock)
         self._source: DataSource = source
+        # Heartbeats (for ``revocast status``) only when the SDK reads Kafka itself.
+        self._heartbeat = (
+            Heartbeat(settings, self, clock=clock)
+            if source_is_kafka and settings.heartbeat_interval > 0
+            else None
+        )
         self._policy = settings.failure_policy
         self._max_staleness = settings.max_staleness
         self._restart_lock = threading.Lock()
@@ -172,6 +180,8 @@ class Revocast:
         self._source.start(self._sink)
         if self._verifier.jwks is not None:
             self._verifier.jwks.start()
+        if self._heartbeat is not None:
+            self._heartbeat.start()
 
     # -- request path ----------------------------------------------------------------------
 
@@ -260,6 +270,8 @@ class Revocast:
         self._source.close(timeout)
         if self._verifier.jwks is not None:
             self._verifier.jwks.close(timeout)
+        if self._heartbeat is not None:
+            self._heartbeat.close(timeout)
         _instances.discard(self)
 
     def __enter__(self) -> Revocast:
@@ -288,6 +300,9 @@ class Revocast:
             self._source.start(self._sink)
             if self._verifier.jwks is not None:
                 self._verifier.jwks.start()
+            if self._heartbeat is not None:
+                self._heartbeat = self._heartbeat.after_fork()
+                self._heartbeat.start()
             self._forked = False
 
 

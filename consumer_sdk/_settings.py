@@ -80,6 +80,10 @@ class ConsumerSettings:
     partition_check_interval: float = 5.0
     expire_interval: float = 30.0
     service_name: str = "revocast"
+    heartbeat_interval: float = 10.0
+    """Seconds between heartbeats to ``heartbeat_topic`` (read by ``revocast status``); 0: off."""
+    heartbeat_topic: str | None = None
+    """Default: ``<topic>.heartbeats``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "jwt_keys", MappingProxyType(dict(self.jwt_keys)))
@@ -107,6 +111,8 @@ class ConsumerSettings:
         for name in ("poll_timeout_ms", "partition_check_interval", "expire_interval"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.heartbeat_interval < 0:
+            raise SettingsError(f"heartbeat_interval must be >= 0, got {self.heartbeat_interval}")
         if self.jwks_refresh_interval <= 0 or self.jwks_min_refresh_interval < 0:
             raise SettingsError("JWKS refresh intervals must be positive")
         if not self.version_claim:
@@ -136,7 +142,13 @@ class ConsumerSettings:
             raise SettingsError(f"{p}ALGORITHMS is required (e.g. RS256)")
         kwargs["algorithms"] = tuple(a.strip() for a in algs.split(",") if a.strip())
         kwargs["jwt_keys"] = _jwt_keys_from_env(env, p)
-        for name in ("jwks_url", "issuer", "version_claim", "service_name"):
+        for name in (
+            "jwks_url",
+            "issuer",
+            "version_claim",
+            "service_name",
+            "heartbeat_topic",
+        ):
             text = env_str(env, f"{p}{name.upper()}")
             if text is not None:
                 kwargs[name] = text
@@ -151,6 +163,7 @@ class ConsumerSettings:
             "max_staleness",
             "partition_check_interval",
             "expire_interval",
+            "heartbeat_interval",
         ):
             number = env_float(env, f"{p}{name.upper()}")
             if number is not None:
