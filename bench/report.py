@@ -199,6 +199,7 @@ def _plots(res: Results, out: Path) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
     names: list[str] = []
     if res.propagation:
@@ -221,6 +222,7 @@ def _plots(res: Results, out: Path) -> list[str]:
         ax.axhline(5, color="tab:blue", linestyle=":", label="p50 target 5 ms")
         ax.axhline(25, color="tab:orange", linestyle=":", label="p99 target 25 ms")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.set_xticks(list(xs), labels, fontsize=8)
         ax.set_ylabel("publish() returned → process rejects (ms)")
         ax.set_title("Revocation propagation per consumer process")
@@ -266,6 +268,7 @@ def _plots(res: Results, out: Path) -> list[str]:
         ax.axhline(10, color="gray", linestyle=":", label="target at 1M: 10 s")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.set_xlabel("events on the topic")
         ax.set_ylabel("seconds to ready")
         ax.set_title("Bootstrap")
