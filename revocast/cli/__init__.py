@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "revocast.cli._topic",
     "revocast.cli._demo",
     "revocast.cli._ops",
+    "revocast.cli._status",
     "revocast.cli._streams",
     "revocast.cli._bench",
 )

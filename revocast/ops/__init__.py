@@ -1,18 +1,44 @@
-"""Operator tooling behind ``revocast replay``, ``revocast check`` and ``revocast status``."""
+"""Operator tooling behind ``revocast replay``, ``check``, ``status`` and ``rebuild-state``."""
 
 from revocast.ops._check import TokenCheck, check_token, decode_untrusted
 from revocast.ops._reader import LogRange, OpsKafkaError, read_range
+from revocast.ops._rebuild import (
+    RebuildReport,
+    StreamsWorkerRunningError,
+    rebuild_state,
+    running_workers,
+)
 from revocast.ops._replay import ReplayReport, replay_log
 from revocast.ops._settings import OpsSettings
+from revocast.ops._status import (
+    HEARTBEAT_RETENTION,
+    Instance,
+    LogStatus,
+    StateStatus,
+    StatusReport,
+    collect_status,
+    ensure_heartbeat_topic,
+)
 
 __all__ = [
+    "HEARTBEAT_RETENTION",
+    "Instance",
     "LogRange",
+    "LogStatus",
     "OpsKafkaError",
     "OpsSettings",
+    "RebuildReport",
     "ReplayReport",
+    "StateStatus",
+    "StatusReport",
+    "StreamsWorkerRunningError",
     "TokenCheck",
     "check_token",
+    "collect_status",
     "decode_untrusted",
+    "ensure_heartbeat_topic",
     "read_range",
+    "rebuild_state",
     "replay_log",
+    "running_workers",
 ]

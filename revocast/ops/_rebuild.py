@@ -1,0 +1,321 @@
+"""``revocast rebuild-state``: re-derive the compacted state topic from the log.
+
+What it writes follows the state topic protocol of :mod:`streams` exactly, with the worker's
+own rule logic (:func:`streams.merge`): per log partition, the winning original record of
+every live rule, then tombstones for keys of the old state that are no longer live, then one
+offset marker covering everything read. All records of a partition go through one producer
+with ``acks=all`` and one request in flight, so a marker never lands before the rules it
+covers.
+
+Inputs. By default the winners are chosen from the log *and* the existing state topic: its
+rule records are original signed events (verified here like log records), and they are the
+only copy of rules whose log events retention has already deleted (blocks and revoked keys
+never expire). Because the rule order is total, the union picks the same winners as the
+worker would have; a wrong winner written by a bug loses to the right one, a rule the worker
+failed to write comes back. ``log_only`` ignores the old state (when it is lost, or not
+trusted at all): rules whose events have left the log are then gone, and their keys get
+tombstones.
+
+Running SDKs stay correct while this runs:
+
+* an SDK that has bootstrapped never reads the state topic again: it tails the log;
+* an SDK bootstrapping meanwhile reads up to a snapshot of the end offsets and starts each
+  log partition after the last marker it saw. Either that is the old marker, whose promise
+  still holds (nothing it covered has been removed: in the default mode tombstones only hit
+  expired rules), or the new one, which comes after every rule record it covers. Rule records
+  are authentic events and applying one twice is idempotent, so reading some of the new ones
+  on top of the old state changes nothing that the log would not;
+* with ``log_only``, an SDK bootstrapping at that moment may still pick up an old rule the
+  rebuild drops: it is a genuine signed revocation either way, and it expires as usual.
+
+A running streams worker is another writer: it would keep its own (possibly wrong) table and
+could tombstone a rule between our read and our write, or re-assert a winner we replaced.
+So the rebuild refuses while a faust consumer group is active on the log topic;
+``force=True`` skips the check (only when you know the worker's table is right, e.g. only
+the state topic was lost). After a bug in the worker's rules, also reset its table (delete
+``<app id>-rules-changelog`` and its data directory) before restarting it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from revocast.ops._reader import LogRange, OpsKafkaError, read_range
+from revocast.ops._settings import OpsSettings
+from revocast.ops._status import kafka_admin, topic_partitions
+from revocation_events import (
+    SIGNATURE_HEADER,
+    EventCodec,
+    MalformedEventError,
+    closing_on_failure,
+)
+from streams import Rule, StreamsSettings, merge
+from streams._records import Output, marker_record, rule_record, tombstone
+from streams._topics import state_topic_config
+
+__all__ = ["RebuildReport", "StreamsWorkerRunningError", "rebuild_state", "running_workers"]
+
+_INACTIVE_GROUP_STATES = frozenset({"Empty", "Dead"})
+
+
+class StreamsWorkerRunningError(OpsKafkaError):
+    """A streams worker is consuming the log; the rebuild would race with it."""
+
+
+@dataclass
+class RebuildReport:
+    state_topic: str
+    created_topic: bool = False
+    log_records: int = 0
+    state_records: int = 0
+    rules_written: int = 0
+    tombstones: int = 0
+    markers: dict[int, int] = field(default_factory=dict)
+    expired: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        lines = [
+            f"state topic {self.state_topic}"
+            + (" (created)" if self.created_topic else "")
+            + f": {self.rules_written} rules, {self.tombstones} tombstones, "
+            f"{len(self.markers)} markers written in {self.seconds:.1f} s",
+            f"read: {self.log_records} log records, {self.state_records} old state records",
+            f"rules already expired (not written): {self.expired}",
+            "markers: "
+            + (", ".join(f"{p}@{off}" for p, off in sorted(self.markers.items())) or "(none)"),
+            "skipped records by reason:",
+        ]
+        skipped = sorted(self.skipped.items())
+        lines += [f"  {reason:<28} {count}" for reason, count in skipped] or ["  (none)"]
+        return "\n".join(lines)
+
+
+class _DropWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.WARNING
+
+
+def running_workers(admin: Any, log_topic: str) -> list[str]:
+    """Active faust consumer groups with a member assigned to ``log_topic``."""
+    groups = [g["group_id"] for g in admin.list_groups()]
+    if not groups:
+        return []
+    running = []
+    groups_log = logging.getLogger("kafka.admin._groups")
+    quiet = _DropWarnings()
+    # kafka-python cannot decode faust's member metadata and warns about every member.
+    groups_log.addFilter(quiet)
+    try:
+        described = admin.describe_groups(groups)
+    finally:
+        groups_log.removeFilter(quiet)
+    for group_id, info in described.items():
+        if info.get("protocol_data") != "faust" or info.get("group_state") in (
+            _INACTIVE_GROUP_STATES
+        ):
+            continue
+        for member in info.get("members") or ():
+            assigned = (member.get("member_assignment") or {}).get("assigned_partitions") or ()
+            if any(a.get("topic") == log_topic for a in assigned):
+                running.append(group_id)
+                break
+    return sorted(running)
+
+
+def _signature(headers: Iterable[tuple[str, bytes]] | None) -> bytes | None:
+    for name, value in headers or ():
+        if name == SIGNATURE_HEADER:
+            return value
+    return None
+
+
+class _Rules:
+    """The worker's rules table without faust: ``(partition, rule key) -> winner``."""
+
+    def __init__(self, codec: EventCodec, now: float, skipped: Counter[str]) -> None:
+        self._codec = codec
+        self._now = now
+        self._skipped = skipped
+        self.winners: dict[tuple[int, str], Rule] = {}
+
+    def add(self, partition: int, value: bytes | None, headers: Any, *, origin: str) -> None:
+        signature = _signature(headers)
+        try:
+            event = self._codec.decode(
+                value, () if signature is None else ((SIGNATURE_HEADER, signature),)
+            )
+        except MalformedEventError as exc:
+            self._skipped[f"{origin}:{exc.reason}"] += 1
+            return
+        assert value is not None  # decode() refuses tombstones
+        rule = Rule(event, value, signature)
+        slot = (partition, rule.key)
+        result = merge(self.winners.get(slot), rule, self._now)
+        if result.winner is None:
+            self.winners.pop(slot, None)
+        else:
+            self.winners[slot] = result.winner
+
+    def live(self) -> tuple[dict[tuple[int, str], Rule], int]:
+        live = {slot: r for slot, r in self.winners.items() if not r.expired(self._now)}
+        return live, len(self.winners) - len(live)
+
+
+def _prepare_state_topic(
+    settings: OpsSettings, state_topic: str, *, force: bool
+) -> tuple[int, bool]:
+    """Check the log and workers, create the state topic if needed; return the log's
+    partition count and whether the state topic was created."""
+    kafka = settings.kafka
+    with kafka_admin(kafka) as admin:
+        partitions = topic_partitions(admin, kafka.topic)
+        if partitions is None:
+            raise OpsKafkaError(f"topic {kafka.topic!r} does not exist")
+        if not force:
+            workers = running_workers(admin, kafka.topic)
+            if workers:
+                raise StreamsWorkerRunningError(
+                    f"streams worker group(s) {', '.join(workers)} consume {kafka.topic!r}: "
+                    "stop them first (or --force if their tables are known to be right)"
+                )
+        existing = topic_partitions(admin, state_topic)
+        if existing is not None:
+            if existing != partitions:
+                raise OpsKafkaError(
+                    f"state topic {state_topic!r} has {existing} partitions but the log has "
+                    f"{partitions}; delete it and run again"
+                )
+            return partitions, False
+        streams = StreamsSettings(
+            kafka=kafka,
+            verification_keys=settings.event_keys,
+            allow_unsigned=settings.allow_unsigned_events,
+        )
+        brokers = len(admin.describe_cluster()["brokers"])
+        spec = {
+            "num_partitions": partitions,
+            "replication_factor": max(1, min(3, brokers)),
+            "configs": state_topic_config(streams),
+        }
+        try:
+            admin.create_topics({state_topic: spec}, wait_for_metadata=True)
+        except TopicAlreadyExistsError:
+            return partitions, False
+        return partitions, True
+
+
+def _outputs(
+    live: Mapping[tuple[int, str], Rule],
+    old_keys: set[tuple[int, str]],
+    log_topic: str,
+    log_ends: Mapping[int, int],
+) -> list[Output]:
+    """Per partition: the winners, tombstones for old keys without one, then the marker."""
+    by_partition: dict[int, list[Output]] = {p: [] for p in log_ends}
+    for (p, _), rule in sorted(live.items()):
+        by_partition[p].append(rule_record(rule, p))
+    for p, key in sorted(old_keys - live.keys()):
+        by_partition.setdefault(p, []).append(tombstone(key, p))
+    outputs: list[Output] = []
+    for p, records in sorted(by_partition.items()):
+        outputs += records
+        if log_ends.get(p, 0) > 0:
+            outputs.append(marker_record(log_topic, p, log_ends[p] - 1))
+    return outputs
+
+
+def _produce(settings: OpsSettings, topic: str, outputs: list[Output]) -> None:
+    config = {
+        **settings.kafka.client_config(),
+        "acks": "all",
+        "max_in_flight_requests_per_connection": 1,
+        "linger_ms": 20,
+        "allow_auto_create_topics": False,
+    }
+    try:
+        producer = closing_on_failure(KafkaProducer, config)
+    except KafkaError as exc:
+        raise OpsKafkaError(f"cannot reach Kafka: {exc}") from exc
+    try:
+        futures = [
+            producer.send(
+                topic,
+                key=out.key,
+                value=out.value,
+                partition=out.partition,
+                headers=list(out.headers) or None,
+            )
+            for out in outputs
+        ]
+        producer.flush(timeout=settings.kafka.request_timeout_ms / 1000)
+        for future in futures:
+            future.get(timeout=settings.kafka.request_timeout_ms / 1000)
+    except KafkaError as exc:
+        raise OpsKafkaError(f"writing {topic!r} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        producer.close(timeout=10)
+
+
+def rebuild_state(
+    settings: OpsSettings,
+    *,
+    since: datetime | None = None,
+    log_only: bool = False,
+    force: bool = False,
+    clock: Callable[[], float] = time.time,
+    on_range: Callable[[LogRange], None] = lambda _: None,
+    on_record: Callable[[], None] = lambda: None,
+) -> RebuildReport:
+    """Rewrite ``<log>.state`` from the log (from the beginning, or from ``since``) and, unless
+    ``log_only``, the existing state. See the module documentation for why this is safe."""
+    started = time.monotonic()
+    log_topic = settings.kafka.topic
+    state_topic = f"{log_topic}.state"
+    _, created = _prepare_state_topic(settings, state_topic, force=force)
+    report = RebuildReport(state_topic=state_topic, created_topic=created)
+    rules = _Rules(settings.codec(), clock(), report.skipped)
+    old_keys: set[tuple[int, str]] = set()
+    for record in read_range(settings.kafka, state_topic, since_ms=None):
+        key = record.key.decode() if record.key else ""
+        if key.startswith("__") or not key:
+            continue  # markers and reserved keys
+        report.state_records += 1
+        slot = (record.partition, key)
+        if record.value is None:
+            old_keys.discard(slot)
+            continue
+        old_keys.add(slot)
+        if not log_only:
+            rules.add(record.partition, record.value, record.headers, origin="state")
+    log_range: LogRange | None = None
+
+    def seen_range(found: LogRange) -> None:
+        nonlocal log_range
+        log_range = found
+        on_range(found)
+
+    since_ms = None if since is None else int(since.timestamp() * 1000)
+    for record in read_range(settings.kafka, log_topic, since_ms=since_ms, on_range=seen_range):
+        report.log_records += 1
+        on_record()
+        rules.add(record.partition, record.value, record.headers, origin="log")
+    assert log_range is not None  # read_range reports the range before the first record
+    live, report.expired = rules.live()
+    outputs = _outputs(live, old_keys, log_topic, log_range.ends)
+    _produce(settings, state_topic, outputs)
+    report.rules_written = len(live)
+    report.tombstones = len(old_keys - live.keys())
+    report.markers = {p: end - 1 for p, end in log_range.ends.items() if end > 0}
+    report.seconds = time.monotonic() - started
+    return report

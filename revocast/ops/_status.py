@@ -1,0 +1,418 @@
+"""``revocast status``: the log topic, how far the state topic lags it, and every live SDK.
+
+Three sources, each read without a consumer group: the log topic's metadata, offsets and
+configs; the last offset marker per state partition (see :mod:`streams`); and the heartbeats
+SDK instances publish (see :mod:`consumer_sdk._heartbeat`) during the last ``window``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaAdminClient, TopicPartition
+from kafka.admin import ConfigResource
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from producer import min_retention
+from revocast.ops._reader import OpsKafkaError, _consumer, read_range
+from revocation_events import (
+    KafkaSettings,
+    KafkaUnreachableError,
+    closing_on_failure,
+    require_reachable,
+)
+from streams import OFFSETS_KEY_PREFIX, parse_marker
+
+__all__ = [
+    "HEARTBEAT_RETENTION",
+    "Instance",
+    "LogStatus",
+    "StateStatus",
+    "StatusReport",
+    "collect_status",
+    "ensure_heartbeat_topic",
+    "kafka_admin",
+]
+
+HEARTBEAT_RETENTION = 3600.0
+"""Seconds heartbeats are kept: enough for any ``--window``, small enough to stay tiny."""
+
+_UNKNOWN_TOPIC = 3
+_MARKER_SCAN = 1_000
+
+
+@contextmanager
+def kafka_admin(kafka: KafkaSettings) -> Iterator[Any]:
+    """A kafka-python admin client; Kafka errors become :class:`OpsKafkaError`."""
+    where = ",".join(kafka.bootstrap_servers)
+    config = kafka.client_config()
+    try:
+        require_reachable(config)
+        admin = closing_on_failure(KafkaAdminClient, config)
+    except KafkaUnreachableError as exc:
+        raise OpsKafkaError(f"cannot reach Kafka at {where}") from exc
+    except KafkaError as exc:
+        raise OpsKafkaError(f"cannot reach Kafka at {where}: {exc}") from exc
+    try:
+        yield admin
+    except KafkaError as exc:
+        raise OpsKafkaError(f"Kafka: {type(exc).__name__}: {exc}") from exc
+    finally:
+        admin.close()
+
+
+def topic_partitions(admin: Any, topic: str) -> int | None:
+    """Partition count, or ``None`` when the topic does not exist."""
+    (meta,) = admin.describe_topics([topic])
+    if meta["error_code"] == _UNKNOWN_TOPIC:
+        return None
+    if meta["error_code"] != 0:
+        raise OpsKafkaError(f"cannot describe topic {topic!r} (Kafka error {meta['error_code']})")
+    return len(meta["partitions"])
+
+
+def ensure_heartbeat_topic(kafka: KafkaSettings, topic: str, *, partitions: int = 1) -> bool:
+    """Create the heartbeat topic (delete policy, short retention) if missing; ``True`` if
+    created."""
+    with kafka_admin(kafka) as admin:
+        if topic_partitions(admin, topic) is not None:
+            return False
+        brokers = len(admin.describe_cluster()["brokers"])
+        configs = {"cleanup.policy": "delete", "retention.ms": str(int(HEARTBEAT_RETENTION * 1000))}
+        spec = {
+            "num_partitions": partitions,
+            "replication_factor": max(1, min(3, brokers)),
+            "configs": configs,
+        }
+        try:
+            admin.create_topics({topic: spec}, wait_for_metadata=True)
+        except TopicAlreadyExistsError:
+            return False
+        return True
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LogStatus:
+    topic: str
+    earliest: dict[int, int]
+    latest: dict[int, int]
+    retention_ms: int | None
+    """``None``: unlimited (``-1``)."""
+    max_token_lifetime: float
+    problems: tuple[str, ...]
+
+    @property
+    def unsafe(self) -> bool:
+        return bool(self.problems)
+
+
+@dataclass(frozen=True, slots=True)
+class StateStatus:
+    topic: str
+    exists: bool
+    markers: dict[int, int | None]
+    """State partition -> the log offset its latest marker covers (``None``: no marker)."""
+    log_ends: dict[int, int]
+
+    def lag(self, partition: int) -> int | None:
+        """Log records not yet covered by the state partition's marker."""
+        marker = self.markers.get(partition)
+        end = self.log_ends.get(partition, 0)
+        if marker is None:
+            return None if end else 0
+        return max(0, end - (marker + 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    service: str
+    instance: str
+    host: str
+    pid: int | None
+    status: str
+    lag: int | None
+    entries: int
+    sent_at: float
+    interval: float
+    failures: int
+    stale: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    now: float
+    log: LogStatus
+    state: StateStatus
+    heartbeat_topic: str
+    heartbeat_topic_exists: bool
+    window: float
+    instances: tuple[Instance, ...]
+    unreadable_heartbeats: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.log.unsafe
+
+    def render(self) -> str:
+        return "\n".join([*_render_log(self.log), *_render_state(self.state), *_render_sdks(self)])
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g}{unit}"
+    return f"{seconds:.3g}s"
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    return [
+        "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in (header, *rows)
+    ]
+
+
+def _render_log(log: LogStatus) -> list[str]:
+    retention = "unlimited" if log.retention_ms is None else _human(log.retention_ms / 1000)
+    verdict = "UNSAFE" if log.unsafe else "ok"
+    lines = [
+        f"log topic {log.topic}: {len(log.latest)} partitions, retention {retention} "
+        f"(max token lifetime {_human(log.max_token_lifetime)}, needs >= "
+        f"{_human(min_retention(log.max_token_lifetime))}): {verdict}"
+    ]
+    lines += [f"  UNSAFE: {problem}" for problem in log.problems]
+    rows = [(str(p), str(log.earliest[p]), str(log.latest[p])) for p in sorted(log.latest)]
+    return lines + _table(("PARTITION", "EARLIEST", "LATEST"), rows)
+
+
+def _render_state(state: StateStatus) -> list[str]:
+    if not state.exists:
+        return [
+            f"state topic {state.topic}: absent (SDKs bootstrap by replaying the log; "
+            "run the streams worker or 'revocast rebuild-state')"
+        ]
+    rows = []
+    for p in sorted(state.log_ends):
+        marker = state.markers.get(p)
+        lag = state.lag(p)
+        rows.append(
+            (
+                str(p),
+                "-" if marker is None else str(marker),
+                str(state.log_ends[p]),
+                "no marker" if lag is None else str(lag),
+            )
+        )
+    behind = sum(state.lag(p) or 0 for p in state.log_ends)
+    header = ("PARTITION", "MARKER", "LOG END", "LAG")
+    return [f"state topic {state.topic}: {behind} log records behind", *_table(header, rows)]
+
+
+def _render_sdks(report: StatusReport) -> list[str]:
+    head = f"SDK instances (heartbeats on {report.heartbeat_topic}, last {_human(report.window)})"
+    if not report.heartbeat_topic_exists:
+        return [f"{head}: heartbeat topic absent (create it: revocast status --create)"]
+    stale = sum(i.stale for i in report.instances)
+    lines = [f"{head}: {len(report.instances)} instances, {stale} stale"]
+    if report.unreadable_heartbeats:
+        lines.append(f"  ({report.unreadable_heartbeats} unreadable heartbeat records skipped)")
+    rows = [
+        (
+            i.service,
+            i.instance,
+            f"{i.host}/{i.pid}",
+            i.status.upper(),
+            "-" if i.lag is None else str(i.lag),
+            str(i.entries),
+            f"{_human(max(0.0, report.now - i.sent_at))} ago" + (" STALE" if i.stale else ""),
+        )
+        for i in report.instances
+    ]
+    header = ("SERVICE", "INSTANCE", "HOST/PID", "STATUS", "LAG", "ENTRIES", "LAST HEARD")
+    return lines + (_table(header, rows) if rows else ["  (none)"])
+
+
+# -- collecting ---------------------------------------------------------------------------
+
+
+def _log_status(
+    admin: Any, consumer: Any, kafka: KafkaSettings, max_token_lifetime: float
+) -> LogStatus:
+    topic = kafka.topic
+    if topic_partitions(admin, topic) is None:
+        raise OpsKafkaError(f"topic {topic!r} does not exist")
+    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    timeout = kafka.request_timeout_ms
+    earliest = consumer.beginning_offsets(tps, timeout_ms=timeout)
+    latest = consumer.end_offsets(tps, timeout_ms=timeout)
+    names = ["retention.ms", "retention.bytes", "cleanup.policy"]
+    described = admin.describe_configs([ConfigResource("TOPIC", topic, names)])
+    raw = described["topic"][topic]
+    configs = {name: str(raw[name]["value"]) for name in names if name in raw}
+    retention_ms = int(configs.get("retention.ms", "-1"))
+    floor = min_retention(max_token_lifetime)
+    problems = []
+    if retention_ms != -1 and retention_ms < floor * 1000:
+        problems.append(
+            f"retention {_human(retention_ms / 1000)} is shorter than twice the max token "
+            f"lifetime ({_human(floor)}): an SDK replaying the log misses revocations of "
+            "tokens that are still valid"
+        )
+    if int(configs.get("retention.bytes", "-1")) != -1:
+        problems.append(f"retention.bytes={configs['retention.bytes']} can delete revocations")
+    if "compact" in configs.get("cleanup.policy", "delete"):
+        problems.append("cleanup.policy includes compact: earlier revocations get dropped")
+    return LogStatus(
+        topic=topic,
+        earliest={tp.partition: earliest[tp] for tp in tps},
+        latest={tp.partition: latest[tp] for tp in tps},
+        retention_ms=None if retention_ms == -1 else retention_ms,
+        max_token_lifetime=max_token_lifetime,
+        problems=tuple(problems),
+    )
+
+
+def latest_marker(consumer: Any, tp: Any, begin: int, end: int, *, timeout_ms: int) -> int | None:
+    """The log offset covered by the last ``__offsets__`` marker in one state partition.
+
+    Markers are rewritten about every second while the log moves, so the last one is near
+    the end: read backwards in growing windows rather than the whole partition.
+    """
+    key = f"{OFFSETS_KEY_PREFIX}{tp.partition}".encode()
+    consumer.assign([tp])
+    window = _MARKER_SCAN
+    stop = end
+    while stop > begin:
+        start = max(begin, stop - window)
+        consumer.seek(tp, start)
+        found: int | None = None
+        while consumer.position(tp, timeout_ms=timeout_ms) < stop:
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    if record.offset < stop and record.key == key and record.value:
+                        found = parse_marker(record.value)[1]
+        if found is not None:
+            return found
+        stop = start
+        window *= 10
+    return None
+
+
+def _state_status(admin: Any, consumer: Any, kafka: KafkaSettings, log: LogStatus) -> StateStatus:
+    topic = f"{kafka.topic}.state"
+    if topic_partitions(admin, topic) is None:
+        return StateStatus(topic, exists=False, markers={}, log_ends=dict(log.latest))
+    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    timeout = kafka.request_timeout_ms
+    begins = consumer.beginning_offsets(tps, timeout_ms=timeout)
+    ends = consumer.end_offsets(tps, timeout_ms=timeout)
+    markers = {
+        tp.partition: latest_marker(consumer, tp, begins[tp], ends[tp], timeout_ms=timeout)
+        for tp in tps
+    }
+    return StateStatus(topic, exists=True, markers=markers, log_ends=dict(log.latest))
+
+
+def _instance(
+    doc: dict[str, Any], log_ends: dict[int, int], now: float, stale: float | None
+) -> Instance:
+    offsets = {int(p): int(o) for p, o in (doc.get("offsets") or {}).items()}
+    lag = (
+        sum(max(0, end - offsets[p]) for p, end in log_ends.items() if p in offsets)
+        if offsets
+        else None
+    )
+    interval = float(doc.get("interval") or 0.0)
+    sent_at = float(doc["sent_at"])
+    threshold = stale if stale is not None else 3 * interval
+    status = str(doc.get("status", "?"))
+    return Instance(
+        service=str(doc.get("service", "?")),
+        instance=str(doc["instance"]),
+        host=str(doc.get("host", "?")),
+        pid=doc.get("pid"),
+        status=status,
+        lag=lag,
+        entries=sum(int(n) for n in (doc.get("entries") or {}).values()),
+        sent_at=sent_at,
+        interval=interval,
+        failures=int(doc.get("failures") or 0),
+        # A closed instance said goodbye: it is off, not stale.
+        stale=status != "off" and now - sent_at > threshold,
+    )
+
+
+def _instances(
+    kafka: KafkaSettings,
+    topic: str,
+    log: LogStatus,
+    *,
+    now: float,
+    window: float,
+    stale: float | None,
+) -> tuple[tuple[Instance, ...], int]:
+    latest: dict[str, dict[str, Any]] = {}
+    unreadable = 0
+    since_ms = int((now - window) * 1000)
+    for record in read_range(kafka, topic, since_ms=since_ms):
+        try:
+            doc = json.loads(record.value)
+            instance, sent_at = str(doc["instance"]), float(doc["sent_at"])
+        except (TypeError, ValueError, KeyError):
+            unreadable += 1
+            continue
+        if doc.get("topic", log.topic) != log.topic or sent_at < now - window:
+            continue
+        if instance not in latest or sent_at >= float(latest[instance]["sent_at"]):
+            latest[instance] = doc
+    found = [_instance(doc, log.latest, now, stale) for doc in latest.values()]
+    found.sort(key=lambda i: (i.service, i.host, i.pid or 0, i.instance))
+    return tuple(found), unreadable
+
+
+def collect_status(
+    kafka: KafkaSettings,
+    *,
+    max_token_lifetime: float,
+    heartbeat_topic: str | None = None,
+    window: float = 600.0,
+    stale: float | None = None,
+    clock: Callable[[], float] = time.time,
+) -> StatusReport:
+    """Everything ``revocast status`` prints. ``stale``: seconds after which an instance's
+    last heartbeat is stale (default: three of its own heartbeat intervals)."""
+    beats = heartbeat_topic or f"{kafka.topic}.heartbeats"
+    with kafka_admin(kafka) as admin:
+        consumer = _consumer(kafka)
+        try:
+            log = _log_status(admin, consumer, kafka, max_token_lifetime)
+            state = _state_status(admin, consumer, kafka, log)
+        except KafkaError as exc:
+            raise OpsKafkaError(f"Kafka: {type(exc).__name__}: {exc}") from exc
+        finally:
+            consumer.close()
+        beats_exist = topic_partitions(admin, beats) is not None
+    now = clock()
+    instances, unreadable = (
+        _instances(kafka, beats, log, now=now, window=window, stale=stale)
+        if beats_exist
+        else ((), 0)
+    )
+    return StatusReport(
+        now=now,
+        log=log,
+        state=state,
+        heartbeat_topic=beats,
+        heartbeat_topic_exists=beats_exist,
+        window=window,
+        instances=instances,
+        unreadable_heartbeats=unreadable,
+    )

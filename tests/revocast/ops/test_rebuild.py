@@ -1,0 +1,259 @@
+"""``rebuild_state``: the state topic it writes, applied like an SDK applies it, equals the
+state replayed from the log; old state is kept or dropped as asked; it never races a worker."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import UnknownTopicOrPartitionError
+
+from consumer_sdk import RevocationState, decode_and_apply
+from revocast.ops import (
+    OpsSettings,
+    StreamsWorkerRunningError,
+    read_range,
+    rebuild_state,
+    replay_log,
+    running_workers,
+)
+from revocation_events import (
+    Event,
+    EventCodec,
+    EventSigner,
+    KafkaSettings,
+    KeyRevoked,
+    SigningKey,
+    SubjectBlocked,
+    SubjectTokensRevoked,
+    SubjectUnblocked,
+    TokenRevoked,
+)
+from tests._kafka_fixtures import MakeTopic
+
+KEY = SigningKey.hmac("rebuild", os.urandom(32))
+CODEC = EventCodec(signer=EventSigner(KEY))
+NOW = time.time()
+
+
+def clock() -> float:
+    return NOW
+
+
+def later(minutes: float) -> datetime:
+    return datetime.fromtimestamp(NOW, UTC) + timedelta(minutes=minutes)
+
+
+def send(producer: KafkaProducer, topic: str, event: Event, partition: int) -> None:
+    record = CODEC.encode(event)
+    producer.send(
+        topic, key=record.key, value=record.value, headers=list(record.headers), partition=partition
+    )
+
+
+@pytest.fixture
+def producer(kafka_bootstrap: str) -> Iterator[KafkaProducer]:
+    p = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
+    yield p
+    p.close(timeout=10)
+
+
+@pytest.fixture
+def log(kafka_bootstrap: str, make_topic: MakeTopic) -> Iterator[str]:
+    """A 3-partition log; its ``.state`` topic is deleted afterwards."""
+    name = make_topic(partitions=3)
+    yield name
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        with contextlib.suppress(UnknownTopicOrPartitionError):
+            admin.delete_topics([f"{name}.state"], timeout_ms=30_000)
+    finally:
+        admin.close()
+
+
+def ops_settings(bootstrap: str, topic: str) -> OpsSettings:
+    return OpsSettings(
+        kafka=KafkaSettings(bootstrap_servers=(bootstrap,), topic=topic),
+        event_keys=(KEY.verification_key(),),
+        max_token_lifetime=3600,
+    )
+
+
+def fill_log(producer: KafkaProducer, topic: str) -> None:
+    revoked = TokenRevoked(issuer="t", jti="j1", sub="alice", expires_at=later(30))
+    forged = EventCodec(signer=EventSigner(SigningKey.hmac("rebuild", os.urandom(32))))
+    events: list[tuple[Event, int]] = [
+        (revoked, 0),
+        (revoked, 0),  # duplicate
+        (TokenRevoked(issuer="t", jti="j1", expires_at=later(50)), 1),  # same jti, other part.
+        (TokenRevoked(issuer="t", jti="gone", expires_at=later(-5)), 0),  # already expired
+        (
+            SubjectTokensRevoked(
+                issuer="t", sub="bob", issued_before=later(-2), expires_at=later(58)
+            ),
+            2,
+        ),
+        (
+            SubjectTokensRevoked(
+                issuer="t", sub="bob", issued_before=later(-9), expires_at=later(51)
+            ),
+            2,
+        ),
+        (SubjectBlocked(issuer="t", sub="carol", occurred_at=later(-3)), 1),
+        (SubjectUnblocked(issuer="t", sub="carol", occurred_at=later(-1), expires_at=later(59)), 1),
+        (SubjectBlocked(issuer="t", sub="mallory"), 2),
+        (KeyRevoked(issuer="t", kid="k-old"), 0),
+    ]
+    for event, partition in events:
+        send(producer, topic, event, partition)
+    bad = forged.encode(SubjectBlocked(issuer="t", sub="dave"))
+    producer.send(topic, value=bad.value, headers=list(bad.headers), partition=0)
+    producer.flush()
+
+
+def state_records(settings: OpsSettings) -> list[Any]:
+    return list(read_range(settings.kafka, f"{settings.kafka.topic}.state", since_ms=None))
+
+
+def apply_state_topic(settings: OpsSettings) -> RevocationState:
+    """What an SDK bootstrapping from the state topic applies: rule records, no markers."""
+    state = RevocationState(clock=clock, max_token_lifetime=settings.max_token_lifetime)
+    for record in state_records(settings):
+        if record.key.startswith(b"__") or record.value is None:
+            continue
+        decode_and_apply(settings.codec(), state, record.value, record.headers)
+    return state
+
+
+@pytest.mark.kafka
+def test_rebuilt_state_topic_applied_in_an_sdk_equals_replaying_the_log(
+    kafka_bootstrap: str, log: str, producer: KafkaProducer
+) -> None:
+    fill_log(producer, log)
+    settings = ops_settings(kafka_bootstrap, log)
+
+    report = rebuild_state(settings, clock=clock)
+
+    assert report.created_topic
+    assert report.log_records == 11
+    assert report.skipped == {"log:bad_signature": 1}
+    replayed = replay_log(settings, from_beginning=True, clock=clock).state
+    assert apply_state_topic(settings).snapshot() == replayed.snapshot()
+    records = state_records(settings)
+    keys = sorted((r.partition, r.key.decode()) for r in records)
+    # One winner per rule and partition; the expired jti and the superseded records are gone.
+    assert keys == [
+        (0, "__offsets__:0"),
+        (0, "jti:j1"),
+        (0, "kid:k-old"),
+        (1, "__offsets__:1"),
+        (1, "jti:j1"),
+        (1, "sub-block:carol"),
+        (2, "__offsets__:2"),
+        (2, "sub-block:mallory"),
+        (2, "sub-wm:bob"),
+    ]
+    winner = next(r for r in records if r.key == b"sub-block:carol")
+    assert json.loads(winner.value)["type"] == "subject.unblocked"
+
+
+@pytest.mark.kafka
+def test_each_marker_comes_after_the_rules_it_covers_and_covers_the_whole_log(
+    kafka_bootstrap: str, log: str, producer: KafkaProducer
+) -> None:
+    fill_log(producer, log)
+    settings = ops_settings(kafka_bootstrap, log)
+    report = rebuild_state(settings, clock=clock)
+    records = state_records(settings)
+    for partition in range(3):
+        in_order = [r for r in records if r.partition == partition]
+        assert in_order[-1].key == f"__offsets__:{partition}".encode()
+        assert json.loads(in_order[-1].value) == {
+            "topic": log,
+            "partition": partition,
+            "offset": report.markers[partition],
+        }
+    assert report.markers == {0: 4, 1: 2, 2: 2}
+
+
+@pytest.mark.kafka
+def test_rules_only_the_old_state_holds_are_kept_unless_log_only_and_expired_ones_get_tombstones(
+    kafka_bootstrap: str, log: str, producer: KafkaProducer
+) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.create_topics(
+            [NewTopic(f"{log}.state", 3, 1, topic_configs={"cleanup.policy": "compact"})],
+            wait_for_metadata=True,
+        )
+    finally:
+        admin.close()
+    # The log no longer holds this key revocation (retention), only the state topic does.
+    aged_out = CODEC.encode(KeyRevoked(issuer="t", kid="k-ancient"))
+    expired = CODEC.encode(TokenRevoked(issuer="t", jti="old", expires_at=later(-1)))
+    for key, record in ((b"kid:k-ancient", aged_out), (b"jti:old", expired)):
+        producer.send(
+            f"{log}.state", key=key, value=record.value, headers=list(record.headers), partition=0
+        )
+    send(producer, log, KeyRevoked(issuer="t", kid="k-new"), 0)
+    producer.flush()
+    settings = ops_settings(kafka_bootstrap, log)
+
+    kept = rebuild_state(settings, clock=clock)
+    assert not kept.created_topic
+    assert (kept.rules_written, kept.tombstones) == (2, 1)
+    assert apply_state_topic(settings).check({"sub": "x", "iat": NOW}, "k-ancient") is not None
+
+    dropped = rebuild_state(settings, log_only=True, clock=clock)
+    assert (dropped.rules_written, dropped.tombstones) == (1, 1)  # jti:old is gone already
+    last = {r.key: r.value for r in state_records(settings)}
+    assert last[b"kid:k-ancient"] is None
+    assert last[b"kid:k-new"] is not None
+
+
+class FakeAdmin:
+    def __init__(self, groups: dict[str, dict[str, Any]]) -> None:
+        self.groups = groups
+
+    def list_groups(self) -> list[dict[str, str]]:
+        return [{"group_id": g} for g in self.groups]
+
+    def describe_groups(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        return {g: self.groups[g] for g in ids}
+
+
+def group(state: str, protocol: str, *topics: str) -> dict[str, Any]:
+    assigned = [{"topic": t, "partitions": [0]} for t in topics]
+    member = {"member_assignment": {"assigned_partitions": assigned}}
+    return {"group_state": state, "protocol_data": protocol, "members": [member]}
+
+
+def test_only_an_active_faust_group_on_the_log_counts_as_a_running_worker() -> None:
+    admin = FakeAdmin(
+        {
+            "worker": group("Stable", "faust", "log", "worker-ticks"),
+            "stopped": {"group_state": "Empty", "protocol_data": "", "members": []},
+            "other-log": group("Stable", "faust", "another-log"),
+            "plain-reader": group("Stable", "range", "log"),
+        }
+    )
+    assert running_workers(admin, "log") == ["worker"]
+
+
+@pytest.mark.kafka
+def test_rebuild_refuses_while_a_streams_worker_consumes_the_log(
+    kafka_bootstrap: str, log: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import revocast.ops._rebuild as rebuild
+
+    monkeypatch.setattr(rebuild, "running_workers", lambda admin, topic: ["revocast-streams"])
+    with pytest.raises(StreamsWorkerRunningError, match="revocast-streams"):
+        rebuild_state(ops_settings(kafka_bootstrap, log), clock=clock)
