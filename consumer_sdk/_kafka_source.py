@@ -154,7 +154,7 @@ class KafkaSource:
                     sink.status(DataSourceState.VALID)
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + s.partition_check_interval
-                    tps = self._assign(consumer, set(tps))
+                    tps = self._assign(consumer, set(tps.values()))
                     self._track(consumer, tps)
                 sink.tick()
             return caught_up

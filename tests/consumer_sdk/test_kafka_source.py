@@ -120,6 +120,8 @@ def test_partitions_added_while_running_are_read_from_their_start(
     kafka_bootstrap: str, make_topic: MakeTopic, producer: KafkaProducer
 ) -> None:
     topic = make_topic(partitions=1)
+    send(producer, topic, revoke("early"))
+    producer.flush(10)
     with client(kafka_bootstrap, topic, partition_check_interval=0.5) as rc:
         assert rc.wait_until_ready(30)
         admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
@@ -127,15 +129,23 @@ def test_partitions_added_while_running_are_read_from_their_start(
             admin.create_partitions({topic: NewPartitions(total_count=3)})
         finally:
             admin.close()
-        wait_until(lambda: len(producer.partitions_for(topic)) == 3, timeout=15, message="3 parts")
-        send(producer, topic, revoke("on-new-partition"), partition=2)
-        producer.flush(10)
+        fresh = KafkaProducer(bootstrap_servers=kafka_bootstrap)  # metadata with 3 partitions
+        try:
+            wait_until(lambda: len(fresh.partitions_for(topic)) == 3, timeout=15, message="3 parts")
+            send(fresh, topic, revoke("on-new-partition"), partition=2)
+            fresh.flush(10)
+        finally:
+            fresh.close(timeout=10)
         wait_until(
             refused(rc, token(jti="on-new-partition")),
             timeout=20,
             message="revocation on a partition created after start",
         )
-        assert 2 in rc.stats()["partitions"]
+        stats = rc.stats()
+        assert 2 in stats["partitions"]
+        # Regression: each partition check used to rewind every partition to offset 0.
+        assert stats["unchanged"] == {}
+        assert stats["applied"] == {"token.revoked": 2}
 
 
 def test_two_processes_refuse_within_a_second_and_a_late_starter_refuses_when_ready(
