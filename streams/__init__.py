@@ -63,15 +63,32 @@ Guarantees and limits
 
 * Rules: a rule keeps one winner, chosen by a total order (``streams._rules.rank``), so the
   result does not depend on arrival order. Duplicates (same event id as the current winner)
-  change nothing; they re-write the winner's record, which is what makes a replay after a
-  crash repair a state write that was lost while the table changelog kept it. Re-writing the
-  same winner under the same key is harmless: compaction keeps one.
+  change nothing; they re-write the winner's record, so a redelivered event repairs a state
+  write lost in a crash. Re-writing the same winner under the same key is harmless:
+  compaction keeps one.
+* Crash repair: faust flushes the producer before it commits offsets, so the table
+  changelog and the state records of every event below the committed offset are durable;
+  events from the committed offset on are redelivered and re-written. On top of that, the
+  first tick of each partition after start or rebalance re-publishes every live rule of the
+  recovered table, and so does the next tick after a state write fails (a send error is
+  otherwise silent: faust's flush does not raise it). The state topic therefore holds at
+  least what the table holds. What neither can repair is a *changelog* write lost below the
+  committed offset (a failed changelog send, again silent): that rule is gone from the table
+  and the log is not re-read; only a rebuild from the log (a fresh app id) restores it.
+  Re-publishing may write an older winner after a newer one the state topic already holds
+  (when the changelog lost a write the state topic kept). Readers still see both (SDKs
+  merge every record, so the newer one wins), and the newer event's offset is at or after
+  the committed offset, so its redelivery writes it again right after the restart; until
+  then compaction cannot drop it, as it sits in the active segment.
 * Expiry arrives as a stream event: a timer sends a tick per assigned partition to
   ``<app id>-ticks``; the agent reads log and ticks together and, on tick *p*, tombstones
   expired rules of partition *p*, closes finished windows and writes the marker.
 * Records that fail verification are skipped, counted by reason and logged; unsigned records
   are accepted only with ``REVOCAST_STREAMS_ALLOW_UNSIGNED=true``.
-* Stats are at least once: a crash can count replayed records twice.
+* Stats: a window counts each log record once, also when it is redelivered while the window
+  is open (see ``streams._windows``); a record redelivered after its window was published
+  is counted again, so stats are at least once. Distinct records carrying the same event
+  count each, unless the event is its rule's current winner (then it is a duplicate).
 """
 
 from streams._records import OFFSETS_KEY_PREFIX, parse_marker

@@ -85,12 +85,18 @@ class Processor:
         self._expiry: dict[int, list[tuple[float, bytes]]] = {}
         self._last_offset: dict[int, int] = {}
         self._marked: dict[int, int] = {}
+        self._synced: set[int] = set()
 
     def forget_partitions(self) -> None:
         """Drop in-memory indexes after a rebalance; they are rebuilt from the tables."""
         self._expiry.clear()
         self._last_offset.clear()
         self._marked.clear()
+        self._synced.clear()
+
+    def resync(self, partition: int) -> None:
+        """Re-publish every live rule of ``partition`` on its next tick (a state write failed)."""
+        self._synced.discard(partition)
 
     def on_record(
         self,
@@ -131,13 +137,22 @@ class Processor:
             assert result.winner is not None
             outputs.append(rule_record(result.winner, partition))
         if result.outcome is not Outcome.DUPLICATE:
-            outputs.extend(self._count(partition, timestamp, event.type, event.reason))
+            outputs.extend(self._count(partition, offset, timestamp, event.type, event.reason))
         return outputs
 
     def on_tick(self, partition: int) -> list[Output]:
-        """Sweep expired rules, close finished windows and publish the offset marker."""
+        """Sweep expired rules, close finished windows and publish the offset marker.
+
+        The first tick of a partition after start, a rebalance or :meth:`resync` also
+        re-publishes every live rule in the table: a state write lost in a crash, whose event
+        is not redelivered because its offset was committed, is repaired from the table.
+        """
         now = self._clock()
         outputs = self._sweep(partition, now)
+        if partition not in self._synced:
+            self._synced.add(partition)
+            outputs.extend(self._republish(partition, now))
+            self._marked.pop(partition, None)
         outputs.extend(self._close_windows(partition, now))
         offset = self._last_offset.get(partition)
         if offset is not None and self._marked.get(partition) != offset:
@@ -173,11 +188,29 @@ class Processor:
             outputs.append(tombstone(_split_table_key(table_key)[1], partition))
         return outputs
 
-    def _count(self, partition: int, timestamp: float, kind: str, reason: str) -> list[Output]:
+    def _republish(self, partition: int, now: float) -> list[Output]:
+        prefix = f"{partition}|".encode()
+        outputs: list[Output] = []
+        for table_key, stored in list(self._rules.items()):
+            if table_key.startswith(prefix):
+                expires_at = stored_expiry(stored)
+                if expires_at is None or expires_at > now:
+                    outputs.append(rule_record(decode_stored_rule(stored), partition))
+        self.counters["republished"] += len(outputs)
+        return outputs
+
+    def _count(
+        self, partition: int, offset: int, timestamp: float, kind: str, reason: str
+    ) -> list[Output]:
         start = window_start(timestamp, self._size)
         key = window_key(partition, start)
         stored = self._windows.get(key)
         window = WindowCounts(start) if stored is None else WindowCounts.decode(stored)
+        if offset <= window.offset:
+            # Redelivered after a rebalance or crash: this window already counted it.
+            self.counters["recounts_avoided"] += 1
+            return []
+        window.offset = offset
         total = window.add(kind, reason)
         outputs: list[Output] = []
         threshold = self._thresholds.get(kind)

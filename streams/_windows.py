@@ -6,6 +6,11 @@ tick for a partition closes windows whose end plus grace has passed: it publishe
 record and deletes the key. A record for an already-closed window reopens it and the window
 is published again later with just the late counts, so consumers sum the records of a
 ``(window, partition)``.
+
+Counts are exactly once while a window is open: it remembers the highest log offset it
+counted and ignores a redelivered record at or below it. A record redelivered after its
+window was published (a crash with uncommitted offsets older than the grace period) is
+counted again: stats are at least once.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ class WindowCounts:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     alerted: list[str] = field(default_factory=list)
     """Kinds already alerted in this window (one alert per kind and window)."""
+    offset: int = -1
+    """The highest log offset counted here. Records of a partition are counted in offset
+    order, so a record at or below it was counted already (a redelivery)."""
 
     def add(self, kind: str, reason: str) -> int:
         """Count one event; return the window's new total for ``kind``."""
@@ -39,13 +47,23 @@ class WindowCounts:
         return sum(by_reason.values())
 
     def encode(self) -> bytes:
-        doc = {"start": self.start, "counts": self.counts, "alerted": self.alerted}
+        doc = {
+            "start": self.start,
+            "counts": self.counts,
+            "alerted": self.alerted,
+            "offset": self.offset,
+        }
         return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> WindowCounts:
         doc = json.loads(data)
-        return cls(start=int(doc["start"]), counts=doc["counts"], alerted=list(doc["alerted"]))
+        return cls(
+            start=int(doc["start"]),
+            counts=doc["counts"],
+            alerted=list(doc["alerted"]),
+            offset=int(doc.get("offset", -1)),
+        )
 
     def stats_value(self, *, partition: int, size: int) -> bytes:
         doc = {

@@ -10,10 +10,11 @@ output topics, then builds the app with :func:`create_app`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import faust
@@ -92,13 +93,23 @@ def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None
         clock=time.time,
     )
 
+    def on_sent(partition: int, future: Any) -> None:
+        if not future.cancelled() and future.exception() is None:
+            return
+        # faust's flush before a commit does not raise send errors: without this, a lost
+        # state record whose offset gets committed would never be written again.
+        logger.warning("a state record for log partition %d was not written", partition)
+        processor.resync(partition)
+
     async def publish(out: Output) -> None:
-        await sinks[out.sink].send(
+        sent = await sinks[out.sink].send(
             key=out.key,
             value=out.value,
             partition=out.partition,
             headers=list(out.headers) if out.headers else None,
         )
+        if out.sink == "state" and out.partition is not None and isinstance(sent, asyncio.Future):
+            sent.add_done_callback(partial(on_sent, out.partition))
 
     async def revocations(stream: Any) -> None:
         async for event in stream.events():

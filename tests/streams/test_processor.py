@@ -45,6 +45,8 @@ class Harness:
             clock=self.clock,
             **options,  # type: ignore[arg-type]
         )
+        for partition in range(3):  # the worker's first ticks, right after assignment
+            self.processor.on_tick(partition)
 
     def feed(self, encoded: EncodedEvent, partition: int = 0) -> list[Output]:
         self.offset += 1
@@ -178,6 +180,51 @@ def test_replay_after_a_lost_state_write_republishes_the_winner() -> None:
     h.feed(encoded)  # the table kept it; say the state record was lost in a crash
     [again] = h.feed(encoded)
     assert (again.key, again.value) == (b"jti:j1", encoded.value)
+
+
+def test_first_tick_after_a_restart_republishes_live_rules_lost_from_the_state_topic() -> None:
+    h = Harness()
+    kept = _jti(1, 60)
+    h.feed(kept)
+    h.feed(_jti(2, 5))
+    h.feed(_jti(3, 60), partition=1)
+    h.tick()
+    # kill -9: the table survives in its changelog, the offsets were committed, and the
+    # state records may not have been written.
+    h.processor.forget_partitions()
+    h.clock.now += 6
+    republished = _state(h.tick())
+    # No marker yet: the restarted worker knows no offset until it processes a record.
+    assert [(o.key, o.value, o.headers) for o in republished] == [
+        (b"jti:j2", None, ()),
+        (b"jti:j1", kept.value, kept.headers),
+    ]
+    assert _state(h.tick()) == []
+
+
+def test_failed_state_write_republishes_the_partition_on_the_next_tick() -> None:
+    h = Harness()
+    h.feed(_jti(1, 60))
+    h.tick()
+    h.processor.resync(0)
+    assert [o.key for o in _state(h.tick())] == [b"jti:j1", b"__offsets__:0"]
+    assert _state(h.tick(partition=1)) == []
+
+
+def test_record_redelivered_into_an_open_window_is_not_counted_twice() -> None:
+    h = Harness(window_seconds=60, window_grace_seconds=5)
+    encoded = _jti(1, 600)
+    h.feed(encoded)
+    h.feed(_jti(2, -1))  # expired: counted, never a winner
+    h.processor.forget_partitions()  # a rebalance, then both records come again
+    h.offset = 0
+    h.feed(encoded)
+    h.feed(_jti(2, -1))
+    assert h.processor.counters["recounts_avoided"] == 1
+    h.clock.now += 65
+    [stats] = [o for o in h.tick() if o.sink == "stats"]
+    assert stats.value is not None
+    assert json.loads(stats.value)["total"] == 2
 
 
 def test_closed_window_is_published_as_stats_once() -> None:
