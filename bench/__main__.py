@@ -120,7 +120,7 @@ def _kafka_sections(res: Results, servers: str, only: set[str], quick: bool) -> 
     def bootstrap_section() -> None:
         print(bootstrap.HEADER)
         sizes = [10_000] if quick else [10_000, 100_000, 1_000_000]
-        res.bootstrap.extend(bootstrap.run(servers, sizes))
+        bootstrap.run(servers, sizes, res.bootstrap)
 
     if "propagation" in only:
         _section(res, "propagation", propagation_section)
