@@ -19,6 +19,17 @@ need_java() {
   fi
 }
 
+need_redis() {
+  # The request-path benchmark compares against a real per-request Redis lookup.
+  command -v redis-server >/dev/null && return 0
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "revocast: installing redis-server for the benchmarks" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "revocast: redis-server not found; the benchmark's Redis comparison will say so" >&2
+  fi
+}
+
 ensure_venv() {
   "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
     echo "revocast: Python 3.11+ is required (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
