@@ -6,6 +6,10 @@ committed offsets). At start each partition is positioned at the first record ne
 is none; the end offsets are snapshotted, and the source reports VALID only once its position
 has reached that snapshot on every partition. After a failure it reconnects with bounded
 exponential backoff and resumes from its own positions.
+
+With ``bootstrap="state"`` the first session loads the compacted state topic first and starts
+each log partition right after its offset marker instead (:mod:`consumer_sdk._state_bootstrap`);
+readiness still means reaching the log's end offsets snapshotted at start.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from kafka.errors import KafkaError
 from consumer_sdk._errors import SourceError
 from consumer_sdk._settings import ConsumerSettings
 from consumer_sdk._source import DataSource, UpdateSink
+from consumer_sdk._state_bootstrap import load_state_topic
 from consumer_sdk._status import DataSourceState
+from revocation_events import closing_on_failure
 
 __all__ = ["KafkaSource"]
 
@@ -49,6 +55,7 @@ class KafkaSource:
         self._ends: dict[int, int] = {}
         self._highwater: dict[int, int] = {}
         self._reconnects = 0
+        self._bootstrap: dict[str, Any] = {"mode": settings.bootstrap}
         self._next_probe = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -75,6 +82,7 @@ class KafkaSource:
             "start_end_offsets": dict(self._ends),
             "lag": {p: max(0, highwater.get(p, pos) - pos) for p, pos in positions.items()},
             "reconnects": self._reconnects,
+            "bootstrap": dict(self._bootstrap),
         }
 
     def after_fork(self) -> DataSource:
@@ -121,7 +129,8 @@ class KafkaSource:
             "enable_auto_commit": False,
         }
         try:
-            return KafkaConsumer(**config)
+            # A constructor that fails (broker down) would leak its sockets on every retry.
+            return closing_on_failure(KafkaConsumer, config)
         except KafkaError as exc:
             raise SourceError(f"cannot connect to Kafka: {exc}") from exc
 
@@ -135,9 +144,10 @@ class KafkaSource:
                 raise SourceError(f"topic {self._topic!r} does not exist or has no partitions")
             ends = consumer.end_offsets(list(tps.values()), timeout_ms=timeout_ms)
             self._ends = {tp.partition: off for tp, off in ends.items()}
-            self._position_new(
-                consumer, [tp for p, tp in tps.items() if p not in self._positions], ends
-            )
+            new = [tp for p, tp in tps.items() if p not in self._positions]
+            if new and s.bootstrap == "state":
+                new = self._position_from_state(consumer, sink, tps, new)
+            self._position_new(consumer, new, ends)
             for p, tp in tps.items():
                 if p in self._positions:
                     consumer.seek(tp, self._positions[p])
@@ -146,9 +156,7 @@ class KafkaSource:
             while not self._stop.is_set():
                 batch = consumer.poll(timeout_ms=s.poll_timeout_ms)
                 for tp, records in batch.items():
-                    for record in records:
-                        sink.record(record.value, record.headers, timestamp_ms=record.timestamp)
-                    self._positions[tp.partition] = records[-1].offset + 1
+                    self._deliver(consumer, tp, records, sink)
                 if not caught_up and self._caught_up(consumer, tps):
                     caught_up = True
                     sink.status(DataSourceState.VALID)
@@ -160,6 +168,11 @@ class KafkaSource:
             return caught_up
         except KafkaError as exc:
             raise SourceError(f"Kafka: {type(exc).__name__}: {exc}") from exc
+
+    def _deliver(self, consumer: Any, tp: TopicPartition, records: Any, sink: UpdateSink) -> None:
+        for record in records:
+            sink.record(record.value, record.headers, timestamp_ms=record.timestamp)
+        self._positions[tp.partition] = records[-1].offset + 1
 
     def _assign(self, consumer: Any, known: set[TopicPartition]) -> dict[int, TopicPartition]:
         parts = consumer.partitions_for_topic(self._topic) or set()
@@ -175,6 +188,48 @@ class KafkaSource:
         elif not known:
             consumer.assign(list(tps.values()))
         return tps
+
+    def _position_from_state(
+        self,
+        consumer: Any,
+        sink: UpdateSink,
+        tps: Mapping[int, TopicPartition],
+        new: list[TopicPartition],
+    ) -> list[TopicPartition]:
+        """Load the state topic, then seek each new partition past its marker; return the
+        partitions left to position as in log mode (see :mod:`consumer_sdk._state_bootstrap`).
+        """
+        load = load_state_topic(
+            consumer, self._settings, sink, log_partitions=len(tps), stop=self._stop
+        )
+        consumer.assign(list(tps.values()))
+        if load is None:
+            self._bootstrap = {"mode": "log", "fallback": "state topic unusable"}
+            return new
+        timeout_ms = self._settings.kafka.request_timeout_ms
+        ends = consumer.end_offsets(new, timeout_ms=timeout_ms)
+        rest: list[TopicPartition] = []
+        for tp in new:
+            marker = load.markers.get(tp.partition)
+            # A marker at or beyond the log's end promises offsets that do not exist.
+            if marker is None or marker >= ends[tp]:
+                rest.append(tp)
+                continue
+            consumer.seek(tp, marker + 1)
+            self._positions[tp.partition] = marker + 1
+        if rest:
+            _log.info(
+                "no usable offset marker for log partitions %s: replaying them from the log",
+                sorted(tp.partition for tp in rest),
+            )
+        self._bootstrap = {
+            "mode": "state",
+            "state_topic": load.topic,
+            "state_records": load.records,
+            "markers": dict(load.markers),
+            "log_replay_partitions": sorted(tp.partition for tp in rest),
+        }
+        return rest
 
     def _position_new(
         self, consumer: Any, tps: list[TopicPartition], ends: Mapping[TopicPartition, int]

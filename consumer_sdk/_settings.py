@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from jwt.algorithms import get_default_algorithms
 
@@ -69,6 +69,12 @@ class ConsumerSettings:
     replay_from_beginning: bool = False
     """Replay the whole topic rather than ``max_token_lifetime`` back (see the README note on
     key revocations and blocks, which never expire by time)."""
+    bootstrap: Literal["log", "state"] = "log"
+    """``"log"``: replay the log (``max_token_lifetime`` back). ``"state"``: load the
+    compacted state topic the streams worker maintains, then replay the log only from where
+    the state is complete; falls back to ``"log"`` when the state topic is unusable."""
+    state_topic: str | None = None
+    """The state topic for ``bootstrap="state"``. Default: ``<topic>.state``."""
     version_claim: str = "ver"
     event_keys: tuple[VerificationKey, ...] = ()
     allow_unsigned_events: bool = False
@@ -111,6 +117,8 @@ class ConsumerSettings:
         for name in ("poll_timeout_ms", "partition_check_interval", "expire_interval"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.bootstrap not in ("log", "state"):
+            raise SettingsError(f"bootstrap must be 'log' or 'state', got {self.bootstrap!r}")
         if self.heartbeat_interval < 0:
             raise SettingsError(f"heartbeat_interval must be >= 0, got {self.heartbeat_interval}")
         if self.jwks_refresh_interval <= 0 or self.jwks_min_refresh_interval < 0:
@@ -148,10 +156,15 @@ class ConsumerSettings:
             "version_claim",
             "service_name",
             "heartbeat_topic",
+            "bootstrap",
+            "state_topic",
         ):
             text = env_str(env, f"{p}{name.upper()}")
             if text is not None:
                 kwargs[name] = text
+        mode = kwargs.get("bootstrap")
+        if mode is not None and mode not in ("log", "state"):
+            raise SettingsError(f"{p}BOOTSTRAP must be 'log' or 'state', got {mode!r}")
         audience = env_str(env, f"{p}AUDIENCE")
         if audience is not None:
             kwargs["audience"] = tuple(a.strip() for a in audience.split(",") if a.strip())
