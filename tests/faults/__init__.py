@@ -1,0 +1,1 @@
+"""Fault-injection tests: brokers killed, consumers killed, clocks skewed, topics misconfigured."""
