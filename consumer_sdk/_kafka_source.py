@@ -24,6 +24,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from consumer_sdk._errors import SourceError
+from consumer_sdk._retention import check_retention
 from consumer_sdk._settings import ConsumerSettings
 from consumer_sdk._source import DataSource, UpdateSink
 from consumer_sdk._state_bootstrap import load_state_topic
@@ -55,6 +56,7 @@ class KafkaSource:
         self._ends: dict[int, int] = {}
         self._highwater: dict[int, int] = {}
         self._reconnects = 0
+        self._retention: dict[str, Any] | None = None
         self._bootstrap: dict[str, Any] = {"mode": settings.bootstrap}
         self._next_probe = 0.0
         self._stop = threading.Event()
@@ -82,6 +84,7 @@ class KafkaSource:
             "start_end_offsets": dict(self._ends),
             "lag": {p: max(0, highwater.get(p, pos) - pos) for p, pos in positions.items()},
             "reconnects": self._reconnects,
+            "retention": dict(self._retention or {}),
             "bootstrap": dict(self._bootstrap),
         }
 
@@ -140,6 +143,8 @@ class KafkaSource:
         timeout_ms = s.kafka.request_timeout_ms
         try:
             tps = self._assign(consumer, set())
+            if self._retention is None and tps:
+                self._retention = check_retention(s)
             if not tps:
                 raise SourceError(f"topic {self._topic!r} does not exist or has no partitions")
             ends = consumer.end_offsets(list(tps.values()), timeout_ms=timeout_ms)
