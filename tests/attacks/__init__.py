@@ -1,0 +1,1 @@
+"""Abuse tests: forged tokens, forged events, fuzzed records, bad settings."""
