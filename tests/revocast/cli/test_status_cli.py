@@ -1,0 +1,231 @@
+"""``revocast status`` end to end: SDK instances in their own processes, a killed one goes
+STALE, unsafe retention fails the command, broker and topic errors are one line."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import re
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+
+import pytest
+from kafka import KafkaAdminClient
+from kafka.errors import UnknownTopicOrPartitionError
+
+from consumer_sdk import Revocast
+from revocast.cli import main
+from revocation_events import EventCodec, KafkaSettings, TokenRevoked
+from tests._kafka_fixtures import MakeTopic, produce, wait_until
+from tests.consumer_sdk._helpers import settings
+
+SERVICES = ("billing", "inventory", "orders")
+
+
+def sdk_service(bootstrap: str, topic: str, beats: str, service: str, stop: Connection) -> None:
+    """A service embedding the SDK with fast heartbeats, until told to stop (or killed)."""
+    kafka = KafkaSettings(bootstrap_servers=(bootstrap,), topic=topic)
+    rc = Revocast(
+        settings(kafka=kafka, service_name=service, heartbeat_interval=0.2, heartbeat_topic=beats)
+    )
+    try:
+        stop.poll(60)
+    finally:
+        rc.close()
+
+
+@pytest.fixture
+def env(kafka_bootstrap: str, make_topic: MakeTopic, monkeypatch: pytest.MonkeyPatch) -> str:
+    log = make_topic(partitions=2)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("REVOCAST_TOPIC", log)
+    monkeypatch.setenv("REVOCAST_HEARTBEAT_TOPIC", make_topic(partitions=1))
+    monkeypatch.setenv("REVOCAST_MAX_TOKEN_LIFETIME", "3600")
+    return log
+
+
+def status(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(["status", *args])
+    return code, capsys.readouterr().out
+
+
+def row(out: str, service: str) -> str:
+    return next((line for line in out.splitlines() if line.strip().startswith(service)), "")
+
+
+@pytest.mark.kafka
+def test_status_lists_three_running_sdk_processes_and_flags_the_killed_one_stale(
+    kafka_bootstrap: str, env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    beats = os.environ["REVOCAST_HEARTBEAT_TOPIC"]
+    # One pipe each: a process killed while waiting on a shared Event would wedge its set().
+    pipes = {name: ctx.Pipe() for name in SERVICES}
+    procs = {
+        name: ctx.Process(
+            target=sdk_service, args=(kafka_bootstrap, env, beats, name, pipes[name][0])
+        )
+        for name in SERVICES
+    }
+    for proc in procs.values():
+        proc.start()
+    try:
+        out = ""
+
+        def all_valid() -> bool:
+            nonlocal out
+            out = status(capsys, "--stale", "2s")[1]
+            return all(" VALID " in row(out, name) for name in SERVICES)
+
+        wait_until(all_valid, timeout=40, message="three VALID instances in status")
+        assert "3 instances, 0 stale" in out
+        for name in SERVICES:
+            line = row(out, name)
+            assert f"/{procs[name].pid}" in line
+            assert re.search(r"VALID\s+0\s+0\s", line), line  # no lag, no entries
+
+        procs["inventory"].kill()
+        procs["inventory"].join(10)
+
+        def inventory_stale() -> bool:
+            nonlocal out
+            code, out = status(capsys, "--stale", "2s")
+            assert code == 0  # stale instances are flagged, not failures
+            return row(out, "inventory").endswith("STALE")
+
+        wait_until(inventory_stale, timeout=20, message="the killed instance flagged STALE")
+        assert "3 instances, 1 stale" in out
+        assert not row(out, "orders").endswith("STALE")
+        assert not row(out, "billing").endswith("STALE")
+    finally:
+        for name, proc in procs.items():
+            if proc.is_alive():
+                pipes[name][1].send(None)
+        for proc in procs.values():
+            proc.join(15)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+
+
+@pytest.mark.kafka
+def test_a_closed_instance_reports_off_rather_than_going_stale(
+    kafka_bootstrap: str, env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kafka = KafkaSettings(bootstrap_servers=(kafka_bootstrap,), topic=env)
+    beats = os.environ["REVOCAST_HEARTBEAT_TOPIC"]
+    rc = Revocast(
+        settings(kafka=kafka, service_name="closing", heartbeat_interval=0.2, heartbeat_topic=beats)
+    )
+    assert rc.wait_until_ready(30)
+    rc.close()
+    code, out = status(capsys, "--stale", "0.1s")
+    assert code == 0
+    assert " OFF " in row(out, "closing")
+    assert not row(out, "closing").endswith("STALE")
+
+
+@pytest.mark.kafka
+def test_retention_shorter_than_twice_the_token_lifetime_is_unsafe_and_exits_1(
+    make_topic: MakeTopic,
+    env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("REVOCAST_TOPIC", make_topic(partitions=1, retention_ms=3_600_000))
+    code, out = status(capsys)
+    assert code == 1
+    assert "retention 1h" in out
+    assert "UNSAFE: retention 1h is shorter than twice the max token lifetime (2h)" in out
+
+
+@pytest.mark.kafka
+def test_rebuild_state_then_status_shows_the_state_topic_lag_behind_the_log(
+    kafka_bootstrap: str,
+    env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("REVOCAST_ALLOW_UNSIGNED_EVENTS", "true")
+    codec = EventCodec()
+
+    def revoke(*jtis: str) -> None:
+        expires = datetime.now(UTC) + timedelta(minutes=5)
+        values = [
+            codec.encode(TokenRevoked(issuer="t", jti=j, expires_at=expires)).value for j in jtis
+        ]
+        produce(kafka_bootstrap, env, *values, partition=0)
+
+    revoke("a", "b")
+    assert f"state topic {env}.state: absent" in status(capsys)[1]
+    try:
+        assert main(["rebuild-state", "--no-progress"]) == 0
+        summary = capsys.readouterr().out
+        assert f"state topic {env}.state (created): 2 rules" in summary
+        assert "markers: 0@1" in summary
+        revoke("c", "d", "e")
+        code, out = status(capsys)
+        assert code == 0
+        assert f"state topic {env}.state: 3 log records behind" in out
+        assert re.search(r"^\s+0\s+1\s+5\s+3$", out, re.MULTILINE), out
+    finally:
+        _delete(kafka_bootstrap, f"{env}.state")
+
+
+@pytest.mark.kafka
+def test_status_create_makes_the_heartbeat_topic_once(
+    kafka_bootstrap: str,
+    env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    beats = f"{env}.heartbeats"
+    monkeypatch.delenv("REVOCAST_HEARTBEAT_TOPIC")
+    try:
+        _, out = status(capsys)
+        assert "heartbeat topic absent (create it: revocast status --create)" in out
+        code, out = status(capsys, "--create")
+        assert code == 0
+        assert f"created heartbeat topic {beats}" in out
+        assert "0 instances, 0 stale" in out
+        assert "created" not in status(capsys, "--create")[1]
+    finally:
+        _delete(kafka_bootstrap, beats)
+
+
+def _delete(bootstrap: str, topic: str) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        with contextlib.suppress(UnknownTopicOrPartitionError):
+            admin.delete_topics([topic], timeout_ms=30_000)
+    finally:
+        admin.close()
+
+
+@pytest.mark.kafka
+def test_status_says_so_in_one_line_when_the_log_topic_is_missing(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("REVOCAST_TOPIC", "no-such-topic-for-revocast-status")
+    assert main(["status"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "revocast: error: topic 'no-such-topic-for-revocast-status' does not exist"
+
+
+def test_status_says_so_in_one_line_when_the_broker_is_unreachable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    assert main(["status"]) == 1
+    assert capsys.readouterr().err.strip() == "revocast: error: cannot reach Kafka at 127.0.0.1:1"
+
+
+def test_rebuild_state_says_so_in_one_line_when_the_broker_is_unreachable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("REVOCAST_ALLOW_UNSIGNED_EVENTS", "true")
+    assert main(["rebuild-state", "--no-progress"]) == 1
+    assert capsys.readouterr().err.strip() == "revocast: error: cannot reach Kafka at 127.0.0.1:1"
