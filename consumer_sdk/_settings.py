@@ -121,8 +121,14 @@ class ConsumerSettings:
             raise SettingsError(f"bootstrap must be 'log' or 'state', got {self.bootstrap!r}")
         if self.heartbeat_interval < 0:
             raise SettingsError(f"heartbeat_interval must be >= 0, got {self.heartbeat_interval}")
-        if self.jwks_refresh_interval <= 0 or self.jwks_min_refresh_interval < 0:
-            raise SettingsError("JWKS refresh intervals must be positive")
+        if self.jwks_refresh_interval <= 0:
+            raise SettingsError(
+                f"jwks_refresh_interval must be > 0, got {self.jwks_refresh_interval}"
+            )
+        if self.jwks_min_refresh_interval < 0:
+            raise SettingsError(
+                f"jwks_min_refresh_interval must be >= 0, got {self.jwks_min_refresh_interval}"
+            )
         if not self.version_claim:
             raise SettingsError("version_claim may not be empty")
         if not self.event_keys and not self.allow_unsigned_events:
