@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from revocast.cli._common import CommandError
+from revocast.cli._oparg import ops_settings, parse_time, progress
 
 __all__ = ["register"]
 
@@ -34,77 +35,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check.set_defaults(func=_check)
 
 
-def _settings() -> Any:
-    from revocast.ops import OpsSettings
-    from revocation_events import SettingsError
+def _run_replay(settings: Any, *, since: datetime | None, progress_bar: bool) -> Any:
+    from revocast.ops import replay_log
 
-    try:
-        return OpsSettings.from_env()
-    except SettingsError as exc:
-        raise CommandError(str(exc)) from exc
-
-
-def _parse_time(text: str) -> datetime:
-    try:
-        return datetime.fromtimestamp(float(text), UTC)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise CommandError(f"--since: not a time: {text!r} (ISO-8601 or epoch seconds)") from None
-    if parsed.tzinfo is None:
-        raise CommandError(f"--since: {text!r} has no timezone (add Z or +00:00)")
-    return parsed
-
-
-def _run_replay(
-    settings: Any, *, since: datetime | None, from_beginning: bool, progress: bool
-) -> Any:
-    from tqdm import tqdm
-
-    from revocast.ops import OpsKafkaError, replay_log
-
-    bar: Any = None
-
-    def on_range(log_range: Any) -> None:
-        nonlocal bar
-        bar = tqdm(
-            total=log_range.total,
-            unit="ev",
-            unit_scale=True,
-            file=sys.stderr,
-            disable=not progress,
-            desc="replaying",
-        )
-
-    def on_record() -> None:
-        bar.update()
-
-    try:
+    with progress("replaying", enabled=progress_bar) as bar:
         return replay_log(
             settings,
             since=since,
-            from_beginning=from_beginning,
-            on_range=on_range,
-            on_record=on_record,
+            from_beginning=False,
+            on_range=bar.on_range,
+            on_record=bar.on_record,
         )
-    except OpsKafkaError as exc:
-        raise CommandError(str(exc), exit_code=1) from exc
-    finally:
-        if bar is not None:
-            bar.close()
 
 
 def _replay(args: argparse.Namespace) -> int:
-    settings = _settings()
-    since = _parse_time(args.since) if args.since else None
-    report = _run_replay(
-        settings,
-        since=since,
-        from_beginning=args.from_beginning,
-        progress=not args.no_progress and sys.stderr.isatty(),
-    )
+    from revocast.ops import replay_log
+
+    settings = ops_settings()
+    since = parse_time(args.since) if args.since else None
+    with progress("replaying", enabled=not args.no_progress) as bar:
+        report = replay_log(
+            settings,
+            since=since,
+            from_beginning=args.from_beginning,
+            on_range=bar.on_range,
+            on_record=bar.on_record,
+        )
     print(report.summary())
     return 0
 
@@ -120,8 +76,7 @@ def _check(args: argparse.Namespace) -> int:
         decode_untrusted(token)
     except jwt.InvalidTokenError as exc:
         raise CommandError(f"not a JWT: {exc}") from None
-    settings = _settings()
-    report = _run_replay(settings, since=None, from_beginning=False, progress=False)
+    report = _run_replay(ops_settings(), since=None, progress_bar=False)
     result = check_token(token, report.state, now=time.time())
     print(result.render())
     return 0 if result.accepted else 1

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from typing import Any
 
 from revocast.cli._common import CommandError
+from revocast.cli._oparg import ops_settings, parse_time, progress
 from revocast.cli._topic import parse_duration
 
 __all__ = ["register"]
@@ -96,42 +95,18 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _rebuild(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from revocast.ops import rebuild_state
 
-    from revocast.cli._ops import _parse_time, _settings
-    from revocast.ops import OpsKafkaError, rebuild_state
-
-    settings = _settings()
-    since = _parse_time(args.since) if args.since else None
-    bar: Any = None
-
-    def on_range(log_range: Any) -> None:
-        nonlocal bar
-        bar = tqdm(
-            total=log_range.total,
-            unit="ev",
-            unit_scale=True,
-            file=sys.stderr,
-            disable=args.no_progress or not sys.stderr.isatty(),
-            desc="replaying the log",
-        )
-
-    def on_record() -> None:
-        bar.update()
-
-    try:
+    settings = ops_settings()
+    since = parse_time(args.since) if args.since else None
+    with progress("replaying the log", enabled=not args.no_progress) as bar:
         report = rebuild_state(
             settings,
             since=since,
             log_only=args.log_only,
             force=args.force,
-            on_range=on_range,
-            on_record=on_record,
+            on_range=bar.on_range,
+            on_record=bar.on_record,
         )
-    except OpsKafkaError as exc:
-        raise CommandError(str(exc), exit_code=1) from exc
-    finally:
-        if bar is not None:
-            bar.close()
     print(report.summary())
     return 0
