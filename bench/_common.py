@@ -72,6 +72,8 @@ def settings(**overrides: Any) -> ConsumerSettings:
         "algorithms": ("HS256",),
         "jwt_keys": {"k1": SECRET},
         "event_keys": (EVENT_KEY.verification_key(),),
+        # Heartbeats are operator telemetry, not part of what is measured.
+        "heartbeat_interval": 0.0,
     }
     values.update(overrides)
     return ConsumerSettings(**values)
