@@ -3,9 +3,25 @@
 One writer (the sync thread) applies events; request threads call :meth:`RevocationState.check`
 without a lock. That is safe because the writer never mutates a value a reader can hold: it
 replaces whole tuples in dicts, swaps whole attributes, and the jti table publishes entries
-atomically (see :mod:`consumer_sdk._fptable`). ``apply`` is idempotent and commutative per rule
-(a max, a min, or last-writer-wins by ``(occurred_at, event id)``), so any replay order and any
-duplicates give the same state.
+atomically (see :mod:`consumer_sdk._fptable`). ``apply`` is idempotent and commutative per rule,
+so any replay order and any duplicates give the same state.
+
+Merge semantics: per rule, the state holds what its *winner* says, the winner being the
+greatest event by the order of ``streams._rules.rank`` (see that module for the per-kind
+reasoning). The streams worker keeps exactly that winner in the state topic, so an SDK
+bootstrapped from it holds the same rules as one that replayed the log:
+
+* ``sid``, deleted subject: the latest deadline, then the earliest ``occurred_at``; the
+  deadline is the greatest of all events;
+* subject and global watermarks: the latest ``issued_before``, then the latest deadline, then
+  the earliest ``occurred_at``; the deadline is the winner's, ``max(expires_at, T + L)``
+  (an older watermark's tokens are all expired by then);
+* version: the highest ``min_version``, then as above; the deadline is the winner's (tokens
+  below a lower version were all issued before the winning bump);
+* block/unblock: last writer wins by ``(occurred_at, event id)``;
+* key: the earliest ``occurred_at``;
+* jti (the fingerprint table): the latest deadline and the earliest time. Every event of one
+  ``jti`` carries the token's own ``exp`` as ``expires_at``, so that is the winner's too.
 
 Why not cachetools' ``TTLCache``/``TLRUCache``: they evict the least recently used entry when
 full, which for us would silently forget a revocation that still covers a valid token; they are
@@ -204,9 +220,9 @@ class RevocationState:
         if until <= live:
             return False
         old = self._sids.get(sid)
-        new = (at, until) if old is None else (min(old[0], at), max(old[1], until))
-        if new == old:
+        if old is not None and (until, -at) <= (old[1], -old[0]):
             return False
+        new = (at, until)
         self._sids[sid] = new
         self._schedule("sid", sid, until)
         return True
@@ -249,12 +265,9 @@ class RevocationState:
             if until <= live:
                 return False
             old_d = rec.deleted
-            d = (
-                _Deleted(at, until)
-                if old_d is None
-                else _Deleted(min(old_d.at, at), max(old_d.until, until))
-            )
-            new = rec._replace(deleted=d)
+            if old_d is not None and (until, -at) <= (old_d.until, -old_d.at):
+                return False
+            new = rec._replace(deleted=_Deleted(at, until))
         elif isinstance(event, SubjectVersionBumped):
             until = self._until(event.expires_at, at)
             if until <= live:
@@ -385,14 +398,21 @@ def _iat(claims: Mapping[str, Any]) -> float:
 
 
 def _merge_watermark(old: _Watermark | None, new: _Watermark) -> _Watermark:
+    """The winner whole (``streams._rules.rank``): the latest ``issued_before``, then the
+    latest deadline, then the earliest time. Not the max of every deadline: a lower
+    watermark only covers tokens issued before it, all expired ``L`` after the winner's."""
     if old is None:
         return new
-    top = new if (new.issued_before, -new.at) > (old.issued_before, -old.at) else old
-    return _Watermark(top.issued_before, top.at, max(old.until, new.until))
+    if (new.issued_before, new.until, -new.at) > (old.issued_before, old.until, -old.at):
+        return new
+    return old
 
 
 def _merge_version(old: _Version | None, new: _Version) -> _Version:
+    """The winner whole: the highest ``min_version``, then the latest deadline, then the
+    earliest time (tokens below a lower version predate the winning bump)."""
     if old is None:
         return new
-    top = new if (new.min_version, -new.at) > (old.min_version, -old.at) else old
-    return _Version(top.min_version, top.at, max(old.until, new.until))
+    if (new.min_version, new.until, -new.at) > (old.min_version, old.until, -old.at):
+        return new
+    return old

@@ -59,6 +59,12 @@ class Processor:
     ``rules`` maps ``<partition>|<rule key>`` to the stored winner; ``windows`` maps
     ``<partition>|<window start>`` to its counts. Both are faust tables in the worker and
     plain dicts in tests. ``clock`` returns epoch seconds.
+
+    ``expiry_margin`` (seconds) keeps every rule that much longer past its ``expires_at``
+    before it is tombstoned (and still accepts events that late): an SDK with a ``leeway``
+    keeps its entries ``leeway`` seconds past ``expires_at``, and one bootstrapping from the
+    state topic in that interval must still find them. With a margin at least the SDKs'
+    leeway, the state topic holds every rule a log replay would.
     """
 
     def __init__(
@@ -72,7 +78,10 @@ class Processor:
         window_grace_seconds: float = 5.0,
         alert_thresholds: Mapping[str, int] | None = None,
         clock: Callable[[], float],
+        expiry_margin: float = 0.0,
     ) -> None:
+        if expiry_margin < 0:
+            raise ValueError(f"expiry_margin must be >= 0, got {expiry_margin}")
         self._codec = codec
         self._log_topic = log_topic
         self._rules = rules
@@ -81,6 +90,7 @@ class Processor:
         self._grace = window_grace_seconds
         self._thresholds = dict(alert_thresholds or {})
         self._clock = clock
+        self._margin = expiry_margin
         self.counters: Counter[str] = Counter()
         self._expiry: dict[int, list[tuple[float, bytes]]] = {}
         self._last_offset: dict[int, int] = {}
@@ -123,19 +133,20 @@ class Processor:
         table_key = _table_key(partition, key)
         stored = self._rules.get(table_key)
         existing = None if stored is None else decode_stored_rule(stored)
-        result = merge(existing, Rule(event, value, signature), self._clock())
+        now = self._now()
+        result = merge(existing, Rule(event, value, signature), now)
         self.counters[result.outcome.value] += 1
         outputs: list[Output] = []
         if result.outcome is Outcome.REPLACED:
             assert result.winner is not None
             self._rules[table_key] = encode_stored_rule(result.winner)
             self._index(partition, table_key, result.winner.expires_at)
-            outputs.append(rule_record(result.winner, partition))
+            outputs.append(self._winner_record(result.winner, key, partition, now))
         elif result.outcome is Outcome.DUPLICATE:
             # Re-assert the winner: after a crash the table changelog may hold it while the
             # state topic does not, and this replayed event is the only trace of it.
             assert result.winner is not None
-            outputs.append(rule_record(result.winner, partition))
+            outputs.append(self._winner_record(result.winner, key, partition, now))
         if result.outcome is not Outcome.DUPLICATE:
             outputs.extend(self._count(partition, offset, timestamp, event.type, event.reason))
         return outputs
@@ -147,18 +158,30 @@ class Processor:
         re-publishes every live rule in the table: a state write lost in a crash, whose event
         is not redelivered because its offset was committed, is repaired from the table.
         """
-        now = self._clock()
+        now = self._now()
         outputs = self._sweep(partition, now)
         if partition not in self._synced:
             self._synced.add(partition)
             outputs.extend(self._republish(partition, now))
             self._marked.pop(partition, None)
-        outputs.extend(self._close_windows(partition, now))
+        outputs.extend(self._close_windows(partition, self._clock()))
         offset = self._last_offset.get(partition)
         if offset is not None and self._marked.get(partition) != offset:
             outputs.append(marker_record(self._log_topic, partition, offset))
             self._marked[partition] = offset
         return outputs
+
+    def _now(self) -> float:
+        """The clock minus the margin: rules expire ``expiry_margin`` after ``expires_at``."""
+        return self._clock() - self._margin
+
+    @staticmethod
+    def _winner_record(winner: Rule, key: str, partition: int, now: float) -> Output:
+        # Only an unblock can win while already expired (it still orders older blocks, so
+        # the table keeps it until the sweep): for readers the rule is gone.
+        if winner.expired(now):
+            return tombstone(key, partition)
+        return rule_record(winner, partition)
 
     def _index(self, partition: int, table_key: bytes, expires_at: float | None) -> None:
         heap = self._expiry.get(partition)
