@@ -140,7 +140,8 @@ class Revocast:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self._verifier = TokenVerifier(settings)
+        self._verifier = TokenVerifier(settings, clock=clock)
+        self._cache = self._verifier.cache  # None unless settings.verify_cache_size
         self.state = RevocationState(
             clock=clock,
             max_token_lifetime=settings.max_token_lifetime,
@@ -190,8 +191,24 @@ class Revocast:
 
         Raises PyJWT's errors unchanged, :class:`TokenRevokedError`, or (fail-closed)
         :class:`StateUnavailableError`; all are :class:`jwt.InvalidTokenError`.
+
+        With ``verify_cache_size`` set, a token verified before skips only the decoding
+        (signature and static claims; see :class:`consumer_sdk._verify.VerifyCache`): its
+        time claims, the status and the revocation state are checked below as for any token,
+        and it is remembered only once it has passed all of them.
         """
-        claims, kid = self._verifier.decode(token)
+        cache = self._cache
+        generation = None
+        if cache is None:
+            claims, kid = self._verifier.decode(token)
+        else:
+            raw = token.encode() if isinstance(token, str) else token
+            found = cache.get(raw)
+            if found is None:
+                generation = cache.generation  # read before decoding: see VerifyCache
+                claims, kid = self._verifier.decode(raw)
+            else:
+                claims, kid = found
         if self.status_provider.current.state is not _VALID:
             self._when_not_valid()
         hit = self.state.check(claims, kid)
@@ -200,6 +217,8 @@ class Revocast:
             claim = _DETAIL_CLAIM.get(rule)
             detail = f"{claim}={claims.get(claim)}" if claim else (f"kid={kid}" if kid else "")
             raise TokenRevokedError(rule, revoked_at, detail)
+        if generation is not None and cache is not None:
+            cache.put(raw, claims, kid, generation)
         return claims
 
     def _when_not_valid(self) -> None:

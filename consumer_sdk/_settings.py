@@ -90,6 +90,10 @@ class ConsumerSettings:
     """Seconds between heartbeats to ``heartbeat_topic`` (read by ``revocast status``); 0: off."""
     heartbeat_topic: str | None = None
     """Default: ``<topic>.heartbeats``."""
+    verify_cache_size: int = 0
+    """Opt-in: remember this many verified tokens (LRU, exact token bytes) so a repeated token
+    skips the signature check; time claims, revocation and status are still checked on every
+    call (see :class:`consumer_sdk._verify.VerifyCache`). 0 (default): off."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "jwt_keys", MappingProxyType(dict(self.jwt_keys)))
@@ -131,6 +135,9 @@ class ConsumerSettings:
             )
         if not self.version_claim:
             raise SettingsError("version_claim may not be empty")
+        size = self.verify_cache_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise SettingsError(f"verify_cache_size must be an integer >= 0, got {size!r}")
         if not self.event_keys and not self.allow_unsigned_events:
             raise SettingsError(
                 "no event verification keys: set event_keys (REVOCAST_EVENT_KEYS="
@@ -191,6 +198,11 @@ class ConsumerSettings:
             integer = env_int(env, f"{p}{name.upper()}")
             if integer is not None:
                 kwargs[name] = integer
+        cache_size = env_int(env, f"{p}VERIFY_CACHE_SIZE")
+        if cache_size is not None:
+            if cache_size < 0:
+                raise SettingsError(f"{p}VERIFY_CACHE_SIZE must be >= 0, got {cache_size}")
+            kwargs["verify_cache_size"] = cache_size
         for name in ("require_sub", "allow_unsigned_events", "replay_from_beginning"):
             flag = env_bool(env, f"{p}{name.upper()}")
             if flag is not None:

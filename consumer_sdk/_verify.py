@@ -6,6 +6,9 @@ request path never fetches: a background thread loads the key set at start and e
 ``jwks_refresh_interval``; a token with an unknown ``kid`` is refused and wakes the thread,
 which refetches at most once per ``jwks_min_refresh_interval``. A newly rotated key is thus
 accepted within one round trip, and a flood of made-up kids costs one fetch per interval.
+
+:class:`VerifyCache` (opt-in, ``verify_cache_size``) remembers verified tokens so a repeated
+token skips the signature check; its docstring gives the security reasoning.
 """
 
 from __future__ import annotations
@@ -14,19 +17,27 @@ import base64
 import binascii
 import json
 import logging
+import os
 import threading
-from collections.abc import Mapping
+import time
+import weakref
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jwt
+from cachetools import TLRUCache
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_public_key,
+)
 
 from consumer_sdk._errors import RevocastTokenError
 from consumer_sdk._settings import ConsumerSettings, KeyMaterial
 from revocation_events import SettingsError
 
-__all__ = ["JwksKeys", "TokenVerifier"]
+__all__ = ["JwksKeys", "TokenVerifier", "VerifyCache"]
 
 _log = logging.getLogger("consumer_sdk")
 
@@ -39,6 +50,8 @@ _FAMILIES: Mapping[str, frozenset[str]] = {
 
 # kid -> (key object for PyJWT, algorithms this key may verify)
 KeyEntry = tuple[Any, list[str]]
+
+_NUMBER = (int, float)  # exact types: bool and numeric strings are refused
 
 
 def _family_of(key: Any) -> str:
@@ -81,6 +94,17 @@ def _entry(kid: str, key: Any, algorithms: tuple[str, ...]) -> KeyEntry:
     return key, allowed
 
 
+def _key_identity(key: Any) -> bytes:
+    """Bytes that differ whenever the verification key differs (for change detection)."""
+    if isinstance(key, bytes):
+        return key
+    try:
+        public = key.public_key() if hasattr(key, "private_bytes") else key
+        return bytes(public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
+    except Exception:  # an unknown key object: treat it as new every time (clears caches)
+        return id(key).to_bytes(8, "little") + os.urandom(8)
+
+
 def _b64decode(segment: bytes) -> bytes:
     return base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
 
@@ -108,6 +132,8 @@ class JwksKeys:
         self._settings = settings
         self._client = jwt.PyJWKClient(settings.jwks_url, cache_jwk_set=False)
         self.keys: dict[str, KeyEntry] = {}
+        self._identity: dict[str, tuple[tuple[str, ...], bytes]] | None = None
+        self._on_change: list[Callable[[], None]] = []
         self.loaded = threading.Event()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -133,13 +159,21 @@ class JwksKeys:
     def request_refresh(self) -> None:
         self._wake.set()
 
+    def on_change(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` (on the refreshing thread) after the key set has changed."""
+        self._on_change.append(fn)
+
     def _run(self) -> None:
         s = self._settings
         while not self._stop.is_set():
             try:
                 self.refresh()
-            except (jwt.PyJWKClientError, SettingsError) as exc:
-                _log.warning("JWKS refresh from %s failed: %s", s.jwks_url, exc)
+            except Exception as exc:  # keep the old keys and this thread alive; retry later
+                # (an empty or non-JSON key set raises PyJWKSetError / ValueError, not only
+                # PyJWKClientError; any of them used to end the thread, and with it rotation)
+                _log.warning(
+                    "JWKS refresh from %s failed: %s: %s", s.jwks_url, type(exc).__name__, exc
+                )
             self._wake.clear()
             self._stop.wait(s.jwks_min_refresh_interval)
             self._wake.wait(max(0.0, s.jwks_refresh_interval - s.jwks_min_refresh_interval))
@@ -154,14 +188,23 @@ class JwksKeys:
             allowed = [a for a in self._settings.algorithms if a in family]
             if allowed:
                 keys[jwk.key_id] = (jwk.key, allowed)
-        self.keys = keys
+        identity = {kid: (tuple(algs), _key_identity(key)) for kid, (key, algs) in keys.items()}
+        if identity != self._identity:
+            # Swap the keys first, then tell the listeners: a request that read the old keys
+            # read them before the change, which is what VerifyCache's generation relies on.
+            self.keys = keys
+            self._identity = identity
+            for fn in self._on_change:
+                fn()
         self.loaded.set()
 
 
 class TokenVerifier:
     """Decodes and validates a token's signature and claims (not its revocation)."""
 
-    def __init__(self, settings: ConsumerSettings) -> None:
+    def __init__(
+        self, settings: ConsumerSettings, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self._max_bytes = settings.max_token_bytes
         self._static: dict[str, KeyEntry] = {
             kid: _entry(kid, _load_material(kid, m), settings.algorithms)
@@ -173,12 +216,26 @@ class TokenVerifier:
         self.jwks = JwksKeys(settings) if settings.jwks_url else None
         require = ["exp", "iat"] + (["sub"] if settings.require_sub else [])
         self._jwt = jwt.PyJWT({"require": require})
+        self._decode_complete = self._jwt.decode_complete
         self._issuer = settings.issuer
         audience = settings.audience
         self._audience: str | list[str] | None = (
             None if not audience else audience[0] if len(audience) == 1 else list(audience)
         )
         self._leeway = settings.leeway
+        # Nothing to pass beyond PyJWT's defaults (audience/issuer None, leeway 0): each
+        # keyword argument costs ~15 ns on the request path.
+        self._plain = self._audience is None and self._issuer is None and not self._leeway
+        self.cache: VerifyCache | None = None
+        if settings.verify_cache_size:
+            self.cache = VerifyCache(
+                settings.verify_cache_size,
+                clock=clock,
+                leeway=settings.leeway,
+                max_bytes=settings.max_token_bytes,
+            )
+            if self.jwks is not None:
+                self.jwks.on_change(self.cache.clear)
 
     def decode(self, token: str | bytes) -> tuple[dict[str, Any], str | None]:
         """Return the claims and the header's ``kid``; raise a :class:`jwt.InvalidTokenError`."""
@@ -188,20 +245,26 @@ class TokenVerifier:
         entry = self._only
         if entry is None:
             entry = self._select(header_kid(raw))
-        decoded = self._jwt.decode_complete(
-            raw,
-            entry[0],
-            algorithms=entry[1],
-            audience=self._audience,
-            issuer=self._issuer,
-            leeway=self._leeway,
-        )
+        if self._plain:
+            decoded = self._decode_complete(raw, entry[0], algorithms=entry[1])
+        else:
+            decoded = self._decode_complete(
+                raw,
+                entry[0],
+                algorithms=entry[1],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+            )
         claims: dict[str, Any] = decoded["payload"]
         # PyJWT int()-converts these, so "exp": "9999999999" would pass; numbers only.
-        for name in ("exp", "iat", "nbf"):
-            value = claims.get(name)
-            if value is not None and type(value) is not int and type(value) is not float:
-                raise RevocastTokenError(f"claim {name!r} must be a number")
+        # (exp and iat are required, so present; nbf only when given.)
+        if (
+            type(claims.get("exp")) not in _NUMBER
+            or type(claims.get("iat")) not in _NUMBER
+            or ("nbf" in claims and type(claims["nbf"]) not in _NUMBER)
+        ):
+            raise RevocastTokenError(f"claim {_non_numeric(claims)!r} must be a number")
         kid = decoded["header"].get("kid")
         return claims, kid if type(kid) is str else None
 
@@ -217,3 +280,160 @@ class TokenVerifier:
         if entry is None:
             raise RevocastTokenError(f"unknown key id {kid[:64]!r}")
         return entry
+
+
+def _non_numeric(claims: Mapping[str, Any]) -> str:
+    for name in ("exp", "iat", "nbf"):
+        if (name != "nbf" or name in claims) and type(claims.get(name)) not in _NUMBER:
+            return name
+    return "exp"  # pragma: no cover - only called when one of them is not a number
+
+
+def _thaw(value: Any) -> Any:
+    """A deep copy of JSON data (dicts, lists and immutable scalars), ~10x cheaper than
+    :func:`copy.deepcopy`."""
+    kind = type(value)
+    if kind is dict:
+        return {k: _thaw(v) for k, v in value.items()}
+    if kind is list:
+        return [_thaw(v) for v in value]
+    return value
+
+
+# (claims, keys whose values are dicts or lists, kid, int(iat), int(nbf) or None, int(exp))
+_Entry = tuple[dict[str, Any], tuple[str, ...], str | None, int, int | None, int]
+
+
+class VerifyCache:
+    """Opt-in cache of verified tokens (``verify_cache_size``), as Envoy's ``jwt_authn``
+    ``jwt_cache_config``: a repeated token skips the signature check and PyJWT's decoding.
+
+    Why a hit is as safe as a full verification:
+
+    - **The key is the exact token bytes.** Signature, pinned algorithm, key selection by
+      ``kid``, required claims, ``iss``/``aud``, numeric ``exp``/``iat``/``nbf`` and the size
+      bound are all functions of those bytes, the (frozen) settings and the key set, so they
+      are checked once, on the miss that fills the entry. A token differing in one byte,
+      including its signature, is a different key and gets the full verification.
+    - **Everything that can change is checked on every hit.** ``iat``, ``nbf`` and ``exp``
+      are re-checked against the SDK's clock with the same leeway, in PyJWT's order, with
+      PyJWT's ``int()`` truncation and PyJWT's exceptions and messages
+      (:class:`jwt.ExpiredSignatureError` for an expired token, hit or miss). The revocation
+      state and the fail-closed status are checked by :meth:`Revocast.verify` exactly as
+      for an uncached token (the cache only replaces the decoding step), which includes
+      ``key.revoked`` for the token's ``kid``.
+    - **The key set.** Static keys never change. When a JWKS refresh changes the key set,
+      the cache is cleared, so a token signed with a removed (or replaced) key stops
+      working at once. A miss that verified with the old keys while the refresh ran does
+      not re-insert its token: inserts carry the :attr:`generation` read before decoding,
+      and :meth:`clear` bumps it under the same lock.
+    - **Only successes are cached.** A token that fails anything (signature, claims,
+      revocation, fail-closed status) is never inserted, so the cache cannot turn a refusal
+      into an acceptance, and a forged token pays the full verification every time.
+    - **Bounded.** At most ``maxsize`` entries, least recently used evicted first
+      (:class:`cachetools.TLRUCache` under one lock), and each entry is dropped at its
+      ``exp`` + leeway. Only tokens the identity provider signed can enter, so the memory
+      (about size x (token length + ~1 KB)) is bounded by the live token population.
+    - **Callers get their own copy** of the claims, nested lists and objects included, so
+      code that mutates the returned dict cannot change what the next hit returns.
+    - A hit is faster than a miss, which tells only someone who already holds the exact
+      token that it was used recently. Keys are bytes, hashed with the per-process SipHash.
+    - After ``os.fork()`` the child starts with an empty cache and a fresh lock.
+    """
+
+    def __init__(
+        self,
+        maxsize: int,
+        *,
+        clock: Callable[[], float],
+        leeway: float = 0.0,
+        max_bytes: int = 8 * 1024,
+    ) -> None:
+        self.maxsize = maxsize
+        self._clock = clock
+        self._leeway = leeway
+        self._max_bytes = max_bytes
+        self.generation = 0
+        """Bumped by :meth:`clear`; :meth:`put` ignores results decoded before a clear."""
+        self.hits = 0
+        self.misses = 0
+        self._new()
+        _caches.add(self)
+
+    def _new(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: TLRUCache[bytes, _Entry] = TLRUCache(
+            self.maxsize, ttu=self._until, timer=self._clock
+        )
+
+    def _until(self, _key: bytes, entry: _Entry, _now: float) -> float:
+        return entry[5] + self._leeway
+
+    def get(self, raw: bytes) -> tuple[dict[str, Any], str | None] | None:
+        """The claims and ``kid`` of a cached token, or None (then verify it in full).
+        Raises PyJWT's own errors when the token is expired or not yet valid."""
+        if len(raw) > self._max_bytes:
+            return None  # the full verification refuses it, with the usual error
+        with self._lock:
+            try:
+                entry = self._entries[raw]
+            except KeyError:
+                self.misses += 1
+                return None
+            self.hits += 1
+        claims, nested, kid, iat, nbf, exp = entry
+        now = self._clock()
+        leeway = self._leeway
+        # The order and messages of PyJWT's _validate_iat, _validate_nbf, _validate_exp.
+        if iat > now + leeway:
+            raise jwt.ImmatureSignatureError("The token is not yet valid (iat)")
+        if nbf is not None and nbf > now + leeway:
+            raise jwt.ImmatureSignatureError("The token is not yet valid (nbf)")
+        if exp <= now - leeway:
+            raise jwt.ExpiredSignatureError("Signature has expired")
+        copy = dict(claims)
+        for name in nested:
+            copy[name] = _thaw(claims[name])
+        return copy, kid
+
+    def put(self, raw: bytes, claims: Mapping[str, Any], kid: str | None, generation: int) -> None:
+        """Remember a token that passed the whole verification. ``generation`` is
+        :attr:`generation` as read before the token was decoded."""
+        nbf = claims.get("nbf")
+        entry: _Entry = (
+            {k: _thaw(v) for k, v in claims.items()},
+            tuple(k for k, v in claims.items() if type(v) is dict or type(v) is list),
+            kid,
+            int(claims["iat"]),
+            None if nbf is None else int(nbf),
+            int(claims["exp"]),
+        )
+        with self._lock:
+            if generation == self.generation:
+                self._entries[raw] = entry  # not stored if already past exp + leeway
+
+    def clear(self) -> None:
+        """Forget every token (the key set changed)."""
+        with self._lock:
+            self.generation += 1
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._entries.expire()
+            return len(self._entries)
+
+    def _after_fork_in_child(self) -> None:
+        self.generation += 1
+        self._new()
+
+
+_caches: weakref.WeakSet[VerifyCache] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_caches):
+        cache._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
