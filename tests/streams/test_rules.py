@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 from hypothesis import given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from consumer_sdk import RevocationState
 from revocation_events import (
     Event,
     GlobalTokensRevoked,
@@ -173,3 +176,135 @@ def test_watermark_winner_does_not_depend_on_arrival_order() -> None:
             winner = merge(winner, new, NOW).winner
         winners.add(winner)
     assert winners == {rules[2]}
+
+
+# -- the worker's winner is what the SDK keeps ---------------------------------------------
+
+LIFETIME = 3600.0
+_KINDS = ("jti", "sid", "sub-wm", "sub-block", "sub-del", "sub-ver", "kid", "global")
+
+
+@st.composite
+def _events_of_one_rule(draw: st.DrawFn, kind: str, consistent: bool = True) -> list[Event]:
+    """A multiset of events of one rule (re-sent duplicates included). ``consistent``: as a
+    producer with the SDK's lifetime writes them (``expires_at >= start + LIFETIME``, one
+    ``expires_at`` per jti); otherwise any ``expires_at``."""
+    jti_exp = draw(st.floats(-600, 7200))
+    pool: list[Event] = []
+    for n in range(draw(st.integers(1, 6))):
+        occurred = draw(st.floats(-7200, 600))
+        issued = occurred - draw(st.floats(0, 300))
+        extra = draw(st.floats(-2 * LIFETIME, LIFETIME) if not consistent else st.floats(0, 600))
+        start = issued if kind in ("sub-wm", "global") else occurred
+        exp = at(start + LIFETIME + extra)
+        common: dict[str, Any] = {"id": uid(n + 1), "issuer": "i", "occurred_at": at(occurred)}
+        event: Event
+        if kind == "jti":
+            e = at(jti_exp) if consistent else exp
+            event = TokenRevoked(**common, jti="j", sub="u", expires_at=e)
+        elif kind == "sid":
+            event = SessionRevoked(**common, sid="s", expires_at=exp)
+        elif kind == "sub-wm":
+            event = SubjectTokensRevoked(
+                **common, sub="u", issued_before=at(issued), expires_at=exp
+            )
+        elif kind == "sub-block":
+            if draw(st.booleans()):
+                event = SubjectBlocked(**common, sub="u")
+            else:
+                event = SubjectUnblocked(**common, sub="u", expires_at=exp)
+        elif kind == "sub-del":
+            event = SubjectDeleted(**common, sub="u", expires_at=exp)
+        elif kind == "sub-ver":
+            version = draw(st.integers(0, 4))
+            event = SubjectVersionBumped(**common, sub="u", min_version=version, expires_at=exp)
+        elif kind == "kid":
+            event = KeyRevoked(**common, kid="k")
+        else:
+            event = GlobalTokensRevoked(**common, issued_before=at(issued), expires_at=exp)
+        pool.append(event)
+    picks = draw(st.lists(st.sampled_from(pool), min_size=len(pool), max_size=3 * len(pool)))
+    return [*pool, *picks[len(pool) :]]
+
+
+def _sdk(now: float) -> RevocationState:
+    return RevocationState(clock=lambda: now, max_token_lifetime=LIFETIME)
+
+
+def _worker_winner(events: list[Event], now: float) -> Event | None:
+    winner: Rule | None = None
+    for event in events:
+        winner = merge(winner, Rule(event, b"", None), now).winner
+    return None if winner is None else winner.event
+
+
+@hsettings(deadline=None, max_examples=300)
+@given(kind=st.sampled_from(_KINDS), data=st.data())
+def test_sdk_applying_the_worker_winner_equals_the_sdk_applying_every_event(
+    kind: str, data: st.DataObject
+) -> None:
+    events = data.draw(_events_of_one_rule(kind))
+    now = NOW + data.draw(st.floats(-60, 2 * LIFETIME))
+    every = _sdk(now)
+    for event in data.draw(st.permutations(events)):
+        every.apply(event)
+    winner = _worker_winner(data.draw(st.permutations(events)), now)
+    only_winner = _sdk(now)
+    if winner is not None:
+        only_winner.apply(winner)
+    assert only_winner.snapshot() == every.snapshot()
+
+
+def _probes(events: list[Event], t: float) -> list[tuple[dict[str, object], str | None]]:
+    """Tokens still valid at ``t`` (lifetime ``LIFETIME``) that some event, by its own
+    ``expires_at``, still revokes at ``t``."""
+    probes: list[tuple[dict[str, object], str | None]] = []
+    for event in events:
+        if event.expires_at is not None and event.expires_at.timestamp() <= t:
+            continue
+        iat = t - LIFETIME + 1  # the oldest token still valid at t
+        base: dict[str, object] = {"sub": "u", "jti": "other", "iat": iat}
+        match event:
+            case TokenRevoked() | SessionRevoked() | SubjectDeleted() | SubjectBlocked():
+                probes.append(({**base, "jti": "j", "sid": "s"}, None))
+            case SubjectTokensRevoked() | GlobalTokensRevoked():
+                limit = event.issued_before.timestamp()
+                if iat < limit:
+                    probes.append(({**base, "iat": (iat + limit) / 2}, None))
+            case SubjectVersionBumped():
+                # The issuer stamps every token with at least the newest bump before it.
+                floor = max(
+                    (
+                        e.min_version
+                        for e in events
+                        if isinstance(e, SubjectVersionBumped) and e.occurred_at.timestamp() <= iat
+                    ),
+                    default=0,
+                )
+                if floor < event.min_version:
+                    probes.append(({**base, "ver": floor}, None))
+            case KeyRevoked():
+                probes.append((base, event.kid))
+    return probes
+
+
+@hsettings(deadline=None, max_examples=300)
+@given(kind=st.sampled_from(_KINDS), data=st.data())
+def test_the_winner_revokes_every_valid_token_any_event_still_revokes(
+    kind: str, data: st.DataObject
+) -> None:
+    """Never weaker than the log: with any ``expires_at`` (not just a producer's), a token
+    still valid at ``t`` that some event revokes until its ``expires_at`` is refused by an
+    SDK holding only the worker's winner."""
+    events = data.draw(_events_of_one_rule(kind, consistent=False))
+    if kind == "sub-block":
+        # Last writer wins: an unblock lifts older blocks by design.
+        latest = max(events, key=lambda e: (e.occurred_at, str(e.id)))
+        events = [e for e in events if not isinstance(latest, SubjectUnblocked) or e is latest]
+    t = NOW + data.draw(st.floats(-60, 2 * LIFETIME))
+    winner = _worker_winner(events, t)
+    state = _sdk(t)
+    if winner is not None:
+        state.apply(winner)
+    for claims, kid in _probes(events, t):
+        assert state.check(claims, kid) is not None, (claims, winner)
