@@ -148,6 +148,36 @@ def test_superseding_unblock_stays_as_the_rule_until_it_expires() -> None:
     assert [(o.key, o.value) for o in _state(h.tick())[:1]] == [(b"sub-block:u", None)]
 
 
+def test_unblock_replayed_after_its_expiry_still_lifts_the_older_block() -> None:
+    """A rebuild or a lagging worker reads the unblock after its expires_at: the block it
+    lifted must not stay in force (the SDK orders them by time alone, too)."""
+    h = Harness()
+    block = encode(SubjectBlocked(id=uid(1), issuer="i", sub="u", occurred_at=at(-100)))
+    h.feed(block)
+    old_unblock = encode(
+        SubjectUnblocked(id=uid(2), issuer="i", sub="u", occurred_at=at(-90), expires_at=at(-1))
+    )
+    assert _state(h.feed(old_unblock)) == [Output("state", b"sub-block:u", None, 0)]
+    older_block = encode(SubjectBlocked(id=uid(3), issuer="i", sub="u", occurred_at=at(-95)))
+    assert _state(h.feed(older_block)) == [], "the dead unblock still orders older blocks"
+    assert _state(h.tick())[0] == Output("state", b"sub-block:u", None, 0)
+    assert h.rules == {}
+
+
+def test_expiry_margin_keeps_rules_past_their_expiry() -> None:
+    h = Harness(expiry_margin=30)
+    h.feed(_jti(1, 10))
+    h.clock.now += 20
+    late = encode(TokenRevoked(id=uid(2), issuer="i", jti="j2", expires_at=at(5)))
+    assert [out.key for out in _state(h.feed(late))] == [b"jti:j2"], "still within the margin"
+    assert [out.key for out in _state(h.tick())] == [b"__offsets__:0"]
+    h.clock.now += 21
+    assert sorted(out.key for out in _state(h.tick()) if out.value is None) == [
+        b"jti:j1",
+        b"jti:j2",
+    ]
+
+
 def test_marker_follows_the_rule_records_it_covers_and_names_the_last_offset() -> None:
     h = Harness()
     h.feed(_jti(1, 60), partition=1)
