@@ -1,17 +1,25 @@
 from __future__ import annotations
 
 import base64
+import binascii
+import hmac
 import os
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from revocation_events import (
     EventCodec,
     EventSigner,
     EventVerifier,
     KeySpecError,
+    MalformedEventError,
     SigningKey,
     SubjectUnblocked,
+    VerificationKey,
     parse_signing_key,
     parse_verification_keys,
     public_key_spec,
@@ -85,3 +93,127 @@ def test_verification_specs_refuse_duplicates_and_empty_lists() -> None:
         parse_verification_keys(f"{one},{one}")
     with pytest.raises(KeySpecError, match="no verification key"):
         parse_verification_keys(" , ")
+
+
+# -- the fast verifier decides exactly as the original one ----------------------------------
+
+
+def _reference_verify(keys: dict[str, VerificationKey], value: bytes, header: bytes) -> str:
+    """The original ``EventVerifier.verify``: ASCII text, ``split('.', 2)``, strict base64url,
+    then kid lookup, pinned algorithm and ``VerificationKey.verify``. Returns the kid or the
+    skip reason."""
+    try:
+        kid, alg, sig_text = header.decode("ascii").split(".", 2)
+        padded = sig_text + "=" * (-len(sig_text) % 4)
+        signature = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
+    except (UnicodeDecodeError, ValueError, binascii.Error):
+        return "bad_signature"
+    key = keys.get(kid)
+    if key is None:
+        return "unknown_key"
+    if alg != key.algorithm or not key.verify(value, signature):
+        return "bad_signature"
+    return kid
+
+
+def _fast_verify(verifier: EventVerifier, value: bytes, header: bytes) -> str:
+    try:
+        return verifier.verify(value, header)
+    except MalformedEventError as exc:
+        return exc.reason
+
+
+_HMAC_KEYS = [
+    SigningKey.hmac("short", b"s" * 32),
+    SigningKey.hmac("block", b"b" * 64),  # exactly one SHA-256 block
+    SigningKey.hmac("long", os.urandom(100)),  # longer than a block: hashed first
+]
+_ED_KEY = SigningKey.ed25519("ed", Ed25519PrivateKey.generate())
+_ALL = [*_HMAC_KEYS, _ED_KEY]
+_VKEYS = {k.kid: k.verification_key() for k in _ALL}
+_VERIFIER = EventVerifier(_VKEYS.values())
+
+
+@pytest.mark.parametrize("key", _ALL, ids=lambda k: k.kid)
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 65, 230, 5000])
+def test_the_fast_verifier_accepts_what_each_key_signed(key: SigningKey, size: int) -> None:
+    value = os.urandom(size)
+    header = key.sign(value)
+    assert _fast_verify(_VERIFIER, value, header) == key.kid == _reference_verify(
+        _VKEYS, value, header
+    )
+    assert hmac.compare_digest(header, key.sign(value))
+
+
+def _variants(value: bytes, header: bytes) -> list[bytes]:
+    kid, alg, sig = header.split(b".", 2)
+    return [
+        header,
+        header + b"=",
+        header + b"==",
+        header + b"===",
+        header + b"A",
+        header[:-1],
+        header[:-2],
+        kid + b"." + alg + b"." + sig.replace(b"-", b"+").replace(b"_", b"/"),
+        kid + b"." + alg + b"." + sig + b"\n",
+        kid + b"." + alg + b". " + sig,
+        kid + b"." + alg + b"." + sig[:10] + b"=" + sig[10:],
+        kid + b"." + alg + b".=" + sig,
+        kid + b".HS256." + sig,
+        kid + b".EdDSA." + sig,
+        kid + b".hs256." + sig,
+        b"nobody." + alg + b"." + sig,
+        b"nobody." + alg + b".!!!",
+        b"." + alg + b"." + sig,
+        kid + b"." + alg,
+        kid + b"." + alg + b".",
+        kid + b"." + alg + b"." + sig + b".x",
+        kid + b"\xc3\xa9." + alg + b"." + sig,
+        kid + b"." + alg + b"." + sig + b"\xff",
+        b"",
+        b"..",
+        b"...",
+    ]
+
+
+@pytest.mark.parametrize("key", _ALL, ids=lambda k: k.kid)
+def test_the_fast_verifier_refuses_every_altered_header_for_the_same_reason(
+    key: SigningKey,
+) -> None:
+    value = b'{"v":1,"type":"subject.blocked","sub":"a","issuer":"i"}'
+    for header in _variants(value, key.sign(value)):
+        assert _fast_verify(_VERIFIER, value, header) == _reference_verify(
+            _VKEYS, value, header
+        ), header
+        assert _fast_verify(_VERIFIER, value + b" ", header) == _reference_verify(
+            _VKEYS, value + b" ", header
+        ), header
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(_ALL),
+    st.binary(max_size=300),
+    st.one_of(
+        st.binary(max_size=120),
+        st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_+/=.\n ")
+        .map(str.encode),
+    ),
+)
+def test_the_fast_verifier_agrees_with_the_original_on_any_header(
+    key: SigningKey, value: bytes, noise: bytes
+) -> None:
+    kid = key.kid.encode()
+    for header in (noise, kid + b"." + noise, kid + b"." + key.algorithm.encode() + b"." + noise):
+        assert _fast_verify(_VERIFIER, value, header) == _reference_verify(_VKEYS, value, header)
+
+
+def test_a_non_ascii_key_id_can_never_verify_as_before() -> None:
+    key = SigningKey.hmac("clé", b"c" * 32)
+    verifier = EventVerifier([key.verification_key()])
+    value = b"{}"
+    mac = hmac.digest(b"c" * 32, value, "sha256")
+    header = "clé.HS256.".encode() + base64.urlsafe_b64encode(mac).rstrip(b"=")
+    assert _fast_verify(verifier, value, header) == "bad_signature"
+    assert _reference_verify({"clé": key.verification_key()}, value, header) == "bad_signature"
