@@ -26,6 +26,7 @@ from consumer_sdk._heartbeat import Heartbeat
 from consumer_sdk._listeners import Listeners
 from consumer_sdk._metrics import Metrics
 from consumer_sdk._settings import ConsumerSettings, FailurePolicy
+from consumer_sdk._snapshot import Chunk, restore
 from consumer_sdk._source import DataSource, Headers
 from consumer_sdk._state import RevocationState
 from consumer_sdk._status import DataSourceState, SourceStatus, StatusProvider
@@ -108,6 +109,9 @@ class _Sink:
         self.applied[event.type] += 1
         self._metrics.applied(event.type, now - event.occurred_at.timestamp())
         self._rc.revocation_listeners.notify(event)
+
+    def restore(self, chunks: list[Chunk]) -> dict[str, int]:
+        return restore(self._state, chunks)
 
     def status(self, state: DataSourceState, error: str | None = None) -> None:
         self._rc.status_provider.update(state, error)

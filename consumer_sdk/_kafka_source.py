@@ -27,7 +27,7 @@ from consumer_sdk._errors import SourceError
 from consumer_sdk._retention import check_retention
 from consumer_sdk._settings import ConsumerSettings
 from consumer_sdk._source import DataSource, UpdateSink
-from consumer_sdk._state_bootstrap import load_state_topic
+from consumer_sdk._state_bootstrap import plan_bootstrap
 from consumer_sdk._status import DataSourceState
 from revocation_events import closing_on_failure
 
@@ -201,40 +201,15 @@ class KafkaSource:
         tps: Mapping[int, TopicPartition],
         new: list[TopicPartition],
     ) -> list[TopicPartition]:
-        """Load the state topic, then seek each new partition past its marker; return the
-        partitions left to position as in log mode (see :mod:`consumer_sdk._state_bootstrap`).
-        """
-        load = load_state_topic(
-            consumer, self._settings, sink, log_partitions=len(tps), stop=self._stop
-        )
-        consumer.assign(list(tps.values()))
-        if load is None:
-            self._bootstrap = {"mode": "log", "fallback": "state topic unusable"}
-            return new
-        timeout_ms = self._settings.kafka.request_timeout_ms
-        ends = consumer.end_offsets(new, timeout_ms=timeout_ms)
-        rest: list[TopicPartition] = []
-        for tp in new:
-            marker = load.markers.get(tp.partition)
-            # A marker at or beyond the log's end promises offsets that do not exist.
-            if marker is None or marker >= ends[tp]:
-                rest.append(tp)
-                continue
-            consumer.seek(tp, marker + 1)
-            self._positions[tp.partition] = marker + 1
-        if rest:
-            _log.info(
-                "no usable offset marker for log partitions %s: replaying them from the log",
-                sorted(tp.partition for tp in rest),
-            )
-        self._bootstrap = {
-            "mode": "state",
-            "state_topic": load.topic,
-            "state_records": load.records,
-            "markers": dict(load.markers),
-            "log_replay_partitions": sorted(tp.partition for tp in rest),
-        }
-        return rest
+        """Load snapshots, then the state topic, and seek each new partition where what was
+        loaded is complete; return the partitions left to position as in log mode (see
+        :mod:`consumer_sdk._state_bootstrap`)."""
+        plan = plan_bootstrap(consumer, self._settings, sink, tps, new, stop=self._stop)
+        for p, offset in plan.starts.items():
+            consumer.seek(tps[p], offset)
+            self._positions[p] = offset
+        self._bootstrap = plan.stats
+        return plan.rest
 
     def _position_new(
         self, consumer: Any, tps: list[TopicPartition], ends: Mapping[TopicPartition, int]

@@ -75,6 +75,13 @@ class ConsumerSettings:
     the state is complete; falls back to ``"log"`` when the state topic is unusable."""
     state_topic: str | None = None
     """The state topic for ``bootstrap="state"``. Default: ``<topic>.state``."""
+    snapshot_keys: tuple[VerificationKey, ...] = ()
+    """Keys trusted to sign state snapshots (the streams worker's
+    ``REVOCAST_SNAPSHOT_SIGNING_KEY``), kept apart from ``event_keys``. With
+    ``bootstrap="state"``, a snapshot signed by one of them is loaded before the state topic
+    and the log; with none, snapshots are ignored."""
+    snapshot_topic: str | None = None
+    """Default: ``<topic>.snapshots``."""
     version_claim: str = "ver"
     event_keys: tuple[VerificationKey, ...] = ()
     allow_unsigned_events: bool = False
@@ -152,9 +159,10 @@ class ConsumerSettings:
         """Read ``{prefix}ALGORITHMS`` (comma list), ``{prefix}JWT_KEYS`` (JSON object
         kid -> PEM / JWK / secret) or ``{prefix}JWT_KEY`` (one key, kid ``{prefix}JWT_KID``)
         or ``{prefix}JWKS_URL``, ``{prefix}ISSUER``, ``{prefix}AUDIENCE`` (comma list),
-        ``{prefix}EVENT_KEYS``, and one variable per other field in upper case (for example
-        ``{prefix}MAX_STALENESS``, ``{prefix}FAILURE_POLICY=refuse|accept``), plus the Kafka
-        variables of :meth:`KafkaSettings.from_env`."""
+        ``{prefix}EVENT_KEYS``, ``{prefix}SNAPSHOT_KEYS`` (same syntax), and one variable per
+        other field in upper case (for example ``{prefix}MAX_STALENESS``,
+        ``{prefix}FAILURE_POLICY=refuse|accept``), plus the Kafka variables of
+        :meth:`KafkaSettings.from_env`."""
         env = os.environ if environ is None else environ
         p = prefix
         kwargs: dict[str, Any] = {"kafka": KafkaSettings.from_env(prefix, env)}
@@ -171,6 +179,7 @@ class ConsumerSettings:
             "heartbeat_topic",
             "bootstrap",
             "state_topic",
+            "snapshot_topic",
         ):
             text = env_str(env, f"{p}{name.upper()}")
             if text is not None:
@@ -221,6 +230,12 @@ class ConsumerSettings:
                 kwargs["event_keys"] = parse_verification_keys(event_keys)
             except KeySpecError as exc:
                 raise SettingsError(f"{p}EVENT_KEYS: {exc}") from None
+        snapshot_keys = env_str(env, f"{p}SNAPSHOT_KEYS")
+        if snapshot_keys is not None:
+            try:
+                kwargs["snapshot_keys"] = parse_verification_keys(snapshot_keys)
+            except KeySpecError as exc:
+                raise SettingsError(f"{p}SNAPSHOT_KEYS: {exc}") from None
         try:
             return cls(**kwargs)
         except SettingsError as exc:

@@ -9,10 +9,13 @@ listeners. Sources never touch the store directly, so every source behaves the s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from consumer_sdk._status import DataSourceState
 from revocation_events import Event
+
+if TYPE_CHECKING:
+    from consumer_sdk._snapshot import Chunk
 
 __all__ = ["DataSource", "Headers", "UpdateSink"]
 
@@ -30,6 +33,11 @@ class UpdateSink(Protocol):
 
     def event(self, event: Event) -> None:
         """An already decoded and authenticated event."""
+
+    def restore(self, chunks: list[Chunk]) -> dict[str, int]:
+        """Load the rules of verified snapshot chunks in bulk (see
+        :mod:`consumer_sdk._snapshot`); return how many were loaded per kind. Revocation
+        listeners are not called for them."""
 
     def status(self, state: DataSourceState, error: str | None = None) -> None:
         """Report VALID once caught up with the topic as it was at start; INTERRUPTED (with

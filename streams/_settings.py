@@ -12,11 +12,13 @@ from revocation_events import (
     KafkaSettings,
     KeySpecError,
     SettingsError,
+    SigningKey,
     VerificationKey,
     env_bool,
     env_float,
     env_int,
     env_str,
+    parse_signing_key,
     parse_verification_keys,
 )
 
@@ -48,6 +50,16 @@ class StreamsSettings:
     state_segment_ms: int = 3_600_000
     state_min_compaction_lag_ms: int = 0
     state_delete_retention_ms: int = 86_400_000
+    snapshot_signing_key: SigningKey | None = field(default=None, repr=False)
+    """Signs snapshots (``REVOCAST_SNAPSHOT_SIGNING_KEY``); without it no snapshot is
+    written. Give SDKs its verification key as ``REVOCAST_SNAPSHOT_KEYS``."""
+    snapshot_interval_seconds: float = 60.0
+    """At most this often, a log partition that changed gets a new snapshot."""
+    snapshot_chunk_bytes: int = 1_000_000
+    """Largest chunk value; must stay below the topic's ``max.message.bytes``."""
+    max_token_lifetime: float = 3600.0
+    """``REVOCAST_MAX_TOKEN_LIFETIME``: snapshots keep every rule that still matters to an
+    SDK whose ``max_token_lifetime`` is at most this; SDKs configured longer refuse them."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -63,6 +75,9 @@ class StreamsSettings:
             "state_segment_ms": self.state_segment_ms >= 1000,
             "state_min_compaction_lag_ms": self.state_min_compaction_lag_ms >= 0,
             "state_delete_retention_ms": self.state_delete_retention_ms >= 0,
+            "snapshot_interval_seconds": self.snapshot_interval_seconds > 0,
+            "snapshot_chunk_bytes": 4096 <= self.snapshot_chunk_bytes <= 1_000_000,
+            "max_token_lifetime": self.max_token_lifetime > 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -80,6 +95,10 @@ class StreamsSettings:
     @property
     def state_topic(self) -> str:
         return f"{self.kafka.topic}.state"
+
+    @property
+    def snapshot_topic(self) -> str:
+        return f"{self.kafka.topic}.snapshots"
 
     @property
     def stats_topic(self) -> str:
@@ -109,11 +128,13 @@ class StreamsSettings:
         cls, prefix: str = "REVOCAST_", environ: Mapping[str, str] | None = None
     ) -> StreamsSettings:
         """Read Kafka settings as :meth:`KafkaSettings.from_env` does, ``{prefix}EVENT_KEYS``,
-        and ``{prefix}STREAMS_*``: ``APP_ID``, ``DATA_DIR``, ``REPLICATION_FACTOR``,
+        ``{prefix}SNAPSHOT_SIGNING_KEY``, ``{prefix}MAX_TOKEN_LIFETIME``, and
+        ``{prefix}STREAMS_*``: ``APP_ID``, ``DATA_DIR``, ``REPLICATION_FACTOR``,
         ``ALLOW_UNSIGNED``, ``WINDOW_SECONDS``, ``WINDOW_GRACE_SECONDS``,
         ``ALERT_BLOCKS_PER_WINDOW``, ``ALERT_GLOBAL_PER_WINDOW``, ``TICK_SECONDS``,
         ``COMMIT_INTERVAL_SECONDS``, ``SESSION_TIMEOUT_SECONDS``, ``STATE_SEGMENT_MS``,
-        ``STATE_MIN_COMPACTION_LAG_MS``, ``STATE_DELETE_RETENTION_MS``."""
+        ``STATE_MIN_COMPACTION_LAG_MS``, ``STATE_DELETE_RETENTION_MS``,
+        ``SNAPSHOT_INTERVAL_SECONDS``, ``SNAPSHOT_CHUNK_BYTES``."""
         env = os.environ if environ is None else environ
         s = f"{prefix}STREAMS_"
         kwargs: dict[str, object] = {"kafka": KafkaSettings.from_env(prefix, env)}
@@ -123,6 +144,15 @@ class StreamsSettings:
                 kwargs["verification_keys"] = parse_verification_keys(keys)
             except KeySpecError as exc:
                 raise SettingsError(f"{prefix}EVENT_KEYS: {exc}") from None
+        signing = env_str(env, f"{prefix}SNAPSHOT_SIGNING_KEY")
+        if signing is not None:
+            try:
+                kwargs["snapshot_signing_key"] = parse_signing_key(signing)
+            except KeySpecError as exc:
+                raise SettingsError(f"{prefix}SNAPSHOT_SIGNING_KEY: {exc}") from None
+        lifetime = env_float(env, f"{prefix}MAX_TOKEN_LIFETIME")
+        if lifetime is not None:
+            kwargs["max_token_lifetime"] = lifetime
         for name in ("app_id", "data_dir"):
             text = env_str(env, f"{s}{name.upper()}")
             if text is not None:
@@ -135,6 +165,7 @@ class StreamsSettings:
             "state_segment_ms",
             "state_min_compaction_lag_ms",
             "state_delete_retention_ms",
+            "snapshot_chunk_bytes",
         ):
             number = env_int(env, f"{s}{name.upper()}")
             if number is not None:
@@ -144,6 +175,7 @@ class StreamsSettings:
             "tick_seconds",
             "commit_interval_seconds",
             "session_timeout_seconds",
+            "snapshot_interval_seconds",
         ):
             real = env_float(env, f"{s}{name.upper()}")
             if real is not None:

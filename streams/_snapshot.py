@@ -1,0 +1,513 @@
+"""The snapshotter: packed, signed snapshots of the revocation log in ``<log>.snapshots``.
+
+It runs inside the streams worker (a thread that :mod:`streams.app` starts when
+``REVOCAST_SNAPSHOT_SIGNING_KEY`` is set). :mod:`consumer_sdk._snapshot` defines the format
+and what a snapshot promises; this module keeps the rules and writes them.
+
+Why it reads the log itself rather than the worker's ``rules`` table: that table keeps one
+winning event per rule (what the state topic republishes), while a snapshot must hold what
+an SDK's merge of *every* event gives (for a jti revoked twice, the earliest revoked-at and
+the latest deadline). So the snapshotter is a broadcast kafka-python consumer like an SDK,
+outside faust's consumer group, applying each verified event to :class:`PartitionRules`,
+which merge as ``RevocationState`` does but keyed by strings (an SDK's jti fingerprints are
+per-process hashes).
+
+* It reads every log partition from the beginning, or, after a restart, from right after its
+  own latest snapshot (verified with its own key); it writes only the partitions faust assigns
+  to this worker (all of them when run on its own), so two workers never write one partition.
+* At most every ``snapshot_interval_seconds``, each owned partition whose rules changed (its
+  log moved, or rules aged out) gets a new generation: chunks, flushed, then the signed
+  manifest listing their offsets and hashes, then tombstones for the chunks of the generation
+  it replaced and for chunks of a write that was interrupted.
+* Chunks are written whole every time: with 1M live jtis a snapshot is ~37 MB, so the
+  interval bounds the write load (the topic is compacted; an SDK reads only the chunks the
+  latest manifest lists, however much the active segment still holds).
+* Memory: every live rule with its strings, ~150 bytes per jti.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import operator
+import threading
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import NewTopic
+from kafka.errors import KafkaError
+
+from consumer_sdk._settings import MAX_LEEWAY
+from consumer_sdk._snapshot import (
+    DEFAULT_CHUNK_BYTES,
+    Chunk,
+    ChunkRef,
+    Manifest,
+    chunk_key,
+    encode_chunks,
+    event_of,
+    manifest_key,
+    sign_manifest,
+)
+from consumer_sdk._state import RevocationState
+from consumer_sdk._state_bootstrap import read_snapshots
+from revocation_events import (
+    Event,
+    EventVerifier,
+    MalformedEventError,
+    SigningKey,
+    TokenRevoked,
+    closing_on_failure,
+)
+from streams._settings import StreamsSettings
+from streams._topics import StreamsError, state_topic_config
+
+__all__ = ["PartitionRules", "Snapshotter", "write_snapshot"]
+
+logger = logging.getLogger("streams")
+
+_U32_MAX = 2**32 - 1
+_BACKOFF_MIN = 0.5
+_BACKOFF_MAX = 30.0
+
+
+class PartitionRules:
+    """What applying one log partition's events gives, in the snapshot's terms.
+
+    The SDK's store keys jtis by a per-process hash, so jtis are kept here with their
+    strings, merged as the store's fingerprint table merges them (the latest deadline, the
+    earliest time). Every other rule is keyed by strings in the store too, so those go to a
+    :class:`RevocationState` of the writer's own: snapshots hold exactly what the SDK's merge
+    gives, whatever it is. Its grace is ``MAX_LEEWAY``, so no rule is dropped while any SDK
+    may still use it; readers filter by their own leeway when they load.
+    """
+
+    def __init__(self, max_token_lifetime: float, clock: Callable[[], float]) -> None:
+        self.lifetime = max_token_lifetime
+        self._clock = clock
+        self.jti: dict[str, int] = {}  # jti -> deadline << 32 | time
+        self.state = RevocationState(
+            clock=clock, max_token_lifetime=max_token_lifetime, grace=MAX_LEEWAY
+        )
+
+    def __len__(self) -> int:
+        sizes = self.state.size_by_kind()
+        return len(self.jti) + sum(n for kind, n in sizes.items() if kind != "jti")
+
+    def apply(self, event: Event) -> bool:
+        """Merge one event; return whether anything changed."""
+        if isinstance(event, TokenRevoked):
+            return self.revoke_jti(
+                event.jti, event.expires_at.timestamp(), event.occurred_at.timestamp()
+            )
+        return self.state.apply(event)
+
+    def revoke_jti(self, jti: str, expires_at: float, at: float) -> bool:
+        """The effect of a ``TokenRevoked`` event (also used to fill snapshots directly)."""
+        deadline = _ceil_u32(expires_at)
+        if deadline + MAX_LEEWAY <= self._clock():
+            return False
+        revoked = min(max(int(at), 0), _U32_MAX)
+        old = self.jti.get(jti)
+        if old is not None:
+            deadline = max(deadline, old >> 32)
+            revoked = min(revoked, old & _U32_MAX)
+        new = deadline << 32 | revoked
+        self.jti[jti] = new
+        return new != old
+
+    def prune(self) -> int:
+        """Drop rules that can no longer matter to any reader; return how many."""
+        dead = self._clock() - MAX_LEEWAY
+        gone = [j for j, packed in self.jti.items() if packed >> 32 <= dead]
+        for j in gone:
+            del self.jti[j]
+        return len(gone) + self.state.expire()
+
+    def chunks(self, max_bytes: int = DEFAULT_CHUNK_BYTES) -> list[bytes]:
+        """The encoded chunks, each at most ``max_bytes``."""
+        # Sorting the packed values sorts by deadline, as the format requires.
+        jtis = [
+            (jti, packed >> 32, packed & _U32_MAX)
+            for jti, packed in sorted(self.jti.items(), key=operator.itemgetter(1))
+        ]
+        return encode_chunks(jtis, [*self._rows()], max_bytes)
+
+    def _rows(self) -> Iterator[tuple[str, list[Any]]]:
+        _, sids, subjects, kids, glob = self.state.snapshot()
+        for sid, (at, until) in sids:
+            yield "sid", [sid, at, until]
+        for sub, (watermark, block, deleted, version) in subjects:
+            if watermark is not None:
+                yield "sub_wm", [sub, *watermark]
+            if block is not None:
+                (at, event_id), blocked, until = block
+                yield "sub_block", [sub, at, event_id, blocked, None if blocked else until]
+            if deleted is not None:
+                yield "sub_del", [sub, *deleted]
+            if version is not None:
+                yield "sub_ver", [sub, *version]
+        for kid, at in kids:
+            yield "kid", [kid, at]
+        if glob is not None:
+            yield "global", [*glob]
+
+    @classmethod
+    def from_chunks(
+        cls, chunks: Iterable[Chunk], max_token_lifetime: float, clock: Callable[[], float]
+    ) -> PartitionRules:
+        """The rules a snapshot holds (the writer resuming from its own snapshot)."""
+        rules = cls(max_token_lifetime, clock)
+        for chunk in chunks:
+            for jti, deadline, at in zip(
+                chunk.jti, chunk.jti_deadline, chunk.jti_time, strict=True
+            ):
+                rules.jti[jti] = deadline << 32 | at
+            for kind, rows in chunk.rows.items():
+                for row in rows:
+                    rules.state.apply(event_of(kind, row))
+        return rules
+
+
+def _ceil_u32(seconds: float) -> int:
+    return min(max(math.ceil(seconds), 0), _U32_MAX)
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def write_snapshot(
+    producer: Any,
+    *,
+    topic: str,
+    log_topic: str,
+    partition: int,
+    offset: int,
+    generation: int,
+    rules: PartitionRules,
+    key: SigningKey,
+    created_at: float,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    timeout: float = 60.0,
+) -> Manifest:
+    """Write one snapshot generation of ``partition``: its chunks, then (once they are
+    acknowledged, so the manifest can list their offsets) the signed manifest."""
+    data = rules.chunks(chunk_bytes)
+    sent = [
+        producer.send(topic, key=chunk_key(partition, generation, i), value=d, partition=partition)
+        for i, d in enumerate(data)
+    ]
+    producer.flush(timeout)
+    refs = tuple(
+        ChunkRef(future.get(timeout).offset, len(d), hashlib.sha256(d).hexdigest())
+        for future, d in zip(sent, data, strict=True)
+    )
+    manifest = Manifest(
+        topic=log_topic,
+        partition=partition,
+        offset=offset,
+        generation=generation,
+        created_at=created_at,
+        max_token_lifetime=rules.lifetime,
+        rules=len(rules),
+        chunks=refs,
+    )
+    value = manifest.encode()
+    producer.send(
+        topic,
+        key=manifest_key(partition),
+        value=value,
+        partition=partition,
+        headers=[sign_manifest(value, key)],
+    ).get(timeout)
+    return manifest
+
+
+def _tombstone(producer: Any, topic: str, partition: int, keys: Iterable[bytes]) -> int:
+    count = 0
+    for key in keys:
+        producer.send(topic, key=key, value=None, partition=partition)
+        count += 1
+    return count
+
+
+# -- the snapshotter ----------------------------------------------------------------------------
+
+
+class Snapshotter:
+    """Keeps :class:`PartitionRules` per log partition and writes their snapshots.
+
+    :meth:`start` runs it in a daemon thread until :meth:`close`, reconnecting after errors
+    with backoff and keeping its rules; :meth:`catch_up` runs it in the caller's thread until
+    the log's current end, then writes (tests and benchmarks).
+    """
+
+    def __init__(
+        self,
+        settings: StreamsSettings,
+        *,
+        owned: Iterable[int] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        key = settings.snapshot_signing_key
+        if key is None:
+            raise StreamsError("snapshots need a signing key (REVOCAST_SNAPSHOT_SIGNING_KEY)")
+        self._settings = settings
+        self._key = key
+        self._verifier = EventVerifier([key.verification_key()])
+        self._codec = settings.codec()
+        self._clock = clock
+        self._rules: dict[int, PartitionRules] = {}
+        self._offsets: dict[int, int] = {}
+        """Per log partition, the last offset applied (its beginning - 1 before any)."""
+        self._written: dict[int, Manifest] = {}
+        self._garbage: dict[int, list[bytes]] = {}
+        self._owned: frozenset[int] | None = None if owned is None else frozenset(owned)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.counters: Counter[str] = Counter()
+
+    def own(self, partitions: Iterable[int] | None) -> None:
+        """Write snapshots of these log partitions only (``None``: all). Any thread."""
+        self._owned = None if partitions is None else frozenset(partitions)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name=f"revocast-snapshotter[{self._settings.log_topic}]", daemon=True
+        )
+        self._thread.start()
+
+    def close(self, timeout: float) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                logger.warning("the snapshotter did not stop within %.1fs", timeout)
+
+    def catch_up(self, timeout: float) -> dict[int, Manifest]:
+        """Apply the log up to its current end, write every owned partition that changed,
+        and return the latest manifest of each."""
+        deadline = time.monotonic() + timeout
+        consumer, producer = self._open()
+        try:
+            tps = self._prepare(consumer, producer)
+            ends = consumer.end_offsets(list(tps.values()), timeout_ms=self._timeout_ms)
+            while any(consumer.position(tp) < ends[tp] for tp in tps.values()):
+                if time.monotonic() > deadline:
+                    raise StreamsError(f"the snapshotter did not catch up within {timeout:.0f}s")
+                self._poll(consumer)
+            self._write(producer)
+            return dict(self._written)
+        finally:
+            self._close_clients(consumer, producer)
+
+    @property
+    def _timeout_ms(self) -> int:
+        return self._settings.kafka.request_timeout_ms
+
+    def _run(self) -> None:
+        backoff = _BACKOFF_MIN
+        interval = self._settings.snapshot_interval_seconds
+        while not self._stop.is_set():
+            clients: tuple[Any, Any] | None = None
+            try:
+                clients = self._open()
+                consumer, producer = clients
+                self._prepare(consumer, producer)
+                next_write = time.monotonic()
+                while not self._stop.is_set():
+                    self._poll(consumer)
+                    if time.monotonic() >= next_write:
+                        self._write(producer)
+                        next_write = time.monotonic() + interval
+                        backoff = _BACKOFF_MIN
+            except Exception as exc:  # the thread must survive anything; log and retry
+                logger.warning(
+                    "snapshotter interrupted (%s: %s); retrying in %.1fs",
+                    type(exc).__name__,
+                    exc,
+                    backoff,
+                )
+                self.counters["interruptions"] += 1
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+            finally:
+                if clients is not None:
+                    self._close_clients(*clients)
+
+    def _open(self) -> tuple[Any, Any]:
+        config = self._settings.kafka.client_config()
+        try:
+            consumer = closing_on_failure(
+                KafkaConsumer,
+                {
+                    "allow_auto_create_topics": False,
+                    "auto_offset_reset": "earliest",
+                    **config,
+                    "group_id": None,
+                    "enable_auto_commit": False,
+                },
+            )
+        except KafkaError as exc:
+            raise StreamsError(f"cannot connect to Kafka: {exc}") from exc
+        try:
+            producer = closing_on_failure(KafkaProducer, {**config, "linger_ms": 5})
+        except BaseException:
+            consumer.close(timeout_ms=1000)
+            raise
+        return consumer, producer
+
+    @staticmethod
+    def _close_clients(consumer: Any, producer: Any) -> None:
+        for client in (producer, consumer):
+            try:
+                client.close(timeout=5) if client is producer else client.close(timeout_ms=1000)
+            except Exception:
+                logger.debug("closing a snapshotter client failed", exc_info=True)
+
+    def _prepare(self, consumer: Any, producer: Any) -> dict[int, TopicPartition]:
+        """Create the snapshot topic if needed, resume new partitions from their latest
+        snapshot (or the log's beginning), and position the consumer on the log."""
+        s = self._settings
+        parts = consumer.partitions_for_topic(s.log_topic)
+        if not parts:
+            raise StreamsError(f"log topic {s.log_topic!r} does not exist")
+        _ensure_topic(s, len(parts))
+        tps = {p: TopicPartition(s.log_topic, p) for p in sorted(parts)}
+        new = [p for p in tps if p not in self._rules]
+        if new:
+            self._resume(consumer, producer, {p: tps[p] for p in new})
+        consumer.assign(list(tps.values()))
+        for p, tp in tps.items():
+            consumer.seek(tp, self._offsets[p] + 1)
+        return tps
+
+    def _resume(self, consumer: Any, producer: Any, tps: dict[int, TopicPartition]) -> None:
+        s = self._settings
+        begins = consumer.beginning_offsets(list(tps.values()), timeout_ms=self._timeout_ms)
+        ends = consumer.end_offsets(list(tps.values()), timeout_ms=self._timeout_ms)
+        read = read_snapshots(
+            consumer,
+            s.snapshot_topic,
+            s.log_topic,
+            list(tps),
+            self._verifier,
+            bounds={p: (begins[tp], ends[tp]) for p, tp in tps.items()},
+            lifetime=s.max_token_lifetime,
+            timeout_ms=self._timeout_ms,
+            poll_timeout_ms=500,
+            stop=self._stop,
+        )
+        for p, tp in tps.items():
+            accepted = read.accepted.get(p)
+            if accepted is not None:
+                manifest, chunks = accepted
+                self._rules[p] = PartitionRules.from_chunks(
+                    chunks, s.max_token_lifetime, self._clock
+                )
+                self._offsets[p] = manifest.offset
+                self._written[p] = manifest
+            else:
+                reason = read.refused.get(p, "missing")
+                if reason != "missing":
+                    logger.warning(
+                        "own snapshot of log partition %d unusable (%s): replaying the partition",
+                        p,
+                        reason,
+                    )
+                self._rules[p] = PartitionRules(s.max_token_lifetime, self._clock)
+                self._offsets[p] = begins[tp] - 1
+            self._garbage[p] = read.orphans.get(p, [])
+        logger.info(
+            "snapshotter resumed log partitions %s from snapshots, %s from the log",
+            sorted(read.accepted),
+            sorted(set(tps) - set(read.accepted)),
+        )
+
+    def _poll(self, consumer: Any) -> None:
+        batch = consumer.poll(timeout_ms=500, max_records=10_000)
+        for tp, records in batch.items():
+            rules = self._rules[tp.partition]
+            for record in records:
+                try:
+                    event = self._codec.decode(record.value, record.headers)
+                except MalformedEventError as exc:
+                    self.counters[f"skipped.{exc.reason}"] += 1
+                    continue
+                rules.apply(event)
+            self._offsets[tp.partition] = records[-1].offset
+
+    def _write(self, producer: Any) -> None:
+        """A new generation of every owned partition whose rules changed since the last."""
+        s = self._settings
+        owned = self._owned
+        for p, rules in sorted(self._rules.items()):
+            if owned is not None and p not in owned:
+                continue
+            now = self._clock()
+            pruned = rules.prune()
+            last = self._written.get(p)
+            if last is not None and last.offset == self._offsets[p] and not pruned:
+                continue
+            manifest = write_snapshot(
+                producer,
+                topic=s.snapshot_topic,
+                log_topic=s.log_topic,
+                partition=p,
+                offset=self._offsets[p],
+                generation=max(int(now * 1000), last.generation + 1 if last else 0),
+                rules=rules,
+                key=self._key,
+                created_at=now,
+                chunk_bytes=s.snapshot_chunk_bytes,
+            )
+            stale = self._garbage.pop(p, [])
+            if last is not None:
+                stale += [chunk_key(p, last.generation, i) for i in range(len(last.chunks))]
+            _tombstone(producer, s.snapshot_topic, p, stale)
+            self._written[p] = manifest
+            self.counters["snapshots"] += 1
+            logger.info(
+                "snapshot of log partition %d up to offset %d: %d rules in %d chunks",
+                p,
+                manifest.offset,
+                manifest.rules,
+                len(manifest.chunks),
+            )
+        producer.flush(60)
+
+
+def _ensure_topic(settings: StreamsSettings, partitions: int) -> None:
+    """Create ``<log>.snapshots`` (compacted, one partition per log partition) if missing."""
+    topic = settings.snapshot_topic
+    admin = KafkaAdminClient(**settings.kafka.client_config())
+    try:
+        described = admin.describe_topics([topic])
+        info = described[0] if described else None
+        if info is not None and info.get("error_code", 0) == 0:
+            existing = len(info.get("partitions") or ())
+            if existing != partitions:
+                raise StreamsError(
+                    f"topic {topic!r} has {existing} partitions but the log has {partitions}"
+                )
+            return
+        config = {
+            **state_topic_config(settings),
+            # Whole generations are rewritten: roll segments often so compaction frees them.
+            "segment.bytes": str(64 * 1024 * 1024),
+        }
+        logger.info("creating topic %s", topic)
+        admin.create_topics(
+            [NewTopic(topic, partitions, settings.replication_factor, topic_configs=config)],
+            timeout_ms=30_000,
+        )
+        admin.wait_for_topics([topic], timeout_ms=15_000)
+    finally:
+        admin.close()
