@@ -242,29 +242,23 @@ class TokenVerifier:
         raw = token.encode() if isinstance(token, str) else token
         if len(raw) > self._max_bytes:
             raise RevocastTokenError(f"token of {len(raw)} bytes exceeds {self._max_bytes}")
-        entry = self._only
-        if entry is None:
-            entry = self._select(header_kid(raw))
+        key, algorithms = self._only or self._select(header_kid(raw))
         if self._plain:
-            decoded = self._decode_complete(raw, entry[0], algorithms=entry[1])
+            decoded = self._decode_complete(raw, key, algorithms=algorithms)
         else:
             decoded = self._decode_complete(
                 raw,
-                entry[0],
-                algorithms=entry[1],
+                key,
+                algorithms=algorithms,
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway,
             )
         claims: dict[str, Any] = decoded["payload"]
         # PyJWT int()-converts these, so "exp": "9999999999" would pass; numbers only.
-        # (exp and iat are required, so present; nbf only when given.)
-        if (
-            type(claims.get("exp")) not in _NUMBER
-            or type(claims.get("iat")) not in _NUMBER
-            or ("nbf" in claims and type(claims["nbf"]) not in _NUMBER)
-        ):
-            raise RevocastTokenError(f"claim {_non_numeric(claims)!r} must be a number")
+        # Fast path for the usual integer exp and iat (both required, so present) and no nbf.
+        if type(claims["exp"]) is not int or type(claims["iat"]) is not int or "nbf" in claims:
+            _check_numeric(claims)
         kid = decoded["header"].get("kid")
         return claims, kid if type(kid) is str else None
 
@@ -282,11 +276,10 @@ class TokenVerifier:
         return entry
 
 
-def _non_numeric(claims: Mapping[str, Any]) -> str:
+def _check_numeric(claims: Mapping[str, Any]) -> None:
     for name in ("exp", "iat", "nbf"):
         if (name != "nbf" or name in claims) and type(claims.get(name)) not in _NUMBER:
-            return name
-    return "exp"  # pragma: no cover - only called when one of them is not a number
+            raise RevocastTokenError(f"claim {name!r} must be a number")
 
 
 def _thaw(value: Any) -> Any:
