@@ -34,7 +34,7 @@ from revocation_events import (
 )
 from streams import OFFSETS_KEY_PREFIX, parse_marker, rule_key
 from tests._kafka_fixtures import wait_until
-from tests.streams._support import KEY_SPEC, SIGNING_CODEC, VERIFYING_CODEC
+from tests.streams._support import KEY_SPEC, SIGNING_CODEC
 
 REPO = Path(__file__).resolve().parents[2]
 _READY = "[^Worker]: Ready"
@@ -156,9 +156,8 @@ class Scenario:
     duplicated: list[Event] = field(default_factory=list)
 
     def add(self, event: Event) -> None:
-        encoded = SIGNING_CODEC.encode(event)
-        self.records.append(encoded)
-        self.events.append(VERIFYING_CODEC.decode(encoded.value, encoded.headers))
+        self.records.append(SIGNING_CODEC.encode(event))
+        self.events.append(event)
 
     def duplicate(self, rng: random.Random, count: int) -> None:
         for index in rng.sample(range(len(self.events)), count):
@@ -186,12 +185,17 @@ class Scenario:
 
 
 def scenario(
-    rng: random.Random, now: datetime, tag: str, size: int, short_lived: float = 8.0
+    rng: random.Random,
+    now: datetime,
+    tag: str,
+    size: int,
+    short_lived: float = 8.0,
+    competing: bool = False,
 ) -> Scenario:
     """Every kind of rule, most with several events competing for it, duplicates and forged
-    records. Each jti, sid and deletion has one event: for those the SDK keeps the earliest
-    time of several events while the worker keeps one winner, so several would make the two
-    bootstrap modes report different ``revoked_at`` times."""
+    records. ``competing`` also revokes some jtis, sids and deletions several times (as a
+    producer does: the same token ``exp``, ``expires_at`` = ``occurred_at`` + an hour), and
+    reports a revoked key twice."""
     s = Scenario(created=now.timestamp())
     hour = now + timedelta(hours=1)
     subs = [f"{tag}-u{n}" for n in range(40)]
@@ -202,8 +206,9 @@ def scenario(
         s.short_lived.add(f"jti:{tag}-short{n}")
         s.add(TokenRevoked(issuer="t", jti=f"{tag}-old{n}", expires_at=now - timedelta(hours=1)))
         s.expired.add(f"jti:{tag}-old{n}")
-    for n in range(size):
-        s.add(TokenRevoked(issuer="t", jti=f"{tag}-j{n}", sub=rng.choice(subs), expires_at=hour))
+    owners = [rng.choice(subs) for _ in range(size)]
+    for n, owner in enumerate(owners):
+        s.add(TokenRevoked(issuer="t", jti=f"{tag}-j{n}", sub=owner, expires_at=hour))
     for n in range(size // 20):
         s.add(SessionRevoked(issuer="t", sid=f"{tag}-s{n}", expires_at=hour))
     for sub in subs:
@@ -227,6 +232,25 @@ def scenario(
     for sub in subs[:10]:
         s.add(SubjectDeleted(issuer="t", sub=sub, expires_at=hour))
     s.add(KeyRevoked(issuer="t", kid=f"{tag}-kid"))
+    if competing:
+        for n in rng.sample(range(size), size // 20):
+            again = now - timedelta(seconds=rng.randrange(1, 120))
+            s.add(
+                TokenRevoked(
+                    issuer="t", jti=f"{tag}-j{n}", sub=owners[n], occurred_at=again, expires_at=hour
+                )
+            )
+        for n in rng.sample(range(size // 20), size // 80):
+            again = now + timedelta(seconds=rng.randrange(1, 120))
+            s.add(
+                SessionRevoked(
+                    issuer="t", sid=f"{tag}-s{n}", occurred_at=again, expires_at=again + HOUR
+                )
+            )
+        for sub in subs[:5]:
+            again = now + timedelta(seconds=rng.randrange(1, 120))
+            s.add(SubjectDeleted(issuer="t", sub=sub, occurred_at=again, expires_at=again + HOUR))
+        s.add(KeyRevoked(issuer="t", kid=f"{tag}-kid", occurred_at=now - timedelta(minutes=5)))
     for minutes in (3, 1, 2):
         s.add(
             GlobalTokensRevoked(
@@ -238,16 +262,24 @@ def scenario(
     return s
 
 
+HOUR = timedelta(hours=1)
+
+
 def _winner_order(event: Event) -> tuple[float, ...]:
+    """The rule order, written out independently of ``streams._rules.rank`` (ids aside)."""
+    expires = event.expires_at.timestamp() if event.expires_at is not None else float("inf")
+    occurred = event.occurred_at.timestamp()
     match event:
         case SubjectTokensRevoked() | GlobalTokensRevoked():
-            return (event.issued_before.timestamp(),)
+            return (event.issued_before.timestamp(), expires, -occurred)
         case SubjectVersionBumped():
-            return (float(event.min_version),)
+            return (float(event.min_version), expires, -occurred)
         case SubjectBlocked() | SubjectUnblocked():
-            return (event.occurred_at.timestamp(),)
+            return (occurred,)
+        case KeyRevoked():
+            return (-occurred,)
         case _:
-            return (0.0,)
+            return (expires, -occurred)
 
 
 def expected(events: list[Event], now: float) -> dict[str, Event]:

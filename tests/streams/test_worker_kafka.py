@@ -9,11 +9,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from revocation_events import EncodedEvent, Event
+from consumer_sdk import RevocationState
+from revocation_events import EncodedEvent, Event, MalformedEventError
 from streams import OFFSETS_KEY_PREFIX, parse_marker
 from tests._kafka_fixtures import MakeTopic
 from tests.streams._support import VERIFYING_CODEC
@@ -55,7 +57,9 @@ def setup(kafka_bootstrap: str, make_topic: MakeTopic, tmp_path: Path) -> Iterat
     worker = Worker(
         worker_env(kafka_bootstrap, log_topic, tmp_path / "data"), tmp_path / "worker.log"
     )
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+    producer = KafkaProducer(
+        bootstrap_servers=kafka_bootstrap, linger_ms=20, batch_size=256 * 1024, acks="all"
+    )
     try:
         yield Setup(kafka_bootstrap, log_topic, worker, producer)
     finally:
@@ -76,12 +80,15 @@ class State:
     markers: dict[int, int]
     ends: dict[int, int]
     """End offsets of the log, snapshotted before the state was read."""
+    records: dict[tuple[int, str], tuple[bytes, list[tuple[str, bytes]]]]
+    """The last live record per (state partition, key): what an SDK bootstrap applies."""
 
 
 def _read_state(setup: Setup) -> State:
     ends = end_offsets(setup.bootstrap, setup.log_topic)
     consumer = KafkaConsumer(bootstrap_servers=setup.bootstrap, enable_auto_commit=False)
     latest: dict[str, tuple[bytes | None, list[tuple[str, bytes]]]] = {}
+    per_partition: dict[tuple[int, str], tuple[bytes | None, list[tuple[str, bytes]]]] = {}
     written: set[str] = set()
     markers: dict[int, int] = {}
     try:
@@ -102,6 +109,7 @@ def _read_state(setup: Setup) -> State:
                         markers[partition] = offset
                     else:
                         latest[key] = (record.value, list(record.headers))
+                        per_partition[tp.partition, key] = latest[key]
                         if record.value is not None:
                             written.add(key)
     finally:
@@ -112,7 +120,12 @@ def _read_state(setup: Setup) -> State:
         if value is not None
     }
     tombstoned = {key for key, (value, _) in latest.items() if value is None}
-    return State(live, tombstoned, written, markers, ends)
+    records = {
+        slot: (value, headers)
+        for slot, (value, headers) in per_partition.items()
+        if value is not None
+    }
+    return State(live, tombstoned, written, markers, ends, records)
 
 
 def _caught_up(state: State) -> bool:
@@ -269,4 +282,78 @@ def test_worker_compacts_the_log_into_state_and_survives_kill_9(setup: Setup) ->
     state = _poll_state(setup, lambda s: _settled(s, short), timeout=60)
     never = first.expired | second.expired | third.expired
     _assert_state_matches(setup, state, every, short, never)
+    assert setup.worker.stop() == 0
+
+
+# -- 10,000 events: the state topic is a log replay --------------------------------
+
+
+_SDK_LIFETIME = 3000.0
+"""Below the scenario's one hour, as with a producer whose max_token_lifetime is at least the
+SDK's (the state topic protocol's premise: expires_at is authoritative)."""
+
+
+def _log_records(setup: Setup) -> list[tuple[bytes | None, list[tuple[str, bytes]]]]:
+    consumer = KafkaConsumer(bootstrap_servers=setup.bootstrap, enable_auto_commit=False)
+    records: list[tuple[bytes | None, list[tuple[str, bytes]]]] = []
+    try:
+        tps = [
+            TopicPartition(setup.log_topic, p)
+            for p in consumer.partitions_for_topic(setup.log_topic) or ()
+        ]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        stop = consumer.end_offsets(tps, timeout_ms=10_000)
+        while any(consumer.position(tp, timeout_ms=10_000) < stop[tp] for tp in tps):
+            for batch in consumer.poll(timeout_ms=500, max_records=5000).values():
+                records.extend((record.value, list(record.headers)) for record in batch)
+    finally:
+        consumer.close()
+    return records
+
+
+def _sdk_state(records: list[tuple[bytes | None, list[tuple[str, bytes]]]], now: float) -> Any:
+    """``RevocationState.snapshot()`` of an SDK applying ``records`` at ``now``, skipping
+    what the SDK skips."""
+    state = RevocationState(clock=lambda: now, max_token_lifetime=_SDK_LIFETIME)
+    for value, headers in records:
+        try:
+            state.apply(VERIFYING_CODEC.decode(value, headers))
+        except MalformedEventError:
+            continue
+    return state.snapshot()
+
+
+def test_ten_thousand_events_state_topic_equals_a_log_replay(setup: Setup) -> None:
+    """The issue's bar: 10,000 events with duplicates and expiries through the real worker;
+    the state topic read to its end gives an SDK the same snapshot as replaying the log, and
+    every stored rule that expired has a tombstone."""
+    rng = random.Random(10_000)
+    setup.worker.start()
+    made = time.monotonic()
+    s = scenario(rng, datetime.now(UTC), "k", 8000, short_lived=15.0, competing=True)
+    assert len(s.records) >= 10_000
+    assert len(s.duplicated) >= 800
+    started = time.monotonic()
+    setup.publish(s.records)
+    print(
+        f"{len(s.records)} records ({len(s.duplicated)} duplicates, {len(s.short_lived)} "
+        f"expiring, {len(s.expired)} expired on arrival) signed in {started - made:.1f}s, "
+        f"published in {time.monotonic() - started:.1f}s"
+    )
+    state = _poll_state(setup, lambda st: _settled(st, s.short_lived), timeout=60)
+    print(f"state settled {time.monotonic() - started:.1f}s after publishing began")
+    _assert_state_matches(setup, state, s.events, s.short_lived, s.expired)
+    tombstoned = s.short_lived & state.tombstoned
+    assert len(tombstoned) >= len(s.short_lived) // 2, "few expiring rules were stored"
+    now = time.time()
+    from_log = _sdk_state(_log_records(setup), now)
+    from_state = _sdk_state(list(state.records.values()), now)
+    assert from_state == from_log
+    jtis, sids, subjects, kids, global_ = from_log
+    assert len(jtis) >= 8000
+    assert len(sids) >= 400
+    assert len(subjects) == 40
+    assert kids
+    assert global_
     assert setup.worker.stop() == 0
