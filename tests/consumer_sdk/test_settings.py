@@ -91,3 +91,15 @@ def test_settings_are_frozen_and_keyword_only() -> None:
 
 def test_secrets_are_not_in_the_repr() -> None:
     assert "a-long-enough" not in repr(ConsumerSettings.from_env(environ=BASE))
+
+
+def test_verify_cache_size_is_off_by_default_and_read_from_the_environment() -> None:
+    assert ConsumerSettings.from_env(environ=BASE).verify_cache_size == 0
+    env = {**BASE, "REVOCAST_VERIFY_CACHE_SIZE": "10000"}
+    assert ConsumerSettings.from_env(environ=env).verify_cache_size == 10_000
+
+
+@pytest.mark.parametrize("bad", ["lots", "1.5", "-1"])
+def test_bad_verify_cache_size_names_the_variable(bad: str) -> None:
+    with pytest.raises(SettingsError, match=rf"REVOCAST_VERIFY_CACHE_SIZE .*{bad}"):
+        ConsumerSettings.from_env(environ={**BASE, "REVOCAST_VERIFY_CACHE_SIZE": bad})

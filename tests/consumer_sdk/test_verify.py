@@ -135,6 +135,21 @@ def test_numeric_string_iat_is_refused() -> None:
         verifier().decode(token(iat=str(int(time.time()))))
 
 
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [("iat", True), ("iat", False), ("nbf", "0"), ("nbf", True)],
+)
+def test_boolean_or_string_time_claim_is_refused(claim: str, value: Any) -> None:
+    with pytest.raises(RevocastTokenError, match=f"'{claim}' must be a number"):
+        verifier().decode(token(**{claim: value}))
+
+
+def test_float_time_claims_are_accepted() -> None:
+    now = time.time()
+    claims, _ = verifier().decode(token(iat=now - 1.5, nbf=now - 1.5, exp=now + 600.5))
+    assert type(claims["exp"]) is float
+
+
 @pytest.mark.parametrize("claim", ["exp", "iat"])
 def test_missing_required_claim_is_refused(claim: str) -> None:
     with pytest.raises(jwt.MissingRequiredClaimError):
