@@ -277,7 +277,8 @@ def read_snapshots(
     tps = {p: TopicPartition(topic, p) for p in partitions}
     if not tps:
         return read
-    found = _find_manifests(consumer, tps, timeout_ms, poll_timeout_ms, stop, read)
+    ends = consumer.end_offsets(list(tps.values()), timeout_ms=timeout_ms)
+    found = _find_manifests(consumer, tps, ends, timeout_ms, poll_timeout_ms, stop, read)
     wanted: dict[int, Manifest] = {}
     for p, record in found.items():
         try:
@@ -303,7 +304,7 @@ def read_snapshots(
     for p in tps:
         if p not in found and p not in read.refused:
             read.refused[p] = "missing"
-    values = _fetch_chunks(consumer, tps, wanted, timeout_ms, poll_timeout_ms, stop, read)
+    values = _fetch_chunks(consumer, tps, ends, wanted, timeout_ms, poll_timeout_ms, stop, read)
     for p, manifest in wanted.items():
         try:
             chunks = []
@@ -331,6 +332,7 @@ def _signature(headers: Any) -> bytes | None:
 def _find_manifests(
     consumer: Any,
     tps: Mapping[int, TopicPartition],
+    ends: Mapping[TopicPartition, int],
     timeout_ms: int,
     poll_timeout_ms: int,
     stop: threading.Event,
@@ -339,7 +341,6 @@ def _find_manifests(
     """The last manifest record of each partition, reading back from its end in growing
     windows; also fills ``read.orphans``."""
     all_tps = list(tps.values())
-    ends = consumer.end_offsets(all_tps, timeout_ms=timeout_ms)
     begins = consumer.beginning_offsets(all_tps, timeout_ms=timeout_ms)
     consumer.assign(all_tps)
     windows: dict[int, tuple[int, int]] = {}
@@ -420,6 +421,7 @@ def _generation(record: Any) -> int | None:
 def _fetch_chunks(
     consumer: Any,
     tps: Mapping[int, TopicPartition],
+    ends: Mapping[TopicPartition, int],
     wanted: Mapping[int, Manifest],
     timeout_ms: int,
     poll_timeout_ms: int,
@@ -435,7 +437,13 @@ def _fetch_chunks(
             ref.offset: (f"{p}/{manifest.generation}/{i}".encode(), i)
             for i, ref in enumerate(manifest.chunks)
         }
-    pending = {p: max(refs) for p, refs in expect.items() if refs}
+    # The last offset to read: the last listed chunk, or the partition's end if that is
+    # before it (a manifest listing offsets that do not exist).
+    pending = {
+        p: min(max(refs), ends[tps[p]] - 1)
+        for p, refs in expect.items()
+        if refs and min(refs) < ends[tps[p]]
+    }
     consumer.pause(*[tps[p] for p in tps if p not in pending])
     for p in pending:
         consumer.seek(tps[p], min(expect[p]))

@@ -23,6 +23,7 @@ from revocation_events import KafkaSettings, SettingsError
 from streams._processor import Processor
 from streams._records import Output
 from streams._settings import StreamsSettings
+from streams._snapshot import Snapshotter
 from streams._topics import prepare_topics
 
 __all__ = ["create_app"]
@@ -144,8 +145,36 @@ def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None
     app.timer(settings.tick_seconds)(send_ticks)
     app.timer(60.0)(log_counters)
     app.on_partitions_revoked.connect(on_revoked)
+    if settings.snapshot_signing_key is not None and broker is None:
+        _snapshots(app, settings)
 
     return app
+
+
+def _snapshots(app: Any, settings: StreamsSettings) -> None:
+    """Run the snapshotter (:mod:`streams._snapshot`) in a thread of this worker; it writes
+    the log partitions faust assigns to this worker."""
+    snapshotter = Snapshotter(settings, owned=())
+
+    def assigned() -> set[int]:
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.log_topic}
+
+    async def start_snapshotter() -> None:
+        snapshotter.start()
+
+    async def on_assigned(sender: Any, assigned_tps: Any, **kwargs: Any) -> None:
+        snapshotter.own(assigned())
+
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        snapshotter.own(assigned() - {tp.partition for tp in revoked})
+
+    async def stop_snapshotter(sender: Any, **kwargs: Any) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, snapshotter.close, 10.0)
+
+    app.task(start_snapshotter)
+    app.on_partitions_assigned.connect(on_assigned)
+    app.on_partitions_revoked.connect(on_revoked)
+    app.on_before_shutdown.connect(stop_snapshotter)
 
 
 def _credentials(kafka: KafkaSettings) -> Any:
