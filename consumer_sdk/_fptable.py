@@ -71,7 +71,9 @@ class FingerprintTable:
 
     def add(self, fp: int, deadline: float, at: float) -> bool:
         """Insert or merge (latest deadline, earliest time); return whether anything changed."""
-        dl, t = _u32(deadline), min(int(at), _U32_MAX)
+        whole = int(deadline)  # _u32(deadline), inlined: this runs once per replayed jti
+        dl = min(max(whole + (deadline > whole), 0), _U32_MAX)
+        t = min(int(at), _U32_MAX)
         keys, deadlines, times, mask = self.slots
         i = fp & mask
         free = -1

@@ -249,3 +249,52 @@ def test_replay_helper_applies_records_and_counts_skips(clock: FakeClock) -> Non
     assert stats.skipped == {"invalid": 1}
     assert stats.records == 5
     assert state.size_by_kind()["jti"] == 3
+
+
+def test_a_fetched_batch_is_counted_applied_and_notified_exactly_like_records_one_by_one(
+    clock: FakeClock,
+) -> None:
+    codec = EventCodec(signer=EventSigner(EVENT_KEY))
+    forger = EventCodec(signer=EventSigner(SigningKey.hmac("ev1", b"f" * 32)))
+    events: list[Event] = [
+        TokenRevoked(issuer="i", jti="a", expires_at=dt(clock.now + 60)),
+        TokenRevoked(issuer="i", jti="a", expires_at=dt(clock.now + 60)),  # unchanged
+        TokenRevoked(issuer="i", jti="old", expires_at=dt(clock.now - 60)),  # expired
+        SessionRevoked(issuer="i", sid="s", expires_at=dt(clock.now + 60)),
+        SubjectBlocked(issuer="i", sub="alice"),
+        KeyRevoked(issuer="i", kid="leaked"),
+    ]
+    records = [Rec(codec.encode(e).value, codec.encode(e).headers) for e in events]
+    forged = forger.encode(SubjectBlocked(issuer="i", sub="bob"))
+    records[3:3] = [
+        Rec(b"not json", records[0].headers),
+        Rec(forged.value, forged.headers),
+        Rec(codec.encode(events[0]).value),
+        Rec(None),
+    ]
+    seen: dict[str, list[Event]] = {}
+    results = []
+    for batched in (False, True):
+        client = Revocast(settings(), source=InMemorySource(), clock=clock)
+        notified = seen.setdefault(str(batched), [])
+        client.add_revocation_listener(notified.append)
+        sink = client._sink
+        if batched:
+            sink.records(records)
+        else:
+            for r in records:
+                sink.record(r.value, r.headers)
+        results.append(
+            (client.stats(), client.state.snapshot(), client.status.last_event_at, notified)
+        )
+        client.close()
+    assert results[0] == results[1]
+    stats = results[1][0]
+    assert stats["applied"] == {
+        "token.revoked": 1,
+        "session.revoked": 1,
+        "subject.blocked": 1,
+        "key.revoked": 1,
+    }
+    assert stats["unchanged"] == {"token.revoked": 2}
+    assert stats["skipped"] == {"bad_signature": 2, "unsigned": 1, "invalid": 1}
