@@ -6,6 +6,10 @@ listens on port 6066).
 Importing this module does nothing; reading its ``app`` attribute (which faust's ``-A`` does)
 reads :class:`StreamsSettings` from the environment, checks the log topic and creates the
 output topics, then builds the app with :func:`create_app`.
+
+With ``REVOCAST_SNAPSHOT_SIGNING_KEY`` set, the worker also runs the snapshotter
+(:mod:`streams._snapshot`) in a thread: it writes packed, signed snapshots to
+``<log>.snapshots`` for the log partitions faust assigns to this worker (docs/snapshots.md).
 """
 
 from __future__ import annotations
