@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from consumer_sdk import ConsumerSettings
 from consumer_sdk._snapshot import (
     ChunkRef,
     Manifest,
@@ -21,7 +22,16 @@ from consumer_sdk._snapshot import (
     sign_manifest,
     verify_manifest,
 )
-from revocation_events import EventCodec, EventSigner, EventVerifier, SigningKey, TokenRevoked
+from consumer_sdk._state_bootstrap import snapshot_topic
+from revocation_events import (
+    EventCodec,
+    EventSigner,
+    EventVerifier,
+    SettingsError,
+    SigningKey,
+    TokenRevoked,
+    public_key_spec,
+)
 from tests.consumer_sdk._helpers import dt
 
 KEY = SigningKey.hmac("snap", b"k" * 32)
@@ -196,3 +206,25 @@ def test_keys_name_the_partition_generation_and_index() -> None:
     assert parse_key(manifest_key(3)) == (3, None, None)
     for other in (None, b"", b"3", b"3/x/1", b"jti:abc", b"\xff/manifest", b"1/2/3/4"):
         assert parse_key(other) is None
+
+
+def test_snapshot_keys_and_topic_come_from_the_environment() -> None:
+    env = {
+        "REVOCAST_ALGORITHMS": "HS256",
+        "REVOCAST_JWT_KEY": "k" * 32,
+        "REVOCAST_ALLOW_UNSIGNED_EVENTS": "true",
+        "REVOCAST_TOPIC": "revs",
+    }
+    default = ConsumerSettings.from_env(environ=env)
+    assert (default.snapshot_keys, snapshot_topic(default)) == ((), "revs.snapshots")
+    chosen = ConsumerSettings.from_env(
+        environ={
+            **env,
+            "REVOCAST_SNAPSHOT_KEYS": public_key_spec(KEY),
+            "REVOCAST_SNAPSHOT_TOPIC": "snaps",
+        }
+    )
+    assert [k.kid for k in chosen.snapshot_keys] == ["snap"]
+    assert snapshot_topic(chosen) == "snaps"
+    with pytest.raises(SettingsError, match="REVOCAST_SNAPSHOT_KEYS"):
+        ConsumerSettings.from_env(environ={**env, "REVOCAST_SNAPSHOT_KEYS": "snap:rot13:x"})

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +17,7 @@ from revocation_events import (
     GlobalTokensRevoked,
     KeyRevoked,
     SessionRevoked,
+    SettingsError,
     SubjectBlocked,
     SubjectDeleted,
     SubjectTokensRevoked,
@@ -22,8 +25,9 @@ from revocation_events import (
     SubjectVersionBumped,
     TokenRevoked,
 )
+from streams import StreamsSettings
 from streams._snapshot import PartitionRules
-from tests.streams._support import T0
+from tests.streams._support import KEY_SPEC, T0
 
 NOW = T0.timestamp()
 LIFETIME = 600.0
@@ -140,3 +144,31 @@ def test_rules_dead_for_every_reader_are_pruned_and_not_written() -> None:
     now[0] = NOW + LIFETIME + 301
     assert rules.prune() == 1
     assert [d.jti for d in map(decode_chunk, rules.chunks())] == [["long"]]
+
+
+def test_the_worker_reads_its_snapshot_key_and_lifetime_from_the_environment() -> None:
+    secret = base64.urlsafe_b64encode(b"n" * 32).rstrip(b"=").decode()
+    env = {
+        "REVOCAST_EVENT_KEYS": KEY_SPEC,
+        "REVOCAST_TOPIC": "revs",
+        "REVOCAST_SNAPSHOT_SIGNING_KEY": f"snap-1:hmac:{secret}",
+        "REVOCAST_MAX_TOKEN_LIFETIME": "900",
+        "REVOCAST_STREAMS_SNAPSHOT_INTERVAL_SECONDS": "5",
+    }
+    got = StreamsSettings.from_env(environ=env)
+    assert got.snapshot_signing_key is not None
+    assert got.snapshot_signing_key.kid == "snap-1"
+    assert (got.max_token_lifetime, got.snapshot_interval_seconds) == (900.0, 5.0)
+    assert got.snapshot_topic == "revs.snapshots"
+    assert (
+        StreamsSettings.from_env(environ={"REVOCAST_EVENT_KEYS": KEY_SPEC}).snapshot_signing_key
+        is None
+    )
+    with pytest.raises(SettingsError, match="REVOCAST_SNAPSHOT_SIGNING_KEY"):
+        StreamsSettings.from_env(
+            environ={**env, "REVOCAST_SNAPSHOT_SIGNING_KEY": "snap-1:hmac:short"}
+        )
+    with pytest.raises(SettingsError, match="snapshot_chunk_bytes"):
+        StreamsSettings.from_env(
+            environ={**env, "REVOCAST_STREAMS_SNAPSHOT_CHUNK_BYTES": "2000000"}
+        )
