@@ -65,6 +65,13 @@ class Processor:
     keeps its entries ``leeway`` seconds past ``expires_at``, and one bootstrapping from the
     state topic in that interval must still find them. With a margin at least the SDKs'
     leeway, the state topic holds every rule a log replay would.
+
+    ``committed(partition)`` returns the group's committed offset of a log partition (the
+    next record to read), or ``None``. Everything below it was processed and its output
+    flushed before the commit, so after a restart or a rebalance the first tick can mark
+    up to ``committed - 1`` even when no record is redelivered: without it, a partition
+    whose records were all committed before a crash, but not yet covered by a marker, kept
+    its old marker until new records arrived (the state topic looked behind forever).
     """
 
     def __init__(
@@ -79,6 +86,7 @@ class Processor:
         alert_thresholds: Mapping[str, int] | None = None,
         clock: Callable[[], float],
         expiry_margin: float = 0.0,
+        committed: Callable[[int], int | None] | None = None,
     ) -> None:
         if expiry_margin < 0:
             raise ValueError(f"expiry_margin must be >= 0, got {expiry_margin}")
@@ -91,6 +99,7 @@ class Processor:
         self._thresholds = dict(alert_thresholds or {})
         self._clock = clock
         self._margin = expiry_margin
+        self._committed = committed
         self.counters: Counter[str] = Counter()
         self._expiry: dict[int, list[tuple[float, bytes]]] = {}
         self._last_offset: dict[int, int] = {}
@@ -164,6 +173,10 @@ class Processor:
             self._synced.add(partition)
             outputs.extend(self._republish(partition, now))
             self._marked.pop(partition, None)
+            done = None if self._committed is None else self._committed(partition)
+            if done is not None and done > 0:
+                last = self._last_offset.get(partition, -1)
+                self._last_offset[partition] = max(last, done - 1)
         outputs.extend(self._close_windows(partition, self._clock()))
         offset = self._last_offset.get(partition)
         if offset is not None and self._marked.get(partition) != offset:

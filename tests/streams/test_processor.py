@@ -232,6 +232,24 @@ def test_first_tick_after_a_restart_republishes_live_rules_lost_from_the_state_t
     assert _state(h.tick()) == []
 
 
+def test_after_a_restart_the_first_tick_marks_everything_below_the_committed_offset() -> None:
+    """kill -9 after the last records of a partition were committed but before a tick
+    marked them: nothing is redelivered, and the marker used to stay behind for good."""
+    committed: dict[int, int] = {}
+    h = Harness(committed=committed.get)
+    for n in range(1, 4):
+        h.feed(_jti(n, 60))
+    assert parse_marker(_state(h.tick())[-1].value or b"") == (0, 3)
+    h.feed(_jti(4, 60))
+    h.feed(_jti(5, 60))
+    committed[0] = 6  # offsets 4 and 5 were processed, flushed and committed; then kill -9
+    h.processor.forget_partitions()
+    outputs = _state(h.tick())
+    assert [o.key for o in outputs[:-1]] == [f"jti:j{n}".encode() for n in range(1, 6)]
+    assert parse_marker(outputs[-1].value or b"") == (0, 5)
+    assert _state(h.tick(1)) == [], "partition 1 has nothing committed, so no marker"
+
+
 def test_failed_state_write_republishes_the_partition_on_the_next_tick() -> None:
     h = Harness()
     h.feed(_jti(1, 60))
