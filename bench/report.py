@@ -119,29 +119,48 @@ def summary(res: Results) -> list[tuple[str, str, str, str]]:
         )
     hs = [r for r in res.request_path if r.algorithm == "HS256"]
     if hs:
+        direct = max(r.direct_us for r in hs)
         added = statistics.median(r.revocast_added_us for r in hs)
         check = max(r.check_us for r in hs)
+        direct_ratio = max(r.direct_ratio for r in hs)
         ratio = statistics.median(r.ratio for r in hs)
         out.append(
             (
-                "Revocast added cost, HS256 (median over sizes; check() alone, max)",
-                f"{added:+.2f} µs; check() {check:.2f} µs",
+                "Revocast added cost, HS256, measured directly (decode stubbed; worst size)",
+                f"{direct:.2f} µs (check() alone {check:.2f} µs)",
                 "≤ 1 µs",
-                _mark(added <= 1 and check <= 1),
+                _mark(direct <= 1),
             )
         )
         out.append(
             (
-                "verify ratio vs bare PyJWT HS256 (fastest rounds, median over sizes)",
-                f"{ratio:.3f}",
+                "  the same end to end: fastest rounds minus bare (noise-dominated; median)",
+                f"{added:+.2f} µs",
+                "≤ 1 µs",
+                "(noise)",
+            )
+        )
+        out.append(
+            (
+                "verify ratio vs bare PyJWT HS256: (bare + direct) / bare, worst size",
+                f"{direct_ratio:.3f} (end to end, fastest rounds: {ratio:.3f})",
                 "≤ 1.05",
-                _mark(ratio <= 1.05),
+                _mark(direct_ratio <= 1.05),
+            )
+        )
+        cached = max(r.cached_ratio for r in hs)
+        out.append(
+            (
+                "verify, cached hit (verify_cache_size) vs bare PyJWT HS256, worst size",
+                f"{max(r.cached_us for r in hs):.1f} µs, ratio {cached:.3f}",
+                "",
+                f"{1 / cached:,.0f}x cheaper",
             )
         )
         cheaper = min(r.redis_vs_revocast for r in res.request_path)
         out.append(
             (
-                "Redis EXISTS added / Revocast added (worst cell)",
+                "Redis EXISTS added / Revocast added, both direct (worst cell)",
                 f"{cheaper:,.0f}x",
                 "≥ 100x",
                 _mark(cheaper >= 100),
@@ -248,13 +267,14 @@ def _plots(res: Results, out: Path) -> list[str]:
         variants = [
             ("bare PyJWT", "bare_us"),
             ("+ Revocast", "revocast_us"),
+            ("Revocast, cached hit", "cached_us"),
             ("+ SQLite lookup", "sqlite_us"),
             ("+ Redis EXISTS", "redis_us"),
         ]
-        width = 0.2
+        width = 0.16
         for k, (label, attr) in enumerate(variants):
             ax.bar(
-                [x + (k - 1.5) * width for x in range(len(rows))],
+                [x + (k - 2) * width for x in range(len(rows))],
                 [getattr(r, attr) for r in rows],
                 width,
                 label=label,
@@ -414,11 +434,23 @@ def write_report(res: Results, out: Path) -> Path:
             "## 2. Request-path cost",
             "",
             "µs per verification: medians of interleaved rounds (what a request pays on this "
-            "busy machine). *added* and *ratio* compare the fastest round of each variant with "
-            "the fastest round of bare PyJWT (other processes only ever add time; a difference "
-            "of two ~100 µs medians swings by more than the microsecond measured). *check()* = "
-            "the revocation lookup alone (fastest round). The last column divides Redis's "
-            "added cost by the larger of Revocast's added cost and check().",
+            "busy machine). Bare PyJWT is `jwt.PyJWT(options).decode_complete` with the same "
+            "key, algorithms and required claims as Revocast. What Revocast adds is measured "
+            "two ways. *added, end to end* and *ratio* compare the fastest round of each variant "
+            "with the fastest round of bare PyJWT: other processes only ever add time, but two "
+            "~100 µs timings still differ by more than the microsecond measured, so these two "
+            "columns are mostly noise, in either direction. *added, direct* times the same "
+            "`verify()` code with PyJWT's decode replaced by a stub returning the "
+            "already-decoded result (fresh dicts and strings, as JSON parsing gives), minus the "
+            "stub alone, back to back in ~0.3 ms pairs inside the same interleaved loop; the "
+            "median of those differences is Revocast's own work (bytes conversion, size bound, "
+            "key selection, claim type checks, status and `state.check`), stable to a few tens "
+            "of ns under load. *check()* = `state.check` alone, measured the same direct way. "
+            "*cached hit* = `verify()` with `verify_cache_size` set and the token already "
+            "verified once (time claims, status and revocation still checked; signature and "
+            "decoding skipped). The Redis `EXISTS` is also measured directly (stubbed decode "
+            "+ `EXISTS`, minus the stub), and the last column divides the two direct figures. "
+            "The state holds revoked jtis only.",
             "",
             _table(
                 [
@@ -426,14 +458,18 @@ def write_report(res: Results, out: Path) -> Path:
                     "revoked jtis",
                     "bare PyJWT",
                     "+ Revocast",
-                    "added",
+                    "added, end to end",
                     "ratio",
+                    "added, direct",
                     "check()",
+                    "cached hit",
+                    "cached / bare",
                     "+ Redis EXISTS",
                     "added",
+                    "added, direct",
                     "+ SQLite",
                     "added",
-                    "Redis added / Revocast added",
+                    "Redis added / Revocast added (both direct)",
                 ],
                 [
                     [
@@ -443,9 +479,13 @@ def write_report(res: Results, out: Path) -> Path:
                         f"{r.revocast_us:.1f}",
                         f"{r.revocast_added_us:+.2f}",
                         f"{r.ratio:.3f}",
+                        f"{r.direct_us:+.2f}",
                         f"{r.check_us:.2f}",
+                        f"{r.cached_us:.1f}",
+                        f"{r.cached_ratio:.3f}",
                         f"{r.redis_us:.1f}",
                         f"{r.redis_added_us:+.1f}",
+                        f"{r.redis_direct_us:+.1f}",
                         f"{r.sqlite_us:.1f}",
                         f"{r.sqlite_added_us:+.1f}",
                         f"{r.redis_vs_revocast:,.0f}x",
