@@ -33,14 +33,17 @@ records and apply the event exactly as if it came from the log. A ``sub-block:<s
 may hold a ``subject.unblocked`` event (the unblock that superseded a block). Per key and
 partition the last record wins; the same key can appear in several partitions (a ``jti``
 revoked once with and once without a ``sub``): apply each, as the log would. A record with
-value ``None`` (tombstone) is written only once the rule's ``expires_at`` has passed, so it
-removes nothing an SDK that honours ``expires_at`` still uses: SDKs may ignore tombstones.
+value ``None`` (tombstone) is written only once the rule's ``expires_at`` (plus the worker's
+expiry margin, for SDK leeway) has passed, so it removes nothing an SDK that honours
+``expires_at`` still uses: SDKs may ignore tombstones.
 
 Offset markers — key ``__offsets__:<p>``, no signature, value JSON
 ``{"topic": "<log>", "partition": p, "offset": o}``, always written to state partition *p*.
 It promises: every effect of log partition *p* up to and including offset *o* is in state
 partition *p* before this marker. Markers are refreshed about every ``tick_seconds`` while
-the log moves.
+the log moves, and on the first tick after a start or rebalance up to the group's committed
+offset (everything below it was processed and flushed before the commit), so a partition
+that is idle after a crash is still marked to its end.
 
 Bootstrap:
 
@@ -62,10 +65,17 @@ Guarantees and limits
 ---------------------
 
 * Rules: a rule keeps one winner, chosen by a total order (``streams._rules.rank``), so the
-  result does not depend on arrival order. Duplicates (same event id as the current winner)
-  change nothing; they re-write the winner's record, so a redelivered event repairs a state
-  write lost in a crash. Re-writing the same winner under the same key is harmless:
-  compaction keeps one.
+  result does not depend on arrival order. The SDK's merge uses the same order and keeps
+  what the winner says, so applying the state topic gives the same
+  ``RevocationState.snapshot()`` as replaying the log (``streams._rules`` gives the per-kind
+  reasoning, why no valid token loses a revocation, and the preconditions: one
+  ``expires_at`` per jti, and ``expires_at`` at least start + the SDK's
+  ``max_token_lifetime``, as the producer writes them when its lifetime is not shorter).
+  A ``sub-block`` is ordered by time alone: an unblock read after its ``expires_at`` still
+  lifts an older block (it is then tombstoned at once). Duplicates (same event id as the
+  current winner) change nothing; they re-write the winner's record, so a redelivered
+  event repairs a state write lost in a crash. Re-writing the same winner under the same
+  key is harmless: compaction keeps one.
 * Crash repair: faust flushes the producer before it commits offsets, so the table
   changelog and the state records of every event below the committed offset are durable;
   events from the committed offset on are redelivered and re-written. On top of that, the
