@@ -38,6 +38,9 @@ _log = logging.getLogger("consumer_sdk")
 _BACKOFF_MIN = 0.5
 _BACKOFF_MAX = 30.0
 _PROBE_TIMEOUT_MS = 5_000
+# A poll returning this many records means a backlog (replay, or a burst): fetch ahead.
+# Fewer (tailing: usually one revocation) are delivered at once, with no extra poll first.
+_PREFETCH_MIN_RECORDS = 64
 
 
 class KafkaSource:
@@ -166,7 +169,16 @@ class KafkaSource:
             next_check = time.monotonic() + s.partition_check_interval
             while not self._stop.is_set():
                 batch = consumer.poll(timeout_ms=s.poll_timeout_ms)
+                ahead: dict[Any, Any] = {}
+                if batch and sum(map(len, batch.values())) >= _PREFETCH_MIN_RECORDS:
+                    # Catching up: kafka-python sends the next fetch only from inside poll(),
+                    # and not at all after a poll that had to wait, so the broker would idle
+                    # while this batch is applied. A zero-timeout poll puts a fetch in flight
+                    # (and returns whatever else is already buffered, delivered after).
+                    ahead = consumer.poll(timeout_ms=0)
                 for tp, records in batch.items():
+                    self._deliver(consumer, tp, records, sink)
+                for tp, records in ahead.items():
                     self._deliver(consumer, tp, records, sink)
                 if not caught_up and self._caught_up(consumer, tps):
                     caught_up = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewPartitions
 
 from consumer_sdk import DataSourceState, Revocast, TokenRevokedError
+from consumer_sdk._kafka_source import KafkaSource
 from revocation_events import BaseEvent, EventCodec, EventSigner, KafkaSettings, TokenRevoked
 from tests._kafka_fixtures import MakeTopic, wait_until
 from tests.consumer_sdk._helpers import EVENT_KEY, settings, token
@@ -217,3 +219,48 @@ def test_forked_child_restarts_its_source_and_follows_new_revocations(
         assert rc.status.state is DataSourceState.VALID
     finally:
         rc.close()
+
+
+class _RecordingSink:
+    """An UpdateSink that keeps (partition, offset) of every record, in delivery order."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+        self.valid = threading.Event()
+
+    def records(self, records: Any) -> None:
+        self.seen.extend((r.partition, r.offset) for r in records)
+
+    def record(self, value: bytes | None, headers: Any, *, timestamp_ms: int | None = None) -> None:
+        raise AssertionError("the Kafka source hands whole fetches to a sink that takes them")
+
+    def event(self, event: Any) -> None:
+        raise AssertionError("not called by the Kafka source")
+
+    def status(self, state: DataSourceState, error: str | None = None) -> None:
+        if state is DataSourceState.VALID:
+            self.valid.set()
+
+    def tick(self) -> None:
+        pass
+
+
+def test_a_backlog_is_delivered_once_in_offset_order_while_fetching_ahead(
+    kafka_bootstrap: str, make_topic: MakeTopic, producer: KafkaProducer
+) -> None:
+    topic = make_topic(partitions=2)
+    n = 6000  # many fetches, most of them large enough to fetch ahead
+    for i in range(n):
+        send(producer, topic, revoke(f"j{i}"), partition=i % 2)
+    producer.flush(30)
+    kafka = KafkaSettings(bootstrap_servers=(kafka_bootstrap,), topic=topic)
+    source = KafkaSource(settings(kafka=kafka))
+    sink = _RecordingSink()
+    source.start(sink)  # type: ignore[arg-type]
+    try:
+        assert sink.valid.wait(60)
+        for p in (0, 1):
+            assert [o for q, o in sink.seen if q == p] == list(range(n // 2))
+        assert source.stats()["positions"] == {0: n // 2, 1: n // 2}
+    finally:
+        source.close(10)
