@@ -16,8 +16,8 @@ alone, in this process, per record:
 * **apply**: the original ``TokenRevoked`` branch of ``RevocationState.apply`` (kept below) vs
   now;
 * **sink**: ``_Sink.record`` per record vs ``_Sink.records`` per fetched batch (decode + apply
-  + counters + metrics + listeners, as the sync thread runs them), with the cyclic GC on and
-  off;
+  + counters + metrics + listeners, as the sync thread runs them), with prometheus metrics on
+  and off, with the cyclic GC on and off;
 * **end to end**: ``Revocast(...).wait_until_ready()`` on the topic; with ``--baseline REV``
   the same in a subprocess running the SDK as of git revision ``REV`` (``git archive``).
 
@@ -57,6 +57,7 @@ from consumer_sdk import Revocast, RevocationState
 from consumer_sdk._client import build_codec
 from consumer_sdk._fptable import fingerprint
 from consumer_sdk._kafka_records import install
+from consumer_sdk._metrics import Metrics
 from consumer_sdk.testing import InMemorySource
 from revocation_events import Event, EventCodec, KafkaSettings, MalformedEventError, TokenRevoked
 from revocation_events._models import event_adapter
@@ -116,6 +117,14 @@ class _BeforeState(RevocationState):
             wheel = self._jti_wheel[bucket] = array("q")
         wheel.append(fp)
         return True
+
+
+class _NoMetrics(Metrics):
+    """The SDK's metrics as they are without ``prometheus-client``."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(service)
+        self._c = {}
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -245,10 +254,12 @@ def stage_offline(
 
     fetched = [[Rec(v, h) for v, h in b] for b in batches]
 
-    def sink_run(batched: bool) -> Callable[[], object]:
+    def sink_run(batched: bool, metrics: bool = True) -> Callable[[], object]:
         def run() -> None:
             rc = Revocast(settings(), source=InMemorySource())
             sink = rc._sink
+            if not metrics:  # as without prometheus-client installed
+                sink._metrics = _NoMetrics("bench")
             try:
                 for batch in fetched:
                     if batched:
@@ -267,6 +278,13 @@ def stage_offline(
             "sink: record() each vs records() per fetch",
             _time(sink_run(False), n, repeat),
             _time(sink_run(True), n, repeat),
+        )
+    )
+    rows.append(
+        (
+            "sink records(), prometheus metrics on vs off",
+            _time(sink_run(True), n, repeat),
+            _time(sink_run(True, metrics=False), n, repeat),
         )
     )
     rows.append(
