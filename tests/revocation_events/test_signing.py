@@ -139,8 +139,10 @@ _VERIFIER = EventVerifier(_VKEYS.values())
 def test_the_fast_verifier_accepts_what_each_key_signed(key: SigningKey, size: int) -> None:
     value = os.urandom(size)
     header = key.sign(value)
-    assert _fast_verify(_VERIFIER, value, header) == key.kid == _reference_verify(
-        _VKEYS, value, header
+    assert (
+        _fast_verify(_VERIFIER, value, header)
+        == key.kid
+        == _reference_verify(_VKEYS, value, header)
     )
     assert hmac.compare_digest(header, key.sign(value))
 
@@ -183,9 +185,9 @@ def test_the_fast_verifier_refuses_every_altered_header_for_the_same_reason(
 ) -> None:
     value = b'{"v":1,"type":"subject.blocked","sub":"a","issuer":"i"}'
     for header in _variants(value, key.sign(value)):
-        assert _fast_verify(_VERIFIER, value, header) == _reference_verify(
-            _VKEYS, value, header
-        ), header
+        assert _fast_verify(_VERIFIER, value, header) == _reference_verify(_VKEYS, value, header), (
+            header
+        )
         assert _fast_verify(_VERIFIER, value + b" ", header) == _reference_verify(
             _VKEYS, value + b" ", header
         ), header
@@ -197,8 +199,9 @@ def test_the_fast_verifier_refuses_every_altered_header_for_the_same_reason(
     st.binary(max_size=300),
     st.one_of(
         st.binary(max_size=120),
-        st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_+/=.\n ")
-        .map(str.encode),
+        st.text(
+            alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_+/=.\n "
+        ).map(str.encode),
     ),
 )
 def test_the_fast_verifier_agrees_with_the_original_on_any_header(
