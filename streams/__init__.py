@@ -41,9 +41,7 @@ Offset markers — key ``__offsets__:<p>``, no signature, value JSON
 ``{"topic": "<log>", "partition": p, "offset": o}``, always written to state partition *p*.
 It promises: every effect of log partition *p* up to and including offset *o* is in state
 partition *p* before this marker. Markers are refreshed about every ``tick_seconds`` while
-the log moves, and on the first tick after a start or rebalance up to the group's committed
-offset (everything below it was processed and flushed before the commit), so a partition
-that is idle after a crash is still marked to its end.
+the log moves (see "Markers and restarts" below for how the worker keeps the promise).
 
 Bootstrap:
 
@@ -76,20 +74,51 @@ Guarantees and limits
   current winner) change nothing; they re-write the winner's record, so a redelivered
   event repairs a state write lost in a crash. Re-writing the same winner under the same
   key is harmless: compaction keeps one.
-* Crash repair: faust flushes the producer before it commits offsets, so the table
-  changelog and the state records of every event below the committed offset are durable;
-  events from the committed offset on are redelivered and re-written. On top of that, the
-  first tick of each partition after start or rebalance re-publishes every live rule of the
-  recovered table, and so does the next tick after a state write fails (a send error is
-  otherwise silent: faust's flush does not raise it). The state topic therefore holds at
-  least what the table holds. What neither can repair is a *changelog* write lost below the
-  committed offset (a failed changelog send, again silent): that rule is gone from the table
-  and the log is not re-read; only a rebuild from the log (a fresh app id) restores it.
-  Re-publishing may write an older winner after a newer one the state topic already holds
-  (when the changelog lost a write the state topic kept). Readers still see both (SDKs
-  merge every record, so the newer one wins), and the newer event's offset is at or after
-  the committed offset, so its redelivery writes it again right after the restart; until
-  then compaction cannot drop it, as it sits in the active segment.
+* Markers and restarts. The promise does not rest on faust's committed offset, which can
+  be ahead of writes a crash loses (issue #5: kill -9 left a committed offset past a record
+  whose changelog and state writes were both gone; the restarted worker never re-read it and
+  its next marker covered the hole). What faust-streaming 0.15 does: the commit awaits
+  ``producer.flush()``, but ``ProducerBuffer.flush()`` returns as soon as no buffered
+  message goes out within 0.1 s (``flush_atmost``), so table changelog writes (queued with
+  ``send_soon``) can still be in faust's buffer when the offset is committed; and offsets
+  count as acknowledged without the agent having processed them: events the stream skips
+  while flow control is suspended or from a stale generation are acked, and jumps in the
+  delivered offsets are recorded as "gaps" that ``_new_offset`` treats as acked (the gap
+  interval even includes the record being delivered). A state record the agent did send is
+  in aiokafka's accumulator before the event is acked, and that flush waits for it; but a
+  record acked without being processed has neither write. So instead:
+
+  - *Acknowledged before marked.* The worker hands the processor every send's future: the
+    state records and the rules table's changelog writes. A tick queues the covered offset
+    behind the sends made so far; the marker is written (on a later tick) only once every
+    one of them is acknowledged (``acks=all``). A failed send drops the markers queued
+    behind it; the next tick re-publishes every live rule of the partition from the
+    in-memory table and re-writes it to the table (so its changelog has it), and markers
+    resume behind that repair. A publish that raised does the same.
+  - *Covered in a row.* A marker only covers offsets the agent processed one after the
+    other from where the partition was resumed; a record arriving past the next expected
+    offset stops the partition's markers (logged as an error) until it is assigned again.
+  - *Resume from the marker.* On every assignment (start, restart, rebalance), once faust
+    has recovered the tables and before it resumes the streams, the worker reads the last
+    marker of each assigned partition from the tail of the state topic and re-reads the log
+    from ``marker + 1`` (from the log's first offset without a usable marker; from the
+    group's committed offset when that is lower): it commits that offset for the group and
+    seeks there, so faust's own seek to the committed offset lands on it. Everything up to
+    the marker is in the state topic and in the table's changelog, so the recovered table
+    holds at least those effects; everything after is processed again, which is harmless
+    (the merge does not depend on order; duplicates re-assert the winner, so a state
+    record lost in the crash is written again). Before giving partitions up in a rebalance,
+    the worker waits (briefly) for its writes in flight to land.
+
+  A record re-written after a restart may come after a newer winner of the same key that
+  the crash did not lose (the table lost it): readers merge every record they see, and the
+  newer event's offset is past the marker, so until it is processed again an SDK replays it
+  from the log, and re-processing it writes it again before any marker covers it.
+  Limits: the log's offsets must be contiguous (the Revocast producer is idempotent, not
+  transactional; transaction markers would stop the markers, never open a gap), and a
+  tombstone lost in a crash is not rewritten (SDKs honour ``expires_at``). A state topic
+  written by a worker older than this protocol may hold markers ahead of lost writes; a
+  rebuild (a fresh app id) restores it.
 * Expiry arrives as a stream event: a timer sends a tick per assigned partition to
   ``<app id>-ticks``; the agent reads log and ticks together and, on tick *p*, tombstones
   expired rules of partition *p*, closes finished windows and writes the marker.

@@ -1,8 +1,11 @@
 """The worker's logic without faust: records in, table updates and output records out.
 
 The faust agent feeds every log record and every tick to one :class:`Processor` in partition
-order and produces the returned :class:`Output` records in the order given, all for state
-partition = log partition, so a marker never overtakes the rule records it covers.
+order, produces the returned :class:`Output` records and hands the processor each send's
+future (:meth:`Processor.sent`); the rules table hands it its changelog sends too. An offset
+marker for offset *o* comes out of a tick only once every one of those sends that an offset
+up to *o* caused has been acknowledged by the broker, and only for offsets processed one
+after the other from where the worker was told to resume (:meth:`Processor.arm`).
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from __future__ import annotations
 import heapq
 import json
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from revocation_events import SIGNATURE_HEADER, EventCodec, MalformedEventError
 from streams._records import (
@@ -27,11 +31,22 @@ from streams._records import (
 from streams._rules import Outcome, Rule, merge, rule_key
 from streams._windows import WindowCounts, window_key, window_start
 
-__all__ = ["Processor"]
+__all__ = ["Pending", "Processor"]
 
 logger = logging.getLogger("streams")
 
 Headers = Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None
+
+
+class Pending(Protocol):
+    """A send in flight: an :class:`asyncio.Future` that resolves when the broker
+    acknowledges the record (aiokafka's, or faust's ``FutureMessage``)."""
+
+    def done(self) -> bool: ...
+
+    def cancelled(self) -> bool: ...
+
+    def exception(self) -> BaseException | None: ...
 
 
 def _table_key(partition: int, key: str) -> bytes:
@@ -66,12 +81,15 @@ class Processor:
     state topic in that interval must still find them. With a margin at least the SDKs'
     leeway, the state topic holds every rule a log replay would.
 
-    ``committed(partition)`` returns the group's committed offset of a log partition (the
-    next record to read), or ``None``. Everything below it was processed and its output
-    flushed before the commit, so after a restart or a rebalance the first tick can mark
-    up to ``committed - 1`` even when no record is redelivered: without it, a partition
-    whose records were all committed before a crash, but not yet covered by a marker, kept
-    its old marker until new records arrived (the state topic looked behind forever).
+    Offset markers. A log partition is *covered* up to offset *o* when every record from
+    its resume point (:meth:`arm`; offset 0 unless told otherwise) up to *o* went through
+    :meth:`on_record`, one after the other. A record arriving past the next expected offset
+    (faust skipped some) stops the coverage until the partition is armed again. Each tick
+    queues the covered offset behind the sends registered so far (:meth:`sent`,
+    :meth:`track`); once they are all acknowledged, a later tick writes the marker. A send
+    that fails (or a publish that raised: :meth:`resync`) drops the queued markers behind
+    it, and the next tick re-publishes every live rule of the partition and re-writes it to
+    the table, so its changelog holds it too; markers resume behind that repair.
     """
 
     def __init__(
@@ -86,7 +104,6 @@ class Processor:
         alert_thresholds: Mapping[str, int] | None = None,
         clock: Callable[[], float],
         expiry_margin: float = 0.0,
-        committed: Callable[[int], int | None] | None = None,
     ) -> None:
         if expiry_margin < 0:
             raise ValueError(f"expiry_margin must be >= 0, got {expiry_margin}")
@@ -99,23 +116,64 @@ class Processor:
         self._thresholds = dict(alert_thresholds or {})
         self._clock = clock
         self._margin = expiry_margin
-        self._committed = committed
         self.counters: Counter[str] = Counter()
         self._expiry: dict[int, list[tuple[float, bytes]]] = {}
-        self._last_offset: dict[int, int] = {}
+        self._next: dict[int, int] = {}
+        """Per partition, the offset whose processing extends the coverage (default 0)."""
+        self._holes: set[int] = set()
+        self._inflight: dict[int, deque[Pending | int]] = {}
+        """Per partition, tracked sends and queued marker offsets, in the order made."""
+        self._queued: dict[int, int] = {}
+        self._ready: dict[int, int] = {}
         self._marked: dict[int, int] = {}
-        self._synced: set[int] = set()
+        self._broken: set[int] = set()
 
     def forget_partitions(self) -> None:
-        """Drop in-memory indexes after a rebalance; they are rebuilt from the tables."""
+        """Drop in-memory indexes and marker bookkeeping after a rebalance; the indexes are
+        rebuilt from the tables, and the partitions must be armed again for markers."""
         self._expiry.clear()
-        self._last_offset.clear()
+        self._next.clear()
+        self._holes.clear()
+        self._inflight.clear()
+        self._queued.clear()
+        self._ready.clear()
         self._marked.clear()
-        self._synced.clear()
+        self._broken.clear()
+
+    def arm(self, partition: int, start: int) -> None:
+        """The worker re-reads ``partition`` from offset ``start``: cover it from there."""
+        self._next[partition] = start
+        self._holes.discard(partition)
+        self._queued.pop(partition, None)
+        self._ready.pop(partition, None)
+        self._marked.pop(partition, None)
+        queue = self._inflight.get(partition)
+        if queue:
+            self._inflight[partition] = deque(e for e in queue if not isinstance(e, int))
+
+    def sent(self, out: Output, pending: Pending) -> None:
+        """``out`` was handed to the producer; ``pending`` resolves when it is written."""
+        if out.sink == "state" and out.partition is not None and not out.is_marker:
+            self.track(out.partition, pending)
+
+    def track(self, partition: int, pending: Pending) -> None:
+        """A write the next marker of ``partition`` must wait for (a state record, a
+        changelog record of the rules table)."""
+        self._inflight.setdefault(partition, deque()).append(pending)
+        self._drain(partition)
+
+    def outstanding(self) -> list[Pending]:
+        """The tracked sends not yet resolved."""
+        return [
+            entry
+            for queue in self._inflight.values()
+            for entry in queue
+            if not isinstance(entry, int) and not entry.done()
+        ]
 
     def resync(self, partition: int) -> None:
-        """Re-publish every live rule of ``partition`` on its next tick (a state write failed)."""
-        self._synced.discard(partition)
+        """Publishing the outputs of ``partition`` failed: repair it on its next tick."""
+        self._broken.add(partition)
 
     def on_record(
         self,
@@ -127,7 +185,13 @@ class Processor:
         headers: Headers,
     ) -> list[Output]:
         """Process one log record."""
-        self._last_offset[partition] = offset
+        outputs = self._apply(partition, offset, timestamp, value, headers)
+        self._advance(partition, offset)
+        return outputs
+
+    def _apply(
+        self, partition: int, offset: int, timestamp: float, value: bytes | None, headers: Headers
+    ) -> list[Output]:
         signature = _signature(headers)
         try:
             event = self._codec.decode(
@@ -160,29 +224,71 @@ class Processor:
             outputs.extend(self._count(partition, offset, timestamp, event.type, event.reason))
         return outputs
 
-    def on_tick(self, partition: int) -> list[Output]:
-        """Sweep expired rules, close finished windows and publish the offset marker.
+    def _advance(self, partition: int, offset: int) -> None:
+        expected = self._next.get(partition, 0)
+        if offset == expected:
+            self._next[partition] = offset + 1
+        elif offset > expected and partition not in self._holes:
+            self._holes.add(partition)
+            self.counters["coverage_holes"] += 1
+            logger.error(
+                "log partition %d: record %d arrived while %d was expected; its offset "
+                "marker stays before %d until the partition is assigned again",
+                partition,
+                offset,
+                expected,
+                expected,
+            )
 
-        The first tick of a partition after start, a rebalance or :meth:`resync` also
-        re-publishes every live rule in the table: a state write lost in a crash, whose event
-        is not redelivered because its offset was committed, is repaired from the table.
-        """
+    def on_tick(self, partition: int) -> list[Output]:
+        """Sweep expired rules, repair a partition whose writes failed, close finished
+        windows, and write the offset marker that became safe."""
+        self._drain(partition)
+        if partition not in self._broken:
+            covered = self._next.get(partition, 0) - 1
+            if covered > self._queued.get(partition, -1):
+                self._queued[partition] = covered
+                self._inflight.setdefault(partition, deque()).append(covered)
+                self._drain(partition)
         now = self._now()
         outputs = self._sweep(partition, now)
-        if partition not in self._synced:
-            self._synced.add(partition)
-            outputs.extend(self._republish(partition, now))
-            self._marked.pop(partition, None)
-            done = None if self._committed is None else self._committed(partition)
-            if done is not None and done > 0:
-                last = self._last_offset.get(partition, -1)
-                self._last_offset[partition] = max(last, done - 1)
+        if partition in self._broken:
+            self._broken.discard(partition)
+            outputs.extend(self._repair(partition, now))
         outputs.extend(self._close_windows(partition, self._clock()))
-        offset = self._last_offset.get(partition)
-        if offset is not None and self._marked.get(partition) != offset:
-            outputs.append(marker_record(self._log_topic, partition, offset))
-            self._marked[partition] = offset
+        ready = self._ready.pop(partition, None)
+        if ready is not None and ready > self._marked.get(partition, -1):
+            outputs.append(marker_record(self._log_topic, partition, ready))
+            self._marked[partition] = ready
         return outputs
+
+    def _drain(self, partition: int) -> None:
+        """Retire the resolved sends at the head of the queue; a marker offset reaching the
+        head is safe to write."""
+        queue = self._inflight.get(partition)
+        while queue:
+            head = queue[0]
+            if isinstance(head, int):
+                queue.popleft()
+                self._ready[partition] = head
+                continue
+            if not head.done():
+                return
+            queue.popleft()
+            error = None if head.cancelled() else head.exception()
+            if head.cancelled() or error is not None:
+                self.counters["failed_writes"] += 1
+                logger.warning(
+                    "a write for log partition %d failed (%r): its markers wait for a repair",
+                    partition,
+                    error,
+                )
+                # Markers queued behind the failed send promised its effect.
+                queue = self._inflight[partition] = deque(
+                    e for e in queue if not isinstance(e, int)
+                )
+                self._queued.pop(partition, None)
+                self._broken.add(partition)
 
     def _now(self) -> float:
         """The clock minus the margin: rules expire ``expiry_margin`` after ``expires_at``."""
@@ -224,13 +330,17 @@ class Processor:
             outputs.append(tombstone(_split_table_key(table_key)[1], partition))
         return outputs
 
-    def _republish(self, partition: int, now: float) -> list[Output]:
+    def _repair(self, partition: int, now: float) -> list[Output]:
+        """Re-publish every live rule of ``partition`` and re-write it to the table (the
+        in-memory table holds every effect processed so far; a failed changelog write is
+        repaired by writing the entry again)."""
         prefix = f"{partition}|".encode()
         outputs: list[Output] = []
         for table_key, stored in list(self._rules.items()):
             if table_key.startswith(prefix):
                 expires_at = stored_expiry(stored)
                 if expires_at is None or expires_at > now:
+                    self._rules[table_key] = stored
                     outputs.append(rule_record(decode_stored_rule(stored), partition))
         self.counters["republished"] += len(outputs)
         return outputs

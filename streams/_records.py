@@ -14,6 +14,7 @@ __all__ = [
     "Output",
     "decode_stored_rule",
     "encode_stored_rule",
+    "marker_offset",
     "marker_record",
     "parse_marker",
     "rule_record",
@@ -22,6 +23,7 @@ __all__ = [
 ]
 
 OFFSETS_KEY_PREFIX = "__offsets__:"
+_MARKER_KEY_PREFIX = OFFSETS_KEY_PREFIX.encode()
 
 Sink = Literal["state", "stats", "alerts"]
 
@@ -35,6 +37,11 @@ class Output:
     value: bytes | None
     partition: int | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def is_marker(self) -> bool:
+        """An offset marker (not an effect of a log record)."""
+        return self.sink == "state" and self.key.startswith(_MARKER_KEY_PREFIX)
 
 
 def encode_stored_rule(rule: Rule) -> bytes:
@@ -88,3 +95,20 @@ def parse_marker(value: bytes) -> tuple[int, int]:
     """``(partition, offset)`` from an offset marker value."""
     doc = json.loads(value)
     return int(doc["partition"]), int(doc["offset"])
+
+
+def marker_offset(
+    key: bytes | None, value: bytes | None, log_topic: str, partition: int
+) -> int | None:
+    """The offset of a state record that is ``log_topic``'s marker for ``partition``, else
+    ``None`` (another key, another topic, or a malformed value)."""
+    if key != f"{OFFSETS_KEY_PREFIX}{partition}".encode() or value is None:
+        return None
+    try:
+        doc = json.loads(value)
+        topic, marked, offset = doc["topic"], doc["partition"], doc["offset"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if topic != log_topic or marked != partition or type(offset) is not int or offset < 0:
+        return None
+    return offset

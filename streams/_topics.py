@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterable
 from typing import Any
 
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from revocation_events import RevocastError
+from streams._records import marker_offset
 from streams._settings import StreamsSettings
 
-__all__ = ["StreamsError", "prepare_topics", "state_topic_config"]
+__all__ = ["StreamsError", "prepare_topics", "resume_offsets", "state_topic_config"]
 
 logger = logging.getLogger("streams")
 
@@ -100,3 +103,111 @@ def _prepare(admin: Any, settings: StreamsSettings) -> int:
         admin.create_topics(missing, raise_errors=False)
         admin.wait_for_topics(list(missing), timeout_ms=_TOPIC_WAIT_MS)
     return partitions
+
+
+_MARKER_SCAN_RECORDS = 1024
+"""The first look for a partition's last marker reads this many state records back from the
+end (markers are written every tick while the log moves), then four times more each round."""
+
+
+def resume_offsets(
+    settings: StreamsSettings, partitions: Iterable[int], timeout: float = 60.0
+) -> dict[int, int]:
+    """Where the worker resumes each log partition: right after the partition's last offset
+    marker in the state topic, or at the log's first offset when there is no usable marker
+    (none, one beyond the log's end, or one older than the log's first offset).
+
+    A marker is written only once every effect of the offsets it covers was acknowledged by
+    the broker (state records and the rules table's changelog), so re-reading from there
+    repairs whatever a crash lost after it, whatever the group's committed offset says. When
+    the committed offset is lower, the worker resumes there instead (re-reading more is
+    harmless, and the statistics windows count those records at least once).
+    """
+    wanted = sorted(set(partitions))
+    if not wanted:
+        return {}
+    deadline = time.monotonic() + timeout
+    log_tps = [TopicPartition(settings.log_topic, p) for p in wanted]
+    try:
+        consumer = KafkaConsumer(**settings.kafka.client_config(), enable_auto_commit=False)
+        try:
+            begins = consumer.beginning_offsets(log_tps)
+            ends = consumer.end_offsets(log_tps)
+            markers = {p: _last_marker(consumer, settings, p, deadline) for p in wanted}
+        finally:
+            consumer.close()
+        committed = _committed(settings, log_tps)
+    except KafkaError as exc:
+        raise StreamsError(f"cannot read where to resume the log: {exc}") from exc
+    starts: dict[int, int] = {}
+    for tp in log_tps:
+        p = tp.partition
+        begin, end, marker = begins[tp], ends[tp], markers[p]
+        if marker is not None and begin - 1 <= marker < end:
+            start = marker + 1
+        else:
+            if marker is not None:
+                logger.warning(
+                    "offset marker %d of log partition %d is outside the log's %d..%d: "
+                    "re-reading the partition from its first offset",
+                    marker,
+                    p,
+                    begin,
+                    end,
+                )
+            start = begin
+        done = committed.get(p)
+        if done is not None and done >= 0:
+            start = min(start, max(done, begin))
+        starts[p] = start
+        logger.info(
+            "log partition %d (offsets %d..%d): last offset marker %s, committed %s: "
+            "resuming at %d",
+            p,
+            begin,
+            end,
+            marker,
+            done,
+            start,
+        )
+    return starts
+
+
+def _last_marker(
+    consumer: Any, settings: StreamsSettings, partition: int, deadline: float
+) -> int | None:
+    """The offset of the last marker in state partition ``partition``, reading back from the
+    end in growing windows."""
+    tp = TopicPartition(settings.state_topic, partition)
+    consumer.assign([tp])
+    first = consumer.beginning_offsets([tp])[tp]
+    top = consumer.end_offsets([tp])[tp]
+    window = _MARKER_SCAN_RECORDS
+    while top > first:
+        bottom = max(first, top - window)
+        consumer.seek(tp, bottom)
+        found: int | None = None
+        while consumer.position(tp) < top:
+            if time.monotonic() > deadline:
+                raise StreamsError(f"reading state partition {partition} timed out")
+            for record in consumer.poll(timeout_ms=500, max_records=10_000).get(tp, ()):
+                if record.offset >= top:
+                    break
+                offset = marker_offset(record.key, record.value, settings.log_topic, partition)
+                if offset is not None:
+                    found = offset
+        if found is not None:
+            return found
+        top = bottom
+        window *= 4
+    return None
+
+
+def _committed(settings: StreamsSettings, tps: list[Any]) -> dict[int, int]:
+    admin = KafkaAdminClient(**settings.kafka.client_config())
+    try:
+        group = settings.app_id
+        offsets = admin.list_group_offsets({group: tps}).get(group, {})
+    finally:
+        admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}

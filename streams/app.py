@@ -18,17 +18,19 @@ import asyncio
 import logging
 import ssl
 import time
-from functools import cache, partial
+from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 import faust
+from faust.types import TP, CodecArg, FutureMessage
 
 from revocation_events import KafkaSettings, SettingsError
 from streams._processor import Processor
 from streams._records import Output
 from streams._settings import StreamsSettings
 from streams._snapshot import Snapshotter
-from streams._topics import prepare_topics
+from streams._topics import StreamsError, prepare_topics, resume_offsets
 
 __all__ = ["create_app"]
 
@@ -78,7 +80,18 @@ def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None
     }
     # bytes key/value types make faust use the raw codec. Plain tables have compact-only
     # changelogs; see streams._windows for why the windows are not a faust windowed table.
-    rules = app.Table("rules", partitions=partitions, key_type=bytes, value_type=bytes)
+    rules = app.tables.add(
+        _TrackedTable(
+            app,
+            name="rules",
+            default=None,
+            beacon=app.tables.beacon,
+            partitions=partitions,
+            help=None,
+            key_type=bytes,
+            value_type=bytes,
+        )
+    )
     windows = app.Table("windows", partitions=partitions, key_type=bytes, value_type=bytes)
     thresholds = dict(
         zip(
@@ -97,14 +110,9 @@ def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None
         alert_thresholds=thresholds,
         clock=time.time,
     )
-
-    def on_sent(partition: int, future: Any) -> None:
-        if not future.cancelled() and future.exception() is None:
-            return
-        # faust's flush before a commit does not raise send errors: without this, a lost
-        # state record whose offset gets committed would never be written again.
-        logger.warning("a state record for log partition %d was not written", partition)
-        processor.resync(partition)
+    # Markers wait for the table's changelog writes as well as for the state records: after
+    # a restart the table must hold every effect up to the marker the worker resumes after.
+    rules.on_changelog_send = processor.track
 
     async def publish(out: Output) -> None:
         sent = await sinks[out.sink].send(
@@ -113,24 +121,30 @@ def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None
             partition=out.partition,
             headers=list(out.headers) if out.headers else None,
         )
-        if out.sink == "state" and out.partition is not None and isinstance(sent, asyncio.Future):
-            sent.add_done_callback(partial(on_sent, out.partition))
+        if isinstance(sent, asyncio.Future):
+            processor.sent(out, sent)
 
     async def revocations(stream: Any) -> None:
         async for event in stream.events():
             message = event.message
-            if message.topic == settings.ticks_topic:
-                outputs = processor.on_tick(message.partition)
-            else:
-                outputs = processor.on_record(
-                    partition=message.partition,
-                    offset=message.offset,
-                    timestamp=message.timestamp,
-                    value=message.value,
-                    headers=message.headers,
-                )
-            for out in outputs:
-                await publish(out)
+            partition = message.partition
+            try:
+                if message.topic == settings.ticks_topic:
+                    outputs = processor.on_tick(partition)
+                else:
+                    outputs = processor.on_record(
+                        partition=partition,
+                        offset=message.offset,
+                        timestamp=message.timestamp,
+                        value=message.value,
+                        headers=message.headers,
+                    )
+                for out in outputs:
+                    await publish(out)
+            except BaseException:
+                # Some outputs may not have been sent: the next tick repairs the partition.
+                processor.resync(partition)
+                raise
 
     async def send_ticks() -> None:
         # Expiry has to arrive as a stream event: faust tables change only inside an agent.
@@ -142,17 +156,68 @@ def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None
         logger.info("revocations processed: %s", dict(sorted(processor.counters.items())))
 
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        # Let this worker's writes land before another one re-reads these partitions.
+        pending = [f for f in processor.outstanding() if isinstance(f, asyncio.Future)]
+        if pending:
+            await asyncio.wait(pending, timeout=min(5.0, settings.session_timeout_seconds / 3))
         processor.forget_partitions()
+
+    async def on_rebalance_complete(sender: Any, **kwargs: Any) -> None:
+        # The tables are recovered and faust is about to seek every stream partition to its
+        # committed offset and resume. Re-read each log partition from its last offset
+        # marker instead: faust's committed offset may be ahead of writes lost in a crash.
+        generation = app.consumer_generation_id
+        mine = [tp.partition for tp in app.consumer.assignment() if tp.topic == settings.log_topic]
+        if not mine:
+            return
+        try:
+            starts = await asyncio.get_running_loop().run_in_executor(
+                None, resume_offsets, settings, mine
+            )
+        except StreamsError as exc:
+            logger.error("no offset markers for log partitions %s until reassigned: %s", mine, exc)
+            return
+        if app.consumer_generation_id != generation:
+            return  # another rebalance started; its own completion resumes the partitions
+        offsets = {TP(settings.log_topic, p): start for p, start in starts.items()}
+        # faust seeks to the committed offset next (aiokafka leaves the position alone when
+        # it is 0, hence the seek as well).
+        await app.consumer._commit(offsets)
+        await app.consumer.seek_wait(offsets)
+        for p, start in starts.items():
+            processor.arm(p, start)
 
     # Registered by call, not decorator: faust's decorators are untyped.
     app.agent(source, name="revocations")(revocations)
     app.timer(settings.tick_seconds)(send_ticks)
     app.timer(60.0)(log_counters)
     app.on_partitions_revoked.connect(on_revoked)
+    if broker is None:  # the in-memory transport (offline tests) has no state topic to read
+        app.on_rebalance_complete.connect(on_rebalance_complete)
     if settings.snapshot_signing_key is not None and broker is None:
         _snapshots(app, settings)
 
     return app
+
+
+class _TrackedTable(faust.Table[bytes, bytes]):
+    """A table that reports every changelog send with its partition."""
+
+    on_changelog_send: Callable[[int, FutureMessage], None] | None = None
+
+    def send_changelog(
+        self,
+        partition: int | None,
+        key: Any,
+        value: Any,
+        key_serializer: CodecArg | None = None,
+        value_serializer: CodecArg | None = None,
+    ) -> FutureMessage:
+        fut = super().send_changelog(partition, key, value, key_serializer, value_serializer)
+        hook = self.on_changelog_send
+        if hook is not None and fut.message.partition is not None:
+            hook(fut.message.partition, fut)
+        return fut
 
 
 def _snapshots(app: Any, settings: StreamsSettings) -> None:

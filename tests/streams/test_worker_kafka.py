@@ -357,3 +357,85 @@ def test_ten_thousand_events_state_topic_equals_a_log_replay(setup: Setup) -> No
     assert kids
     assert global_
     assert setup.worker.stop() == 0
+
+
+# -- kill -9 again and again: no gap behind any marker --------------------------------
+
+
+def _log_by_partition(
+    setup: Setup,
+) -> dict[int, list[tuple[int, bytes | None, list[tuple[str, bytes]]]]]:
+    consumer = KafkaConsumer(bootstrap_servers=setup.bootstrap, enable_auto_commit=False)
+    found: dict[int, list[tuple[int, bytes | None, list[tuple[str, bytes]]]]] = {}
+    try:
+        tps = [
+            TopicPartition(setup.log_topic, p)
+            for p in consumer.partitions_for_topic(setup.log_topic) or ()
+        ]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        stop = consumer.end_offsets(tps, timeout_ms=10_000)
+        while any(consumer.position(tp, timeout_ms=10_000) < stop[tp] for tp in tps):
+            for tp, batch in consumer.poll(timeout_ms=500, max_records=5000).items():
+                found.setdefault(tp.partition, []).extend(
+                    (r.offset, r.value, list(r.headers)) for r in batch
+                )
+    finally:
+        consumer.close()
+    return found
+
+
+def _assert_no_gap(setup: Setup, when: str) -> State:
+    """An SDK bootstrapping now, from the state topic (only the last record per key, as
+    after compaction) and then the log after each partition's last marker, has the same
+    state as one replaying the whole log."""
+    state = _read_state(setup)
+    log = _log_by_partition(setup)
+    after_markers = [
+        (value, headers)
+        for p, records in log.items()
+        for offset, value, headers in records
+        if offset > state.markers.get(p, -1)
+    ]
+    every = [(value, headers) for records in log.values() for _, value, headers in records]
+    now = time.time()
+    from_state = _sdk_state(list(state.records.values()) + after_markers, now)
+    assert from_state == _sdk_state(every, now), (
+        f"{when}: a gap behind the markers {state.markers} (log ends {state.ends})\n"
+        f"{setup.worker.output()[-3000:]}"
+    )
+    return state
+
+
+def _moved_from(before: dict[int, int]) -> Callable[[State], bool]:
+    return lambda s: any(s.markers.get(p, -1) > before.get(p, -1) for p in s.markers)
+
+
+def test_no_gap_behind_any_marker_after_repeated_kill_9(setup: Setup) -> None:
+    """kill -9 the worker mid-burst three times: right after each kill, and after the last
+    restart has caught up, what an SDK bootstraps from the state topic equals a log replay.
+    A marker written before its effects were acknowledged, or a restart that trusts a
+    committed offset ahead of writes the crash lost, shows up here as a revocation missing."""
+    rng = random.Random(99)
+    setup.worker.start()
+    events: list[Event] = []
+    for round_ in range(3):
+        burst = scenario(rng, datetime.now(UTC), f"r{round_}", 1200, short_lived=600.0)
+        events += burst.events
+        before = _read_state(setup).markers
+        setup.publish(burst.records)
+        # Kill while the burst is in flight: once some marker has moved, after a random
+        # extra moment.
+        _poll_state(setup, _moved_from(before), timeout=30)
+        time.sleep(rng.uniform(0.0, 1.5))
+        setup.worker.kill()
+        after = _assert_no_gap(setup, f"right after kill {round_ + 1}").markers
+        print(f"kill {round_ + 1}: markers {before} -> {after}")
+        setup.worker.start()
+    state = _poll_state(setup, _caught_up, timeout=60)
+    _assert_no_gap(setup, "after the last restart caught up")
+    winners = expected(events, time.time())
+    missing = set(winners) - set(state.live)
+    assert not missing, _explain_missing(setup, missing)
+    assert "was expected; its offset marker" not in setup.worker.output()
+    assert setup.worker.stop() == 0
