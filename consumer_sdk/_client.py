@@ -86,6 +86,7 @@ class _Sink:
         self.unchanged: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
         self.last_event_at: float | None = None
+        self._bootstrapped = False
         self._log = _RateLimitedLog(rc.clock)
 
     def record(
@@ -121,7 +122,7 @@ class _Sink:
                 continue
             applied[event.type] += 1
             if metrics is not None:
-                metrics.applied(event.type, now - event.occurred_at.timestamp())
+                metrics.applied(event.type, self._delay(event, now))
             notify(event)
 
     def _skip(self, exc: MalformedEventError) -> None:
@@ -138,13 +139,21 @@ class _Sink:
             return
         self.applied[event.type] += 1
         if self._metrics.enabled:
-            self._metrics.applied(event.type, now - event.occurred_at.timestamp())
+            self._metrics.applied(event.type, self._delay(event, now))
         self._rc.revocation_listeners.notify(event)
+
+    def _delay(self, event: Event, now: float) -> float | None:
+        """Propagation delay for the histogram, from the first VALID on: the bootstrap
+        replay's events are hours old and would bury the live figure."""
+        if not self._bootstrapped:
+            return None
+        return now - event.occurred_at.timestamp()
 
     def restore(self, chunks: list[Chunk]) -> dict[str, int]:
         return restore(self._state, chunks)
 
     def status(self, state: DataSourceState, error: str | None = None) -> None:
+        self._bootstrapped = self._bootstrapped or state is _VALID
         self._rc.status_provider.update(state, error)
         self._metrics.status(self._rc.status_provider.current.state.value)
 

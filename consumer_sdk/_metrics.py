@@ -44,7 +44,7 @@ def _shared() -> dict[str, Any]:
                 ),
                 delay=p.Histogram(
                     "revocast_propagation_delay_seconds",
-                    "From an event's occurred_at to its application here",
+                    "From an event's occurred_at to its application here (live events only)",
                     ["service"],
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
                 ),
@@ -61,15 +61,26 @@ class Metrics:
     def __init__(self, service: str) -> None:
         self._service = service
         self._c = _shared()
+        # labels() hashes and locks on every call: ~10 µs per applied event during a replay.
+        self._applied: dict[str, Any] = {}
+        self._delay: Any = self._c["delay"].labels(service) if self._c else None
 
     @property
     def enabled(self) -> bool:
         return bool(self._c)
 
-    def applied(self, event_type: str, delay: float) -> None:
+    def applied(self, event_type: str, delay: float | None) -> None:
+        """Count an applied event; ``delay`` (seconds since it occurred) is observed only for
+        live events: ``None`` during the bootstrap replay, whose events are hours old."""
         if self._c:
-            self._c["applied"].labels(self._service, event_type).inc()
-            self._c["delay"].labels(self._service).observe(max(delay, 0.0))
+            child = self._applied.get(event_type)
+            if child is None:
+                child = self._applied[event_type] = self._c["applied"].labels(
+                    self._service, event_type
+                )
+            child.inc()
+            if delay is not None:
+                self._delay.observe(max(delay, 0.0))
 
     def skipped(self, reason: str) -> None:
         if self._c:

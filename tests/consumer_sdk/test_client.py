@@ -298,3 +298,36 @@ def test_a_fetched_batch_is_counted_applied_and_notified_exactly_like_records_on
     }
     assert stats["unchanged"] == {"token.revoked": 2}
     assert stats["skipped"] == {"bad_signature": 2, "unsigned": 1, "invalid": 1}
+
+
+def test_propagation_delay_histogram_counts_only_events_applied_after_bootstrap(
+    src: InMemorySource, clock: FakeClock
+) -> None:
+    prometheus_client = pytest.importorskip("prometheus_client")
+    registry = prometheus_client.REGISTRY
+    service = "delay-histogram-test"
+    labels = {"service": service}
+
+    def observed() -> float:
+        return registry.get_sample_value("revocast_propagation_delay_seconds_count", labels) or 0
+
+    def applied() -> float:
+        return (
+            registry.get_sample_value(
+                "revocast_events_applied_total", {**labels, "type": "token.revoked"}
+            )
+            or 0
+        )
+
+    client = Revocast(settings(service_name=service), source=src, clock=clock)
+    try:
+        old = dt(clock() - 3600)
+        src.publish(
+            TokenRevoked(issuer="idp", jti="replayed", expires_at=dt(clock() + 60), occurred_at=old)
+        )
+        assert (applied(), observed()) == (1, 0)  # an hour-old event from the replay
+        src.set_ready()
+        src.publish(TokenRevoked(issuer="idp", jti="live", expires_at=dt(clock() + 60)))
+        assert (applied(), observed()) == (2, 1)
+    finally:
+        client.close()
