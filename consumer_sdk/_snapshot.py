@@ -87,14 +87,12 @@ import operator
 import sys
 import uuid
 from array import array
-from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
-from consumer_sdk._fptable import fingerprint
 from consumer_sdk._state import RevocationState
 from revocation_events import (
     SIGNATURE_HEADER,
@@ -522,59 +520,4 @@ def _construct(model: Any, **fields: Any) -> Event:
 
 
 def _restore_jtis(state: RevocationState, chunks: Sequence[Chunk]) -> int:
-    incoming = sum(len(c.jti) for c in chunks)
-    if not incoming:
-        return 0
-    table = state._jti
-    wheel = state._jti_wheel
-    live = state._clock() - state._grace
-    capacity = 64  # sized as FingerprintTable._rebuild would for the final count
-    while capacity <= (len(table) + incoming) * 2 + 16:
-        capacity *= 2
-    keys = array("q", bytes(8 * capacity))
-    deadlines = array("I", bytes(4 * capacity))
-    times = array("I", bytes(4 * capacity))
-    mask = capacity - 1
-    used = 0
-    for fp, dl, t in table.items():
-        i = fp & mask
-        while keys[i]:
-            i = (i + 1) & mask
-        deadlines[i], times[i], keys[i] = dl, t, fp
-        used += 1
-    loaded = 0
-    for chunk in chunks:
-        column = chunk.jti_deadline
-        first = bisect_right(column, live)  # sorted: the dead ones are a prefix
-        fps = [fingerprint(j) for j in islice(chunk.jti, first, None)]
-        tail = zip(
-            fps, islice(column, first, None), islice(chunk.jti_time, first, None), strict=True
-        )
-        for fp, dl, t in tail:
-            i = fp & mask
-            while k := keys[i]:
-                if k == fp:  # revoked in several partitions: merge as FingerprintTable.add
-                    if dl > deadlines[i]:
-                        deadlines[i] = dl
-                    if t < times[i]:
-                        times[i] = t
-                    break
-                i = (i + 1) & mask
-            else:
-                deadlines[i], times[i], keys[i] = dl, t, fp
-                used += 1
-        loaded += len(fps)
-        # One wheel slice per minute of deadlines (the column is sorted).
-        start = first
-        while start < len(column):
-            bucket = column[start] // _BUCKET_SECONDS
-            end = bisect_left(column, (bucket + 1) * _BUCKET_SECONDS, start)
-            slot = wheel.get(bucket)
-            if slot is None:
-                slot = wheel[bucket] = array("q")
-            slot.extend(fps[start - first : end - first])
-            start = end
-    table._used = used
-    table._filled = used
-    table.slots = (keys, deadlines, times, mask)
-    return loaded
+    return state.restore_jtis((c.jti, c.jti_deadline, c.jti_time) for c in chunks)

@@ -1,0 +1,151 @@
+"""FingerprintTable against a dict model: inserts, merges, deletions, growth, reuse, bulk loads."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from consumer_sdk._fptable import DEAD, FingerprintTable
+
+# Few distinct low bits: fingerprints collide on the first index slot and chain, so probing,
+# tombstones in the middle of a chain and their reuse are exercised, not just direct hits.
+FPS = st.sampled_from([1, 2, 3, 64, 65, 128, 129, 2**40 + 1, -(2**63), 2**63 - 1, -2, -64])
+SECONDS = st.floats(min_value=0, max_value=2_000, allow_nan=False)
+
+
+def _ceil(x: float) -> int:
+    return math.ceil(x)
+
+
+class TableMachine(RuleBasedStateMachine):
+    """The table must answer exactly as a dict of fingerprint -> (deadline, time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = FingerprintTable()
+        self.model: dict[int, tuple[int, int]] = {}
+        self.grown = 0
+
+    @rule(
+        fp=FPS | st.integers(min_value=-(2**63), max_value=2**63 - 1).filter(bool),
+        deadline=SECONDS,
+        at=SECONDS,
+    )
+    def add(self, fp: int, deadline: float, at: float) -> None:
+        if fp == -1:  # hash() never returns -1
+            fp = 1
+        dl, t = _ceil(deadline), int(at)
+        old = self.model.get(fp)
+        new = (dl, t) if old is None else (max(old[0], dl), min(old[1], t))
+        capacity = self.table.capacity
+        assert self.table.add(fp, deadline, at) is (new != old)
+        self.model[fp] = new
+        self.grown += self.table.capacity != capacity
+
+    @rule(fp=FPS, cutoff=SECONDS)
+    def discard_if_due(self, fp: int, cutoff: float) -> None:
+        old = self.model.get(fp)
+        due = old is not None and old[0] <= cutoff
+        assert self.table.discard_if_due(fp, cutoff) is due
+        if due:
+            del self.model[fp]
+
+    @rule(n=st.integers(min_value=1, max_value=200), start=st.integers(0, 10**6))
+    def add_many(self, n: int, start: int) -> None:
+        """Enough distinct keys to force rebuilds (growth) now and then."""
+        for fp in range(start * 1000 + 7, start * 1000 + 7 + n):
+            self.add(fp, 1_000.0, 5.0)
+
+    @precondition(lambda self: bool(self.model))
+    @rule(cutoff=SECONDS)
+    def discard_everything_due(self, cutoff: float) -> None:
+        for fp in list(self.model):
+            self.discard_if_due(fp, cutoff)
+
+    @rule(
+        entries=st.lists(st.tuples(FPS, st.integers(0, 2_000), st.integers(0, 2_000)), max_size=30)
+    )
+    def bulk_load(self, entries: list[tuple[int, int, int]]) -> None:
+        before = len(self.model)
+        for fp, dl, t in entries:
+            old = self.model.get(fp)
+            self.model[fp] = (dl, t) if old is None else (max(old[0], dl), min(old[1], t))
+        added = self.table.bulk_load(
+            [e[0] for e in entries], [e[1] for e in entries], [e[2] for e in entries], len(entries)
+        )
+        assert added == len(self.model) - before
+
+    @invariant()
+    def agrees_with_the_model(self) -> None:
+        assert len(self.table) == len(self.model)
+        assert sorted(self.table.items()) == sorted((k, *v) for k, v in self.model.items())
+        for fp in [*self.model, 4, 2**40 + 65]:
+            assert self.table.get(fp) == self.model.get(fp)
+
+    @invariant()
+    def index_is_consistent(self) -> None:
+        index, keys, _, _, mask = self.table.slots
+        assert len(index) == mask + 1
+        assert len(self.table) * 2 <= len(index), "load factor above one half"
+        live = [j for j in index if j > DEAD]
+        assert len(live) == len(set(live)) == len(self.table), "one index slot per entry"
+        assert all(keys[j] for j in live)
+
+
+TestTableMachine = TableMachine.TestCase
+TestTableMachine.settings = hsettings(max_examples=100, stateful_step_count=40, deadline=None)
+
+
+def test_a_deleted_entrys_slots_are_reused_and_the_table_does_not_grow() -> None:
+    table = FingerprintTable()
+    for fp in range(1, 21):
+        table.add(fp, 100, 0)
+    slots = table.slots
+    index, keys, *_ = slots
+    sizes = (len(index), len(keys))
+    for _ in range(1000):
+        for fp in range(1, 11):
+            assert table.discard_if_due(fp, 100)
+        for fp in range(1, 11):
+            assert table.add(fp, 100, 0)
+    assert table.slots is slots, "tombstones were not reused: the table was rebuilt"
+    index, keys, *_ = table.slots
+    assert (len(index), len(keys)) == sizes
+    assert len(table) == 20
+
+
+def test_growth_keeps_every_entry_and_the_load_factor_below_one_half() -> None:
+    table = FingerprintTable()
+    for fp in range(1, 10_001):
+        table.add(fp * 0x9E3779B97F4A7C15 % 2**63 or 1, fp, fp)
+    assert len(table) == 10_000
+    assert table.capacity > 2 * len(table)
+    assert all(
+        table.get(fp * 0x9E3779B97F4A7C15 % 2**63 or 1) == (fp, fp) for fp in range(1, 10_001)
+    )
+
+
+def test_bulk_load_swaps_in_a_new_table_whole() -> None:
+    """Lock-free readers hold the old tuple: it must not be filled in place."""
+    table = FingerprintTable()
+    table.add(5, 10, 1)
+    old = table.slots
+    assert table.bulk_load([7, 5], [20, 30], [2, 0], 2) == 1
+    assert table.slots is not old
+    assert table.get(5) == (30, 0)
+    assert table.get(7) == (20, 2)
+    index = old[0]
+    assert sum(1 for j in index if j > DEAD) == 1
+
+
+@given(st.lists(st.integers(1, 2**62), max_size=300, unique=True))
+def test_bulk_load_sizes_exactly_once(fps: list[int]) -> None:
+    table = FingerprintTable()
+    table.bulk_load(fps, [9] * len(fps), [1] * len(fps), len(fps))
+    _, keys, deadlines, times, _ = table.slots
+    assert len(keys) == len(deadlines) == len(times) == len(fps) + 2  # 2 dummy entries
+    assert sorted(k for k, _, _ in table.items()) == sorted(fps)
