@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
@@ -342,3 +343,124 @@ def test_expire_never_changes_what_check_answers(events: list[BaseEvent], later:
     before = [state.check(c, None) for c in probes]
     state.expire()
     assert [state.check(c, None) for c in probes] == before
+
+
+# -- jtis against a dict model ---------------------------------------------------------------
+
+_JTIS = [f"j{n}" for n in range(40)]  # enough to grow the table past its first 64 slots
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("revoke"),
+            st.sampled_from(_JTIS),
+            st.floats(-200, 400, allow_nan=False),  # expires_at - now
+            st.floats(-100, 0, allow_nan=False),  # occurred_at - now
+        ),
+        st.tuples(st.just("advance"), st.floats(0, 150, allow_nan=False)),
+        st.tuples(st.just("expire")),
+        st.tuples(st.just("many"), st.integers(1, 120)),
+    ),
+    max_size=60,
+)
+
+
+@hsettings(deadline=None, max_examples=80)
+@given(ops=_OPS, grace=st.sampled_from([0.0, 30.0]))
+def test_jtis_behave_like_a_dict_under_revoke_expire_and_check(
+    ops: list[tuple[Any, ...]], grace: float
+) -> None:
+    """jti -> (deadline rounded up, time rounded down), merged as apply merges; a revocation
+    holds while ``deadline + grace > now``; expire() drops exactly the entries past that and
+    ``size_by_kind()["jti"]`` is exact right after it (and never below the live count)."""
+    clock = FakeClock(T0 + 0.25)
+    state = make_state(clock, grace=grace)
+    model: dict[str, tuple[int, int]] = {}
+    batch = 0
+
+    def revoke(jti: str, until: float, at: float) -> None:
+        changed = state.apply(
+            TokenRevoked(issuer="i", jti=jti, expires_at=dt(until), occurred_at=dt(at))
+        )
+        new = (math.ceil(until), math.floor(at))
+        old = model.get(jti)
+        if until <= clock.now - grace:
+            assert not changed
+            return
+        merged = new if old is None else (max(old[0], new[0]), min(old[1], new[1]))
+        assert changed is (merged != old)
+        model[jti] = merged
+
+    for op in ops:
+        if op[0] == "revoke":
+            revoke(op[1], clock.now + op[2], clock.now + op[3])
+        elif op[0] == "advance":
+            clock.advance(op[1])
+        elif op[0] == "many":  # distinct jtis: growth, and many entries expiring together
+            batch += 1
+            for n in range(op[1]):
+                revoke(f"b{batch}-{n}", clock.now + 30 + n, clock.now)
+        else:
+            due = [j for j, (dl, _) in model.items() if dl + grace <= clock.now]
+            assert state.expire() == len(due)
+            for j in due:
+                del model[j]
+            assert state.size_by_kind()["jti"] == len(model)
+        live = {j: v for j, v in model.items() if v[0] + grace > clock.now}
+        assert len(live) <= state.size_by_kind()["jti"] == len(model)
+        for jti in [*_JTIS, *model]:
+            hit = state.check({"jti": jti}, None)
+            want = live.get(jti)
+            assert hit == (None if want is None else (RevokedBy.JTI, dt(want[1])))
+
+
+@hsettings(deadline=None, max_examples=40)
+@given(
+    rows=st.lists(
+        st.tuples(st.sampled_from(_JTIS), st.integers(-100, 400), st.integers(-100, 0)),
+        max_size=50,
+    ),
+    split=st.integers(0, 50),
+    later=st.integers(0, 600),
+)
+def test_restored_jtis_equal_applied_ones_and_expire_alike(
+    rows: list[tuple[str, int, int]], split: int, later: int
+) -> None:
+    """restore_jtis (the snapshot path: sorted columns, several chunks, one rebuild) gives the
+    state apply gives, on top of jtis already held, and its wheel expires them alike."""
+    now = int(T0)
+    clock = FakeClock(now)
+    applied, restored = make_state(clock), make_state(clock)
+    for jti, dl, at in rows[:split]:  # already in both states before the snapshot loads
+        for state in (applied, restored):
+            state.apply(
+                TokenRevoked(issuer="i", jti=jti, expires_at=dt(now + dl), occurred_at=dt(now + at))
+            )
+    for jti, dl, at in rows[split:]:
+        applied.apply(
+            TokenRevoked(issuer="i", jti=jti, expires_at=dt(now + dl), occurred_at=dt(now + at))
+        )
+    chunks = [rows[split:][k::2] for k in range(2)]  # two chunks, each sorted by deadline
+    columns = []
+    for chunk in chunks:
+        chunk = sorted(chunk, key=lambda r: r[1])
+        columns.append(
+            (
+                [j for j, _, _ in chunk],
+                [now + d for _, d, _ in chunk],
+                [now + a for _, _, a in chunk],
+            )
+        )
+    loaded = restored.restore_jtis(columns)
+    assert loaded == sum(1 for _, dl, _ in rows[split:] if dl > 0)
+    assert restored.snapshot() == applied.snapshot()
+    clock.advance(later)
+    assert restored.expire() == applied.expire()
+    assert restored.snapshot() == applied.snapshot()
+    assert restored.size_by_kind() == applied.size_by_kind()
+    for jti in _JTIS:
+        assert restored.check({"jti": jti}, None) == applied.check({"jti": jti}, None)
+
+
+def test_restore_jtis_refuses_columns_of_different_lengths(clock: FakeClock) -> None:
+    with pytest.raises(ValueError, match="differ in length"):
+        make_state(clock).restore_jtis([(["a", "b"], [int(T0) + 9], [int(T0)])])
