@@ -37,7 +37,12 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 
 from consumer_sdk._settings import ConsumerSettings
 from consumer_sdk._status import SourceStatus
-from revocation_events import KafkaUnreachableError, closing_on_failure, require_reachable
+from revocation_events import (
+    KafkaUnreachableError,
+    close_producer,
+    closing_on_failure,
+    require_reachable,
+)
 
 __all__ = ["HEARTBEAT_VERSION", "Heartbeat", "HeartbeatSubject", "heartbeat_topic"]
 
@@ -212,6 +217,6 @@ class Heartbeat:
             producer, self._producer = self._producer, None
             if producer is not None:
                 try:
-                    producer.close(timeout=1.0)
+                    close_producer(producer, timeout=1.0)
                 except Exception:  # closing is best effort
                     _log.debug("closing the heartbeat producer failed", exc_info=True)

@@ -18,7 +18,12 @@ from kafka.errors import KafkaError
 
 from producer._errors import PublishError
 from producer._settings import PublisherSettings
-from revocation_events import EncodedEvent, KafkaUnreachableError, closing_on_failure
+from revocation_events import (
+    EncodedEvent,
+    KafkaUnreachableError,
+    close_producer,
+    closing_on_failure,
+)
 from revocation_events import require_reachable as _require_reachable
 
 __all__ = ["Ack", "KafkaSender", "closing_on_failure", "producer_config", "require_reachable"]
@@ -136,7 +141,5 @@ def require_reachable(config: dict[str, Any], timeout: float = 1.0) -> None:
 
 
 def _close_quietly(producer: KafkaProducer, timeout: float) -> None:
-    try:
-        producer.close(timeout=timeout)
-    except KafkaError as exc:  # closing must not mask the caller's outcome
-        log.warning("error closing the Kafka producer: %s", exc)
+    # Closing must not mask the caller's outcome, nor leave the producer half open.
+    close_producer(producer, timeout)

@@ -7,6 +7,7 @@ subject's events in order, the value is the JSON envelope, a header carries the 
 from revocation_events._errors import MalformedEventError, RevocastError, SkipReason
 from revocation_events._kafka_clients import (
     KafkaUnreachableError,
+    close_producer,
     closing_on_failure,
     require_reachable,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "SubjectVersionBumped",
     "TokenRevoked",
     "VerificationKey",
+    "close_producer",
     "closing_on_failure",
     "env_bool",
     "env_float",

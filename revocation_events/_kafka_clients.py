@@ -1,24 +1,28 @@
 """kafka-python client construction shared by every Revocast component.
 
-Works around two kafka-python 3.0 bugs: a refused connection leaks its socket and a failed
-constructor (no broker) leaves its network client open; and ``allow_auto_create_topics`` is
+Works around kafka-python 3.0 bugs: a refused connection leaks its socket and a failed
+constructor (no broker) leaves its network client open; ``allow_auto_create_topics`` is
 not handed to the cluster metadata, so a misspelt topic would be auto-created with the
-broker's (possibly short) default retention.
+broker's (possibly short) default retention; and a producer's ``close(timeout)`` that cannot
+flush in time raises without closing anything.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from kafka.errors import KafkaError
 from kafka.net.compat import KafkaNetClient
 
 from revocation_events._errors import RevocastError
 
-__all__ = ["KafkaUnreachableError", "closing_on_failure", "require_reachable"]
+__all__ = ["KafkaUnreachableError", "close_producer", "closing_on_failure", "require_reachable"]
 
 T = TypeVar("T")
+_log = logging.getLogger("revocation_events")
 
 
 class KafkaUnreachableError(RevocastError):
@@ -67,3 +71,30 @@ def closing_on_failure(factory: Callable[..., T], config: dict[str, Any]) -> T:
         for client in opened:
             client.close()
         raise
+
+
+def close_producer(producer: Any, timeout: float) -> None:
+    """Close a kafka-python producer within about ``timeout`` s, dropping what is unsent.
+
+    kafka-python 3.0's ``KafkaProducer.close(timeout)`` flushes first and raises
+    ``KafkaTimeoutError`` when a batch is still pending, *before* it stops its network thread
+    or marks itself closed. The producer then stays open: the thread keeps retrying (and may
+    deliver the stale batch after a fresh producer has re-sent the same records), and
+    ``__del__`` repeats the flush and raises from the garbage collector. On that error, stop
+    the thread without sending (``force_close`` fails every pending batch), then close.
+    Never raises :class:`KafkaError`.
+    """
+    try:
+        producer.close(timeout=timeout)
+        return
+    except KafkaError as exc:
+        _log.warning(
+            "Kafka producer not flushed within %.1fs (%s): dropping its sends", timeout, exc
+        )
+    sender = producer._sender  # kafka-python 3.0 has no public close-without-flush
+    sender.force_close()
+    sender.join(max(1.0, timeout))
+    try:
+        producer.close(timeout=0)
+    except KafkaError as exc:
+        _log.warning("error closing the Kafka producer: %s", exc)

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+import gc
+import os
+import signal
+import sys
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from producer import PublishError
-from producer._kafka import producer_config, require_reachable
+from producer import PublishError, PublisherSettings, ensure_topic
+from producer._kafka import KafkaSender, producer_config, require_reachable
+from revocast.localkafka import LocalKafkaBroker
+from revocation_events import EventCodec, EventSigner, KafkaSettings, SigningKey, TokenRevoked
 from tests.producer._support import UNREACHABLE
 from tests.producer.conftest import MakeSettings
 
@@ -33,3 +40,51 @@ def test_unreachable_bootstrap_fails_fast() -> None:
     with pytest.raises(PublishError, match="no Kafka broker reachable"):
         require_reachable({"bootstrap_servers": [UNREACHABLE]})
     assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.kafka
+@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
+def test_reset_with_batches_pending_on_a_silent_broker_closes_the_producer(
+    private_broker: LocalKafkaBroker,
+) -> None:
+    """kafka-python 3.0's close(timeout) raises before closing when it cannot flush; the
+    sender must still stop the producer's network thread (it used to keep retrying, and its
+    ``__del__`` raised from the garbage collector)."""
+    kafka = KafkaSettings(bootstrap_servers=(private_broker.bootstrap_servers,), topic="revs")
+    ensure_topic(kafka, partitions=3, max_token_lifetime=3600)
+    key = SigningKey.hmac("ev1", b"e" * 32)
+    settings = PublisherSettings(
+        issuer="idp",
+        kafka=kafka,
+        signing_key=key,
+        delivery="direct",
+        delivery_timeout=5.0,
+        ack_timeout=0.2,
+        max_block=1.0,
+    )
+    codec = EventCodec(signer=EventSigner(key))
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    sender = KafkaSender(settings)
+    warm = sender.send([codec.encode(TokenRevoked(issuer="idp", jti="warm", expires_at=expires))])
+    assert sender.wait(warm, 10)
+    producer = sender._producer
+    assert producer is not None
+    assert producer._sender.is_alive()
+    unraisable: list[object] = []
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+    pid = private_broker.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # connected, but never answers
+    try:
+        events = [TokenRevoked(issuer="idp", jti=f"j{i}", expires_at=expires) for i in range(50)]
+        sender.send([codec.encode(e) for e in events])
+        sender.reset()
+        assert not producer._sender.is_alive()
+        assert producer._closed
+        del producer
+        gc.collect()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        sys.unraisablehook = previous_hook
+    assert unraisable == []
