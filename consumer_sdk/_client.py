@@ -10,6 +10,7 @@ Nothing is started inside the fork hook itself, where locks of other threads may
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -305,7 +306,10 @@ class Revocast:
         if not self.status_provider.ready.wait(timeout):
             return False
         jwks = self._verifier.jwks
-        return jwks is None or jwks.loaded.wait(max(0.0, deadline - time.monotonic()))
+        ready = jwks is None or jwks.loaded.wait(max(0.0, deadline - time.monotonic()))
+        if ready and self.settings.gc_freeze_when_ready:
+            _freeze_gc_once()
+        return ready
 
     def add_status_listener(self, fn: Callable[[SourceStatus], object]) -> Callable[[], None]:
         return self.status_provider.listeners.add(fn)
@@ -370,6 +374,23 @@ class Revocast:
 
 
 _instances: weakref.WeakSet[Revocast] = weakref.WeakSet()
+_frozen_in: int | None = None  # the pid that called gc.freeze() (a forked child may again)
+_freeze_lock = threading.Lock()
+
+
+def _freeze_gc_once() -> None:
+    """``gc.freeze()`` once per process (``gc_freeze_when_ready``). A full collection first,
+    so no garbage is frozen with the live start-up objects."""
+    global _frozen_in
+    with _freeze_lock:
+        if _frozen_in == os.getpid():
+            return
+        _frozen_in = os.getpid()
+    gc.collect()
+    gc.freeze()
+    _log.info(
+        "gc.freeze(): %d start-up objects excluded from garbage collection", gc.get_freeze_count()
+    )
 
 
 def _after_fork_in_child() -> None:

@@ -101,6 +101,12 @@ class ConsumerSettings:
     """Opt-in: remember this many verified tokens (LRU, exact token bytes) so a repeated token
     skips the signature check; time claims, revocation and status are still checked on every
     call (see :class:`consumer_sdk._verify.VerifyCache`). 0 (default): off."""
+    gc_freeze_when_ready: bool = False
+    """Opt-in: call :func:`gc.freeze` once per process, the first time
+    :meth:`Revocast.wait_until_ready` succeeds, so the objects built at start-up (modules,
+    the replayed state, the application's own) are no longer scanned by every full garbage
+    collection. Process-wide: leave it off when the application manages the collector itself
+    (for example freezes in the parent before forking workers)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "jwt_keys", MappingProxyType(dict(self.jwt_keys)))
@@ -212,7 +218,12 @@ class ConsumerSettings:
             if cache_size < 0:
                 raise SettingsError(f"{p}VERIFY_CACHE_SIZE must be >= 0, got {cache_size}")
             kwargs["verify_cache_size"] = cache_size
-        for name in ("require_sub", "allow_unsigned_events", "replay_from_beginning"):
+        for name in (
+            "require_sub",
+            "allow_unsigned_events",
+            "replay_from_beginning",
+            "gc_freeze_when_ready",
+        ):
             flag = env_bool(env, f"{p}{name.upper()}")
             if flag is not None:
                 kwargs[name] = flag
