@@ -86,34 +86,21 @@ class State:
 
 def _read_state(setup: Setup) -> State:
     ends = end_offsets(setup.bootstrap, setup.log_topic)
-    consumer = KafkaConsumer(bootstrap_servers=setup.bootstrap, enable_auto_commit=False)
     latest: dict[str, tuple[bytes | None, list[tuple[str, bytes]]]] = {}
     per_partition: dict[tuple[int, str], tuple[bytes | None, list[tuple[str, bytes]]]] = {}
     written: set[str] = set()
     markers: dict[int, int] = {}
-    try:
-        tps = [
-            TopicPartition(setup.state_topic, p)
-            for p in consumer.partitions_for_topic(setup.state_topic) or ()
-        ]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        stop = consumer.end_offsets(tps, timeout_ms=10_000)
-        while any(consumer.position(tp, timeout_ms=10_000) < stop[tp] for tp in tps):
-            for tp, batch in consumer.poll(timeout_ms=500).items():
-                for record in batch:
-                    key = record.key.decode()
-                    if key.startswith(OFFSETS_KEY_PREFIX):
-                        partition, offset = parse_marker(record.value)
-                        assert partition == tp.partition
-                        markers[partition] = offset
-                    else:
-                        latest[key] = (record.value, list(record.headers))
-                        per_partition[tp.partition, key] = latest[key]
-                        if record.value is not None:
-                            written.add(key)
-    finally:
-        consumer.close()
+    for record in _read_to_end(setup.bootstrap, setup.state_topic):
+        key = record.key.decode()
+        if key.startswith(OFFSETS_KEY_PREFIX):
+            partition, offset = parse_marker(record.value)
+            assert partition == record.partition
+            markers[partition] = offset
+        else:
+            latest[key] = (record.value, list(record.headers))
+            per_partition[record.partition, key] = latest[key]
+            if record.value is not None:
+                written.add(key)
     live = {
         key: VERIFYING_CODEC.decode(value, headers)
         for key, (value, headers) in latest.items()
@@ -215,19 +202,7 @@ def _diagnose(setup: Setup, missing: set[str]) -> str:
 
 
 def _read_json(bootstrap: str, topic: str) -> list[dict[str, object]]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        stop = consumer.end_offsets(tps, timeout_ms=10_000)
-        docs: list[dict[str, object]] = []
-        while any(consumer.position(tp, timeout_ms=10_000) < stop[tp] for tp in tps):
-            for batch in consumer.poll(timeout_ms=500).values():
-                docs.extend(json.loads(record.value) for record in batch)
-        return docs
-    finally:
-        consumer.close()
+    return [json.loads(record.value) for record in _read_to_end(bootstrap, topic)]
 
 
 # -- the test -------------------------------------------------------------------
@@ -294,22 +269,26 @@ SDK's (the state topic protocol's premise: expires_at is authoritative)."""
 
 
 def _log_records(setup: Setup) -> list[tuple[bytes | None, list[tuple[str, bytes]]]]:
-    consumer = KafkaConsumer(bootstrap_servers=setup.bootstrap, enable_auto_commit=False)
-    records: list[tuple[bytes | None, list[tuple[str, bytes]]]] = []
+    return [
+        (record.value, list(record.headers))
+        for record in _read_to_end(setup.bootstrap, setup.log_topic)
+    ]
+
+
+def _read_to_end(bootstrap: str, topic: str) -> Iterator[Any]:
+    """Every record of ``topic`` from the beginning to its end offsets at the call, in
+    partition order within each fetch."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
-        tps = [
-            TopicPartition(setup.log_topic, p)
-            for p in consumer.partitions_for_topic(setup.log_topic) or ()
-        ]
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         stop = consumer.end_offsets(tps, timeout_ms=10_000)
         while any(consumer.position(tp, timeout_ms=10_000) < stop[tp] for tp in tps):
             for batch in consumer.poll(timeout_ms=500, max_records=5000).values():
-                records.extend((record.value, list(record.headers)) for record in batch)
+                yield from batch
     finally:
         consumer.close()
-    return records
 
 
 def _sdk_state(records: list[tuple[bytes | None, list[tuple[str, bytes]]]], now: float) -> Any:
