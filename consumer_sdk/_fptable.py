@@ -2,21 +2,27 @@
 
 Revoked ``jti`` values are the bulk of the state (one per revoked token), so they live in
 flat arrays instead of Python objects, laid out as CPython's own dict is: a sparse index of
-4-byte positions probed linearly at a load factor of at most one half, and dense entry
-arrays (8-byte fingerprint, 4-byte deadline, 4-byte time) with no empty slots. That is
-16 bytes per entry plus 8 to 16 bytes of index, ~27 bytes at 100k and 1M entries, where the
-previous single table of 16-byte slots cost 33 to 42 and a ``set`` of ints ~70. Keeping the
-load factor at one half instead of raising it keeps misses, the common case of a request,
-at ~1.5 probes: linear probing at 3/4 needs ~8.5.
+4-byte positions, probed linearly, and dense entry arrays (8-byte fingerprint, 4-byte
+deadline, 4-byte time) with no empty slots. The index is kept at a load factor of at most a
+quarter: a miss, the common case of a request, then ends after ~1.2 probes (~2.5 at one
+half, ~8.5 at three quarters), which pays for the extra read of a position per probe. That
+costs 16 bytes per entry plus 16 to 32 bytes of index (~38 bytes at 100k entries, ~34 at
+1M), where the previous single table of 16-byte slots at one half plus a time wheel of
+fingerprints cost 44 to 53 and a ``set`` of ints ~70.
+
+Expiry needs no per-entry bookkeeping: :meth:`FingerprintTable.sweep` walks the dense
+deadlines, a bounded number per call (all of them in a small table), and every rebuild
+drops the entries already due. Readers compare the deadline themselves, so an entry the
+sweep has not reached yet changes no answer; it only still counts in ``len()``.
 
 Concurrency: one writer (the sync thread), any number of lock-free readers. A reader takes
 the ``slots`` tuple once. The writer fills an entry (times before key) before an index slot
 points at it; a deleted entry's index slot becomes a tombstone (it points at the dummy
 entry :data:`DEAD`, whose key 0 matches no fingerprint) and its dense position is reused by
 a later insert. A reader that raced a deletion either misses the key or reads a newer
-entry's deadline, both for an entry already past its deadline, so never un-revokes a live
-one. Rebuilds fill new arrays and swap in a whole new tuple, so a reader never sees a torn
-entry. Item reads and writes on :class:`array.array` are atomic under the GIL, and the
+entry's deadline, both only for an entry already past its deadline, so it never un-revokes
+a live one. Rebuilds fill new arrays and swap in a whole new tuple, so a reader never sees a
+torn entry. Item reads and writes on :class:`array.array` are atomic under the GIL, and the
 dense arrays only ever grow in place (``append``) between rebuilds.
 """
 
@@ -32,6 +38,10 @@ DEAD = 1  # index slot of a deleted entry: points at dummy entry 1, which matche
 _FIRST = 2  # dense positions 0 and 1 are dummies (key 0; hash() or 1 is never 0)
 _U32_MAX = 2**32 - 1
 _MIN_CAPACITY = 64
+SWEEP_MIN = 1 << 16
+"""A table with at most this many dense positions is swept whole by every :meth:`sweep`."""
+SWEEP_CALLS = 8
+"""A larger one is swept whole within this many calls (4 minutes at the default 30 s)."""
 
 Slots = tuple["array[int]", "array[int]", "array[int]", "array[int]", int]
 """(index of dense positions, fingerprints, deadlines in whole seconds, times in whole
@@ -44,9 +54,9 @@ def fingerprint(value: str) -> int:
 
 
 def _capacity(used: int) -> int:
-    """The index size a rebuild picks for ``used`` entries: load factor below one half."""
+    """The index size a rebuild picks for ``used`` entries: load factor below a quarter."""
     capacity = _MIN_CAPACITY
-    while capacity <= used * 2 + 16:
+    while capacity <= used * 4 + 16:
         capacity *= 2
     return capacity
 
@@ -68,6 +78,8 @@ class FingerprintTable:
         self._used = 0
         self._filled = 0  # index slots used + tombstones
         self._free = array("I")  # dense positions of deleted entries, reused first
+        self._cursor = _FIRST  # where the next sweep starts
+        self._swept_by_rebuild = 0  # due entries a rebuild dropped, reported by sweep()
 
     def __len__(self) -> int:
         return self._used
@@ -86,8 +98,11 @@ class FingerprintTable:
             i = (i + 1) & mask
         return None
 
-    def add(self, fp: int, deadline: float, at: float) -> bool:
-        """Insert or merge (latest deadline, earliest time); return whether anything changed."""
+    def add(self, fp: int, deadline: float, at: float, cutoff: float = -1.0) -> bool:
+        """Insert or merge (latest deadline, earliest time); return whether anything changed.
+
+        A rebuild this triggers drops the entries with a deadline at or before ``cutoff``.
+        """
         whole = int(deadline)  # rounding up, inlined: this runs once per replayed jti
         dl = min(max(whole + (deadline > whole), 0), _U32_MAX)
         t = min(int(at), _U32_MAX)
@@ -122,27 +137,38 @@ class FingerprintTable:
             keys.append(fp)
         index[free] = j  # published last: the entry is complete before a reader can reach it
         self._used += 1
-        if self._filled * 2 > mask + 1:
-            self._rebuild(self._used)
+        if self._filled * 4 > mask + 1:
+            self._rebuild(self._used, cutoff=cutoff)
         return True
 
-    def discard_if_due(self, fp: int, cutoff: float) -> bool:
-        """Remove ``fp`` if its deadline is at or before ``cutoff``."""
+    def sweep(self, cutoff: float, budget: int | None = None) -> int:
+        """Drop entries with a deadline at or before ``cutoff`` among the next ``budget``
+        dense positions (default: all of them up to :data:`SWEEP_MIN`, else a
+        :data:`SWEEP_CALLS`-th), wrapping around; return how many were dropped, counting
+        those the rebuilds since the last sweep dropped."""
         index, keys, deadlines, times, mask = self.slots
-        i = fp & mask
-        while j := index[i]:
-            if keys[j] == fp:
-                if deadlines[j] > cutoff:
-                    return False
+        end = len(keys)
+        if budget is None:
+            budget = max(SWEEP_MIN, -(-(end - _FIRST) // SWEEP_CALLS))
+        dropped, self._swept_by_rebuild = self._swept_by_rebuild, 0
+        j = self._cursor if self._cursor < end else _FIRST
+        for _ in range(min(budget, end - _FIRST)):
+            if deadlines[j] <= cutoff and (fp := keys[j]):
+                i = fp & mask
+                while index[i] != j:
+                    i = (i + 1) & mask
                 index[i] = DEAD
                 keys[j] = EMPTY
                 deadlines[j] = 0
                 times[j] = 0
                 self._free.append(j)
                 self._used -= 1
-                return True
-            i = (i + 1) & mask
-        return False
+                dropped += 1
+            j += 1
+            if j == end:
+                j = _FIRST
+        self._cursor = j
+        return dropped
 
     def items(self) -> Iterator[tuple[int, int, int]]:
         _, keys, deadlines, times, _ = self.slots
@@ -151,25 +177,39 @@ class FingerprintTable:
                 yield k, deadlines[j], times[j]
 
     def bulk_load(
-        self, fps: Iterable[int], deadlines: Iterable[int], times: Iterable[int], count: int
+        self,
+        fps: Iterable[int],
+        deadlines: Iterable[int],
+        times: Iterable[int],
+        count: int,
+        cutoff: float = -1.0,
     ) -> int:
-        """Merge ``count`` entries (whole seconds, as :meth:`items` yields) in one rebuild.
+        """Merge ``count`` entries (whole seconds, as :meth:`items` yields) in one rebuild;
+        return how many had a deadline after ``cutoff`` (the others, here or incoming, go).
 
         For a snapshot: the table is sized once for the final count, filled, and swapped in
         whole, so lock-free readers see either the old table or the complete new one. A
-        fingerprint already present merges as :meth:`add` does. Returns entries added.
+        fingerprint already present merges as :meth:`add` does.
         """
-        before = self._used
-        self._rebuild(self._used + count, extra=zip(fps, deadlines, times, strict=True))
-        return self._used - before
+        return self._rebuild(
+            self._used + count, zip(fps, deadlines, times, strict=True), cutoff=cutoff
+        )
 
-    def _rebuild(self, expected: int, extra: Iterable[tuple[int, int, int]] = ()) -> None:
-        """Compact the live entries (and merge ``extra``) into new arrays, swapped in whole."""
+    def _rebuild(
+        self, expected: int, extra: Iterable[tuple[int, int, int]] = (), cutoff: float = -1.0
+    ) -> int:
+        """Compact the entries due after ``cutoff`` (and merge ``extra``) into new arrays,
+        swapped in whole; return how many of ``extra`` were kept."""
         new = _new_slots(_capacity(expected), expected)
         index, keys, deadlines, times, mask = new
         j = _FIRST
+        kept = 0
         for source, merge in ((self.items(), False), (extra, True)):
             for fp, dl, t in source:
+                if dl <= cutoff:
+                    self._swept_by_rebuild += not merge
+                    continue
+                kept += merge
                 i = fp & mask
                 while p := index[i]:
                     if merge and keys[p] == fp:
@@ -188,4 +228,6 @@ class FingerprintTable:
         del keys[j:], deadlines[j:], times[j:]
         self._used = self._filled = j - _FIRST
         self._free = array("I")
+        self._cursor = _FIRST  # everything due was just dropped: a sweep may start over
         self.slots = new
+        return kept

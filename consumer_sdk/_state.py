@@ -26,22 +26,20 @@ bootstrapped from it holds the same rules as one that replayed the log:
 Why not cachetools' ``TTLCache``/``TLRUCache``: they evict the least recently used entry when
 full, which for us would silently forget a revocation that still covers a valid token; they are
 not thread-safe, and even lookups reorder them, so every request would need a lock; and they
-cost ~290 bytes and ~1 µs per entry where the table here costs ~35 bytes (with its wheel
-entry) and ~0.2 µs. Expiry is
-instead a time wheel of buckets of keys, drained by :meth:`RevocationState.expire`; lookups
-also ignore entries whose deadline has passed, so correctness never depends on when expiry runs.
+cost ~290 bytes and ~1 µs per entry where the table here costs ~34-38 bytes and ~0.2 µs.
+Expiry is instead a time wheel of buckets of keys for the other rules and a sweep of the
+table's deadlines for jtis, both run by :meth:`RevocationState.expire`; lookups also ignore
+entries whose deadline has passed, so correctness never depends on when expiry runs.
 There is no size cap: memory is bounded by the revocation rate times the token lifetime.
 """
 
 from __future__ import annotations
 
 import math
-from array import array
-from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from itertools import chain, islice
+from itertools import chain
 from typing import Any, NamedTuple
 
 from consumer_sdk._errors import RevokedBy
@@ -123,7 +121,6 @@ class RevocationState:
         self._version_claim = version_claim
         self._grace = grace
         self._jti = FingerprintTable()
-        self._jti_wheel: dict[int, array[int]] = {}
         self._sids: dict[str, tuple[float, float]] = {}  # sid -> (at, until)
         self._subjects: dict[str, _Subject] = {}
         self._kids: dict[str, float] = {}  # kid -> at
@@ -194,17 +191,10 @@ class RevocationState:
             # The bulk of every log, so the lean path: aware datetimes from pydantic cost
             # ~0.7 µs per ``timestamp()``, and an expired token needs only one.
             until = event.expires_at.timestamp()
-            if until <= self._clock() - self._grace:
+            live = self._clock() - self._grace
+            if until <= live:
                 return False
-            fp = fingerprint(event.jti)
-            if not self._jti.add(fp, until, event.occurred_at.timestamp()):
-                return False
-            bucket = math.ceil(until) // _BUCKET_SECONDS
-            wheel = self._jti_wheel.get(bucket)
-            if wheel is None:
-                wheel = self._jti_wheel[bucket] = array("q")
-            wheel.append(fp)
-            return True
+            return self._jti.add(fingerprint(event.jti), until, event.occurred_at.timestamp(), live)
         at = event.occurred_at.timestamp()
         live = self._clock() - self._grace
         if isinstance(event, SessionRevoked):
@@ -222,42 +212,27 @@ class RevocationState:
     def restore_jtis(
         self, columns: Iterable[tuple[Sequence[str], Sequence[int], Sequence[int]]]
     ) -> int:
-        """Bulk-load jtis from a snapshot; return how many were loaded (sync thread only).
+        """Bulk-load jtis from a snapshot; return how many were still live (sync thread only).
 
-        ``columns`` are ``(jtis, deadlines, times)`` triples in whole seconds, each sorted by
-        deadline (as snapshot chunks are, so the dead ones are a prefix and each wheel bucket
-        a slice). Entries merge as :meth:`apply` merges ``TokenRevoked``; the table is filled
-        in one rebuild and swapped in whole (:meth:`FingerprintTable.bulk_load`).
+        ``columns`` are ``(jtis, deadlines, times)`` triples in whole seconds. Entries merge
+        as :meth:`apply` merges ``TokenRevoked`` and dead ones are skipped as it skips them;
+        the table is filled in one rebuild and swapped in whole
+        (:meth:`FingerprintTable.bulk_load`), so readers never see it half-loaded.
         """
-        live = self._clock() - self._grace
-        kept: list[tuple[list[int], Sequence[int], Sequence[int]]] = []
+        columns = list(columns)
         for jtis, deadlines, times in columns:
             if not len(jtis) == len(deadlines) == len(times):
                 raise ValueError("jti columns differ in length")
-            first = bisect_right(deadlines, live)  # sorted: the dead ones are a prefix
-            fps = [fingerprint(j) for j in islice(jtis, first, None)]
-            kept.append((fps, deadlines[first:], times[first:]))
-        count = sum(len(fps) for fps, _, _ in kept)
+        count = sum(len(jtis) for jtis, _, _ in columns)
         if not count:
             return 0
-        self._jti.bulk_load(
-            chain.from_iterable(fps for fps, _, _ in kept),
-            chain.from_iterable(dls for _, dls, _ in kept),
-            chain.from_iterable(ts for _, _, ts in kept),
+        return self._jti.bulk_load(
+            map(fingerprint, chain.from_iterable(jtis for jtis, _, _ in columns)),
+            chain.from_iterable(dls for _, dls, _ in columns),
+            chain.from_iterable(ts for _, _, ts in columns),
             count,
+            self._clock() - self._grace,
         )
-        wheel = self._jti_wheel
-        for fps, dls, _ in kept:
-            start = 0  # one wheel slice per minute of deadlines
-            while start < len(dls):
-                bucket = dls[start] // _BUCKET_SECONDS
-                end = bisect_left(dls, (bucket + 1) * _BUCKET_SECONDS, start)
-                slot = wheel.get(bucket)
-                if slot is None:
-                    slot = wheel[bucket] = array("q")
-                slot.extend(fps[start:end])
-                start = end
-        return count
 
     def _until(self, expires_at: datetime, start: float) -> float:
         return max(expires_at.timestamp(), start + self._lifetime)
@@ -336,19 +311,16 @@ class RevocationState:
     # -- maintenance -----------------------------------------------------------------------
 
     def expire(self) -> int:
-        """Drop entries that can no longer affect any token; return how many were dropped."""
+        """Drop entries that can no longer affect any token; return how many were dropped.
+
+        Every due entry of every kind goes, except jtis in a table of more than
+        :data:`~consumer_sdk._fptable.SWEEP_MIN` entries: those are swept a part per call,
+        all within :data:`~consumer_sdk._fptable.SWEEP_CALLS` calls (``check`` ignores
+        them meanwhile; they still count in :meth:`size_by_kind`).
+        """
         live = self._clock() - self._grace
         current = int(live) // _BUCKET_SECONDS
-        dropped = 0
-        for bucket in sorted(b for b in self._jti_wheel if b <= current):
-            kept = array("q")
-            for fp in self._jti_wheel.pop(bucket):
-                if self._jti.discard_if_due(fp, live):
-                    dropped += 1
-                elif bucket == current and self._jti.get(fp) is not None:
-                    kept.append(fp)
-            if kept:
-                self._jti_wheel[bucket] = kept
+        dropped = self._jti.sweep(live)
         for bucket in sorted(b for b in self._wheel if b <= current):
             keep: set[tuple[str, str]] = set()
             for kind, key in self._wheel.pop(bucket):
@@ -394,7 +366,8 @@ class RevocationState:
     # -- inspection ------------------------------------------------------------------------
 
     def size_by_kind(self) -> dict[str, int]:
-        """Live entries per rule (entries past their deadline count until :meth:`expire`)."""
+        """Entries per rule. Entries past their deadline count until :meth:`expire` drops
+        them: the next call, or for jtis in a large table within a few calls (see there)."""
         counts: Counter[str] = Counter()
         for rec in list(self._subjects.values()):
             counts["subject_watermark"] += rec.watermark is not None

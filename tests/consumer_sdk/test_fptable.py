@@ -7,9 +7,9 @@ import math
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from consumer_sdk._fptable import DEAD, FingerprintTable
+from consumer_sdk._fptable import DEAD, SWEEP_CALLS, SWEEP_MIN, FingerprintTable
 
 # Few distinct low bits: fingerprints collide on the first index slot and chain, so probing,
 # tombstones in the middle of a chain and their reuse are exercised, not just direct hits.
@@ -29,6 +29,7 @@ class TableMachine(RuleBasedStateMachine):
         self.table = FingerprintTable()
         self.model: dict[int, tuple[int, int]] = {}
         self.grown = 0
+        self.rebuild_dropped = 0
 
     @rule(
         fp=FPS | st.integers(min_value=-(2**63), max_value=2**63 - 1).filter(bool),
@@ -46,13 +47,45 @@ class TableMachine(RuleBasedStateMachine):
         self.model[fp] = new
         self.grown += self.table.capacity != capacity
 
-    @rule(fp=FPS, cutoff=SECONDS)
-    def discard_if_due(self, fp: int, cutoff: float) -> None:
-        old = self.model.get(fp)
-        due = old is not None and old[0] <= cutoff
-        assert self.table.discard_if_due(fp, cutoff) is due
-        if due:
+    @rule(cutoff=SECONDS)
+    def sweep_everything(self, cutoff: float) -> None:
+        """A full sweep drops exactly the entries due at ``cutoff`` (and those rebuilds
+        dropped since the last sweep, which the model already forgot)."""
+        due = [fp for fp, (dl, _) in self.model.items() if dl <= cutoff]
+        assert self.table.sweep(cutoff, budget=10**9) == len(due) + self.rebuild_dropped
+        self.rebuild_dropped = 0
+        for fp in due:
             del self.model[fp]
+
+    @rule(cutoff=SECONDS, budget=st.integers(0, 20))
+    def sweep_a_part(self, cutoff: float, budget: int) -> None:
+        """A partial sweep drops only due entries, at most ``budget`` of them."""
+        before = {fp for fp, _, _ in self.table.items()}
+        dropped = self.table.sweep(cutoff, budget=budget) - self.rebuild_dropped
+        self.rebuild_dropped = 0
+        gone = before - {fp for fp, _, _ in self.table.items()}
+        assert len(gone) == dropped <= budget
+        assert all(self.model[fp][0] <= cutoff for fp in gone), "a live entry was dropped"
+        for fp in gone:
+            del self.model[fp]
+
+    @rule(fp=FPS, deadline=SECONDS, at=SECONDS, cutoff=SECONDS)
+    def add_dropping_due_on_rebuild(
+        self, fp: int, deadline: float, at: float, cutoff: float
+    ) -> None:
+        """As apply calls it: a growth rebuild drops the entries due at ``cutoff``."""
+        deadline = max(deadline, cutoff + 1)  # apply never adds an entry already due
+        old = self.model.get(fp)
+        dl, t = _ceil(deadline), int(at)
+        new = (dl, t) if old is None else (max(old[0], dl), min(old[1], t))
+        slots = self.table.slots
+        assert self.table.add(fp, deadline, at, cutoff) is (new != old)
+        self.model[fp] = new
+        if self.table.slots is not slots:  # rebuilt: the due ones are gone
+            due = [k for k, (d, _) in self.model.items() if d <= cutoff]
+            self.rebuild_dropped += len(due)
+            for k in due:
+                del self.model[k]
 
     @rule(n=st.integers(min_value=1, max_value=200), start=st.integers(0, 10**6))
     def add_many(self, n: int, start: int) -> None:
@@ -60,24 +93,28 @@ class TableMachine(RuleBasedStateMachine):
         for fp in range(start * 1000 + 7, start * 1000 + 7 + n):
             self.add(fp, 1_000.0, 5.0)
 
-    @precondition(lambda self: bool(self.model))
-    @rule(cutoff=SECONDS)
-    def discard_everything_due(self, cutoff: float) -> None:
-        for fp in list(self.model):
-            self.discard_if_due(fp, cutoff)
-
     @rule(
-        entries=st.lists(st.tuples(FPS, st.integers(0, 2_000), st.integers(0, 2_000)), max_size=30)
+        entries=st.lists(st.tuples(FPS, st.integers(0, 2_000), st.integers(0, 2_000)), max_size=30),
+        cutoff=st.integers(-1, 2_000),
     )
-    def bulk_load(self, entries: list[tuple[int, int, int]]) -> None:
-        before = len(self.model)
-        for fp, dl, t in entries:
+    def bulk_load(self, entries: list[tuple[int, int, int]], cutoff: int) -> None:
+        """Entries due at ``cutoff`` are neither loaded nor kept; the rest merge as add."""
+        due = [fp for fp, (dl, _) in self.model.items() if dl <= cutoff]
+        self.rebuild_dropped += len(due)
+        for fp in due:
+            del self.model[fp]
+        live = [e for e in entries if e[1] > cutoff]
+        for fp, dl, t in live:
             old = self.model.get(fp)
             self.model[fp] = (dl, t) if old is None else (max(old[0], dl), min(old[1], t))
-        added = self.table.bulk_load(
-            [e[0] for e in entries], [e[1] for e in entries], [e[2] for e in entries], len(entries)
+        kept = self.table.bulk_load(
+            [e[0] for e in entries],
+            [e[1] for e in entries],
+            [e[2] for e in entries],
+            len(entries),
+            cutoff,
         )
-        assert added == len(self.model) - before
+        assert kept == len(live)
 
     @invariant()
     def agrees_with_the_model(self) -> None:
@@ -90,7 +127,7 @@ class TableMachine(RuleBasedStateMachine):
     def index_is_consistent(self) -> None:
         index, keys, _, _, mask = self.table.slots
         assert len(index) == mask + 1
-        assert len(self.table) * 2 <= len(index), "load factor above one half"
+        assert len(self.table) * 4 <= len(index), "load factor above a quarter"
         live = [j for j in index if j > DEAD]
         assert len(live) == len(set(live)) == len(self.table), "one index slot per entry"
         assert all(keys[j] for j in live)
@@ -103,13 +140,12 @@ TestTableMachine.settings = hsettings(max_examples=100, stateful_step_count=40, 
 def test_a_deleted_entrys_slots_are_reused_and_the_table_does_not_grow() -> None:
     table = FingerprintTable()
     for fp in range(1, 21):
-        table.add(fp, 100, 0)
+        table.add(fp, 100 if fp <= 10 else 900, 0)
     slots = table.slots
     index, keys, *_ = slots
     sizes = (len(index), len(keys))
     for _ in range(1000):
-        for fp in range(1, 11):
-            assert table.discard_if_due(fp, 100)
+        assert table.sweep(100) == 10
         for fp in range(1, 11):
             assert table.add(fp, 100, 0)
     assert table.slots is slots, "tombstones were not reused: the table was rebuilt"
@@ -123,7 +159,7 @@ def test_growth_keeps_every_entry_and_the_load_factor_below_one_half() -> None:
     for fp in range(1, 10_001):
         table.add(fp * 0x9E3779B97F4A7C15 % 2**63 or 1, fp, fp)
     assert len(table) == 10_000
-    assert table.capacity > 2 * len(table)
+    assert table.capacity > 4 * len(table)
     assert all(
         table.get(fp * 0x9E3779B97F4A7C15 % 2**63 or 1) == (fp, fp) for fp in range(1, 10_001)
     )
@@ -134,7 +170,7 @@ def test_bulk_load_swaps_in_a_new_table_whole() -> None:
     table = FingerprintTable()
     table.add(5, 10, 1)
     old = table.slots
-    assert table.bulk_load([7, 5], [20, 30], [2, 0], 2) == 1
+    assert table.bulk_load([7, 5], [20, 30], [2, 0], 2) == 2
     assert table.slots is not old
     assert table.get(5) == (30, 0)
     assert table.get(7) == (20, 2)
@@ -149,3 +185,15 @@ def test_bulk_load_sizes_exactly_once(fps: list[int]) -> None:
     _, keys, deadlines, times, _ = table.slots
     assert len(keys) == len(deadlines) == len(times) == len(fps) + 2  # 2 dummy entries
     assert sorted(k for k, _, _ in table.items()) == sorted(fps)
+
+
+def test_a_large_table_is_swept_whole_within_sweep_calls_calls_and_only_of_due_entries() -> None:
+    table = FingerprintTable()
+    n = SWEEP_MIN * 3
+    table.bulk_load(range(1, n + 1), [10 if fp % 3 else 50 for fp in range(1, n + 1)], [0] * n, n)
+    dropped = [table.sweep(20) for _ in range(SWEEP_CALLS)]
+    assert 0 < dropped[0] <= SWEEP_MIN, "bounded: a large table is not swept in one call"
+    assert sum(dropped) == n * 2 // 3
+    assert len(table) == n // 3
+    assert all(dl == 50 for _, dl, _ in table.items())
+    assert table.sweep(20) == 0

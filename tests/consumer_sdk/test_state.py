@@ -371,16 +371,17 @@ def test_jtis_behave_like_a_dict_under_revoke_expire_and_check(
 ) -> None:
     """jti -> (deadline rounded up, time rounded down), merged as apply merges; a revocation
     holds while ``deadline + grace > now``; expire() drops exactly the entries past that and
-    ``size_by_kind()["jti"]`` is exact right after it (and never below the live count)."""
+    ``size_by_kind()["jti"]`` is exact right after it (and never below the live count:
+    before it, a growth rebuild may have dropped due entries, which it then reports)."""
     clock = FakeClock(T0 + 0.25)
     state = make_state(clock, grace=grace)
     model: dict[str, tuple[int, int]] = {}
     batch = 0
 
     def revoke(jti: str, until: float, at: float) -> None:
-        changed = state.apply(
-            TokenRevoked(issuer="i", jti=jti, expires_at=dt(until), occurred_at=dt(at))
-        )
+        event = TokenRevoked(issuer="i", jti=jti, expires_at=dt(until), occurred_at=dt(at))
+        changed = state.apply(event)
+        until, at = event.expires_at.timestamp(), event.occurred_at.timestamp()  # to the µs
         new = (math.ceil(until), math.floor(at))
         old = model.get(jti)
         if until <= clock.now - grace:
@@ -406,7 +407,8 @@ def test_jtis_behave_like_a_dict_under_revoke_expire_and_check(
                 del model[j]
             assert state.size_by_kind()["jti"] == len(model)
         live = {j: v for j, v in model.items() if v[0] + grace > clock.now}
-        assert len(live) <= state.size_by_kind()["jti"] == len(model)
+        # Between expire() calls, a growth rebuild may already have dropped due entries.
+        assert len(live) <= state.size_by_kind()["jti"] <= len(model)
         for jti in [*_JTIS, *model]:
             hit = state.check({"jti": jti}, None)
             want = live.get(jti)
