@@ -79,7 +79,6 @@ class FingerprintTable:
         self._filled = 0  # index slots used + tombstones
         self._free = array("I")  # dense positions of deleted entries, reused first
         self._cursor = _FIRST  # where the next sweep starts
-        self._swept_by_rebuild = 0  # due entries a rebuild dropped, reported by sweep()
 
     def __len__(self) -> int:
         return self._used
@@ -101,7 +100,9 @@ class FingerprintTable:
     def add(self, fp: int, deadline: float, at: float, cutoff: float = -1.0) -> bool:
         """Insert or merge (latest deadline, earliest time); return whether anything changed.
 
-        A rebuild this triggers drops the entries with a deadline at or before ``cutoff``.
+        An entry with a deadline at or before ``cutoff`` counts as gone, whether or not a
+        sweep has reached it yet: it is replaced, not merged with, so the result does not
+        depend on when expiry ran. A rebuild this triggers drops all such entries.
         """
         whole = int(deadline)  # rounding up, inlined: this runs once per replayed jti
         dl = min(max(whole + (deadline > whole), 0), _U32_MAX)
@@ -111,6 +112,10 @@ class FingerprintTable:
         free = -1
         while j := index[i]:
             if keys[j] == fp:
+                if deadlines[j] <= cutoff:  # expired: a new revocation, not a merge
+                    times[j] = t  # time first: a reader seeing the new deadline sees it too
+                    deadlines[j] = dl
+                    return True
                 changed = False
                 if dl > deadlines[j]:
                     deadlines[j] = dl
@@ -144,13 +149,13 @@ class FingerprintTable:
     def sweep(self, cutoff: float, budget: int | None = None) -> int:
         """Drop entries with a deadline at or before ``cutoff`` among the next ``budget``
         dense positions (default: all of them up to :data:`SWEEP_MIN`, else a
-        :data:`SWEEP_CALLS`-th), wrapping around; return how many were dropped, counting
-        those the rebuilds since the last sweep dropped."""
+        :data:`SWEEP_CALLS`-th), wrapping around; return how many were dropped (entries a
+        rebuild dropped as due are not counted)."""
         index, keys, deadlines, times, mask = self.slots
         end = len(keys)
         if budget is None:
             budget = max(SWEEP_MIN, -(-(end - _FIRST) // SWEEP_CALLS))
-        dropped, self._swept_by_rebuild = self._swept_by_rebuild, 0
+        dropped = 0
         j = self._cursor if self._cursor < end else _FIRST
         for _ in range(min(budget, end - _FIRST)):
             if deadlines[j] <= cutoff and (fp := keys[j]):
@@ -207,7 +212,6 @@ class FingerprintTable:
         for source, merge in ((self.items(), False), (extra, True)):
             for fp, dl, t in source:
                 if dl <= cutoff:
-                    self._swept_by_rebuild += not merge
                     continue
                 kept += merge
                 i = fp & mask

@@ -311,7 +311,8 @@ class RevocationState:
     # -- maintenance -----------------------------------------------------------------------
 
     def expire(self) -> int:
-        """Drop entries that can no longer affect any token; return how many were dropped.
+        """Drop entries that can no longer affect any token; return how many were dropped
+        (not counting due jtis that a growth of the table in :meth:`apply` dropped already).
 
         Every due entry of every kind goes, except jtis in a table of more than
         :data:`~consumer_sdk._fptable.SWEEP_MIN` entries: those are swept a part per call,

@@ -29,7 +29,6 @@ class TableMachine(RuleBasedStateMachine):
         self.table = FingerprintTable()
         self.model: dict[int, tuple[int, int]] = {}
         self.grown = 0
-        self.rebuild_dropped = 0
 
     @rule(
         fp=FPS | st.integers(min_value=-(2**63), max_value=2**63 - 1).filter(bool),
@@ -49,11 +48,9 @@ class TableMachine(RuleBasedStateMachine):
 
     @rule(cutoff=SECONDS)
     def sweep_everything(self, cutoff: float) -> None:
-        """A full sweep drops exactly the entries due at ``cutoff`` (and those rebuilds
-        dropped since the last sweep, which the model already forgot)."""
+        """A full sweep drops exactly the entries due at ``cutoff``."""
         due = [fp for fp, (dl, _) in self.model.items() if dl <= cutoff]
-        assert self.table.sweep(cutoff, budget=10**9) == len(due) + self.rebuild_dropped
-        self.rebuild_dropped = 0
+        assert self.table.sweep(cutoff, budget=10**9) == len(due)
         for fp in due:
             del self.model[fp]
 
@@ -61,8 +58,7 @@ class TableMachine(RuleBasedStateMachine):
     def sweep_a_part(self, cutoff: float, budget: int) -> None:
         """A partial sweep drops only due entries, at most ``budget`` of them."""
         before = {fp for fp, _, _ in self.table.items()}
-        dropped = self.table.sweep(cutoff, budget=budget) - self.rebuild_dropped
-        self.rebuild_dropped = 0
+        dropped = self.table.sweep(cutoff, budget=budget)
         gone = before - {fp for fp, _, _ in self.table.items()}
         assert len(gone) == dropped <= budget
         assert all(self.model[fp][0] <= cutoff for fp in gone), "a live entry was dropped"
@@ -76,6 +72,8 @@ class TableMachine(RuleBasedStateMachine):
         """As apply calls it: a growth rebuild drops the entries due at ``cutoff``."""
         deadline = max(deadline, cutoff + 1)  # apply never adds an entry already due
         old = self.model.get(fp)
+        if old is not None and old[0] <= cutoff:
+            old = None  # expired: replaced, not merged
         dl, t = _ceil(deadline), int(at)
         new = (dl, t) if old is None else (max(old[0], dl), min(old[1], t))
         slots = self.table.slots
@@ -83,7 +81,6 @@ class TableMachine(RuleBasedStateMachine):
         self.model[fp] = new
         if self.table.slots is not slots:  # rebuilt: the due ones are gone
             due = [k for k, (d, _) in self.model.items() if d <= cutoff]
-            self.rebuild_dropped += len(due)
             for k in due:
                 del self.model[k]
 
@@ -100,7 +97,6 @@ class TableMachine(RuleBasedStateMachine):
     def bulk_load(self, entries: list[tuple[int, int, int]], cutoff: int) -> None:
         """Entries due at ``cutoff`` are neither loaded nor kept; the rest merge as add."""
         due = [fp for fp, (dl, _) in self.model.items() if dl <= cutoff]
-        self.rebuild_dropped += len(due)
         for fp in due:
             del self.model[fp]
         live = [e for e in entries if e[1] > cutoff]
