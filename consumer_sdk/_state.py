@@ -18,7 +18,7 @@ bootstrapped from it holds the same rules as one that replayed the log:
   (an older watermark's tokens are all expired by then);
 * version: the highest ``min_version``, then as above; the deadline is the winner's (tokens
   below a lower version were all issued before the winning bump);
-* block/unblock: last writer wins by ``(occurred_at, event id)``;
+* block/unblock: last writer wins by ``(occurred_at, event id)``, a block on a full tie;
 * key: the earliest ``occurred_at``;
 * jti (the fingerprint table): the latest deadline and the earliest time. Every event of one
   ``jti`` carries the token's own ``exp`` as ``expires_at``, so that is the winner's too.
@@ -70,7 +70,8 @@ class _Watermark(NamedTuple):
 
 
 class _Block(NamedTuple):
-    order: tuple[float, int]  # (occurred_at, event id): last writer wins
+    order: tuple[float, int, bool]  # (occurred_at, event id, blocked): last writer wins;
+    # on a full tie a block beats an unblock (fail safe, and independent of arrival order)
     blocked: bool
     until: float
 
@@ -277,7 +278,7 @@ class RevocationState:
                 if isinstance(event, SubjectUnblocked)
                 else _FOREVER
             )
-            order = (at, event.id.int)
+            order = (at, event.id.int, blocked)
             if rec.block is not None and rec.block.order >= order:
                 return False
             new = rec._replace(block=_Block(order, blocked, until))

@@ -104,7 +104,7 @@ def rank(event: Event) -> tuple[float | str, ...]:
     * ``sub-ver``: the higher ``min_version``;
     * ``jti``, ``sid``, ``sub-del``: the later ``expires_at`` (the longer revocation);
     * ``sub-block`` (block and unblock): the later ``occurred_at`` (last writer wins), then
-      the event id;
+      the event id, then a block over an unblock (fail safe on a full tie, as the SDK);
     * ``kid``: the earlier ``occurred_at`` (the rule never expires), then the event id.
 
     Other ties fall back to the later ``expires_at``, the *earlier* ``occurred_at`` and
@@ -113,7 +113,7 @@ def rank(event: Event) -> tuple[float | str, ...]:
     occurred = event.occurred_at.timestamp()
     match event:
         case SubjectBlocked() | SubjectUnblocked():
-            return (occurred, str(event.id))
+            return (occurred, str(event.id), float(isinstance(event, SubjectBlocked)))
         case KeyRevoked():
             return (-occurred, str(event.id))
         case SubjectTokensRevoked() | GlobalTokensRevoked():

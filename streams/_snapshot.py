@@ -148,7 +148,7 @@ class PartitionRules:
             if watermark is not None:
                 yield "sub_wm", [sub, *watermark]
             if block is not None:
-                (at, event_id), blocked, until = block
+                (at, event_id, _), blocked, until = block
                 yield "sub_block", [sub, at, event_id, blocked, None if blocked else until]
             if deleted is not None:
                 yield "sub_del", [sub, *deleted]

@@ -42,7 +42,6 @@ import sys
 import tempfile
 import time
 import warnings
-from array import array
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -99,7 +98,8 @@ def _before_decode(value: bytes, headers: Sequence[tuple[str, bytes]]) -> Event:
 
 
 class _BeforeState(RevocationState):
-    """``apply`` for ``TokenRevoked`` as it was: both timestamps first, ``_u32`` as a call."""
+    """``apply`` for ``TokenRevoked`` as it was: both timestamps first (the table and its
+    expiry are today's: the comparison is of the apply path only)."""
 
     def apply(self, event: Event) -> bool:
         at = event.occurred_at.timestamp()
@@ -109,14 +109,7 @@ class _BeforeState(RevocationState):
         if until <= live:
             return False
         fp = fingerprint(event.jti)
-        if not self._jti.add(fp, until, at):
-            return False
-        bucket = math.ceil(until) // 60
-        wheel = self._jti_wheel.get(bucket)
-        if wheel is None:
-            wheel = self._jti_wheel[bucket] = array("q")
-        wheel.append(fp)
-        return True
+        return self._jti.add(fp, until, at, live)
 
 
 class _NoMetrics(Metrics):

@@ -155,6 +155,26 @@ def test_block_then_unblock_in_any_order_ends_unblocked(clock: FakeClock, revers
     assert rule(state, claims()) is None
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["block_first", "unblock_first"])
+def test_block_and_unblock_tied_on_time_and_id_end_blocked_in_any_order(
+    clock: FakeClock, reverse: bool
+) -> None:
+    same: dict[str, Any] = {
+        "issuer": "i",
+        "sub": "alice",
+        "occurred_at": dt(T0),
+        "id": uuid.UUID(int=7),
+    }
+    events: list[Any] = [
+        SubjectBlocked(**same),
+        SubjectUnblocked(**same, expires_at=dt(T0 + 60)),
+    ]
+    state = make_state(clock)
+    for event in reversed(events) if reverse else events:
+        state.apply(event)
+    assert rule(state, claims()) is RevokedBy.BLOCKED
+
+
 def test_replayed_old_unblock_does_not_lift_a_newer_block(clock: FakeClock) -> None:
     state = make_state(clock)
     old_unblock = _block(T0 - 10, blocked=False)

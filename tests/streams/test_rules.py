@@ -23,7 +23,7 @@ from revocation_events import (
     SubjectVersionBumped,
     TokenRevoked,
 )
-from streams import Outcome, Rule, merge, rule_key
+from streams import Outcome, Rule, merge, rank, rule_key
 from tests.streams._support import T0, at, rule, uid
 
 NOW = T0.timestamp()
@@ -308,3 +308,10 @@ def test_the_winner_revokes_every_valid_token_any_event_still_revokes(
         state.apply(winner)
     for claims, kid in _probes(events, t):
         assert state.check(claims, kid) is not None, (claims, winner)
+
+
+def test_block_outranks_an_unblock_tied_on_time_and_id() -> None:
+    """Fail safe and arrival-order independent, as the SDK (a full tie needs a reused id)."""
+    block = SubjectBlocked(id=uid(1), issuer="i", sub="u", occurred_at=T0)
+    unblock = SubjectUnblocked(id=uid(1), issuer="i", sub="u", occurred_at=T0, expires_at=LATER)
+    assert rank(block) > rank(unblock)

@@ -85,12 +85,17 @@ def _state() -> RevocationState:
 
 @settings(max_examples=150, deadline=None)
 @given(
-    events=st.lists(st.tuples(_events(), st.integers(0, 2)), max_size=40),
+    # Event ids are unique (the producer draws UUID4s); the same event may arrive twice.
+    distinct=st.lists(
+        st.tuples(_events(), st.integers(0, 2)), max_size=40, unique_by=lambda e: e[0].id
+    ),
+    repeats=st.lists(st.integers(0, 39), max_size=10),
     chunk_bytes=st.sampled_from([4096, 1_000_000]),
 )
 def test_loading_partition_snapshots_equals_applying_every_event(
-    events: list[tuple[Event, int]], chunk_bytes: int
+    distinct: list[tuple[Event, int]], repeats: list[int], chunk_bytes: int
 ) -> None:
+    events = distinct + [distinct[i] for i in repeats if i < len(distinct)]
     replayed = _state()
     partitions = [PartitionRules(LIFETIME, _clock) for _ in range(3)]
     for event, partition in events:
