@@ -14,14 +14,13 @@ from jwt.algorithms import get_default_algorithms
 
 from revocation_events import (
     KafkaSettings,
-    KeySpecError,
     SettingsError,
     VerificationKey,
     env_bool,
     env_float,
     env_int,
     env_str,
-    parse_verification_keys,
+    env_verification_keys,
 )
 
 __all__ = ["MAX_LEEWAY", "ConsumerSettings", "FailurePolicy", "KeyMaterial"]
@@ -235,18 +234,10 @@ class ConsumerSettings:
                 raise SettingsError(
                     f"{p}FAILURE_POLICY must be 'refuse' or 'accept', got {policy!r}"
                 ) from None
-        event_keys = env_str(env, f"{p}EVENT_KEYS")
-        if event_keys is not None:
-            try:
-                kwargs["event_keys"] = parse_verification_keys(event_keys)
-            except KeySpecError as exc:
-                raise SettingsError(f"{p}EVENT_KEYS: {exc}") from None
-        snapshot_keys = env_str(env, f"{p}SNAPSHOT_KEYS")
-        if snapshot_keys is not None:
-            try:
-                kwargs["snapshot_keys"] = parse_verification_keys(snapshot_keys)
-            except KeySpecError as exc:
-                raise SettingsError(f"{p}SNAPSHOT_KEYS: {exc}") from None
+        for name in ("event_keys", "snapshot_keys"):
+            keys = env_verification_keys(env, f"{p}{name.upper()}")
+            if keys is not None:
+                kwargs[name] = keys
         try:
             return cls(**kwargs)
         except SettingsError as exc:

@@ -12,13 +12,12 @@ from typing import Any, Literal, get_args
 
 from revocation_events import (
     KafkaSettings,
-    KeySpecError,
     SettingsError,
     SigningKey,
     env_bool,
     env_float,
+    env_signing_key,
     env_str,
-    parse_signing_key,
 )
 
 __all__ = ["DEFAULT_OUTBOX_PATH", "DeliveryMode", "PublisherSettings"]
@@ -107,13 +106,9 @@ class PublisherSettings:
 
         allow_unsigned = env_bool(env, f"{prefix}ALLOW_UNSIGNED") or False
         kwargs["allow_unsigned"] = allow_unsigned
-        spec = env_str(env, f"{prefix}SIGNING_KEY")
-        if spec is not None:
-            try:
-                kwargs["signing_key"] = parse_signing_key(spec)
-            except KeySpecError as exc:
-                # The KeySpecError message never echoes key material; the value is not shown.
-                raise SettingsError(f"{prefix}SIGNING_KEY is invalid: {exc}") from None
+        signing_key = env_signing_key(env, f"{prefix}SIGNING_KEY")
+        if signing_key is not None:
+            kwargs["signing_key"] = signing_key
         elif not allow_unsigned:
             raise SettingsError(
                 f"{prefix}SIGNING_KEY is not set (generate one with 'revocast keys generate', "

@@ -33,7 +33,9 @@ from revocation_events._settings import (
     env_bool,
     env_float,
     env_int,
+    env_signing_key,
     env_str,
+    env_verification_keys,
 )
 from revocation_events._signing import (
     SIGNATURE_HEADER,
@@ -89,7 +91,9 @@ __all__ = [
     "env_bool",
     "env_float",
     "env_int",
+    "env_signing_key",
     "env_str",
+    "env_verification_keys",
     "event_adapter",
     "parse_signing_key",
     "parse_verification_keys",

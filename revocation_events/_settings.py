@@ -13,9 +13,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from revocation_events._errors import RevocastError
+from revocation_events._signing import (
+    KeySpecError,
+    SigningKey,
+    VerificationKey,
+    parse_signing_key,
+    parse_verification_keys,
+)
 from revocation_events._wire import DEFAULT_TOPIC
 
-__all__ = ["KafkaSettings", "SettingsError", "env_bool", "env_float", "env_int", "env_str"]
+__all__ = [
+    "KafkaSettings",
+    "SettingsError",
+    "env_bool",
+    "env_float",
+    "env_int",
+    "env_signing_key",
+    "env_str",
+    "env_verification_keys",
+]
 
 _PROTOCOLS = frozenset({"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"})
 _SASL = frozenset({"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"})
@@ -172,3 +188,25 @@ def env_bool(env: Mapping[str, str], name: str) -> bool | None:
     if lowered in {"0", "false", "no", "off"}:
         return False
     raise SettingsError(f"{name} must be true or false, got {value!r}")
+
+
+def env_verification_keys(env: Mapping[str, str], name: str) -> tuple[VerificationKey, ...] | None:
+    """Public keys from a comma list of key specs (``revocast keys generate`` prints them)."""
+    value = env_str(env, name)
+    if value is None:
+        return None
+    try:
+        return parse_verification_keys(value)
+    except KeySpecError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
+def env_signing_key(env: Mapping[str, str], name: str) -> SigningKey | None:
+    """A private key spec; the error names the variable, never its (secret) value."""
+    value = env_str(env, name)
+    if value is None:
+        return None
+    try:
+        return parse_signing_key(value)
+    except KeySpecError as exc:  # its message never echoes key material
+        raise SettingsError(f"{name} is invalid: {exc}") from None

@@ -10,16 +10,15 @@ from revocation_events import (
     EventCodec,
     EventVerifier,
     KafkaSettings,
-    KeySpecError,
     SettingsError,
     SigningKey,
     VerificationKey,
     env_bool,
     env_float,
     env_int,
+    env_signing_key,
     env_str,
-    parse_signing_key,
-    parse_verification_keys,
+    env_verification_keys,
 )
 
 __all__ = ["StreamsSettings"]
@@ -138,18 +137,12 @@ class StreamsSettings:
         env = os.environ if environ is None else environ
         s = f"{prefix}STREAMS_"
         kwargs: dict[str, object] = {"kafka": KafkaSettings.from_env(prefix, env)}
-        keys = env_str(env, f"{prefix}EVENT_KEYS")
+        keys = env_verification_keys(env, f"{prefix}EVENT_KEYS")
         if keys is not None:
-            try:
-                kwargs["verification_keys"] = parse_verification_keys(keys)
-            except KeySpecError as exc:
-                raise SettingsError(f"{prefix}EVENT_KEYS: {exc}") from None
-        signing = env_str(env, f"{prefix}SNAPSHOT_SIGNING_KEY")
+            kwargs["verification_keys"] = keys
+        signing = env_signing_key(env, f"{prefix}SNAPSHOT_SIGNING_KEY")
         if signing is not None:
-            try:
-                kwargs["snapshot_signing_key"] = parse_signing_key(signing)
-            except KeySpecError as exc:
-                raise SettingsError(f"{prefix}SNAPSHOT_SIGNING_KEY: {exc}") from None
+            kwargs["snapshot_signing_key"] = signing
         lifetime = env_float(env, f"{prefix}MAX_TOKEN_LIFETIME")
         if lifetime is not None:
             kwargs["max_token_lifetime"] = lifetime

@@ -10,13 +10,12 @@ from revocation_events import (
     EventCodec,
     EventVerifier,
     KafkaSettings,
-    KeySpecError,
     SettingsError,
     VerificationKey,
     env_bool,
     env_float,
     env_str,
-    parse_verification_keys,
+    env_verification_keys,
 )
 
 __all__ = ["OpsSettings"]
@@ -44,13 +43,7 @@ class OpsSettings:
         cls, prefix: str = "REVOCAST_", environ: Mapping[str, str] | None = None
     ) -> OpsSettings:
         env = os.environ if environ is None else environ
-        keys: tuple[VerificationKey, ...] = ()
-        spec = env_str(env, f"{prefix}EVENT_KEYS")
-        if spec is not None:
-            try:
-                keys = parse_verification_keys(spec)
-            except KeySpecError as exc:
-                raise SettingsError(f"{prefix}EVENT_KEYS: {exc}") from None
+        keys = env_verification_keys(env, f"{prefix}EVENT_KEYS") or ()
         lifetime = env_float(env, f"{prefix}MAX_TOKEN_LIFETIME")
         return cls(
             kafka=KafkaSettings.from_env(prefix, env),
