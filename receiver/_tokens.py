@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import jwt
 from jwt.exceptions import InvalidSignatureError, PyJWTError
@@ -20,6 +20,8 @@ from receiver._keys import KeySource
 from receiver._settings import LogoutSettings, TransmitterSettings
 
 __all__ = ["LOGOUT_EVENT", "LogoutVerifier", "SetVerifier", "VerifiedLogout", "VerifiedSet"]
+
+_S = TypeVar("_S", TransmitterSettings, LogoutSettings)
 
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 _SET_TYPES = frozenset({"secevent+jwt", "application/secevent+jwt"})
@@ -53,23 +55,27 @@ class VerifiedLogout:
     sub: str | None
 
 
-class SetVerifier:
-    """Verifies SETs from one transmitter."""
+class _JwsVerifier(Generic[_S]):
+    """What both verifiers hold: one sender's settings, its keys, the clock and the bounds."""
 
     def __init__(
         self,
         *,
-        settings: TransmitterSettings,
+        settings: _S,
         keys: KeySource,
         clock: Callable[[], datetime],
         leeway: float = 60.0,
         max_bytes: int = 64 * 1024,
     ) -> None:
-        self._settings = settings
+        self._settings: _S = settings
         self._keys = keys
         self._clock = clock
         self._leeway = leeway
         self._max_bytes = max_bytes
+
+
+class SetVerifier(_JwsVerifier[TransmitterSettings]):
+    """Verifies SETs from one transmitter."""
 
     def verify(self, token: str) -> VerifiedSet:
         """Return the SET's contents or raise :class:`SetRejected`."""
@@ -101,23 +107,8 @@ class SetVerifier:
         )
 
 
-class LogoutVerifier:
+class LogoutVerifier(_JwsVerifier[LogoutSettings]):
     """Verifies back-channel logout tokens (OIDC Back-Channel Logout 1.0, section 2.6)."""
-
-    def __init__(
-        self,
-        *,
-        settings: LogoutSettings,
-        keys: KeySource,
-        clock: Callable[[], datetime],
-        leeway: float = 60.0,
-        max_bytes: int = 64 * 1024,
-    ) -> None:
-        self._settings = settings
-        self._keys = keys
-        self._clock = clock
-        self._leeway = leeway
-        self._max_bytes = max_bytes
 
     def verify(self, token: str) -> VerifiedLogout:
         s = self._settings
