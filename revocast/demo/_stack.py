@@ -134,6 +134,8 @@ def service_specs(cfg: StackConfig) -> list[ServiceSpec]:
                 "-m",
                 "gunicorn",
                 "--preload",
+                "--config",
+                "python:revocast.demo.apps.gunicorn_conf",
                 "--workers",
                 str(cfg.inventory_workers),
                 "--bind",
