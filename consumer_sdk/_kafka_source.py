@@ -30,7 +30,7 @@ from consumer_sdk._settings import ConsumerSettings
 from consumer_sdk._source import DataSource, UpdateSink
 from consumer_sdk._state_bootstrap import plan_bootstrap
 from consumer_sdk._status import DataSourceState
-from revocation_events import closing_on_failure
+from revocation_events import closing_on_failure, drive_io_inline
 
 __all__ = ["KafkaSource"]
 
@@ -144,6 +144,7 @@ class KafkaSource:
         except KafkaError as exc:
             raise SourceError(f"cannot connect to Kafka: {exc}") from exc
         install_fast_records(consumer)  # same records, same CRC checks, half the cost
+        drive_io_inline(consumer)  # this thread alone uses the consumer, and polls nonstop
         return consumer
 
     def _session(self, consumer: Any, sink: UpdateSink) -> bool:

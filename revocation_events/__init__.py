@@ -9,6 +9,7 @@ from revocation_events._kafka_clients import (
     KafkaUnreachableError,
     close_producer,
     closing_on_failure,
+    drive_io_inline,
     require_reachable,
 )
 from revocation_events._models import (
@@ -88,6 +89,7 @@ __all__ = [
     "VerificationKey",
     "close_producer",
     "closing_on_failure",
+    "drive_io_inline",
     "env_bool",
     "env_float",
     "env_int",

@@ -264,3 +264,14 @@ def test_a_backlog_is_delivered_once_in_offset_order_while_fetching_ahead(
         assert source.stats()["positions"] == {0: n // 2, 1: n // 2}
     finally:
         source.close(10)
+
+
+def test_the_sync_thread_drives_its_consumers_network_io_itself(
+    kafka_bootstrap: str, make_topic: MakeTopic
+) -> None:
+    kafka = KafkaSettings(bootstrap_servers=(kafka_bootstrap,), topic=make_topic())
+    consumer = KafkaSource(settings(kafka=kafka))._connect()
+    try:
+        assert consumer._net._io_thread is None  # no kafka-python I/O thread to hand off to
+    finally:
+        consumer.close(timeout_ms=5000)
