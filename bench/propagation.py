@@ -19,6 +19,11 @@ Two ways to see the rejection, both inside each consumer process:
 
 A negative latency means the consumer applied the event before the publisher's ``publish()``
 call had returned (the ack travels back while the record is already being fetched).
+
+CPU: each consumer process reports its CPU time (``time.process_time()``) over a phase, and the
+bench process its own (the publisher); *CPU demand* is their sum over the phase's duration, in
+cores. When it nears the machine's core count (the broker needs some too), events queue for a
+CPU and the tail grows: that, not the network, is what bounds p99 on a small machine.
 """
 
 from __future__ import annotations
@@ -65,6 +70,11 @@ class PropagationRow:
     verify_p50_ms: float
     verify_p99_ms: float
     ack_p50_ms: float
+    consumer_cpu_ms: float
+    """CPU per revocation of the median consumer process (kafka-python's fetch round trip,
+    decoding, applying)."""
+    cpu_cores: float
+    """CPU used by the consumers and the publisher over the phase, in cores."""
 
 
 def token_for(jti: str, iat: int) -> str:
@@ -88,17 +98,23 @@ def _consumer_main(conn: Connection, bootstrap: str, topic: str, poll_verify: bo
     rc.add_revocation_listener(on_revocation)
     conn.send(("ready", rc.wait_until_ready(_READY_TIMEOUT)))
     verified: dict[str, int] = {}
+    cpu_start = time.process_time()
+    poller_cpu: list[float] = []  # the verify poller's own CPU: not the SDK's
     stop = threading.Event()
     poller: threading.Thread | None = None
     try:
         while True:
             cmd = conn.recv()
+            if cmd[0] == "phase":
+                cpu_start = time.process_time()
             if cmd[0] == "phase" and poll_verify:
                 _, prefix, count, every, iat = cmd
                 stop = threading.Event()
                 jtis = [f"{prefix}-{i}" for i in range(0, count, every)]
                 poller = threading.Thread(
-                    target=_poll_verify, args=(rc, jtis, iat, verified, stop), daemon=True
+                    target=_poll_verify,
+                    args=(rc, jtis, iat, verified, stop, poller_cpu),
+                    daemon=True,
                 )
                 poller.start()
                 conn.send(("phase", True))
@@ -120,8 +136,10 @@ def _consumer_main(conn: Connection, bootstrap: str, topic: str, poll_verify: bo
                         "collected",
                         {j: seen[j] for j in expected if j in seen},
                         {j: t for j, t in verified.items() if j.startswith(prefix + "-")},
+                        time.process_time() - cpu_start - sum(poller_cpu),
                     )
                 )
+                poller_cpu.clear()
             else:
                 break
     finally:
@@ -131,18 +149,26 @@ def _consumer_main(conn: Connection, bootstrap: str, topic: str, poll_verify: bo
 
 
 def _poll_verify(
-    rc: Revocast, jtis: list[str], iat: int, out: dict[str, int], stop: threading.Event
+    rc: Revocast,
+    jtis: list[str],
+    iat: int,
+    out: dict[str, int],
+    stop: threading.Event,
+    cpu: list[float],
 ) -> None:
     tokens = {j: token_for(j, iat) for j in jtis}
     pending = collections.deque(jtis)
-    while pending and not stop.is_set():
-        for jti in list(pending)[:_POLL_WINDOW]:
-            try:
-                rc.verify(tokens[jti])
-            except TokenRevokedError:
-                out[jti] = time.monotonic_ns()
-                pending.remove(jti)
-        time.sleep(_POLL_INTERVAL)
+    try:
+        while pending and not stop.is_set():
+            for jti in list(pending)[:_POLL_WINDOW]:
+                try:
+                    rc.verify(tokens[jti])
+                except TokenRevokedError:
+                    out[jti] = time.monotonic_ns()
+                    pending.remove(jti)
+            time.sleep(_POLL_INTERVAL)
+    finally:
+        cpu.append(time.thread_time())  # this thread's CPU since it started
 
 
 # -- the publisher side ----------------------------------------------------------------------
@@ -253,13 +279,16 @@ def _phase(
     consumers.send_all("phase", prefix, count, every, iat)
     consumers.receive_all(60)
     exp = datetime.fromtimestamp(iat + 3600, UTC)
+    cpu_start, wall_start = time.process_time(), time.monotonic()
     returned, acks, achieved = publish_paced(publisher, prefix, count, rate, exp)
+    publisher_cpu, elapsed = time.process_time() - cpu_start, time.monotonic() - wall_start
     consumers.send_all("collect", prefix, count)
     results = consumers.receive_all(_COLLECT_TIMEOUT + 60)
     latencies: list[float] = []
     verify_lat: list[float] = []
     missing = 0
-    for rank, (_, seen, verified) in enumerate(results):
+    consumer_cpu = sorted(cpu for *_, cpu in results)
+    for rank, (_, seen, verified, _) in enumerate(results):
         for i in range(count):
             t = seen.get(f"{prefix}-{i}")
             if t is None:
@@ -286,13 +315,15 @@ def _phase(
         verify_p50_ms=percentile(verify_lat, 0.5) if verify_lat else nan,
         verify_p99_ms=percentile(verify_lat, 0.99) if verify_lat else nan,
         ack_p50_ms=percentile(acks, 0.5) * 1e3,
+        consumer_cpu_ms=consumer_cpu[len(consumer_cpu) // 2] / count * 1e3,
+        cpu_cores=(sum(consumer_cpu) + publisher_cpu) / elapsed,
     )
 
 
 HEADER = (
     f"{'N':>3} {'rate/s':>7} {'achieved':>8} {'events':>6} {'samples':>7} {'miss':>4} "
     f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} | {'verify n':>8} {'p50 ms':>7} {'p99 ms':>7} "
-    f"| {'ack p50':>7}"
+    f"| {'ack p50':>7} | {'cpu/ev':>6} {'cores':>5}"
 )
 
 
@@ -301,5 +332,5 @@ def format_row(r: PropagationRow) -> str:
         f"{r.processes:>3} {r.rate:>7} {r.achieved_rate:>8.0f} {r.revocations:>6} "
         f"{r.samples:>7} {r.missing:>4} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.max_ms:>7.1f} | "
         f"{r.verify_samples:>8} {r.verify_p50_ms:>7.2f} {r.verify_p99_ms:>7.2f} | "
-        f"{r.ack_p50_ms:>7.2f}"
+        f"{r.ack_p50_ms:>7.2f} | {r.consumer_cpu_ms:>6.2f} {r.cpu_cores:>5.2f}"
     )

@@ -369,7 +369,11 @@ def write_report(res: Results, out: Path) -> Path:
             "listener, called right after the state changed (every event, every process). "
             "*verify*: `Revocast.verify()` polled every 0.5 ms on a sample of tokens in process 0 "
             "until it raised `TokenRevokedError`. Negative values: the consumer applied the event "
-            "before the publisher saw its ack.",
+            "before the publisher saw its ack. *consumer CPU/event*: CPU time of the median "
+            "consumer process per revocation (`time.process_time()` over the phase; almost all of "
+            "it is kafka-python's fetch round trip). *CPU demand*: CPU time of every consumer plus "
+            "the publisher over the phase, in cores (the broker's own CPU not included); as it "
+            "nears the machine's core count, revocations queue for a CPU and p99 grows.",
             "",
             _table(
                 [
@@ -386,6 +390,8 @@ def write_report(res: Results, out: Path) -> Path:
                     "verify p50 ms",
                     "verify p99 ms",
                     "publish ack p50 ms",
+                    "consumer CPU/event ms",
+                    "CPU demand, cores",
                 ],
                 [
                     [
@@ -402,6 +408,8 @@ def write_report(res: Results, out: Path) -> Path:
                         f"{r.verify_p50_ms:.2f}",
                         f"{r.verify_p99_ms:.2f}",
                         f"{r.ack_p50_ms:.2f}",
+                        f"{r.consumer_cpu_ms:.2f}",
+                        f"{r.cpu_cores:.2f}",
                     ]
                     for r in res.propagation
                 ],
