@@ -46,7 +46,7 @@ that applying log partition *p* from its start up to and including offset *o* gi
 that no longer affect any token even with the largest leeway (``MAX_LEEWAY``). After writing
 generation *g*, the writer tombstones the chunks of the generation it replaced.
 
-Reading partition *p* (:func:`consumer_sdk._state_bootstrap.load_snapshots`):
+Reading partition *p* (:func:`consumer_sdk._snapshot_reader.load_snapshots`):
 
 1. find the last manifest: read the partition's tail, going further back only if the tail
    holds none (compaction keeps one manifest; the chunks of later, unfinished generations and

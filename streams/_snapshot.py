@@ -56,8 +56,8 @@ from consumer_sdk._snapshot import (
     manifest_key,
     sign_manifest,
 )
+from consumer_sdk._snapshot_reader import read_snapshots
 from consumer_sdk._state import RevocationState
-from consumer_sdk._state_bootstrap import read_snapshots
 from revocation_events import (
     Event,
     EventVerifier,

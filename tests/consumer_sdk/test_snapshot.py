@@ -22,7 +22,7 @@ from consumer_sdk._snapshot import (
     sign_manifest,
     verify_manifest,
 )
-from consumer_sdk._state_bootstrap import snapshot_topic
+from consumer_sdk._snapshot_reader import snapshot_topic
 from revocation_events import (
     EventCodec,
     EventSigner,

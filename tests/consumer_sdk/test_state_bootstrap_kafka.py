@@ -15,7 +15,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
 from consumer_sdk import ConsumerSettings, Revocast
-from consumer_sdk._state_bootstrap import state_topic as resolved_state_topic
+from consumer_sdk._state_topic import state_topic as resolved_state_topic
 from revocation_events import KafkaSettings, SettingsError, TokenRevoked
 from tests._kafka_fixtures import MakeTopic, create_topic, wait_until
 from tests.consumer_sdk._helpers import FakeClock, settings

@@ -21,7 +21,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumer_sdk import Revocast
 from consumer_sdk._snapshot import ChunkRef, Manifest, chunk_key, manifest_key, sign_manifest
-from consumer_sdk._state_bootstrap import read_snapshots
+from consumer_sdk._snapshot_reader import read_snapshots
 from revocation_events import EventVerifier, KafkaSettings, SigningKey
 from streams import StreamsSettings
 from streams._snapshot import Snapshotter
