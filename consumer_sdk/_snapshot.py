@@ -132,8 +132,6 @@ __all__ = [
 FORMAT = 1
 DEFAULT_CHUNK_BYTES = 1_000_000
 _SIGNED_PREFIX = b"revocast.snapshot.manifest.v1\n"
-_U32_MAX = 2**32 - 1
-_BUCKET_SECONDS = 60  # RevocationState's jti time wheel
 _NIL = uuid.UUID(int=0)
 _ROW_KINDS = ("sid", "sub_wm", "sub_block", "sub_del", "sub_ver", "kid", "global")
 
