@@ -47,7 +47,8 @@ from revocation_events import (
     TokenRevoked,
 )
 from streams._records import marker_record
-from streams._snapshot import PartitionRules, write_snapshot
+from streams._snapshot import write_snapshot
+from streams._snapshot_rules import PartitionRules
 
 __all__ = ["BootstrapRow", "produce_revocations", "run"]
 

@@ -26,7 +26,7 @@ from revocation_events import (
     TokenRevoked,
 )
 from streams import StreamsSettings
-from streams._snapshot import PartitionRules
+from streams._snapshot_rules import PartitionRules
 from tests.streams._support import KEY_SPEC, T0
 
 NOW = T0.timestamp()
