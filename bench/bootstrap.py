@@ -16,7 +16,7 @@ The state topic and the snapshots are filled by the bench itself, not by a runni
 (which would first have to digest the N events): each log record is also written to the
 state topic under its rule key — byte for byte what the worker republishes — followed by
 the marker the worker writes (``streams._records.marker_record``); each jti also goes into
-the snapshotter's own :class:`streams._snapshot.PartitionRules`, written with its
+the snapshotter's own :class:`streams._snapshot_rules.PartitionRules`, written with its
 ``write_snapshot``, i.e. the code the worker runs.
 """
 
