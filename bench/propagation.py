@@ -24,18 +24,26 @@ CPU: each consumer process reports its CPU time (``time.process_time()``) over a
 bench process its own (the publisher); *CPU demand* is their sum over the phase's duration, in
 cores. When it nears the machine's core count (the broker needs some too), events queue for a
 CPU and the tail grows: that, not the network, is what bounds p99 on a small machine.
+
+GC: each consumer also reports the longest pause of Python's cyclic garbage collector over a
+phase (``gc.callbacks``). A full collection walks every object the process built at start
+(PyJWT, cryptography, pydantic, kafka-python...): tens of ms on a small machine, and every
+revocation that arrives meanwhile waits. ``run(gc_freeze_at=...)`` repeats the given N with the
+SDK's opt-in ``gc_freeze_when_ready``, which moves those objects out of the collector's reach
+once the SDK is ready.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import multiprocessing
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from typing import Any
@@ -73,8 +81,12 @@ class PropagationRow:
     consumer_cpu_ms: float
     """CPU per revocation of the median consumer process (kafka-python's fetch round trip,
     decoding, applying)."""
+    gc_max_ms: float
+    """Longest pause of Python's cyclic garbage collector in any consumer over the phase."""
     cpu_cores: float
     """CPU used by the consumers and the publisher over the phase, in cores."""
+    gc_freeze: bool = False
+    """The consumers ran with ``gc_freeze_when_ready=True``."""
 
 
 def token_for(jti: str, iat: int) -> str:
@@ -86,9 +98,11 @@ def token_for(jti: str, iat: int) -> str:
 # -- the consumer process --------------------------------------------------------------------
 
 
-def _consumer_main(conn: Connection, bootstrap: str, topic: str, poll_verify: bool) -> None:
+def _consumer_main(
+    conn: Connection, bootstrap: str, topic: str, poll_verify: bool, gc_freeze: bool
+) -> None:
     kafka = KafkaSettings(bootstrap_servers=tuple(bootstrap.split(",")), topic=topic)
-    rc = Revocast(settings(kafka=kafka))
+    rc = Revocast(settings(kafka=kafka, gc_freeze_when_ready=gc_freeze))
     seen: dict[str, int] = {}
 
     def on_revocation(event: Event) -> None:
@@ -97,6 +111,7 @@ def _consumer_main(conn: Connection, bootstrap: str, topic: str, poll_verify: bo
 
     rc.add_revocation_listener(on_revocation)
     conn.send(("ready", rc.wait_until_ready(_READY_TIMEOUT)))
+    gc_pauses = _GcPauses()
     verified: dict[str, int] = {}
     cpu_start = time.process_time()
     poller_cpu: list[float] = []  # the verify poller's own CPU: not the SDK's
@@ -107,6 +122,7 @@ def _consumer_main(conn: Connection, bootstrap: str, topic: str, poll_verify: bo
             cmd = conn.recv()
             if cmd[0] == "phase":
                 cpu_start = time.process_time()
+                gc_pauses.longest = 0
             if cmd[0] == "phase" and poll_verify:
                 _, prefix, count, every, iat = cmd
                 stop = threading.Event()
@@ -137,6 +153,7 @@ def _consumer_main(conn: Connection, bootstrap: str, topic: str, poll_verify: bo
                         {j: seen[j] for j in expected if j in seen},
                         {j: t for j, t in verified.items() if j.startswith(prefix + "-")},
                         time.process_time() - cpu_start - sum(poller_cpu),
+                        gc_pauses.longest,
                     )
                 )
                 poller_cpu.clear()
@@ -144,8 +161,28 @@ def _consumer_main(conn: Connection, bootstrap: str, topic: str, poll_verify: bo
                 break
     finally:
         stop.set()
+        gc_pauses.close()
         rc.close()
         conn.close()
+
+
+class _GcPauses:
+    """The longest pause of the cyclic garbage collector (any generation), via ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.longest = 0
+        self._started = 0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, _info: dict[str, int]) -> None:
+        now = time.monotonic_ns()
+        if phase == "start":
+            self._started = now
+        elif self._started:
+            self.longest = max(self.longest, now - self._started)
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._on_gc)
 
 
 def _poll_verify(
@@ -175,7 +212,7 @@ def _poll_verify(
 
 
 class _Consumers:
-    def __init__(self, bootstrap: str, topic: str, n: int) -> None:
+    def __init__(self, bootstrap: str, topic: str, n: int, gc_freeze: bool) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conns: list[Connection] = []
         self.procs: list[Any] = []
@@ -183,7 +220,7 @@ class _Consumers:
             parent, child = ctx.Pipe()
             proc = ctx.Process(
                 target=_consumer_main,
-                args=(child, bootstrap, topic, rank == 0),
+                args=(child, bootstrap, topic, rank == 0, gc_freeze),
                 name=f"bench-consumer-{rank}",
                 daemon=True,
             )
@@ -247,12 +284,19 @@ def publish_paced(
 
 
 def run(
-    bootstrap: str, processes: Sequence[int], rates: Sequence[int], seconds: float
+    bootstrap: str,
+    processes: Sequence[int],
+    rates: Sequence[int],
+    seconds: float,
+    gc_freeze_at: Sequence[int] = (),
 ) -> list[PropagationRow]:
+    """Every N in ``processes`` with the SDK's defaults, then every N in ``gc_freeze_at``
+    again with ``gc_freeze_when_ready=True`` in each consumer."""
     rows: list[PropagationRow] = []
-    for n in processes:
+    runs = [(n, False) for n in processes] + [(n, True) for n in gc_freeze_at]
+    for n, gc_freeze in runs:
         with temp_topic(bootstrap, "bench-propagation") as kafka:
-            consumers = _Consumers(bootstrap, kafka.topic, n)
+            consumers = _Consumers(bootstrap, kafka.topic, n, gc_freeze)
             try:
                 ready = consumers.receive_all(_READY_TIMEOUT + 30)
                 if not all(r[1] for r in ready):
@@ -264,7 +308,9 @@ def run(
                     _phase(consumers, publisher, f"warm{n}", 3, 10)  # connections, metadata
                     for rate in rates:
                         count = max(1, round(rate * seconds))
-                        rows.append(_phase(consumers, publisher, f"n{n}r{rate}", count, rate))
+                        prefix = f"n{n}r{rate}" + ("f" if gc_freeze else "")
+                        row = _phase(consumers, publisher, prefix, count, rate)
+                        rows.append(replace(row, gc_freeze=gc_freeze))
                         print(format_row(rows[-1]), flush=True)
             finally:
                 consumers.close()
@@ -287,8 +333,8 @@ def _phase(
     latencies: list[float] = []
     verify_lat: list[float] = []
     missing = 0
-    consumer_cpu = sorted(cpu for *_, cpu in results)
-    for rank, (_, seen, verified, _) in enumerate(results):
+    consumer_cpu = sorted(cpu for _, _, _, cpu, _ in results)
+    for rank, (_, seen, verified, _, _) in enumerate(results):
         for i in range(count):
             t = seen.get(f"{prefix}-{i}")
             if t is None:
@@ -316,21 +362,25 @@ def _phase(
         verify_p99_ms=percentile(verify_lat, 0.99) if verify_lat else nan,
         ack_p50_ms=percentile(acks, 0.5) * 1e3,
         consumer_cpu_ms=consumer_cpu[len(consumer_cpu) // 2] / count * 1e3,
+        gc_max_ms=max(pause for *_, pause in results) / 1e6,
         cpu_cores=(sum(consumer_cpu) + publisher_cpu) / elapsed,
     )
 
 
 HEADER = (
-    f"{'N':>3} {'rate/s':>7} {'achieved':>8} {'events':>6} {'samples':>7} {'miss':>4} "
-    f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} | {'verify n':>8} {'p50 ms':>7} {'p99 ms':>7} "
-    f"| {'ack p50':>7} | {'cpu/ev':>6} {'cores':>5}"
+    f"{'N':>3} {'gc.freeze':>9} {'rate/s':>7} {'achieved':>8} {'events':>6} {'samples':>7} "
+    f"{'miss':>4} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} | "
+    f"{'verify n':>8} {'p50 ms':>7} {'p99 ms':>7} "
+    f"| {'ack p50':>7} | {'cpu/ev':>6} {'cores':>5} {'gc max':>6}"
 )
 
 
 def format_row(r: PropagationRow) -> str:
     return (
-        f"{r.processes:>3} {r.rate:>7} {r.achieved_rate:>8.0f} {r.revocations:>6} "
-        f"{r.samples:>7} {r.missing:>4} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.max_ms:>7.1f} | "
+        f"{r.processes:>3} {'yes' if r.gc_freeze else 'no':>9} {r.rate:>7} "
+        f"{r.achieved_rate:>8.0f} {r.revocations:>6} {r.samples:>7} "
+        f"{r.missing:>4} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.max_ms:>7.1f} | "
         f"{r.verify_samples:>8} {r.verify_p50_ms:>7.2f} {r.verify_p99_ms:>7.2f} | "
-        f"{r.ack_p50_ms:>7.2f} | {r.consumer_cpu_ms:>6.2f} {r.cpu_cores:>5.2f}"
+        f"{r.ack_p50_ms:>7.2f} | {r.consumer_cpu_ms:>6.2f} {r.cpu_cores:>5.2f} "
+        f"{r.gc_max_ms:>6.1f}"
     )

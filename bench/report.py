@@ -88,10 +88,11 @@ def _mark(ok: bool) -> str:
 
 
 def _target_row(rows: list[PropagationRow]) -> tuple[int, list[PropagationRow]]:
-    """The propagation rows the targets apply to: N = 10, or the largest N measured."""
+    """The propagation rows the targets apply to: N = 10, or the largest N measured (the
+    SDK's defaults first, then any ``gc_freeze_when_ready`` rows of that N)."""
     ns = sorted({r.processes for r in rows})
     n = 10 if 10 in ns else ns[-1]
-    return n, [r for r in rows if r.processes == n]
+    return n, sorted((r for r in rows if r.processes == n), key=lambda r: r.gc_freeze)
 
 
 def summary(res: Results) -> list[tuple[str, str, str, str]]:
@@ -102,7 +103,8 @@ def summary(res: Results) -> list[tuple[str, str, str, str]]:
         for r in rows:
             out.append(
                 (
-                    f"propagation p50 / p99, N={n}, {r.rate}/s",
+                    f"propagation p50 / p99, N={n}, {r.rate}/s"
+                    + (", gc_freeze_when_ready" if r.gc_freeze else ""),
                     f"{r.p50_ms:.1f} / {r.p99_ms:.1f} ms (CPU demand {r.cpu_cores:.1f} of "
                     f"{res.machine.cpus} cores)",
                     "≤ 5 / ≤ 25 ms" + ("" if n == 10 else " (at N=10; N=10 not run)"),
@@ -234,7 +236,10 @@ def _plots(res: Results, out: Path) -> list[str]:
     names: list[str] = []
     if res.propagation:
         fig, ax = plt.subplots(figsize=(8, 4.5))
-        labels = [f"N={r.processes}\n{r.rate}/s" for r in res.propagation]
+        labels = [
+            f"N={r.processes}\n{r.rate}/s" + ("\nfreeze" if r.gc_freeze else "")
+            for r in res.propagation
+        ]
         xs = range(len(labels))
         width = 0.4
         ax.bar(
@@ -374,11 +379,17 @@ def write_report(res: Results, out: Path) -> Path:
             "consumer process per revocation (`time.process_time()` over the phase; almost all of "
             "it is kafka-python's fetch round trip). *CPU demand*: CPU time of every consumer plus "
             "the publisher over the phase, in cores (the broker's own CPU not included); as it "
-            "nears the machine's core count, revocations queue for a CPU and p99 grows.",
+            "nears the machine's core count, revocations queue for a CPU and p99 grows. "
+            "*longest GC pause*: the longest pause of Python's cyclic garbage collector in any "
+            "consumer process over the phase (`gc.callbacks`); a full collection walks every "
+            "object built at start-up, and revocations arriving meanwhile wait. *gc.freeze* "
+            "yes: the same N again with the SDK's opt-in `gc_freeze_when_ready=True`, which "
+            "calls `gc.freeze()` once the SDK is ready.",
             "",
             _table(
                 [
                     "processes",
+                    "gc.freeze",
                     "rate/s",
                     "achieved/s",
                     "revocations",
@@ -393,10 +404,12 @@ def write_report(res: Results, out: Path) -> Path:
                     "publish ack p50 ms",
                     "consumer CPU/event ms",
                     "CPU demand, cores",
+                    "longest GC pause ms",
                 ],
                 [
                     [
                         str(r.processes),
+                        "yes" if r.gc_freeze else "no",
                         str(r.rate),
                         f"{r.achieved_rate:.0f}",
                         str(r.revocations),
@@ -411,6 +424,7 @@ def write_report(res: Results, out: Path) -> Path:
                         f"{r.ack_p50_ms:.2f}",
                         f"{r.consumer_cpu_ms:.2f}",
                         f"{r.cpu_cores:.2f}",
+                        f"{r.gc_max_ms:.1f}",
                     ]
                     for r in res.propagation
                 ],
@@ -424,10 +438,11 @@ def write_report(res: Results, out: Path) -> Path:
             f"after logout ({SHORT_EXPIRY_S // 2} s on average).",
             "",
             _table(
-                ["processes", "rate/s", "p50", "p99", "15 min / p99"],
+                ["processes", "gc.freeze", "rate/s", "p50", "p99", "15 min / p99"],
                 [
                     [
                         str(r.processes),
+                        "yes" if r.gc_freeze else "no",
                         str(r.rate),
                         f"{r.p50_ms:.1f} ms",
                         f"{r.p99_ms:.1f} ms",
