@@ -101,7 +101,7 @@ def run(args: argparse.Namespace, command: str) -> Results:
             traceback.print_exc()
             res.errors.append(f"kafka broker: {type(exc).__name__}: {exc}")
     res.seconds = time.perf_counter() - started
-    m.load_after = os.getloadavg()
+    m.finish()
     return res
 
 

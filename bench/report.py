@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -31,6 +33,63 @@ class Machine:
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float] | None = None
     broker: str = ""
+    pyjwt_us_before: float = float("nan")
+    """Calibration: best time of one bare PyJWT HS256 decode at start (µs)."""
+    pyjwt_us_after: float = float("nan")
+    cpu_ticks_before: tuple[int, int] | None = None
+    """(steal, total) jiffies of all CPUs from ``/proc/stat`` at start."""
+    steal_pct: float | None = None
+    """Share of CPU time the hypervisor gave to other guests over the run."""
+
+    def finish(self) -> None:
+        """Record the end-of-run figures (load, calibration, steal)."""
+        self.load_after = os.getloadavg()
+        self.pyjwt_us_after = pyjwt_decode_us()
+        after = cpu_ticks()
+        if self.cpu_ticks_before is not None and after is not None:
+            steal = after[0] - self.cpu_ticks_before[0]
+            total = after[1] - self.cpu_ticks_before[1]
+            self.steal_pct = 100.0 * steal / total if total > 0 else None
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """(steal, total) jiffies over all CPUs since boot, or None off Linux."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] != "cpu" or len(fields) < 9:
+        return None
+    ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return ticks[7], sum(ticks)
+
+
+_YARDSTICK = """
+import time, jwt
+key = b"k" * 32
+token = jwt.encode({"sub": "a", "iat": 1, "exp": 4_000_000_000}, key, algorithm="HS256")
+decode = jwt.PyJWT().decode_complete
+best = float("inf")
+for _ in range(7):
+    t0 = time.perf_counter()
+    for _ in range(200):
+        decode(token, key, algorithms=["HS256"])
+    best = min(best, (time.perf_counter() - t0) / 200)
+print(best * 1e6)
+"""
+
+
+def pyjwt_decode_us() -> float:
+    """Best of 7 x 200 bare PyJWT HS256 decodes, µs each, in a fresh interpreter (so the
+    bench process's own heap does not colour it): a yardstick of this machine's speed at the
+    moment, comparable between runs and between the start and end of one run."""
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _YARDSTICK], capture_output=True, text=True, timeout=60
+        )
+        return float(out.stdout.strip())
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return float("nan")
 
 
 @dataclass
@@ -77,6 +136,8 @@ def machine_info(command: str) -> Machine:
         python=platform.python_version(),
         versions=versions,
         load_before=os.getloadavg(),
+        pyjwt_us_before=pyjwt_decode_us(),
+        cpu_ticks_before=cpu_ticks(),
     )
 
 
@@ -350,12 +411,22 @@ def write_report(res: Results, out: Path) -> Path:
                     " / ".join(f"{x:.2f}" for x in m.load_before),
                 ],
                 ["load average at end", " / ".join(f"{x:.2f}" for x in after)],
+                [
+                    "yardstick: one bare PyJWT HS256 decode, start / end",
+                    f"{m.pyjwt_us_before:.1f} / {m.pyjwt_us_after:.1f} µs",
+                ],
+                [
+                    "CPU steal over the run (time the hypervisor gave other guests)",
+                    "n/a" if m.steal_pct is None else f"{m.steal_pct:.1f} %",
+                ],
                 ["total run time", f"{res.seconds / 60:.1f} min"],
             ],
         ),
         "",
-        "The machine was shared: other test suites ran while this did (see the load averages), so "
-        "absolute numbers are noisy. Ratios measured side by side in one run are the useful part.",
+        "A shared virtual machine's speed varies between runs and within one: the yardstick "
+        "and the CPU steal above say how fast this one was, the load averages what else ran. "
+        "Absolute numbers are noisy; ratios measured side by side in one run are the useful "
+        "part.",
         "",
         "## Summary",
         "",
