@@ -111,7 +111,8 @@ def _kafka_sections(res: Results, servers: str, only: set[str], quick: bool) -> 
         ns, rates, seconds = (
             ((1, 5), (10, 100), 3.0) if quick else ((1, 5, 10, 20), (10, 100, 1000), 5.0)
         )
-        freeze = () if quick else (10,)  # the target N, again with gc_freeze_when_ready
+        # The target N again with gc_freeze_when_ready (quick: N=1, so the path never rots).
+        freeze = (1,) if quick else (10,)
         res.propagation.extend(propagation.run(servers, ns, rates, seconds, freeze))
 
     def throughput_section() -> None:
