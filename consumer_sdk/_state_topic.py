@@ -38,6 +38,8 @@ _log = logging.getLogger("consumer_sdk")
 
 OFFSETS_KEY_PREFIX = b"__offsets__:"
 _RESERVED_PREFIX = b"__"
+# A poll returning this many records is a backlog: fetch ahead (as the log replay does).
+_PREFETCH_MIN_RECORDS = 64
 
 
 def state_topic(settings: ConsumerSettings) -> str:
@@ -91,13 +93,18 @@ def load_state_topic(
     consumer.seek_to_beginning(*tps)
     load = StateLoad(topic)
     pending = {tp for tp in tps if ends[tp] > 0}
+    log_topic = settings.kafka.topic
     while pending and not stop.is_set():
         batch = consumer.poll(timeout_ms=settings.poll_timeout_ms)
-        for tp, records in batch.items():
-            for record in records:
-                _apply(load, sink, settings.kafka.topic, tp.partition, record)
-            if records[-1].offset + 1 >= ends[tp]:
-                pending.discard(tp)
+        ahead: dict[Any, Any] = {}
+        if batch and sum(map(len, batch.values())) >= _PREFETCH_MIN_RECORDS:
+            # As the log replay does: put the next fetch in flight before applying this one.
+            ahead = consumer.poll(timeout_ms=0)
+        for fetched in (batch, ahead):
+            for tp, records in fetched.items():
+                _apply(load, sink, log_topic, tp.partition, records)
+                if records[-1].offset + 1 >= ends[tp]:
+                    pending.discard(tp)
         if not batch:
             # A compacted partition can end in a gap (removed records): ask where it is.
             for tp in list(pending):
@@ -107,22 +114,38 @@ def load_state_topic(
     return load
 
 
-def _apply(load: StateLoad, sink: UpdateSink, log_topic: str, partition: int, record: Any) -> None:
-    key: bytes = record.key or b""
-    if key.startswith(OFFSETS_KEY_PREFIX):
-        marker = _marker(record.value, log_topic, partition)
-        if marker is None:
-            load.ignored += 1
-            _log.warning("ignored a malformed offset marker in state partition %d", partition)
+def _apply(
+    load: StateLoad, sink: UpdateSink, log_topic: str, partition: int, records: list[Any]
+) -> None:
+    """One fetched run of a state partition's records: rules go to the sink in order, in one
+    call when it takes a batch (as log records do); markers, tombstones and other reserved
+    keys are counted."""
+    rules: list[Any] = []
+    for record in records:
+        key: bytes = record.key or b""
+        if key.startswith(_RESERVED_PREFIX):
+            if key.startswith(OFFSETS_KEY_PREFIX):
+                marker = _marker(record.value, log_topic, partition)
+                if marker is None:
+                    load.ignored += 1
+                    _log.warning(
+                        "ignored a malformed offset marker in state partition %d", partition
+                    )
+                else:
+                    load.markers[partition] = marker
+            else:
+                load.ignored += 1
+        elif record.value is None:
+            load.tombstones += 1
         else:
-            load.markers[partition] = marker
-    elif key.startswith(_RESERVED_PREFIX):
-        load.ignored += 1
-    elif record.value is None:
-        load.tombstones += 1
+            rules.append(record)
+    load.records += len(rules)
+    deliver = getattr(sink, "records", None)
+    if deliver is not None:
+        deliver(rules)
     else:
-        load.records += 1
-        sink.record(record.value, record.headers or (), timestamp_ms=record.timestamp)
+        for record in rules:
+            sink.record(record.value, record.headers or (), timestamp_ms=record.timestamp)
 
 
 def _marker(value: bytes | None, log_topic: str, partition: int) -> int | None:

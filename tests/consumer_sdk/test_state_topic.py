@@ -1,0 +1,77 @@
+"""Sorting one fetched run of state-topic records (logic only; the Kafka path is covered by
+test_state_bootstrap_kafka.py): rules reach the sink in order, whether it takes a batch or one
+record at a time; markers, tombstones and reserved keys are counted."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import pytest
+
+from consumer_sdk._state_topic import StateLoad, _apply
+from streams._records import marker_record
+
+_LOG = "revs"
+
+
+class _Rec(NamedTuple):
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    timestamp: int
+
+
+class _OneByOne:
+    def __init__(self) -> None:
+        self.seen: list[bytes | None] = []
+
+    def record(self, value: bytes | None, headers: Any, *, timestamp_ms: int | None = None) -> None:
+        self.seen.append(value)
+
+
+class _Batched(_OneByOne):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def records(self, records: list[Any]) -> None:
+        self.calls += 1
+        self.seen.extend(r.value for r in records)
+
+
+def _run() -> list[_Rec]:
+    m1 = marker_record(_LOG, 2, 41)
+    m2 = marker_record(_LOG, 2, 99)
+    foreign = marker_record("other-log", 2, 500)
+    return [
+        _Rec(b"jti:a", b"rule-a", [("sig", b"s")], 1),
+        _Rec(m1.key, m1.value, [], 2),
+        _Rec(b"jti:gone", None, [], 3),  # tombstone
+        _Rec(b"sub:b", b"rule-b", [("sig", b"s")], 4),
+        _Rec(b"__other", b"x", [], 5),  # reserved, not a marker
+        _Rec(m2.key, m2.value, [], 6),
+        _Rec(b"sid:c", b"rule-c", [("sig", b"s")], 7),
+        _Rec(b"__offsets__:2", b"not json", [], 8),  # malformed marker
+        _Rec(foreign.key, foreign.value, [], 9),  # another log's marker
+    ]
+
+
+@pytest.mark.parametrize("sink_type", [_OneByOne, _Batched])
+def test_rules_reach_the_sink_in_order_and_the_rest_is_counted(sink_type: type[_OneByOne]) -> None:
+    sink = sink_type()
+    load = StateLoad("revs.state")
+    _apply(load, sink, _LOG, 2, _run())  # type: ignore[arg-type]
+    assert sink.seen == [b"rule-a", b"rule-b", b"rule-c"]
+    assert (load.records, load.tombstones, load.ignored) == (3, 1, 3)
+    assert load.markers == {2: 99}  # the last valid marker; another log's is ignored
+    if isinstance(sink, _Batched):
+        assert sink.calls == 1
+
+
+def test_a_run_without_rules_leaves_the_sink_alone_but_keeps_its_marker() -> None:
+    sink = _OneByOne()
+    load = StateLoad("revs.state")
+    m = marker_record(_LOG, 0, 7)
+    _apply(load, sink, _LOG, 0, [_Rec(m.key, m.value, [], 1)])  # type: ignore[arg-type]
+    assert sink.seen == []
+    assert load.markers == {0: 7}
