@@ -24,6 +24,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from consumer_sdk._errors import SourceError
+from consumer_sdk._fetch import deliver, poll_ahead
 from consumer_sdk._kafka_records import install as install_fast_records
 from consumer_sdk._retention import check_retention
 from consumer_sdk._settings import ConsumerSettings
@@ -38,9 +39,6 @@ _log = logging.getLogger("consumer_sdk")
 _BACKOFF_MIN = 0.5
 _BACKOFF_MAX = 30.0
 _PROBE_TIMEOUT_MS = 5_000
-# A poll returning this many records means a backlog (replay, or a burst): fetch ahead.
-# Fewer (tailing: usually one revocation) are delivered at once, with no extra poll first.
-_PREFETCH_MIN_RECORDS = 64
 
 
 class KafkaSource:
@@ -169,18 +167,9 @@ class KafkaSource:
             caught_up = False
             next_check = time.monotonic() + s.partition_check_interval
             while not self._stop.is_set():
-                batch = consumer.poll(timeout_ms=s.poll_timeout_ms)
-                ahead: dict[Any, Any] = {}
-                if batch and sum(map(len, batch.values())) >= _PREFETCH_MIN_RECORDS:
-                    # Catching up: kafka-python sends the next fetch only from inside poll(),
-                    # and not at all after a poll that had to wait, so the broker would idle
-                    # while this batch is applied. A zero-timeout poll puts a fetch in flight
-                    # (and returns whatever else is already buffered, delivered after).
-                    ahead = consumer.poll(timeout_ms=0)
-                for tp, records in batch.items():
-                    self._deliver(consumer, tp, records, sink)
-                for tp, records in ahead.items():
-                    self._deliver(consumer, tp, records, sink)
+                for tp, records in poll_ahead(consumer, s.poll_timeout_ms):
+                    deliver(sink, records)
+                    self._positions[tp.partition] = records[-1].offset + 1
                 if not caught_up and self._caught_up(consumer, tps):
                     caught_up = True
                     sink.status(DataSourceState.VALID)
@@ -192,15 +181,6 @@ class KafkaSource:
             return caught_up
         except KafkaError as exc:
             raise SourceError(f"Kafka: {type(exc).__name__}: {exc}") from exc
-
-    def _deliver(self, consumer: Any, tp: TopicPartition, records: Any, sink: UpdateSink) -> None:
-        batch = getattr(sink, "records", None)  # the SDK's sink takes a whole fetch at once
-        if batch is not None:
-            batch(records)
-        else:
-            for record in records:
-                sink.record(record.value, record.headers, timestamp_ms=record.timestamp)
-        self._positions[tp.partition] = records[-1].offset + 1
 
     def _assign(self, consumer: Any, known: set[TopicPartition]) -> dict[int, TopicPartition]:
         parts = consumer.partitions_for_topic(self._topic) or set()

@@ -24,6 +24,7 @@ from typing import Any
 
 from kafka import TopicPartition
 
+from consumer_sdk._fetch import deliver, poll_ahead
 from consumer_sdk._settings import ConsumerSettings
 from consumer_sdk._source import UpdateSink
 
@@ -38,8 +39,6 @@ _log = logging.getLogger("consumer_sdk")
 
 OFFSETS_KEY_PREFIX = b"__offsets__:"
 _RESERVED_PREFIX = b"__"
-# A poll returning this many records is a backlog: fetch ahead (as the log replay does).
-_PREFETCH_MIN_RECORDS = 64
 
 
 def state_topic(settings: ConsumerSettings) -> str:
@@ -95,17 +94,13 @@ def load_state_topic(
     pending = {tp for tp in tps if ends[tp] > 0}
     log_topic = settings.kafka.topic
     while pending and not stop.is_set():
-        batch = consumer.poll(timeout_ms=settings.poll_timeout_ms)
-        ahead: dict[Any, Any] = {}
-        if batch and sum(map(len, batch.values())) >= _PREFETCH_MIN_RECORDS:
-            # As the log replay does: put the next fetch in flight before applying this one.
-            ahead = consumer.poll(timeout_ms=0)
-        for fetched in (batch, ahead):
-            for tp, records in fetched.items():
-                _apply(load, sink, log_topic, tp.partition, records)
-                if records[-1].offset + 1 >= ends[tp]:
-                    pending.discard(tp)
-        if not batch:
+        fetched = False
+        for tp, records in poll_ahead(consumer, settings.poll_timeout_ms):
+            fetched = True
+            _apply(load, sink, log_topic, tp.partition, records)
+            if records[-1].offset + 1 >= ends[tp]:
+                pending.discard(tp)
+        if not fetched:
             # A compacted partition can end in a gap (removed records): ask where it is.
             for tp in list(pending):
                 if consumer.position(tp, timeout_ms=timeout_ms) >= ends[tp]:
@@ -117,9 +112,8 @@ def load_state_topic(
 def _apply(
     load: StateLoad, sink: UpdateSink, log_topic: str, partition: int, records: list[Any]
 ) -> None:
-    """One fetched run of a state partition's records: rules go to the sink in order, in one
-    call when it takes a batch (as log records do); markers, tombstones and other reserved
-    keys are counted."""
+    """One fetched run of a state partition's records: rules go to the sink in order, as log
+    records do; markers, tombstones and other reserved keys are counted."""
     rules: list[Any] = []
     for record in records:
         key: bytes = record.key or b""
@@ -140,12 +134,7 @@ def _apply(
         else:
             rules.append(record)
     load.records += len(rules)
-    deliver = getattr(sink, "records", None)
-    if deliver is not None:
-        deliver(rules)
-    else:
-        for record in rules:
-            sink.record(record.value, record.headers or (), timestamp_ms=record.timestamp)
+    deliver(sink, rules)
 
 
 def _marker(value: bytes | None, log_topic: str, partition: int) -> int | None:
