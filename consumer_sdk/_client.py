@@ -108,23 +108,32 @@ class _Sink:
         clock = self._clock
         applied, unchanged = self.applied, self.unchanged
         metrics = self._metrics if self._metrics.enabled else None
+        delay = metrics.delay if metrics is not None and self._bootstrapped else None  # event()
+        # A Prometheus counter takes a lock per increment: add the batch's counts once, at the end.
+        before = dict(applied)
         notify = self._rc.revocation_listeners.notify
-        for rec in records:
-            try:
-                event = decode(rec.value, rec.headers)
-            except MalformedEventError as exc:
-                self._skip(exc)
-                continue
-            changed = apply(event)
-            now = clock()
-            self.last_event_at = now
-            if not changed:
-                unchanged[event.type] += 1
-                continue
-            applied[event.type] += 1
+        try:
+            for rec in records:
+                try:
+                    event = decode(rec.value, rec.headers)
+                except MalformedEventError as exc:
+                    self._skip(exc)
+                    continue
+                changed = apply(event)
+                now = clock()
+                self.last_event_at = now
+                if not changed:
+                    unchanged[event.type] += 1
+                    continue
+                applied[event.type] += 1
+                if delay is not None:
+                    delay(now - event.occurred_at.timestamp())
+                notify(event)
+        finally:
             if metrics is not None:
-                metrics.applied(event.type, self._delay(event, now))
-            notify(event)
+                for event_type, n in applied.items():
+                    if n != before.get(event_type, 0):
+                        metrics.applied(event_type, n - before.get(event_type, 0))
 
     def _skip(self, exc: MalformedEventError) -> None:
         self.skipped[exc.reason] += 1
@@ -140,15 +149,10 @@ class _Sink:
             return
         self.applied[event.type] += 1
         if self._metrics.enabled:
-            self._metrics.applied(event.type, self._delay(event, now))
+            self._metrics.applied(event.type)
+            if self._bootstrapped:  # propagation delay of live events only
+                self._metrics.delay(now - event.occurred_at.timestamp())
         self._rc.revocation_listeners.notify(event)
-
-    def _delay(self, event: Event, now: float) -> float | None:
-        """Propagation delay for the histogram, from the first VALID on: the bootstrap
-        replay's events are hours old and would bury the live figure."""
-        if not self._bootstrapped:
-            return None
-        return now - event.occurred_at.timestamp()
 
     def restore(self, chunks: list[Chunk]) -> dict[str, int]:
         return restore(self._state, chunks)

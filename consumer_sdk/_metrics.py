@@ -69,18 +69,21 @@ class Metrics:
     def enabled(self) -> bool:
         return bool(self._c)
 
-    def applied(self, event_type: str, delay: float | None) -> None:
-        """Count an applied event; ``delay`` (seconds since it occurred) is observed only for
-        live events: ``None`` during the bootstrap replay, whose events are hours old."""
+    def applied(self, event_type: str, n: int = 1) -> None:
+        """Count ``n`` applied events of one type (a replayed batch adds its count once)."""
         if self._c:
             child = self._applied.get(event_type)
             if child is None:
                 child = self._applied[event_type] = self._c["applied"].labels(
                     self._service, event_type
                 )
-            child.inc()
-            if delay is not None:
-                self._delay.observe(max(delay, 0.0))
+            child.inc(n)
+
+    def delay(self, seconds: float) -> None:
+        """Observe one live event's propagation delay (seconds since it occurred); not for
+        the bootstrap replay, whose events are hours old and would bury the live figure."""
+        if self._delay is not None:
+            self._delay.observe(max(seconds, 0.0))
 
     def skipped(self, reason: str) -> None:
         if self._c:

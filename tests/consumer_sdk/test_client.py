@@ -300,12 +300,13 @@ def test_a_fetched_batch_is_counted_applied_and_notified_exactly_like_records_on
     assert stats["skipped"] == {"bad_signature": 2, "unsigned": 1, "invalid": 1}
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["record", "fetched-batch"])
 def test_propagation_delay_histogram_counts_only_events_applied_after_bootstrap(
-    src: InMemorySource, clock: FakeClock
+    src: InMemorySource, clock: FakeClock, batched: bool
 ) -> None:
     prometheus_client = pytest.importorskip("prometheus_client")
     registry = prometheus_client.REGISTRY
-    service = "delay-histogram-test"
+    service = f"delay-histogram-test-{batched}"
     labels = {"service": service}
 
     def observed() -> float:
@@ -320,14 +321,33 @@ def test_propagation_delay_histogram_counts_only_events_applied_after_bootstrap(
         )
 
     client = Revocast(settings(service_name=service), source=src, clock=clock)
+    codec = EventCodec(signer=EventSigner(EVENT_KEY))
+
+    def deliver(*events: Event) -> None:
+        if batched:  # as the Kafka source hands over a fetch: counters added once per batch
+            encoded = [codec.encode(e) for e in events]
+            client._sink.records([Rec(r.value, r.headers) for r in encoded])
+        else:
+            for e in events:
+                src.publish(e)
+
     try:
         old = dt(clock() - 3600)
-        src.publish(
-            TokenRevoked(issuer="idp", jti="replayed", expires_at=dt(clock() + 60), occurred_at=old)
+        deliver(
+            *(
+                TokenRevoked(
+                    issuer="idp", jti=f"r{i}", expires_at=dt(clock() + 60), occurred_at=old
+                )
+                for i in range(3)
+            )
         )
-        assert (applied(), observed()) == (1, 0)  # an hour-old event from the replay
+        assert (applied(), observed()) == (3, 0)  # hour-old events from the replay
         src.set_ready()
-        src.publish(TokenRevoked(issuer="idp", jti="live", expires_at=dt(clock() + 60)))
-        assert (applied(), observed()) == (2, 1)
+        deliver(
+            TokenRevoked(issuer="idp", jti="live", expires_at=dt(clock() + 60)),
+            TokenRevoked(issuer="idp", jti="live", expires_at=dt(clock() + 60)),  # unchanged
+            TokenRevoked(issuer="idp", jti="live2", expires_at=dt(clock() + 60)),
+        )
+        assert (applied(), observed()) == (5, 2)
     finally:
         client.close()
