@@ -32,7 +32,7 @@ def parse_time(text: str) -> datetime:
     """``--since``: ISO-8601 with a timezone, or epoch seconds."""
     try:
         return datetime.fromtimestamp(float(text), UTC)
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         pass
     try:
         parsed = datetime.fromisoformat(text)

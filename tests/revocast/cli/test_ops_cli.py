@@ -131,3 +131,15 @@ def test_missing_event_keys_is_a_settings_error_naming_the_variable(
     monkeypatch.delenv("REVOCAST_ALLOW_UNSIGNED_EVENTS", raising=False)
     assert main(["replay"]) == 2
     assert "REVOCAST_EVENT_KEYS" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["replay", "rebuild-state"])
+@pytest.mark.parametrize("since", ["1e20", "inf", "-1e20"])
+def test_since_out_of_range_is_a_one_line_error(
+    command: str, since: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REVOCAST_ALLOW_UNSIGNED_EVENTS", "true")
+    assert main([command, f"--since={since}", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("revocast: error: --since:")
+    assert len(err.splitlines()) == 1
