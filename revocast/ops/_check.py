@@ -29,7 +29,10 @@ class TokenCheck:
     def render(self) -> str:
         def when(value: Any) -> str:
             if isinstance(value, int | float) and not isinstance(value, bool):
-                return f"{value} ({datetime.fromtimestamp(value, UTC).isoformat()})"
+                try:
+                    return f"{value} ({datetime.fromtimestamp(value, UTC).isoformat()})"
+                except (ValueError, OverflowError, OSError):
+                    return f"{value} (out of range)"
             return repr(value)
 
         lines = [f"header: {json.dumps(self.header, sort_keys=True)}"]
