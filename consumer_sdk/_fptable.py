@@ -106,7 +106,7 @@ class FingerprintTable:
         """
         whole = int(deadline)  # rounding up, inlined: this runs once per replayed jti
         dl = min(max(whole + (deadline > whole), 0), _U32_MAX)
-        t = min(int(at), _U32_MAX)
+        t = min(max(int(at), 0), _U32_MAX)  # an event dated before 1970 must not raise
         index, keys, deadlines, times, mask = self.slots
         i = fp & mask
         free = -1

@@ -193,3 +193,15 @@ def test_a_large_table_is_swept_whole_within_sweep_calls_calls_and_only_of_due_e
     assert len(table) == n // 3
     assert all(dl == 50 for _, dl, _ in table.items())
     assert table.sweep(20) == 0
+
+
+def test_a_time_before_1970_is_stored_as_zero_and_keeps_every_deadline_with_its_entry() -> None:
+    """A negative time used to raise half-way through an insert, after the deadline was
+    appended: every later entry then read the deadline of the one before it."""
+    table = FingerprintTable()
+    assert table.add(5, 1000, -3600)
+    table.add(7, 10, 0)
+    table.add(9, 500, 0)
+    assert (table.get(5), table.get(7), table.get(9)) == ((1000, 0), (10, 0), (500, 0))
+    assert table.sweep(20) == 1
+    assert table.get(9) == (500, 0)

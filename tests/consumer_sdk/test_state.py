@@ -490,3 +490,14 @@ def test_restored_jtis_equal_applied_ones_and_expire_alike(
 def test_restore_jtis_refuses_columns_of_different_lengths(clock: FakeClock) -> None:
     with pytest.raises(ValueError, match="differ in length"):
         make_state(clock).restore_jtis([(["a", "b"], [int(T0) + 9], [int(T0)])])
+
+
+def test_a_jti_revoked_with_an_occurred_at_before_1970_is_applied_not_raised(
+    clock: FakeClock,
+) -> None:
+    state = make_state(clock)
+    old = TokenRevoked(issuer="idp", jti="j-1", occurred_at=dt(-86400), expires_at=dt(T0 + 600))
+    assert state.apply(old)
+    assert rule(state, claims()) is RevokedBy.JTI
+    assert state.apply(TokenRevoked(issuer="idp", jti="j-2", expires_at=dt(T0 + 60)))
+    assert rule(state, claims(jti="j-2")) is RevokedBy.JTI
