@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from consumer_sdk._settings import MAX_LEEWAY
 from revocation_events import (
     EventCodec,
     EventVerifier,
@@ -59,6 +60,11 @@ class StreamsSettings:
     max_token_lifetime: float = 3600.0
     """``REVOCAST_MAX_TOKEN_LIFETIME``: snapshots keep every rule that still matters to an
     SDK whose ``max_token_lifetime`` is at most this; SDKs configured longer refuse them."""
+    expiry_margin_seconds: float = MAX_LEEWAY
+    """How long past its ``expires_at`` a rule stays in the state topic (and a late event is
+    still accepted). An SDK with a ``leeway`` keeps its entries that long past
+    ``expires_at``, and one bootstrapping from the state topic meanwhile must still find
+    them: keep it at least the SDKs' leeway (default: the largest leeway an SDK accepts)."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -77,6 +83,7 @@ class StreamsSettings:
             "snapshot_interval_seconds": self.snapshot_interval_seconds > 0,
             "snapshot_chunk_bytes": 4096 <= self.snapshot_chunk_bytes <= 1_000_000,
             "max_token_lifetime": self.max_token_lifetime > 0,
+            "expiry_margin_seconds": self.expiry_margin_seconds >= 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -133,7 +140,7 @@ class StreamsSettings:
         ``ALERT_BLOCKS_PER_WINDOW``, ``ALERT_GLOBAL_PER_WINDOW``, ``TICK_SECONDS``,
         ``COMMIT_INTERVAL_SECONDS``, ``SESSION_TIMEOUT_SECONDS``, ``STATE_SEGMENT_MS``,
         ``STATE_MIN_COMPACTION_LAG_MS``, ``STATE_DELETE_RETENTION_MS``,
-        ``SNAPSHOT_INTERVAL_SECONDS``, ``SNAPSHOT_CHUNK_BYTES``."""
+        ``SNAPSHOT_INTERVAL_SECONDS``, ``SNAPSHOT_CHUNK_BYTES``, ``EXPIRY_MARGIN_SECONDS``."""
         env = os.environ if environ is None else environ
         s = f"{prefix}STREAMS_"
         kwargs: dict[str, object] = {"kafka": KafkaSettings.from_env(prefix, env)}
@@ -169,6 +176,7 @@ class StreamsSettings:
             "commit_interval_seconds",
             "session_timeout_seconds",
             "snapshot_interval_seconds",
+            "expiry_margin_seconds",
         ):
             real = env_float(env, f"{s}{name.upper()}")
             if real is not None:

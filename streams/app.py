@@ -109,6 +109,7 @@ def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None
         window_grace_seconds=settings.window_grace_seconds,
         alert_thresholds=thresholds,
         clock=time.time,
+        expiry_margin=settings.expiry_margin_seconds,
     )
     # Markers wait for the table's changelog writes as well as for the state records: after
     # a restart the table must hold every effect up to the marker the worker resumes after.

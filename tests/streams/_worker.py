@@ -107,6 +107,8 @@ def worker_env(bootstrap: str, log_topic: str, data_dir: Path) -> dict[str, str]
         "REVOCAST_STREAMS_WINDOW_SECONDS": "3",
         "REVOCAST_STREAMS_WINDOW_GRACE_SECONDS": "1",
         "REVOCAST_STREAMS_ALERT_BLOCKS_PER_WINDOW": "10",
+        # Short-lived rules must be tombstoned within the test, not after the SDK leeway.
+        "REVOCAST_STREAMS_EXPIRY_MARGIN_SECONDS": "0",
     }
 
 

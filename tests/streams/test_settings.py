@@ -55,3 +55,17 @@ def test_malformed_keys_name_the_variable() -> None:
 def test_out_of_range_value_is_refused() -> None:
     with pytest.raises(SettingsError, match="tick_seconds"):
         StreamsSettings(allow_unsigned=True, tick_seconds=0)
+
+
+def test_expiry_margin_defaults_to_the_largest_sdk_leeway_and_is_read_from_the_environment() -> (
+    None
+):
+    from consumer_sdk._settings import MAX_LEEWAY
+
+    assert StreamsSettings(allow_unsigned=True).expiry_margin_seconds == MAX_LEEWAY
+    settings = StreamsSettings.from_env(
+        environ={"REVOCAST_EVENT_KEYS": KEY_SPEC, "REVOCAST_STREAMS_EXPIRY_MARGIN_SECONDS": "30"}
+    )
+    assert settings.expiry_margin_seconds == 30.0
+    with pytest.raises(SettingsError, match="expiry_margin_seconds"):
+        StreamsSettings(allow_unsigned=True, expiry_margin_seconds=-1)

@@ -7,7 +7,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +15,10 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumer_sdk import RevocationState
-from revocation_events import EncodedEvent, Event, MalformedEventError
+from revocation_events import EncodedEvent, Event, MalformedEventError, TokenRevoked
 from streams import OFFSETS_KEY_PREFIX, parse_marker
 from tests._kafka_fixtures import MakeTopic
-from tests.streams._support import VERIFYING_CODEC
+from tests.streams._support import SIGNING_CODEC, VERIFYING_CODEC
 from tests.streams._worker import (
     Worker,
     app_id,
@@ -422,3 +422,39 @@ def test_no_gap_behind_any_marker_after_repeated_kill_9(setup: Setup) -> None:
     assert not missing, _explain_missing(setup, missing)
     assert "was expected; its offset marker" not in setup.worker.output()
     assert setup.worker.stop() == 0
+
+
+# -- SDK leeway: a rule just past its expires_at is still in the state topic -----------
+
+
+def test_a_rule_within_the_sdk_leeway_past_its_expiry_stays_in_the_state_topic(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """An SDK with a leeway still refuses a revoked token ``leeway`` seconds past its
+    ``exp``; one bootstrapping from the state topic then must find the revocation, since
+    the marker makes it skip the log record. By default the worker keeps rules the
+    largest leeway an SDK accepts past their expiry (no tombstone, late events accepted)."""
+    env = worker_env(setup.bootstrap, setup.log_topic, tmp_path / "margin-data")
+    del env["REVOCAST_STREAMS_EXPIRY_MARGIN_SECONDS"]  # the default
+    worker = Worker(env, tmp_path / "margin-worker.log")
+    try:
+        worker.start()
+        now = datetime.now(UTC)
+        setup.publish(
+            [
+                SIGNING_CODEC.encode(
+                    TokenRevoked(
+                        issuer="t", jti="in-leeway", expires_at=now - timedelta(seconds=30)
+                    )
+                ),
+                SIGNING_CODEC.encode(
+                    TokenRevoked(issuer="t", jti="long-gone", expires_at=now - timedelta(hours=1))
+                ),
+            ]
+        )
+        state = _poll_state(setup, _caught_up, timeout=30)
+        assert "jti:in-leeway" in state.live
+        assert "jti:long-gone" not in state.written
+        assert worker.stop() == 0
+    finally:
+        worker.ensure_dead()
