@@ -184,7 +184,11 @@ class KafkaSource:
 
     def _assign(self, consumer: Any, known: set[TopicPartition]) -> dict[int, TopicPartition]:
         parts = consumer.partitions_for_topic(self._topic) or set()
-        tps = {p: TopicPartition(self._topic, p) for p in parts}
+        # Kafka never removes a partition: one missing from a metadata answer (a topic-level
+        # error from a broker with a stale cache) is still read and still counts for
+        # readiness; a deleted topic fails the end-offset probe of :meth:`_track` instead.
+        tps = {tp.partition: tp for tp in known}
+        tps.update((p, TopicPartition(self._topic, p)) for p in parts if p not in tps)
         new = [tp for tp in tps.values() if tp not in known]
         if known and new:
             consumer.assign(list(tps.values()))

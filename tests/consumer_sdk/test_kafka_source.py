@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import NewPartitions
 
 from consumer_sdk import DataSourceState, Revocast, TokenRevokedError
@@ -275,3 +275,53 @@ def test_the_sync_thread_drives_its_consumers_network_io_itself(
         assert consumer._net._io_thread is None  # no kafka-python I/O thread to hand off to
     finally:
         consumer.close(timeout_ms=5000)
+
+
+class _BlinkingMetadataConsumer:
+    """A consumer whose topic vanishes from the cluster metadata after the first lookup (a
+    metadata answer with a topic-level error, e.g. from a broker with a stale cache), and
+    whose fetches have not returned the backlog yet."""
+
+    def __init__(self, topic: str) -> None:
+        self.tp = TopicPartition(topic, 0)
+        self.lookups = 0
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        self.lookups += 1
+        return {0} if self.lookups == 1 else set()
+
+    def end_offsets(self, tps: list[TopicPartition], timeout_ms: int) -> dict[Any, int]:
+        return dict.fromkeys(tps, 10)
+
+    def assign(self, tps: list[TopicPartition]) -> None:
+        pass
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        pass
+
+    def poll(self, timeout_ms: int) -> dict[Any, list[Any]]:
+        return {}
+
+    def position(self, tp: TopicPartition, timeout_ms: int) -> int:
+        return 0
+
+    def close(self, timeout_ms: int) -> None:
+        pass
+
+
+def test_a_topic_missing_from_one_metadata_answer_does_not_make_a_lagging_source_valid() -> None:
+    kafka = KafkaSettings(bootstrap_servers=("127.0.0.1:1",), topic="t")
+    source = KafkaSource(
+        settings(kafka=kafka, replay_from_beginning=True, partition_check_interval=0.001)
+    )
+    consumer = _BlinkingMetadataConsumer("t")
+    source._connect = lambda: consumer  # type: ignore[method-assign]
+    source._retention = {}  # no admin client: there is no broker
+    sink = _RecordingSink()
+    source.start(sink)  # type: ignore[arg-type]
+    try:
+        wait_until(lambda: consumer.lookups >= 5, timeout=10, message="metadata checked")
+        assert not sink.valid.is_set(), "VALID at offset 0 of 10: events never applied"
+        assert source.stats()["partitions"] == [0]
+    finally:
+        source.close(10)
