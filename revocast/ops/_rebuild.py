@@ -49,6 +49,7 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from consumer_sdk._settings import MAX_LEEWAY
 from revocast.ops._reader import LogRange, OpsKafkaError, read_range
 from revocast.ops._settings import OpsSettings
 from revocast.ops._status import kafka_admin, topic_partitions
@@ -284,7 +285,9 @@ def rebuild_state(
     state_topic = f"{log_topic}.state"
     _, created = _prepare_state_topic(settings, state_topic, force=force)
     report = RebuildReport(state_topic=state_topic, created_topic=created)
-    rules = _Rules(settings.codec(), clock(), report.skipped)
+    # As the worker (its default expiry margin): a rule stays until no SDK's leeway can still
+    # accept the token it covers, since SDKs skip the log records behind the new markers.
+    rules = _Rules(settings.codec(), clock() - MAX_LEEWAY, report.skipped)
     old_keys: set[tuple[int, str]] = set()
     for record in read_range(settings.kafka, state_topic, since_ms=None):
         key = record.key.decode() if record.key else ""

@@ -94,7 +94,7 @@ def fill_log(producer: KafkaProducer, topic: str) -> None:
         (revoked, 0),
         (revoked, 0),  # duplicate
         (TokenRevoked(issuer="t", jti="j1", expires_at=later(50)), 1),  # same jti, other part.
-        (TokenRevoked(issuer="t", jti="gone", expires_at=later(-5)), 0),  # already expired
+        (TokenRevoked(issuer="t", jti="gone", expires_at=later(-6)), 0),  # already expired
         (
             SubjectTokensRevoked(
                 issuer="t", sub="bob", issued_before=later(-2), expires_at=later(58)
@@ -198,7 +198,7 @@ def test_rules_only_the_old_state_holds_are_kept_unless_log_only_and_expired_one
         admin.close()
     # The log no longer holds this key revocation (retention), only the state topic does.
     aged_out = CODEC.encode(KeyRevoked(issuer="t", kid="k-ancient"))
-    expired = CODEC.encode(TokenRevoked(issuer="t", jti="old", expires_at=later(-1)))
+    expired = CODEC.encode(TokenRevoked(issuer="t", jti="old", expires_at=later(-6)))
     for key, record in ((b"kid:k-ancient", aged_out), (b"jti:old", expired)):
         producer.send(
             f"{log}.state", key=key, value=record.value, headers=list(record.headers), partition=0
@@ -257,3 +257,22 @@ def test_rebuild_refuses_while_a_streams_worker_consumes_the_log(
     monkeypatch.setattr(rebuild, "running_workers", lambda admin, topic: ["revocast-streams"])
     with pytest.raises(StreamsWorkerRunningError, match="revocast-streams"):
         rebuild_state(ops_settings(kafka_bootstrap, log), clock=clock)
+
+
+@pytest.mark.kafka
+def test_a_rule_within_the_sdk_leeway_past_its_expiry_is_rebuilt_and_not_tombstoned(
+    kafka_bootstrap: str, log: str, producer: KafkaProducer
+) -> None:
+    """An SDK with a leeway still refuses the token ``leeway`` seconds past its ``exp``;
+    bootstrapping from the rebuilt state topic it skips the log record behind the marker,
+    so the rule must be in the state topic until the largest leeway has passed."""
+    send(producer, log, TokenRevoked(issuer="t", jti="in-leeway", expires_at=later(-1)), 0)
+    producer.flush()
+    settings = ops_settings(kafka_bootstrap, log)
+    report = rebuild_state(settings, log_only=True, clock=clock)
+    assert (report.rules_written, report.expired) == (1, 0)
+    sdk = RevocationState(clock=clock, max_token_lifetime=3600, grace=120)
+    for record in state_records(settings):
+        if not record.key.startswith(b"__") and record.value is not None:
+            decode_and_apply(settings.codec(), sdk, record.value, record.headers)
+    assert sdk.check({"jti": "in-leeway", "exp": NOW - 60, "iat": NOW - 600}, None) is not None
