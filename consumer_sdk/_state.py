@@ -98,7 +98,10 @@ _EMPTY_SUBJECT = _Subject()
 
 
 def _dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
+    try:
+        return datetime.fromtimestamp(ts, UTC)
+    except (ValueError, OverflowError, OSError):  # an event dated outside the UTC calendar
+        return datetime.min.replace(tzinfo=UTC) if ts < 0 else datetime.max.replace(tzinfo=UTC)
 
 
 class RevocationState:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -501,3 +502,20 @@ def test_a_jti_revoked_with_an_occurred_at_before_1970_is_applied_not_raised(
     assert rule(state, claims()) is RevokedBy.JTI
     assert state.apply(TokenRevoked(issuer="idp", jti="j-2", expires_at=dt(T0 + 60)))
     assert rule(state, claims(jti="j-2")) is RevokedBy.JTI
+
+
+def test_a_rule_dated_at_the_edge_of_the_calendar_still_answers_revoked(
+    clock: FakeClock,
+) -> None:
+    """0001-01-01T00:00+23:59 is a valid aware datetime whose UTC instant is in year 0: the
+    revocation time of the answer must not raise ValueError out of ``check``."""
+    edge = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=23, minutes=59)))
+    state = make_state(clock)
+    assert state.apply(
+        SessionRevoked(issuer="idp", sid="s-1", occurred_at=edge, expires_at=dt(T0 + 600))
+    )
+    assert state.apply(KeyRevoked(issuer="idp", kid="k-old", occurred_at=edge))
+    assert state.apply(SubjectBlocked(issuer="idp", sub="alice", occurred_at=edge))
+    assert rule(state, claims(jti=None, sid="s-1", sub="bob")) is RevokedBy.SID
+    assert rule(state, claims(jti=None, sub="bob"), kid="k-old") is RevokedBy.KEY
+    assert rule(state, claims(jti=None)) is RevokedBy.BLOCKED
