@@ -334,11 +334,12 @@ def _instance(
     sent_at = float(doc["sent_at"])
     threshold = stale if stale is not None else 3 * interval
     status = str(doc.get("status", "?"))
+    pid = doc.get("pid")
     return Instance(
         service=str(doc.get("service", "?")),
         instance=str(doc["instance"]),
         host=str(doc.get("host", "?")),
-        pid=doc.get("pid"),
+        pid=None if pid is None else int(pid),
         status=status,
         lag=lag,
         entries=sum(int(n) for n in (doc.get("entries") or {}).values()),
@@ -359,21 +360,26 @@ def _instances(
     window: float,
     stale: float | None,
 ) -> tuple[tuple[Instance, ...], int]:
-    latest: dict[str, dict[str, Any]] = {}
+    latest: dict[str, Instance] = {}
     unreadable = 0
     since_ms = int((now - window) * 1000)
     for record in read_range(kafka, topic, since_ms=since_ms):
+        # Anything may be on the topic (another SDK version, a stray producer): a record
+        # that does not parse is counted, never a crash of the command.
         try:
             doc = json.loads(record.value)
-            instance, sent_at = str(doc["instance"]), float(doc["sent_at"])
-        except (TypeError, ValueError, KeyError):
+            beat = _instance(doc, log.latest, now, stale)
+            if doc.get("topic", log.topic) != log.topic:
+                continue
+        except (TypeError, ValueError, KeyError, AttributeError):
             unreadable += 1
             continue
-        if doc.get("topic", log.topic) != log.topic or sent_at < now - window:
+        if beat.sent_at < now - window:
             continue
-        if instance not in latest or sent_at >= float(latest[instance]["sent_at"]):
-            latest[instance] = doc
-    found = [_instance(doc, log.latest, now, stale) for doc in latest.values()]
+        previous = latest.get(beat.instance)
+        if previous is None or beat.sent_at >= previous.sent_at:
+            latest[beat.instance] = beat
+    found = list(latest.values())
     found.sort(key=lambda i: (i.service, i.host, i.pid or 0, i.instance))
     return tuple(found), unreadable
 

@@ -229,3 +229,27 @@ def test_rebuild_state_says_so_in_one_line_when_the_broker_is_unreachable(
     monkeypatch.setenv("REVOCAST_ALLOW_UNSIGNED_EVENTS", "true")
     assert main(["rebuild-state", "--no-progress"]) == 1
     assert capsys.readouterr().err.strip() == "revocast: error: cannot reach Kafka at 127.0.0.1:1"
+
+
+@pytest.mark.kafka
+def test_malformed_heartbeats_are_counted_and_skipped_not_a_traceback(
+    kafka_bootstrap: str, env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import time
+
+    now = time.time()
+    good = {"instance": "ok", "service": "svc", "sent_at": now, "interval": 5, "pid": 7}
+    bad = [
+        {**good, "instance": "b1", "offsets": {"not-a-partition": 1}},
+        {**good, "instance": "b2", "interval": "fast"},
+        {**good, "instance": "b3", "entries": ["jti"]},
+        {**good, "instance": "b4", "pid": "seven"},
+        ["not", "an", "object"],
+    ]
+    beats = os.environ["REVOCAST_HEARTBEAT_TOPIC"]
+    produce(kafka_bootstrap, beats, *(json.dumps(doc).encode() for doc in [good, *bad]))
+    code, out = status(capsys)
+    assert code == 0
+    assert "1 instances, 0 stale" in out
+    assert "(5 unreadable heartbeat records skipped)" in out
