@@ -131,6 +131,8 @@ class Receiver:
                 clock=clock,
                 leeway=settings.leeway,
                 max_bytes=settings.max_token_bytes,
+                # A SET is accepted only while its jti is surely still in the dedupe store.
+                max_age=settings.dedupe_retention - settings.leeway,
             )
         if (lo := settings.logout) is not None:
             self._logout_keys = key_source(lo.issuer, lo.metadata_url, lo.jwks_uri)

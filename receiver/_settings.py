@@ -203,6 +203,11 @@ class ReceiverSettings:
         for name in ("jwks_min_refresh_interval", "leeway"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.dedupe_retention <= self.leeway:
+            raise SettingsError(
+                f"dedupe_retention ({self.dedupe_retention!r}) must exceed leeway "
+                f"({self.leeway!r}): older SETs are refused as possible replays"
+            )
 
     @classmethod
     def from_env(

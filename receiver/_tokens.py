@@ -7,6 +7,7 @@ injected clock, so each failure maps to one RFC 8935 error code.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,12 +67,14 @@ class _JwsVerifier(Generic[_S]):
         clock: Callable[[], datetime],
         leeway: float = 60.0,
         max_bytes: int = 64 * 1024,
+        max_age: float = math.inf,
     ) -> None:
         self._settings: _S = settings
         self._keys = keys
         self._clock = clock
         self._leeway = leeway
         self._max_bytes = max_bytes
+        self._max_age = max_age
 
 
 class SetVerifier(_JwsVerifier[TransmitterSettings]):
@@ -84,8 +87,13 @@ class SetVerifier(_JwsVerifier[TransmitterSettings]):
         _check_issuer_audience(claims, s.issuer, s.audience)
         jti = _identifier(claims, "jti")
         issued_at = _required_time(claims, "iat")
-        if (issued_at - self._clock()).total_seconds() > self._leeway:
+        age = (self._clock() - issued_at).total_seconds()
+        if -age > self._leeway:
             raise SetRejected("invalid_request", "iat is in the future")
+        if age > self._max_age:
+            # Its jti may already be forgotten by the dedupe store: it cannot be told from a
+            # replay, which could, for instance, lift a block published since.
+            raise SetRejected("invalid_request", "SET is older than the replay window")
         events = claims.get("events")
         if not isinstance(events, dict) or len(events) != 1:
             raise SetRejected("invalid_request", "a SET must carry exactly one event")

@@ -167,3 +167,18 @@ def test_set_replayed_a_week_later_is_still_published_once(
 
     assert push(token).status_code == 202
     assert len(sink.events) == 1
+
+
+def test_set_replayed_after_the_dedupe_window_does_not_lift_a_later_block(
+    push: Push, transmitter: Transmitter, sink: RecordingSink, clock: FakeClock
+) -> None:
+    enabled = transmitter.set(f"{RISC}account-enabled", {}, sub_id=USER)
+    assert push(enabled).status_code == 202
+    clock.advance(20 * 86_400)  # past the 14-day dedupe retention: the jti is forgotten
+    assert push(transmitter.set(f"{RISC}account-disabled", {}, sub_id=USER)).status_code == 202
+
+    response = push(enabled)
+
+    assert response.status_code == 400
+    assert response.json()["err"] == "invalid_request"
+    assert [type(e).__name__ for e in sink.events] == ["SubjectUnblocked", "SubjectBlocked"]

@@ -71,3 +71,9 @@ def test_push_tokens_never_appear_in_repr() -> None:
     )
 
     assert "super-secret" not in repr(settings)
+
+
+def test_a_dedupe_retention_within_the_leeway_is_refused() -> None:
+    # Every SET older than retention - leeway is refused as a possible replay.
+    with pytest.raises(SettingsError, match="dedupe_retention"):
+        ReceiverSettings(dedupe_retention=30.0, leeway=60.0)
