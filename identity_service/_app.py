@@ -181,7 +181,13 @@ def create_app(
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail="wrong password")
         store.set_password(user.username, hash_password(body.new_password))
         store.revoke_families_of(user.username)
-        publisher.revoke_subject(user.username, reason="password_change")
+        try:
+            publisher.revoke_subject(user.username, reason="password_change")
+        except BaseException:
+            # Not revoked: keep the old password, so the user's retry (which must present it)
+            # publishes the watermark instead of being refused as a wrong password.
+            store.set_password(user.username, user.password_hash)
+            raise
 
     @app.post("/admin/users/{username}/permissions", dependencies=[Depends(admin)])
     def change_permissions(username: str) -> dict[str, int]:

@@ -201,6 +201,36 @@ def test_password_change_with_the_wrong_old_password_publishes_nothing(
     assert publisher.calls == []
 
 
+def test_a_password_change_whose_revocation_fails_can_be_retried_with_the_old_password(
+    tmp_path: Path, publisher: RecordingPublisher, clock: Clock
+) -> None:
+    # The new password must not take effect unless the watermark reached Kafka: otherwise the
+    # retry is refused (wrong old password) and the tokens of whoever stole the old one live on.
+    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN)
+    app = create_app(settings, publisher, clock=clock, users={"alice": "correct horse"})
+    client = TestClient(app, raise_server_exceptions=False)
+    tokens = login(client)
+    change = {"old_password": "correct horse", "new_password": "battery staple"}
+
+    def broken(sub: str, **kw: Any) -> None:
+        raise RuntimeError("Kafka is down")
+
+    publisher.revoke_subject = broken  # type: ignore[method-assign]
+    assert (
+        client.post("/password", headers=auth(tokens["access_token"]), json=change).status_code
+        == 500
+    )
+    del publisher.revoke_subject  # back to the recording method
+
+    retry = client.post("/password", headers=auth(tokens["access_token"]), json=change)
+
+    assert retry.status_code == 204
+    assert publisher.names() == ["revoke_subject"]
+    assert client.post(
+        "/login", json={"username": "alice", "password": "battery staple"}
+    ).is_success
+
+
 def test_permission_change_bumps_the_version_claim_and_publishes_the_new_minimum(
     client: TestClient, publisher: RecordingPublisher
 ) -> None:
