@@ -61,6 +61,7 @@ class KafkaSource:
         self._retention: dict[str, Any] | None = None
         self._bootstrap: dict[str, Any] = {"mode": settings.bootstrap}
         self._next_probe = 0.0
+        self._was_valid = False  # since the last failure: the next one starts the backoff over
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -101,9 +102,13 @@ class KafkaSource:
             consumer: Any = None
             try:
                 consumer = self._connect()
-                if self._session(consumer, sink):
-                    backoff = _BACKOFF_MIN
+                self._session(consumer, sink)
             except Exception as exc:  # the thread must survive anything; report and retry
+                if self._was_valid:
+                    # A session that caught up ends in a failure (it never returns on its
+                    # own): earlier failures must not stretch this retry past max_staleness.
+                    self._was_valid = False
+                    backoff = _BACKOFF_MIN
                 error = (
                     exc
                     if isinstance(exc, SourceError)
@@ -171,7 +176,7 @@ class KafkaSource:
                     deliver(sink, records)
                     self._positions[tp.partition] = records[-1].offset + 1
                 if not caught_up and self._caught_up(consumer, tps):
-                    caught_up = True
+                    caught_up = self._was_valid = True
                     sink.status(DataSourceState.VALID)
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + s.partition_check_interval

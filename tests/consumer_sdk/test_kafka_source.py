@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import NewPartitions
+from kafka.errors import KafkaTimeoutError
 
 from consumer_sdk import DataSourceState, Revocast, TokenRevokedError
+from consumer_sdk._errors import SourceError
 from consumer_sdk._kafka_source import KafkaSource
 from revocation_events import BaseEvent, EventCodec, EventSigner, KafkaSettings, TokenRevoked
 from tests._kafka_fixtures import MakeTopic, wait_until
@@ -323,5 +325,63 @@ def test_a_topic_missing_from_one_metadata_answer_does_not_make_a_lagging_source
         wait_until(lambda: consumer.lookups >= 5, timeout=10, message="metadata checked")
         assert not sink.valid.is_set(), "VALID at offset 0 of 10: events never applied"
         assert source.stats()["partitions"] == [0]
+    finally:
+        source.close(10)
+
+
+class _RecordingStop(threading.Event):
+    """The source's stop event, whose backoff waits return at once and are recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout or 0.0)
+        return self.is_set()
+
+
+class _FailingAfterReadyConsumer(_BlinkingMetadataConsumer):
+    """An empty topic: the session is VALID at once, then the liveness probe fails."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(topic)
+        self.probes = 0
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {0}
+
+    def end_offsets(self, tps: list[TopicPartition], timeout_ms: int) -> dict[Any, int]:
+        self.probes += 1
+        if self.probes > 1:
+            raise KafkaTimeoutError("broker restarting")
+        return dict.fromkeys(tps, 0)
+
+
+def test_a_failure_after_the_source_was_valid_retries_after_the_shortest_backoff() -> None:
+    """Earlier failures (a broker down at start) must not stretch the retry after a later
+    blip past ``max_staleness``: the backoff starts over once a session was VALID."""
+    kafka = KafkaSettings(bootstrap_servers=("127.0.0.1:1",), topic="t")
+    source = KafkaSource(
+        settings(kafka=kafka, replay_from_beginning=True, partition_check_interval=0.001)
+    )
+    stop = source._stop = _RecordingStop()
+    connects = 0
+
+    def connect() -> Any:
+        nonlocal connects
+        connects += 1
+        if connects <= 4:
+            raise SourceError("cannot connect to Kafka: broker down")
+        return _FailingAfterReadyConsumer("t")
+
+    source._connect = connect  # type: ignore[method-assign]
+    source._retention = {}
+    sink = _RecordingSink()
+    source.start(sink)  # type: ignore[arg-type]
+    try:
+        wait_until(lambda: len(stop.waits) >= 6, timeout=10, message="six retries")
+        assert sink.valid.is_set()
+        assert stop.waits[:6] == [0.5, 1.0, 2.0, 4.0, 0.5, 0.5]
     finally:
         source.close(10)
