@@ -18,8 +18,9 @@ class InvalidRevocationError(RevocastError, ValueError):
 
 
 class PublishError(RevocastError):
-    """The event could not be delivered to Kafka (only raised in ``delivery="direct"``, or when
-    the publisher is closed). The Kafka error, if any, is the ``__cause__``."""
+    """The event could not be delivered to Kafka (only raised in ``delivery="direct"``), could
+    not be stored in the outbox (``delivery="outbox"``), or the publisher is closed. The Kafka
+    or SQLite error, if any, is the ``__cause__``."""
 
 
 class UnsafeTopicConfigError(RevocastError, ValueError):

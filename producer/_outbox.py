@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from producer._errors import PublishError
 from revocation_events import EncodedEvent
 
 __all__ = ["Outbox", "OutboxRow"]
@@ -41,36 +42,52 @@ class Outbox:
     """Thread-safe; one connection serialised by a lock (SQLite allows one writer anyway)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: in WAL mode every commit is fsync'd, so an acknowledged append survives a crash.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.execute(_SCHEMA)
+        db: sqlite3.Connection | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: in WAL mode every commit is fsync'd, so an acknowledged append survives a
+            # crash.
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.execute(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            if db is not None:
+                db.close()
+            raise PublishError(f"cannot open the outbox {str(path)!r}: {exc}") from exc
+        self._db = db
 
     def append(self, items: Sequence[tuple[uuid.UUID, EncodedEvent]]) -> list[int]:
-        """Store records durably, in order; return their sequence numbers."""
+        """Store records durably, in order; return their sequence numbers.
+
+        Raises :class:`~producer.PublishError` when they cannot be stored (nothing is)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                seqs = [
-                    int(
-                        self._db.execute(
-                            "INSERT INTO outbox (event_id, record_key, record_value, headers)"
-                            " VALUES (?, ?, ?, ?)",
-                            (str(event_id), rec.key, rec.value, _dump_headers(rec.headers)),
-                        ).lastrowid
-                        or 0
-                    )
-                    for event_id, rec in items
-                ]
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    seqs = [
+                        int(
+                            self._db.execute(
+                                "INSERT INTO outbox (event_id, record_key, record_value, headers)"
+                                " VALUES (?, ?, ?, ?)",
+                                (str(event_id), rec.key, rec.value, _dump_headers(rec.headers)),
+                            ).lastrowid
+                            or 0
+                        )
+                        for event_id, rec in items
+                    ]
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise PublishError(
+                    f"cannot store events in the outbox {str(self.path)!r}: {exc}"
+                ) from exc
         return seqs
 
     def head(self, limit: int) -> list[OutboxRow]:

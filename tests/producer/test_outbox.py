@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from producer import Publisher, ensure_topic
+from producer import Publisher, PublishError, ensure_topic
 from producer._outbox import Outbox
 from revocast.localkafka import LocalKafkaBroker
 from revocation_events import EncodedEvent, KafkaSettings, SigningKey
@@ -138,3 +138,25 @@ def test_revocations_published_during_an_outage_arrive_once_in_order_after_resta
     # Signed by the first publisher's key, although the second process has another.
     assert [e.id for e in events] == [r.event_id for r in results]
     assert [getattr(e, "jti", None) for e in events] == [f"jti-{n}" for n in range(100)]
+
+
+def test_a_corrupt_outbox_file_is_a_publish_error_naming_the_file(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    path.write_bytes(b"not a database, " * 512)
+
+    with pytest.raises(PublishError, match=r"outbox\.sqlite3"):
+        Publisher(make_settings(outbox_path=path))
+
+
+def test_an_outbox_that_cannot_be_written_is_a_publish_error(
+    offline_publisher: Publisher,
+) -> None:
+    outbox = offline_publisher._outbox
+    assert outbox is not None
+    outbox._db.execute("PRAGMA query_only=ON")  # what a full disk or a read-only file gives
+
+    with pytest.raises(PublishError, match="outbox"):
+        offline_publisher.block_subject("alice")
+    assert offline_publisher.pending_count() == 0
