@@ -20,6 +20,7 @@ from consumer_sdk import (
     TokenRevokedError,
     replay,
 )
+from consumer_sdk._source import Headers
 from consumer_sdk.testing import InMemorySource
 from revocation_events import (
     Event,
@@ -349,5 +350,44 @@ def test_propagation_delay_histogram_counts_only_events_applied_after_bootstrap(
             TokenRevoked(issuer="idp", jti="live2", expires_at=dt(clock() + 60)),
         )
         assert (applied(), observed()) == (5, 2)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["record", "fetched-batch"])
+def test_a_record_the_codec_fails_on_is_skipped_as_invalid_and_the_next_ones_still_apply(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture, batched: bool
+) -> None:
+    codec = EventCodec(signer=EventSigner(EVENT_KEY))
+    events = [
+        TokenRevoked(issuer="i", jti=f"j{i}", expires_at=dt(clock.now + 60)) for i in range(2)
+    ]
+    encoded = [codec.encode(e) for e in events]
+    records = [
+        Rec(encoded[0].value, encoded[0].headers),
+        Rec(b"hostile"),
+        Rec(encoded[1].value, encoded[1].headers),
+    ]
+    client = Revocast(settings(), source=InMemorySource(), clock=clock)
+    sink = client._sink
+    real = sink._codec.decode
+
+    def decode(value: bytes | None, headers: Headers = ()) -> Event:
+        if value == b"hostile":  # e.g. a RecursionError from deeply nested JSON
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(value, headers)
+
+    sink._codec.decode = decode  # type: ignore[method-assign]
+    try:
+        with caplog.at_level(logging.WARNING, logger="consumer_sdk"):
+            if batched:
+                sink.records(records)
+            else:
+                for r in records:
+                    sink.record(r.value, r.headers)
+        stats = client.stats()
+        assert stats["applied"] == {"token.revoked": 2}
+        assert stats["skipped"] == {"invalid": 1}
+        assert "RecursionError" in caplog.text  # with its traceback, for whoever fixes the codec
     finally:
         client.close()
