@@ -23,6 +23,7 @@ from revocation_events import (
 __all__ = ["DEFAULT_OUTBOX_PATH", "DeliveryMode", "PublisherSettings"]
 
 DeliveryMode = Literal["outbox", "direct"]
+_MAX_DURATION = 100 * 365 * 86_400.0
 DEFAULT_OUTBOX_PATH = Path(".revocast") / "publisher-outbox.sqlite3"
 
 # Options that would silently weaken delivery: acks=1 turns idempotence off in kafka-python 3.
@@ -151,8 +152,17 @@ def _check_issuer(label: str, value: str) -> None:
 
 
 def _check_positive(label: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise SettingsError(f"{label} must be a number of seconds > 0, got {value!r}")
+    # Bounded: an infinite or huge duration overflows the datetime, timedelta and C timeouts
+    # it feeds, and every publish would then fail.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value <= _MAX_DURATION
+    ):
+        raise SettingsError(
+            f"{label} must be a number of seconds > 0 and <= {_MAX_DURATION:.0f} (100 years), "
+            f"got {value!r}"
+        )
 
 
 def _check_producer_options(label: str, options: Mapping[str, Any]) -> None:

@@ -112,6 +112,24 @@ def test_durations_must_be_positive(field: str) -> None:
         PublisherSettings(issuer="i", signing_key=KEY, **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("REVOCAST_MAX_TOKEN_LIFETIME", "inf"),
+        ("REVOCAST_MAX_TOKEN_LIFETIME", "1e15"),  # now + lifetime overflows datetime
+        ("REVOCAST_ACK_TIMEOUT", "inf"),
+        ("REVOCAST_DELIVERY_TIMEOUT", "inf"),
+        ("REVOCAST_MAX_BLOCK", "inf"),
+    ],
+)
+def test_an_unusable_huge_duration_is_refused_naming_the_variable(
+    variable: str, value: str
+) -> None:
+    # Accepted, these made every publish (or the Publisher constructor) raise OverflowError.
+    with pytest.raises(SettingsError, match=variable):
+        PublisherSettings.from_env(environ=env(**{variable: value}))
+
+
 def test_settings_are_frozen() -> None:
     settings = PublisherSettings(issuer="i", signing_key=KEY)
     with pytest.raises(AttributeError):
