@@ -20,7 +20,15 @@ from revocation_events import (
     TokenRevoked,
 )
 
-__all__ = ["MAX_FUTURE_SKEW", "Clock", "build", "check_event", "to_datetime", "utc_now"]
+__all__ = [
+    "MAX_FUTURE_SKEW",
+    "Clock",
+    "build",
+    "check_event",
+    "check_watermark",
+    "to_datetime",
+    "utc_now",
+]
 
 Clock = Callable[[], datetime]
 """Returns the current time, timezone-aware."""
@@ -72,12 +80,14 @@ def check_event(event: BaseEvent, now: datetime) -> None:
             f"token {event.jti!r} already expired at {event.expires_at.isoformat()}; "
             "an expired token needs no revocation"
         )
-    # A watermark in the future would also reject tokens issued after the revocation.
-    if (
-        isinstance(event, SubjectTokensRevoked | GlobalTokensRevoked)
-        and event.issued_before > now + MAX_FUTURE_SKEW
-    ):
+    if isinstance(event, SubjectTokensRevoked | GlobalTokensRevoked):
+        check_watermark(event.issued_before, now)
+
+
+def check_watermark(issued_before: datetime, now: datetime) -> None:
+    """Refuse a watermark in the future: it would also reject tokens issued after it."""
+    if issued_before > now + MAX_FUTURE_SKEW:
         raise InvalidRevocationError(
-            f"issued_before {event.issued_before.isoformat()} is in the future "
+            f"issued_before {issued_before.isoformat()} is in the future "
             f"(more than {MAX_FUTURE_SKEW.total_seconds():.0f}s ahead of the clock)"
         )

@@ -13,7 +13,15 @@ from types import TracebackType
 from typing import Self, TypedDict
 
 from producer._errors import InvalidRevocationError, PublishError
-from producer._events import Clock, build, check_event, require_id, to_datetime, utc_now
+from producer._events import (
+    Clock,
+    build,
+    check_event,
+    check_watermark,
+    require_id,
+    to_datetime,
+    utc_now,
+)
 from producer._kafka import Ack, KafkaSender
 from producer._outbox import Outbox, OutboxRow
 from producer._settings import PublisherSettings
@@ -412,4 +420,7 @@ def _optional_id(name: str, value: str | None) -> str | None:
 
 
 def _watermark(value: datetime | int | float | None, now: datetime) -> datetime:
-    return now if value is None else to_datetime("issued_before", value)
+    at = now if value is None else to_datetime("issued_before", value)
+    # Checked before the expiry is computed from it: near datetime.max that would overflow.
+    check_watermark(at, now)
+    return at

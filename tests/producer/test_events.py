@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -37,6 +37,12 @@ BAD_CALLS: dict[str, Call] = {
         issued_before=FIXED_NOW + MAX_FUTURE_SKEW + timedelta(seconds=1)
     ),
     "naive global watermark": lambda p: p.revoke_all(issued_before=NAIVE),
+    "subject watermark at the end of time": lambda p: p.revoke_subject(
+        "s", issued_before=datetime.max.replace(tzinfo=UTC)
+    ),
+    "global watermark at the end of epoch time": lambda p: p.revoke_all(
+        issued_before=253_402_300_799
+    ),
     "empty block sub": lambda p: p.block_subject(""),
     "empty unblock sub": lambda p: p.unblock_subject(" "),
     "empty deleted sub": lambda p: p.delete_subject(""),
