@@ -180,7 +180,8 @@ class EventVerifier:
             raise MalformedEventError("bad_signature", "signature header is malformed") from None
         entry = self._checks.get(kid_b)
         if entry is None:
-            kid = kid_b.decode("ascii")
+            # Headers are not size-bounded like values: quote at most a key id's 128 characters.
+            kid = kid_b[:128].decode("ascii")
             raise MalformedEventError("unknown_key", f"event signed with unknown key id {kid!r}")
         kid, alg, check = entry
         if alg_b != alg or not check(value, signature):

@@ -220,3 +220,13 @@ def test_a_non_ascii_key_id_can_never_verify_as_before() -> None:
     header = "clé.HS256.".encode() + base64.urlsafe_b64encode(mac).rstrip(b"=")
     assert _fast_verify(verifier, value, header) == "bad_signature"
     assert _reference_verify({"clé": key.verification_key()}, value, header) == "bad_signature"
+
+
+def test_a_huge_unknown_key_id_is_not_copied_whole_into_the_skip_message() -> None:
+    # Record headers are not bounded by max_event_bytes: a ~1 MB kid would be logged in full
+    # by every consumer for every such record.
+    header = b"k" * 500_000 + b".HS256.AAAA"
+    with pytest.raises(MalformedEventError) as info:
+        _VERIFIER.verify(b"{}", header)
+    assert info.value.reason == "unknown_key"
+    assert len(str(info.value)) < 200
