@@ -12,7 +12,8 @@ Rules (each violation is explained in the error or the report):
   earlier revocations of the same subject. ``retention.bytes=-1``: size-based deletion could
   drop events before their time.
 * ``replication_factor`` defaults to 3, or to the broker count when the cluster has fewer
-  brokers (a local single-broker cluster gets 1, with a warning). ``min.insync.replicas``
+  brokers (a local single-broker cluster gets 1, with a warning); an existing topic below that
+  is a problem. ``min.insync.replicas``
   defaults to 2 when the replication factor is at least 3, else 1, so ``acks=all`` survives
   one broker loss without blocking publishes.
 """
@@ -167,7 +168,8 @@ def _ensure(
         topic,
         created=created,
         want_partitions=partitions,
-        want_rf=replication_factor,
+        # Unless asked otherwise, an existing topic must meet the default a new one gets.
+        want_rf=rf,
         floor_ms=floor_ms,
     )
 
@@ -187,7 +189,7 @@ def _check(
     *,
     created: bool,
     want_partitions: int,
-    want_rf: int | None,
+    want_rf: int,
     floor_ms: int,
 ) -> TopicReport:
     (meta,) = admin.describe_topics([topic])
@@ -224,8 +226,11 @@ def _check(
             f"{count} partitions, fewer than the {want_partitions} asked for (adding partitions "
             "later moves subjects to other partitions and can reorder their in-flight events)"
         )
-    if want_rf is not None and rf < want_rf:
-        problems.append(f"replication factor {rf}, lower than the {want_rf} asked for")
+    if rf < want_rf:
+        problems.append(
+            f"replication factor {rf}, lower than {want_rf} (asked for, or by default the "
+            "smaller of 3 and the broker count): losing a broker can lose revocations"
+        )
     isr = int(configs.get("min.insync.replicas", "1"))
     if isr > rf:
         problems.append(

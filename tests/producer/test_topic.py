@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient
 
 from producer import UnsafeTopicConfigError, ensure_topic, min_retention
+from producer._topic import _ensure
 from revocation_events import KafkaSettings
 from tests._kafka_fixtures import MakeTopic
 from tests.producer._support import UNREACHABLE
@@ -80,3 +82,44 @@ def test_existing_unsafe_topic_is_reported_not_changed(
     assert "compaction" in text
     assert "2 partitions, fewer than the 6" in text
     assert report.configs["retention.ms"] == "60000"  # untouched
+
+
+class _ThreeBrokerAdmin:
+    """An admin client double: a three-broker cluster holding ``topic`` with ``rf`` replicas."""
+
+    def __init__(self, topic: str, rf: int) -> None:
+        self.topic = topic
+        self.rf = rf
+
+    def describe_cluster(self) -> dict[str, Any]:
+        return {"brokers": [{"node_id": n} for n in (1, 2, 3)]}
+
+    def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+        replicas = list(range(1, self.rf + 1))
+        parts = [{"partition": p, "replica_nodes": replicas} for p in range(6)]
+        return [{"topic": self.topic, "error_code": 0, "partitions": parts}]
+
+    def describe_configs(self, resources: Any, config_filter: str) -> dict[str, Any]:
+        values = {
+            "retention.ms": str(int(7 * 24 * HOUR * 1000)),
+            "retention.bytes": "-1",
+            "cleanup.policy": "delete",
+            "min.insync.replicas": "1",
+        }
+        return {"topic": {self.topic: {k: {"value": v} for k, v in values.items()}}}
+
+
+def test_an_existing_single_replica_topic_on_a_three_broker_cluster_is_a_problem() -> None:
+    # One broker loss then loses acknowledged revocations: not a development-only warning.
+    report = _ensure(
+        _ThreeBrokerAdmin("revocations", rf=1),
+        "revocations",
+        partitions=6,
+        replication_factor=None,
+        retention_ms=int(7 * 24 * HOUR * 1000),
+        floor_ms=int(2 * HOUR * 1000),
+        min_isr=None,
+        timeout_ms=1000,
+    )
+    assert not report.ok
+    assert any("replication factor 1" in p for p in report.problems)
