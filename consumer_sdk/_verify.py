@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
     load_pem_public_key,
 )
+from jwt.algorithms import get_default_algorithms
 
 from consumer_sdk._errors import RevocastTokenError
 from consumer_sdk._settings import ConsumerSettings, KeyMaterial
@@ -44,9 +45,10 @@ _log = logging.getLogger("consumer_sdk")
 _FAMILIES: Mapping[str, frozenset[str]] = {
     "oct": frozenset({"HS256", "HS384", "HS512"}),
     "RSA": frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}),
-    "EC": frozenset({"ES256", "ES256K", "ES384", "ES512"}),
+    "EC": frozenset({"ES256", "ES256K", "ES384", "ES512", "ES521"}),
     "OKP": frozenset({"EdDSA"}),
 }
+_ALGORITHMS = get_default_algorithms()
 
 # kid -> (key object for PyJWT, algorithms this key may verify)
 KeyEntry = tuple[Any, list[str]]
@@ -84,12 +86,32 @@ def _load_material(kid: str, material: KeyMaterial) -> Any:
     return raw
 
 
+def _allowed(key: Any, family: str, algorithms: tuple[str, ...]) -> tuple[list[str], str]:
+    """The pinned algorithms ``key`` can verify, and why PyJWT refused it for the others.
+
+    The key type's family is not enough: PyJWT refuses a P-256 key for ES384 and an empty
+    or PEM-shaped secret for HS256 with :class:`jwt.InvalidKeyError`, which is not an
+    :class:`jwt.InvalidTokenError`. Left in, a token whose header names such an algorithm
+    made ``verify`` raise that (a 500 from every adapter) instead of refusing the token."""
+    allowed: list[str] = []
+    why = ""
+    for alg in algorithms:
+        if alg in _FAMILIES.get(family, ()):
+            try:
+                _ALGORITHMS[alg].prepare_key(key)
+            except jwt.InvalidKeyError as exc:  # its messages never echo key material
+                why = str(exc)
+                continue
+            allowed.append(alg)
+    return allowed, why
+
+
 def _entry(kid: str, key: Any, algorithms: tuple[str, ...]) -> KeyEntry:
-    family = _FAMILIES[_family_of(key)]
-    allowed = [a for a in algorithms if a in family]
+    allowed, why = _allowed(key, _family_of(key), algorithms)
     if not allowed:
         raise SettingsError(
             f"key {kid!r} can verify none of the pinned algorithms {list(algorithms)}"
+            + (f" ({why})" if why else "")
         )
     return key, allowed
 
@@ -184,8 +206,7 @@ class JwksKeys:
         for jwk in jwk_set.keys:
             if jwk.key_id is None:
                 continue
-            family = _FAMILIES.get(jwk.key_type or "", frozenset())
-            allowed = [a for a in self._settings.algorithms if a in family]
+            allowed, _ = _allowed(jwk.key, jwk.key_type or "", self._settings.algorithms)
             if allowed:
                 keys[jwk.key_id] = (jwk.key, allowed)
         identity = {kid: (tuple(algs), _key_identity(key)) for kid, (key, algs) in keys.items()}

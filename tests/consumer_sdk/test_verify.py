@@ -7,11 +7,12 @@ import json
 import time
 from collections.abc import Iterator
 from typing import Any
+from unittest.mock import patch
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from consumer_sdk import ConsumerSettings, Revocast, RevocastTokenError
 from consumer_sdk._verify import TokenVerifier, header_kid
@@ -217,3 +218,54 @@ def test_settings_need_exactly_one_key_source() -> None:
             jwks_url="https://idp/jwks",
             allow_unsigned_events=True,
         )
+
+
+P256 = ec.generate_private_key(ec.SECP256R1())
+P384 = ec.generate_private_key(ec.SECP384R1())
+
+
+def _pem(key: ec.EllipticCurvePrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+@pytest.mark.parametrize("alg", ["ES384", "ES512", "ES256K"])
+def test_ec_algorithm_of_another_curve_is_refused_as_an_invalid_token(alg: str) -> None:
+    # PyJWT raises InvalidKeyError (not an InvalidTokenError) for a P-256 key under ES384:
+    # any client could turn a made-up header into a 500 in every adapter.
+    pinned = ("ES256", "ES384", "ES512", "ES256K")
+    v = verifier(algorithms=pinned, jwt_keys={"p256": _pem(P256), "p384": _pem(P384)})
+    now = int(time.time())
+    forged = f"{_b64({'alg': alg, 'kid': 'p256'})}.{_b64({'iat': now, 'exp': now + 60})}.AAAA"
+    with pytest.raises(jwt.InvalidAlgorithmError):
+        v.decode(forged)
+    assert v.decode(token(key=P256, algorithm="ES256", kid="p256", jti="a"))[0]["jti"] == "a"
+    assert v.decode(token(key=P384, algorithm="ES384", kid="p384", jti="b"))[0]["jti"] == "b"
+
+
+def test_ec_algorithm_of_another_curve_from_jwks_is_refused_as_an_invalid_token() -> None:
+    s = settings(algorithms=("ES256", "ES384"), jwt_keys={}, jwks_url="https://idp.example/jwks")
+    v = TokenVerifier(s)
+    assert v.jwks is not None
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(P256.public_key()))
+    key_set = jwt.PyJWKSet.from_dict({"keys": [{**jwk, "kid": "p256"}]})
+    with patch.object(v.jwks._client, "get_jwk_set", return_value=key_set):
+        v.jwks.refresh()
+    now = int(time.time())
+    forged = f"{_b64({'alg': 'ES384', 'kid': 'p256'})}.{_b64({'iat': now, 'exp': now + 60})}.AA"
+    with pytest.raises(jwt.InvalidAlgorithmError):
+        v.decode(forged)
+    assert v.decode(token(key=P256, algorithm="ES256", kid="p256", jti="a"))[0]["jti"] == "a"
+
+
+@pytest.mark.parametrize(
+    "secret", [b"", b'{"kty": "oct", "k": "c2VjcmV0"}', b"ssh-rsa AAAAB3NzaC1yc2E= me@host"]
+)
+def test_unusable_hmac_secret_is_a_settings_error_not_a_500_on_every_request(
+    secret: bytes,
+) -> None:
+    with pytest.raises(SettingsError, match="none of the pinned algorithms"):
+        verifier(jwt_keys={"k1": secret})
