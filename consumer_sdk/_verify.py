@@ -136,7 +136,7 @@ def header_kid(token: bytes) -> str | None:
     :func:`jwt.get_unverified_header`). Raises :class:`jwt.DecodeError` on garbage."""
     try:
         header = json.loads(_b64decode(token[: token.index(b".")]))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):  # deeply nested JSON: RecursionError
         raise jwt.DecodeError("invalid token header") from None
     if not isinstance(header, dict):
         raise jwt.DecodeError("invalid token header")

@@ -208,6 +208,15 @@ def test_header_kid_parses_the_header_without_verifying() -> None:
         header_kid(b"garbage")
 
 
+def test_deeply_nested_header_is_refused_as_an_invalid_token_with_several_keys() -> None:
+    # json.loads raises RecursionError (not a ValueError) for ~1,000 nested arrays: it
+    # escaped verify as a 500 wherever the kid selects the key. 8 KB tokens fit 6,000.
+    nested = base64.urlsafe_b64encode(b"[" * 3000).rstrip(b"=").decode()
+    v = verifier(jwt_keys={"k1": SECRET, "k2": b"t" * 32})
+    with pytest.raises(jwt.DecodeError):
+        v.decode(f"{nested}.e30.AA")
+
+
 def test_settings_need_exactly_one_key_source() -> None:
     with pytest.raises(SettingsError, match="exactly one"):
         ConsumerSettings(algorithms=("HS256",), allow_unsigned_events=True)
