@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,18 @@ class FailurePolicy(enum.Enum):
     """Fail closed (default): raise :class:`StateUnavailableError`."""
     ACCEPT = "accept"
     """Fail open (opt-in): accept on signature and claims alone, and log a warning."""
+
+
+_SECONDS = (
+    "jwks_refresh_interval",
+    "jwks_min_refresh_interval",
+    "leeway",
+    "max_token_lifetime",
+    "max_staleness",
+    "partition_check_interval",
+    "expire_interval",
+    "heartbeat_interval",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +133,13 @@ class ConsumerSettings:
                 raise SettingsError("algorithms may not include 'none'")
             if alg not in known:
                 raise SettingsError(f"algorithms: unknown algorithm {alg!r}")
+        for name in _SECONDS:
+            value = getattr(self, name)
+            # "nan" and "inf" parse as floats and slip past every range check below: NaN
+            # compares False, so it reached int() deep in the Kafka and JWKS threads, and
+            # inf max_staleness meant an interrupted stream was trusted forever.
+            if not math.isfinite(value):
+                raise SettingsError(f"{name} must be a finite number of seconds, got {value}")
         if bool(self.jwt_keys) == bool(self.jwks_url):
             raise SettingsError("give exactly one of jwt_keys or jwks_url")
         if not 0 <= self.leeway <= MAX_LEEWAY:
@@ -195,16 +215,7 @@ class ConsumerSettings:
         audience = env_str(env, f"{p}AUDIENCE")
         if audience is not None:
             kwargs["audience"] = tuple(a.strip() for a in audience.split(",") if a.strip())
-        for name in (
-            "jwks_refresh_interval",
-            "jwks_min_refresh_interval",
-            "leeway",
-            "max_token_lifetime",
-            "max_staleness",
-            "partition_check_interval",
-            "expire_interval",
-            "heartbeat_interval",
-        ):
+        for name in _SECONDS:
             number = env_float(env, f"{p}{name.upper()}")
             if number is not None:
                 kwargs[name] = number

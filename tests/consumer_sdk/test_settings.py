@@ -103,3 +103,24 @@ def test_verify_cache_size_is_off_by_default_and_read_from_the_environment() -> 
 def test_bad_verify_cache_size_names_the_variable(bad: str) -> None:
     with pytest.raises(SettingsError, match=rf"REVOCAST_VERIFY_CACHE_SIZE .*{bad}"):
         ConsumerSettings.from_env(environ={**BASE, "REVOCAST_VERIFY_CACHE_SIZE": bad})
+
+
+SECONDS = [
+    "JWKS_REFRESH_INTERVAL",
+    "JWKS_MIN_REFRESH_INTERVAL",
+    "LEEWAY",
+    "MAX_TOKEN_LIFETIME",
+    "MAX_STALENESS",
+    "PARTITION_CHECK_INTERVAL",
+    "EXPIRE_INTERVAL",
+    "HEARTBEAT_INTERVAL",
+]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e400", "-nan"])
+@pytest.mark.parametrize("variable", SECONDS)
+def test_non_finite_seconds_from_env_are_a_settings_error(variable: str, value: str) -> None:
+    # float() parses these; NaN passes every "< 0" check, inf disables a bound (an
+    # interrupted stream trusted forever with MAX_STALENESS=inf).
+    with pytest.raises(SettingsError, match=rf"{variable.lower()} must be a finite number"):
+        ConsumerSettings.from_env(environ={**BASE, f"REVOCAST_{variable}": value})
