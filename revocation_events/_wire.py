@@ -133,8 +133,15 @@ class EventCodec:
             raise _classify(value, exc) from None
         if kid is not None and event.key_id is not None and event.key_id != kid:
             raise MalformedEventError("bad_signature", "key_id does not match the signature")
+        # The models default these for events being built; on the wire a default would be
+        # this host's clock and a random id, different for every consumer and every replay.
+        if not event.model_fields_set >= _ENVELOPE_REQUIRED:
+            missing = ", ".join(sorted(_ENVELOPE_REQUIRED - event.model_fields_set))
+            raise MalformedEventError("invalid", f"{event.type}: missing {missing}")
         return event
 
+
+_ENVELOPE_REQUIRED = frozenset({"id", "occurred_at"})
 
 # ``event_adapter.validate_json`` minus its Python wrapper (same validator, same defaults).
 _validate_json = event_adapter.validator.validate_json

@@ -193,3 +193,20 @@ def test_a_lenient_codec_with_keys_still_refuses_a_bad_signature() -> None:
     with pytest.raises(MalformedEventError) as info:
         lenient.decode(tampered, encoded.headers)
     assert info.value.reason == "bad_signature"
+
+
+@pytest.mark.parametrize("missing", ["id", "occurred_at"])
+def test_a_signed_record_without_its_id_or_time_is_refused_as_invalid(missing: str) -> None:
+    # Decoding used to fill them in with a random id and the decoding host's clock: every
+    # consumer (and every replay) then saw another id and order, so an unblock without
+    # occurred_at could win over a later block after a restart.
+    body = json.loads(SubjectBlocked(issuer="idp", sub="alice").model_dump_json())
+    del body[missing]
+    value = json.dumps(body).encode()
+    with pytest.raises(MalformedEventError, match=missing) as info:
+        codec().decode(value, [_header(value)])
+    assert info.value.reason == "invalid"
+
+
+def _header(value: bytes) -> tuple[str, bytes]:
+    return EventSigner(KEY).header(value)
