@@ -81,8 +81,10 @@ def _load_material(kid: str, material: KeyMaterial) -> Any:
     if isinstance(material, str) and stripped.startswith(b"{"):
         try:
             return jwt.PyJWK.from_json(material).key
-        except (jwt.PyJWKError, ValueError) as exc:
-            raise SettingsError(f"jwt_keys[{kid!r}]: not a valid JWK ({exc})") from None
+        except Exception:
+            # Not ``({exc})``: PyJWT's messages quote the whole JWK, an oct key's secret
+            # included, and a bad member raises InvalidKeyError or KeyError, not PyJWKError.
+            raise SettingsError(f"jwt_keys[{kid!r}]: not a valid JWK (value not shown)") from None
     return raw
 
 

@@ -102,6 +102,21 @@ def test_jwk_json_key_is_accepted() -> None:
     assert claims["jti"] == "x"
 
 
+@pytest.mark.parametrize(
+    "jwk",
+    [
+        {"kty": "oct", "k": "c3VwZXJzZWNyZXQ", "alg": "HS257"},  # unknown alg
+        {"kty": "oct", "k": "c3VwZXJzZWNyZXQ", "alg": "RS256"},  # alg of another family
+        {"kty": "oct", "alg": "HS256", "x": "c3VwZXJzZWNyZXQ"},  # no "k"
+        {"kty": "RSA", "n": "c3VwZXJzZWNyZXQ", "e": "!", "alg": "RS256"},  # bad "e"
+    ],
+)
+def test_bad_jwk_is_a_settings_error_that_never_echoes_the_key(jwk: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match="not a valid JWK") as info:
+        verifier(algorithms=("HS256", "RS256"), jwt_keys={"j": json.dumps(jwk)})
+    assert "c3VwZXJzZWNyZXQ" not in str(info.value)
+
+
 def test_key_that_fits_no_pinned_algorithm_is_a_settings_error() -> None:
     with pytest.raises(SettingsError, match="none of the pinned"):
         verifier(algorithms=("HS256",), jwt_keys={"rsa": RSA_PEM})
