@@ -40,7 +40,7 @@ class Ack:
 def producer_config(settings: PublisherSettings) -> dict[str, Any]:
     """kafka-python options: acks=all + idempotence, every wait bounded by the settings."""
     max_block_ms = int(settings.max_block * 1000)
-    config: dict[str, Any] = settings.kafka.client_config()
+    config: dict[str, Any] = settings.kafka.client_config(KafkaProducer.DEFAULT_CONFIG)
     config.update(
         {
             "acks": "all",

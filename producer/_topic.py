@@ -103,7 +103,7 @@ def ensure_topic(
             f"factor {replication_factor}, or every acks=all publish fails"
         )
 
-    config = kafka.client_config()
+    config = kafka.client_config(KafkaAdminClient.DEFAULT_CONFIG)
     config["bootstrap_timeout_ms"] = int(timeout * 1000)
     require_reachable(config)
     try:

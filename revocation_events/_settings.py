@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from revocation_events._errors import RevocastError
 from revocation_events._signing import (
@@ -80,6 +82,7 @@ class KafkaSettings:
             raise SettingsError(f"sasl_mechanism is required with {self.security_protocol}")
         if self.request_timeout_ms <= 0:
             raise SettingsError(f"request_timeout_ms must be > 0, got {self.request_timeout_ms}")
+        _check_options("extra", self.extra)
 
     @classmethod
     def from_env(
@@ -123,14 +126,19 @@ class KafkaSettings:
                 raise SettingsError(f"{k}OPTIONS is not valid JSON") from None
             if not isinstance(parsed, dict):
                 raise SettingsError(f"{k}OPTIONS must be a JSON object")
+            _check_options(f"{k}OPTIONS", parsed)
             kwargs["extra"] = parsed
         try:
             return cls(**kwargs)
         except SettingsError as exc:
             raise SettingsError(f"{exc} (from environment, prefix {prefix!r})") from None
 
-    def client_config(self) -> dict[str, Any]:
-        """Keyword arguments common to kafka-python's producer, consumer and admin client."""
+    def client_config(self, accepted: Collection[str] | None = None) -> dict[str, Any]:
+        """Keyword arguments common to kafka-python's producer, consumer and admin client.
+
+        ``extra`` is shared by every kind of client, and each refuses options it does not
+        know: pass ``accepted`` (the client class's ``DEFAULT_CONFIG``) to keep only its own.
+        """
         config: dict[str, Any] = {
             "bootstrap_servers": list(self.bootstrap_servers),
             "client_id": self.client_id,
@@ -147,8 +155,20 @@ class KafkaSettings:
             "ssl_password": self.ssl_password,
         }
         config.update({k: v for k, v in optional.items() if v is not None})
-        config.update(self.extra)
+        config.update({k: v for k, v in self.extra.items() if accepted is None or k in accepted})
         return config
+
+
+def _check_options(label: str, options: Mapping[str, Any]) -> None:
+    unknown = sorted(str(k) for k in options if k not in _KNOWN_OPTIONS)
+    if unknown:
+        raise SettingsError(f"{label}: not kafka-python client options: {', '.join(unknown)}")
+
+
+# What at least one kind of client accepts: anything else is a typo.
+_KNOWN_OPTIONS = frozenset(
+    {*KafkaProducer.DEFAULT_CONFIG, *KafkaConsumer.DEFAULT_CONFIG, *KafkaAdminClient.DEFAULT_CONFIG}
+)
 
 
 def env_str(env: Mapping[str, str], name: str) -> str | None:

@@ -88,3 +88,12 @@ def test_reset_with_batches_pending_on_a_silent_broker_closes_the_producer(
         os.kill(pid, signal.SIGCONT)
         sys.unraisablehook = previous_hook
     assert unraisable == []
+
+
+def test_shared_kafka_options_of_other_client_kinds_do_not_reach_the_producer() -> None:
+    # REVOCAST_KAFKA_OPTIONS is shared by the SDK's consumers, the admin client and the
+    # producer; kafka-python's producer refuses any option it does not know.
+    kafka = KafkaSettings(extra={"isolation_level": "read_committed", "ssl_check_hostname": False})
+    config = producer_config(PublisherSettings(issuer="i", allow_unsigned=True, kafka=kafka))
+    assert "isolation_level" not in config
+    assert config["ssl_check_hostname"] is False
