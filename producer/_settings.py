@@ -10,6 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from kafka import KafkaProducer
+
 from revocation_events import (
     KafkaSettings,
     SettingsError,
@@ -174,3 +176,5 @@ def _check_producer_options(label: str, options: Mapping[str, Any]) -> None:
             )
         if key in _RESERVED_OPTIONS:
             raise SettingsError(f"{label}: {key} is set by the publisher and cannot be passed")
+        if key not in KafkaProducer.DEFAULT_CONFIG:
+            raise SettingsError(f"{label}: {key!r} is not a kafka-python producer option")

@@ -130,6 +130,13 @@ def test_an_unusable_huge_duration_is_refused_naming_the_variable(
         PublisherSettings.from_env(environ=env(**{variable: value}))
 
 
+def test_a_misspelt_producer_option_is_refused_naming_the_variable() -> None:
+    # Accepted, it made kafka-python's producer refuse to start: in outbox mode the drainer
+    # then only logged the error, forever, and no revocation was delivered.
+    with pytest.raises(SettingsError, match=r"REVOCAST_PRODUCER_OPTIONS.*lingr_ms"):
+        PublisherSettings.from_env(environ=env(REVOCAST_PRODUCER_OPTIONS='{"lingr_ms": 5}'))
+
+
 def test_settings_are_frozen() -> None:
     settings = PublisherSettings(issuer="i", signing_key=KEY)
     with pytest.raises(AttributeError):
