@@ -125,8 +125,18 @@ class VerificationKey:
 
 
 def _check_kid(kid: str) -> None:
-    if not kid or "." in kid or ":" in kid or "," in kid or len(kid) > 128:
-        raise KeySpecError("a key id must be 1-128 characters without '.', ':' or ','")
+    # Printable ASCII: the kid travels in the ASCII signature header (and in log lines).
+    if (
+        not kid
+        or not (kid.isascii() and kid.isprintable())
+        or "." in kid
+        or ":" in kid
+        or "," in kid
+        or len(kid) > 128
+    ):
+        raise KeySpecError(
+            "a key id must be 1-128 printable ASCII characters without '.', ':' or ','"
+        )
 
 
 class EventSigner:
