@@ -210,6 +210,7 @@ class Revocast:
         self.clock = clock
         self._verifier = TokenVerifier(settings, clock=clock)
         self._cache = self._verifier.cache  # None unless settings.verify_cache_size
+        self._only_kid = self._verifier.only_kid
         self.state = RevocationState(
             clock=clock,
             max_token_lifetime=settings.max_token_lifetime,
@@ -280,6 +281,15 @@ class Revocast:
         if self.status_provider.current.state is not _VALID:
             self._when_not_valid()
         hit = self.state.check(claims, kid)
+        # One static key verifies tokens whatever kid they name: a holder of that key, once
+        # it is revoked, must not get past by naming another kid, or none.
+        if (
+            hit is None
+            and (only := self._only_kid) is not None
+            and kid != only
+            and (hit := self.state.key_revoked(only)) is not None
+        ):
+            kid = only  # the revoked key, for the error's detail
         if hit is not None:
             rule, revoked_at = hit
             claim = _DETAIL_CLAIM.get(rule)

@@ -59,7 +59,9 @@ class ConsumerSettings:
     """Everything a service needs to verify tokens and follow the revocation topic.
 
     Keys: either ``jwt_keys`` (``kid`` -> material; a single key may use any kid and then
-    also matches tokens without a ``kid`` header) or ``jwks_url``, not both.
+    also matches tokens without a ``kid`` header, or naming another one: a ``KeyRevoked``
+    for its configured kid refuses all of them, so name it as the identity provider does)
+    or ``jwks_url``, not both.
     ``algorithms`` is required and pinned: a token whose header names another algorithm is
     refused before any key is used.
     """
@@ -182,7 +184,8 @@ class ConsumerSettings:
         cls, prefix: str = "REVOCAST_", environ: Mapping[str, str] | None = None
     ) -> ConsumerSettings:
         """Read ``{prefix}ALGORITHMS`` (comma list), ``{prefix}JWT_KEYS`` (JSON object
-        kid -> PEM / JWK / secret) or ``{prefix}JWT_KEY`` (one key, kid ``{prefix}JWT_KID``)
+        kid -> PEM / JWK / secret) or ``{prefix}JWT_KEY`` (one key, kid ``{prefix}JWT_KID``,
+        default ``default``: set it to the identity provider's kid so revoking that key holds)
         or ``{prefix}JWKS_URL``, ``{prefix}ISSUER``, ``{prefix}AUDIENCE`` (comma list),
         ``{prefix}EVENT_KEYS``, ``{prefix}SNAPSHOT_KEYS`` (same syntax), and one variable per
         other field in upper case (for example ``{prefix}MAX_STALENESS``,

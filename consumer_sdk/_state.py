@@ -170,6 +170,11 @@ class RevocationState:
             return RevokedBy.GLOBAL, _dt(g.at)
         return None
 
+    def key_revoked(self, kid: str) -> tuple[RevokedBy, datetime] | None:
+        """The key rule for ``kid``, if that signing key is revoked."""
+        at = self._kids.get(kid) if self._kids else None
+        return None if at is None else (RevokedBy.KEY, _dt(at))
+
     def _check_subject(
         self, rec: _Subject, claims: Mapping[str, Any]
     ) -> tuple[RevokedBy, datetime] | None:

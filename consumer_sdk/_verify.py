@@ -236,6 +236,9 @@ class TokenVerifier:
         self._only: KeyEntry | None = (
             next(iter(self._static.values())) if len(self._static) == 1 else None
         )
+        self.only_kid: str | None = next(iter(self._static)) if self._only else None
+        """The configured ``kid`` of a single static key, which verifies tokens whatever
+        their ``kid`` header says: revoking it must refuse all of them (see ``verify``)."""
         self.jwks = JwksKeys(settings) if settings.jwks_url else None
         require = ["exp", "iat"] + (["sub"] if settings.require_sub else [])
         self._jwt = jwt.PyJWT({"require": require})

@@ -34,7 +34,7 @@ from revocation_events import (
     SubjectTokensRevoked,
     TokenRevoked,
 )
-from tests.consumer_sdk._helpers import EVENT_KEY, FakeClock, dt, settings, token
+from tests.consumer_sdk._helpers import EVENT_KEY, SECRET, FakeClock, dt, settings, token
 
 
 class Rec:
@@ -92,6 +92,46 @@ def test_revoked_key_refuses_tokens_by_their_kid_header(rc: Revocast, src: InMem
     with pytest.raises(TokenRevokedError) as info:
         rc.verify(token())
     assert info.value.rule is RevokedBy.KEY
+
+
+@pytest.mark.parametrize("cache_size", [0, 16], ids=["uncached", "verify-cache"])
+def test_revoking_the_single_static_key_refuses_its_tokens_whatever_kid_they_name(
+    src: InMemorySource, clock: FakeClock, cache_size: int
+) -> None:
+    # One static key verifies a token whatever its kid header says, so a holder of the leaked
+    # key could name another kid, or none, and get past a revocation looked up by header only.
+    client = Revocast(settings(verify_cache_size=cache_size), source=src, clock=clock)
+    try:
+        src.set_ready()
+        forged = [token(kid=kid, at=clock.now) for kid in ("k1", None, "zzz")]
+        for t in forged:
+            client.verify(t)  # accepted (and, with the cache, remembered) before the revocation
+        src.publish(KeyRevoked(issuer="i", kid="zzz"))  # a kid named only in a header
+        with pytest.raises(TokenRevokedError, match="kid=zzz"):
+            client.verify(forged[2])
+        assert client.verify(forged[0])["sub"] == "alice"
+        src.publish(KeyRevoked(issuer="i", kid="k1"))
+        for t in forged[:2]:  # (the third names the revoked "zzz")
+            with pytest.raises(TokenRevokedError, match="kid=k1") as info:
+                client.verify(t)
+            assert info.value.rule is RevokedBy.KEY
+    finally:
+        client.close()
+
+
+def test_with_several_keys_revoking_one_leaves_the_others_tokens_valid(
+    src: InMemorySource, clock: FakeClock
+) -> None:
+    keys = {"k1": SECRET, "k2": b"k" * 32}
+    client = Revocast(settings(jwt_keys=keys), source=src, clock=clock)
+    try:
+        src.set_ready()
+        src.publish(KeyRevoked(issuer="i", kid="k2"))
+        assert client.verify(token(kid="k1", at=clock.now))["sub"] == "alice"
+        with pytest.raises(TokenRevokedError, match="kid=k2"):
+            client.verify(token(key=keys["k2"], kid="k2", at=clock.now))
+    finally:
+        client.close()
 
 
 def test_interrupted_source_serves_the_last_state_until_max_staleness(
