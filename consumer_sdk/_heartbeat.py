@@ -170,7 +170,7 @@ class Heartbeat:
     def _producer_config(self) -> dict[str, Any]:
         interval_ms = int(self._settings.heartbeat_interval * 1000)
         return {
-            **self._settings.kafka.client_config(),
+            **self._settings.kafka.client_config(KafkaProducer.DEFAULT_CONFIG),
             "client_id": f"{self._settings.kafka.client_id}-heartbeat",
             "acks": 1,
             "linger_ms": 0,

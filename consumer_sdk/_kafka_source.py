@@ -137,7 +137,7 @@ class KafkaSource:
             # kafka-python's own sensors cost ~10% of the CPU of every fetch round trip (one
             # per revocation when tailing) and nothing reads them; KafkaSettings.extra wins.
             "metrics_enabled": False,
-            **s.kafka.client_config(),
+            **s.kafka.client_config(KafkaConsumer.DEFAULT_CONFIG),
             "group_id": None,
             "enable_auto_commit": False,
         }

@@ -43,7 +43,9 @@ def check_retention(settings: ConsumerSettings) -> dict[str, Any]:
     floor = min_retention_ms(settings)
     report: dict[str, Any] = {"retention_ms": None, "min_safe_ms": floor, "ok": None}
     try:
-        admin = closing_on_failure(KafkaAdminClient, settings.kafka.client_config())
+        admin = closing_on_failure(
+            KafkaAdminClient, settings.kafka.client_config(KafkaAdminClient.DEFAULT_CONFIG)
+        )
     except KafkaError as exc:
         _log.info("could not check the retention of %r: %s", topic, exc)
         return report

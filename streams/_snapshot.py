@@ -233,7 +233,8 @@ class Snapshotter:
                     self._close_clients(*clients)
 
     def _open(self) -> tuple[Any, Any]:
-        config = self._settings.kafka.client_config()
+        kafka = self._settings.kafka
+        config = kafka.client_config(KafkaConsumer.DEFAULT_CONFIG)
         try:
             consumer = closing_on_failure(
                 KafkaConsumer,
@@ -248,7 +249,10 @@ class Snapshotter:
         except KafkaError as exc:
             raise StreamsError(f"cannot connect to Kafka: {exc}") from exc
         try:
-            producer = closing_on_failure(KafkaProducer, {**config, "linger_ms": 5})
+            producer = closing_on_failure(
+                KafkaProducer,
+                {**kafka.client_config(KafkaProducer.DEFAULT_CONFIG), "linger_ms": 5},
+            )
         except BaseException:
             consumer.close(timeout_ms=1000)
             raise
@@ -377,7 +381,7 @@ class Snapshotter:
 def _ensure_topic(settings: StreamsSettings, partitions: int) -> None:
     """Create ``<log>.snapshots`` (compacted, one partition per log partition) if missing."""
     topic = settings.snapshot_topic
-    admin = KafkaAdminClient(**settings.kafka.client_config())
+    admin = KafkaAdminClient(**settings.kafka.client_config(KafkaAdminClient.DEFAULT_CONFIG))
     try:
         described = admin.describe_topics([topic])
         info = described[0] if described else None

@@ -44,7 +44,7 @@ def prepare_topics(settings: StreamsSettings) -> int:
     partition *p* summarises log partition *p*, and tick *p* sweeps it.
     """
     try:
-        admin = KafkaAdminClient(**settings.kafka.client_config())
+        admin = KafkaAdminClient(**settings.kafka.client_config(KafkaAdminClient.DEFAULT_CONFIG))
     except KafkaError as exc:
         raise StreamsError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}") from exc
     try:
@@ -129,7 +129,9 @@ def resume_offsets(
     deadline = time.monotonic() + timeout
     log_tps = [TopicPartition(settings.log_topic, p) for p in wanted]
     try:
-        consumer = KafkaConsumer(**settings.kafka.client_config(), enable_auto_commit=False)
+        consumer = KafkaConsumer(
+            **settings.kafka.client_config(KafkaConsumer.DEFAULT_CONFIG), enable_auto_commit=False
+        )
         try:
             begins = consumer.beginning_offsets(log_tps)
             ends = consumer.end_offsets(log_tps)
@@ -204,7 +206,7 @@ def _last_marker(
 
 
 def _committed(settings: StreamsSettings, tps: list[Any]) -> dict[int, int]:
-    admin = KafkaAdminClient(**settings.kafka.client_config())
+    admin = KafkaAdminClient(**settings.kafka.client_config(KafkaAdminClient.DEFAULT_CONFIG))
     try:
         group = settings.app_id
         offsets = admin.list_group_offsets({group: tps}).get(group, {})

@@ -36,7 +36,7 @@ class LogRange:
 
 def _consumer(kafka: KafkaSettings) -> Any:
     config = {
-        **kafka.client_config(),
+        **kafka.client_config(KafkaConsumer.DEFAULT_CONFIG),
         "group_id": None,
         "enable_auto_commit": False,
         "allow_auto_create_topics": False,

@@ -238,7 +238,7 @@ def _outputs(
 
 def _produce(settings: OpsSettings, topic: str, outputs: list[Output]) -> None:
     config = {
-        **settings.kafka.client_config(),
+        **settings.kafka.client_config(KafkaProducer.DEFAULT_CONFIG),
         "acks": "all",
         "max_in_flight_requests_per_connection": 1,
         "linger_ms": 20,

@@ -50,7 +50,7 @@ _MARKER_SCAN = 1_000
 def kafka_admin(kafka: KafkaSettings) -> Iterator[Any]:
     """A kafka-python admin client; Kafka errors become :class:`OpsKafkaError`."""
     where = ",".join(kafka.bootstrap_servers)
-    config = kafka.client_config()
+    config = kafka.client_config(KafkaAdminClient.DEFAULT_CONFIG)
     try:
         require_reachable(config)
         admin = closing_on_failure(KafkaAdminClient, config)

@@ -96,6 +96,22 @@ def test_empty_topic_becomes_ready_and_then_tails_new_revocations(
         wait_until(refused(rc, tok), timeout=10, message="revocation tailed")
 
 
+def test_shared_kafka_options_for_other_client_kinds_do_not_stop_the_consumer(
+    kafka_bootstrap: str, make_topic: MakeTopic, producer: KafkaProducer
+) -> None:
+    # REVOCAST_KAFKA_OPTIONS reaches every client; kafka-python refuses options it does not
+    # know, so a producer-only one (for the publisher) used to keep the SDK from ever starting.
+    topic = make_topic(partitions=2)
+    extra = {"compression_type": "gzip", "isolation_level": "read_committed"}
+    kafka = KafkaSettings(bootstrap_servers=(kafka_bootstrap,), topic=topic, extra=extra)
+    with Revocast(settings(kafka=kafka)) as rc:
+        assert rc.wait_until_ready(30), rc.status
+        tok = token(jti="with-options")
+        send(producer, topic, revoke("with-options"))
+        producer.flush(10)
+        wait_until(refused(rc, tok), timeout=10, message="revocation tailed")
+
+
 def test_garbage_records_are_skipped_and_counted_while_revocations_around_them_apply(
     kafka_bootstrap: str, make_topic: MakeTopic, producer: KafkaProducer
 ) -> None:
