@@ -152,6 +152,8 @@ def _classify(value: bytes, exc: ValidationError) -> MalformedEventError:
         raw = json.loads(value)
     except (ValueError, UnicodeDecodeError):
         return MalformedEventError("not_json", "record value is not JSON")
+    except RecursionError:  # nested deeper than Python's stack: no event is shaped like that
+        return MalformedEventError("invalid", "record value is nested too deeply")
     if not isinstance(raw, dict):
         return MalformedEventError("invalid", "record value is not a JSON object")
     version = raw.get("v")

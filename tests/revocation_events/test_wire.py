@@ -148,6 +148,16 @@ def _signed_raw(value: bytes) -> tuple[bytes, tuple[tuple[str, bytes], ...]]:
     return value, (EventSigner(KEY).header(value),)
 
 
+@pytest.mark.parametrize("value", [b"[" * 5000 + b"]" * 5000, b'{"a":' * 3000 + b"1" + b"}" * 3000])
+def test_json_nested_too_deeply_is_refused_as_invalid_not_a_recursion_error(value: bytes) -> None:
+    # Under the size bound, and a RecursionError from the classifier's json.loads used to
+    # escape every consumer (the SDK's sink, the streams worker, revocast replay).
+    codec = EventCodec(require_signature=False, max_event_bytes=32 * 1024)
+    with pytest.raises(MalformedEventError) as info:
+        codec.decode(value)
+    assert info.value.reason == "invalid"
+
+
 def test_an_unknown_event_type_is_refused_as_unknown_type() -> None:
     body = json.loads(codec().encode(SubjectBlocked(issuer="i", sub="a")).value)
     body["type"] = "subject.teleported"
