@@ -126,11 +126,13 @@ def map_set(
         ctx = _with_reason(ctx, short, why) if why in _DISABLE_REASONS else ctx
         common = ctx.common()
         del common["expires_at"]
-        return SubjectBlocked(sub=subject.sub, **common)
+        # Blocks and unblocks are ordered by occurred_at (last one wins): T, the
+        # transmitter's own time, so a delayed or redelivered older SET cannot undo a newer one.
+        return SubjectBlocked(sub=subject.sub, **{**common, "occurred_at": at})
     if kind == f"{RISC}account-enabled":
         if subject.sub is None:
             return Skipped("no_usable_subject")
-        return SubjectUnblocked(sub=subject.sub, **ctx.common())
+        return SubjectUnblocked(sub=subject.sub, **{**ctx.common(), "occurred_at": at})
     if kind == f"{RISC}account-purged":
         if subject.sub is None:
             return Skipped("no_usable_subject")

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from consumer_sdk._state import RevocationState
 from receiver import MappingPolicy, Receiver, ReceiverSettings, RecordingSink
+from revocation_events._models import event_adapter
 from tests.receiver._support import CAEP, RISC, START, Transmitter
 from tests.receiver.conftest import LIFETIME, Push
 
@@ -152,6 +154,33 @@ def test_pushed_set_reaches_the_sink_as_the_mapped_event(
     assert {k: dumped[k] for k in row.expected} == row.expected
     assert event.issuer == "revocast-receiver"
     assert event.occurred_at == START
+
+
+@pytest.mark.parametrize("order", ["in order", "enabled delivered late"])
+def test_block_and_unblock_keep_the_transmitters_order_whatever_the_delivery_order(
+    push: Push, transmitter: Transmitter, sink: RecordingSink, order: str
+) -> None:
+    # SSF does not promise delivery order. The SDK keeps the block/unblock with the latest
+    # occurred_at, so receipt time let an older account-enabled delivered late lift a block.
+    enabled = transmitter.set(
+        f"{RISC}account-enabled", {"event_timestamp": int(EARLIER.timestamp())}, sub_id=USER
+    )
+    disabled = transmitter.set(
+        f"{RISC}account-disabled",
+        {"event_timestamp": int((EARLIER + timedelta(minutes=1)).timestamp())},
+        sub_id=USER,
+    )
+    for token in [enabled, disabled] if order == "in order" else [disabled, enabled]:
+        assert push(token).status_code == 202
+    state = RevocationState(clock=START.timestamp, max_token_lifetime=LIFETIME.total_seconds())
+    events = [event_adapter.validate_python(e.model_dump()) for e in sink.events]
+    for event in events:
+        state.apply(event)
+    assert state.check({"sub": "user-1", "iat": int(START.timestamp())}, None) is not None
+    assert {e.type: e.occurred_at for e in events} == {
+        "subject.unblocked": EARLIER,
+        "subject.blocked": EARLIER + timedelta(minutes=1),
+    }
 
 
 def test_every_mapped_rule_outlives_the_tokens_it_matches(
