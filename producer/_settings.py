@@ -47,7 +47,10 @@ class PublisherSettings:
 
     ``delivery="outbox"`` (default) writes every event to the SQLite file ``outbox_path``
     before sending it, so nothing is lost while Kafka is down; ``"direct"`` sends straight to
-    Kafka and raises :class:`~producer.PublishError` on failure.
+    Kafka and raises :class:`~producer.PublishError` on failure. Give each process its own
+    ``outbox_path`` (one per gunicorn worker, say): publishers sharing a file each deliver
+    the other's rows too, which consumers absorb (applying an event is idempotent) but
+    doubles the traffic, and a publish whose row the other process sent reports ``queued``.
     """
 
     issuer: str
