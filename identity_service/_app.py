@@ -153,9 +153,10 @@ def create_app(
             raise _unauthorized("refresh token invalid")
         if token.used:
             # Reuse of a rotated refresh token means it was stolen: end the whole session,
-            # and make every service refuse its access tokens right away.
-            store.revoke_family(token.family)
+            # and make every service refuse its access tokens right away. Published first: if
+            # that fails, the family stays live, so the next reuse detects it and publishes.
             publisher.revoke_session(token.family, sub=token.username, reason="refresh_token_reuse")
+            store.revoke_family(token.family)
             raise _unauthorized("refresh token reuse detected; session revoked")
         if token.expires_at <= clock():
             raise _unauthorized("refresh token expired")

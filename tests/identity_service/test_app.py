@@ -151,6 +151,33 @@ def test_reusing_a_rotated_refresh_token_revokes_the_whole_family_and_publishes_
     assert later.status_code == 401
 
 
+def test_a_reuse_whose_revocation_fails_is_published_when_the_token_is_reused_again(
+    tmp_path: Path, publisher: RecordingPublisher, clock: Clock
+) -> None:
+    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN)
+    app = create_app(settings, publisher, clock=clock, users={"alice": "correct horse"})
+    client = TestClient(app, raise_server_exceptions=False)
+    first = login(client)
+    sid = claims_of(client, first["access_token"])["sid"]
+    client.post("/token/refresh", json={"refresh_token": first["refresh_token"]})
+
+    def broken(sid: str, **kw: Any) -> None:
+        raise RuntimeError("Kafka is down")
+
+    publisher.revoke_session = broken  # type: ignore[method-assign]
+    stolen = {"refresh_token": first["refresh_token"]}
+    assert client.post("/token/refresh", json=stolen).status_code == 500
+    del publisher.revoke_session  # back to the recording method
+
+    again = client.post("/token/refresh", json=stolen)
+
+    assert again.status_code == 401
+    assert "reuse" in again.json()["detail"]
+    assert publisher.calls == [
+        ("revoke_session", (sid,), {"sub": "alice", "reason": "refresh_token_reuse"})
+    ]
+
+
 def test_an_expired_refresh_token_is_refused(client: TestClient, clock: Clock) -> None:
     tokens = login(client)
     clock.now += 86_400 + 1
