@@ -68,28 +68,47 @@ def _family_of(key: Any) -> str:
     raise SettingsError(f"unsupported key type {type(key).__name__} (public keys only)")
 
 
-def _load_material(kid: str, material: KeyMaterial) -> Any:
+def _load_material(kid: str, material: KeyMaterial) -> tuple[Any, str | None]:
+    """The key object for PyJWT, and the algorithm a JWK declares (``alg``), if any."""
     raw = material.encode() if isinstance(material, str) else material
     stripped = raw.strip()
     if stripped.startswith(b"-----BEGIN"):
         if b"PRIVATE" in stripped.split(b"\n", 1)[0]:
             raise SettingsError(f"jwt_keys[{kid!r}]: give the public key, not the private key")
         try:
-            return load_pem_public_key(stripped)
+            return load_pem_public_key(stripped), None
         except ValueError:
             raise SettingsError(f"jwt_keys[{kid!r}]: not a valid PEM public key") from None
     if isinstance(material, str) and stripped.startswith(b"{"):
         try:
-            return jwt.PyJWK.from_json(material).key
+            data = json.loads(material)
+            key = jwt.PyJWK(data).key
         except Exception:
             # Not ``({exc})``: PyJWT's messages quote the whole JWK, an oct key's secret
             # included, and a bad member raises InvalidKeyError or KeyError, not PyJWKError.
             raise SettingsError(f"jwt_keys[{kid!r}]: not a valid JWK (value not shown)") from None
-    return raw
+        if not _for_signatures(data):
+            raise SettingsError(f"jwt_keys[{kid!r}]: the JWK's use is not 'sig'")
+        return key, _declared(data)
+    return raw, None
 
 
-def _allowed(key: Any, family: str, algorithms: tuple[str, ...]) -> tuple[list[str], str]:
+def _for_signatures(jwk: Mapping[str, Any]) -> bool:
+    """Whether a JWK may verify signatures: ``use`` absent or ``sig`` (RFC 7517 4.2)."""
+    return bool(jwk.get("use", "sig") == "sig")
+
+
+def _declared(jwk: Mapping[str, Any]) -> str | None:
+    """The one algorithm a JWK is for (``alg``, RFC 7517 4.4), or None when it names none."""
+    alg = jwk.get("alg")
+    return alg if isinstance(alg, str) else None
+
+
+def _allowed(
+    key: Any, family: str, algorithms: tuple[str, ...], declared: str | None = None
+) -> tuple[list[str], str]:
     """The pinned algorithms ``key`` can verify, and why PyJWT refused it for the others.
+    A JWK that declares its algorithm verifies that one only (RFC 8725 3.1).
 
     The key type's family is not enough: PyJWT refuses a P-256 key for ES384 and an empty
     or PEM-shaped secret for HS256 with :class:`jwt.InvalidKeyError`, which is not an
@@ -98,6 +117,9 @@ def _allowed(key: Any, family: str, algorithms: tuple[str, ...]) -> tuple[list[s
     allowed: list[str] = []
     why = ""
     for alg in algorithms:
+        if declared is not None and alg != declared:
+            why = f"the JWK is for {declared[:16]} only"
+            continue
         if alg in _FAMILIES.get(family, ()):
             try:
                 _ALGORITHMS[alg].prepare_key(key)
@@ -108,8 +130,9 @@ def _allowed(key: Any, family: str, algorithms: tuple[str, ...]) -> tuple[list[s
     return allowed, why
 
 
-def _entry(kid: str, key: Any, algorithms: tuple[str, ...]) -> KeyEntry:
-    allowed, why = _allowed(key, _family_of(key), algorithms)
+def _entry(kid: str, material: tuple[Any, str | None], algorithms: tuple[str, ...]) -> KeyEntry:
+    key, declared = material
+    allowed, why = _allowed(key, _family_of(key), algorithms, declared)
     if not allowed:
         raise SettingsError(
             f"key {kid!r} can verify none of the pinned algorithms {list(algorithms)}"
@@ -203,14 +226,29 @@ class JwksKeys:
             self._wake.wait(max(0.0, s.jwks_refresh_interval - s.jwks_min_refresh_interval))
 
     def refresh(self) -> None:
-        jwk_set = self._client.get_jwk_set(refresh=True)
+        data = self._client.fetch_data()
+        listed = data.get("keys") if isinstance(data, dict) else None
+        if not isinstance(listed, list) or not listed:
+            raise jwt.PyJWKSetError("The JWK Set did not contain any keys")
         keys: dict[str, KeyEntry] = {}
-        for jwk in jwk_set.keys:
-            if jwk.key_id is None:
+        usable = 0
+        for raw in listed:
+            if not isinstance(raw, dict):
                 continue
-            allowed, _ = _allowed(jwk.key, jwk.key_type or "", self._settings.algorithms)
+            try:
+                jwk = jwt.PyJWK(raw)
+            except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+                continue  # an unsupported or broken key is skipped, as PyJWKSet does
+            usable += 1
+            if jwk.key_id is None or not _for_signatures(raw):
+                continue
+            allowed, _ = _allowed(
+                jwk.key, jwk.key_type or "", self._settings.algorithms, _declared(raw)
+            )
             if allowed:
                 keys[jwk.key_id] = (jwk.key, allowed)
+        if not usable:
+            raise jwt.PyJWKSetError("The JWK Set did not contain any usable keys")
         identity = {kid: (tuple(algs), _key_identity(key)) for kid, (key, algs) in keys.items()}
         if identity != self._identity:
             # Swap the keys first, then tell the listeners: a request that read the old keys

@@ -275,8 +275,9 @@ def test_ec_algorithm_of_another_curve_from_jwks_is_refused_as_an_invalid_token(
     v = TokenVerifier(s)
     assert v.jwks is not None
     jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(P256.public_key()))
-    key_set = jwt.PyJWKSet.from_dict({"keys": [{**jwk, "kid": "p256"}]})
-    with patch.object(v.jwks._client, "get_jwk_set", return_value=key_set):
+    with patch.object(
+        v.jwks._client, "fetch_data", return_value={"keys": [{**jwk, "kid": "p256"}]}
+    ):
         v.jwks.refresh()
     now = int(time.time())
     forged = f"{_b64({'alg': 'ES384', 'kid': 'p256'})}.{_b64({'iat': now, 'exp': now + 60})}.AA"
@@ -293,3 +294,47 @@ def test_unusable_hmac_secret_is_a_settings_error_not_a_500_on_every_request(
 ) -> None:
     with pytest.raises(SettingsError, match="none of the pinned algorithms"):
         verifier(jwt_keys={"k1": secret})
+
+
+def _rsa_jwk(**members: Any) -> dict[str, Any]:
+    jwk: dict[str, Any] = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(RSA_KEY.public_key()))
+    return {**jwk, **members}
+
+
+def test_a_jwk_that_declares_its_algorithm_verifies_that_one_only() -> None:
+    # RFC 8725 3.1: one key, one algorithm. Pinning RS256 and RS512 must not let an RS512 key
+    # verify RS256 tokens (or the reverse).
+    jwk = json.dumps(_rsa_jwk(alg="RS512"))
+    v = verifier(algorithms=("RS256", "RS512"), jwt_keys={"j": jwk})
+    assert v.decode(token(key=RSA_KEY, algorithm="RS512", kid="j", jti="a"))[0]["jti"] == "a"
+    with pytest.raises(jwt.InvalidAlgorithmError):
+        v.decode(token(key=RSA_KEY, algorithm="RS256", kid="j"))
+    with pytest.raises(SettingsError, match="for RS512 only"):
+        verifier(algorithms=("RS256",), jwt_keys={"j": jwk})
+
+
+def test_a_jwk_for_encryption_is_refused_as_a_verification_key() -> None:
+    with pytest.raises(SettingsError, match="use is not 'sig'"):
+        verifier(algorithms=("RS256",), jwt_keys={"j": json.dumps(_rsa_jwk(use="enc"))})
+
+
+def test_jwks_keys_for_encryption_or_another_algorithm_are_not_used_to_verify() -> None:
+    s = settings(algorithms=("RS256", "RS512"), jwt_keys={}, jwks_url="https://idp.example/jwks")
+    v = TokenVerifier(s)
+    assert v.jwks is not None
+    listed = [
+        _rsa_jwk(kid="enc", use="enc"),
+        _rsa_jwk(kid="rs512", alg="RS512"),
+        _rsa_jwk(kid="sig", use="sig"),
+        {"kid": "broken", "kty": "RSA"},  # unusable: skipped, the others still load
+        "not a JWK",
+    ]
+    with patch.object(v.jwks._client, "fetch_data", return_value={"keys": listed}):
+        v.jwks.refresh()
+    assert sorted(v.jwks.keys) == ["rs512", "sig"]
+    assert v.jwks.keys["rs512"][1] == ["RS512"]
+    with pytest.raises(RevocastTokenError, match="unknown key id"):
+        v.decode(token(key=RSA_KEY, algorithm="RS256", kid="enc"))
+    with pytest.raises(jwt.InvalidAlgorithmError):
+        v.decode(token(key=RSA_KEY, algorithm="RS256", kid="rs512"))
+    assert v.decode(token(key=RSA_KEY, algorithm="RS256", kid="sig", jti="b"))[0]["jti"] == "b"
