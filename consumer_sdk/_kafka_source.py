@@ -1,11 +1,12 @@
 """The Kafka data source: one daemon thread owns a broadcast ``KafkaConsumer``.
 
 Every instance reads every partition (``group_id=None`` + ``assign()``; no consumer group, no
-committed offsets). At start each partition is positioned at the first record newer than
-``now - max_token_lifetime`` (older events cannot affect a live token), or at its end when there
-is none; the end offsets are snapshotted, and the source reports VALID only once its position
-has reached that snapshot on every partition. After a failure it reconnects with bounded
-exponential backoff and resumes from its own positions.
+committed offsets). At start each partition is positioned at the first record stamped after
+:func:`replay_since` (``now - max_token_lifetime - leeway``, minus a margin for publishers'
+clocks: older events cannot affect a live token), or at its end when there is none; the end
+offsets are snapshotted, and the source reports VALID only once its position has reached
+that snapshot on every partition. After a failure it reconnects with bounded exponential
+backoff and resumes from its own positions.
 
 With ``bootstrap="state"`` the first session loads the compacted state topic first and starts
 each log partition right after its offset marker instead (:mod:`consumer_sdk._state_bootstrap`);
@@ -33,12 +34,21 @@ from consumer_sdk._state_bootstrap import plan_bootstrap
 from consumer_sdk._status import DataSourceState
 from revocation_events import closing_on_failure, drive_io_inline
 
-__all__ = ["KafkaSource"]
+__all__ = ["KafkaSource", "replay_since"]
 
 _log = logging.getLogger("consumer_sdk")
 _BACKOFF_MIN = 0.5
 _BACKOFF_MAX = 30.0
 _PROBE_TIMEOUT_MS = 5_000
+CLOCK_MARGIN = 300.0
+"""Seconds the replay reaches back beyond what tokens need: the start is found by record
+timestamps, which the publishing host's clock sets, and a host running behind stamps a
+revocation older than it is. Replaying a few more minutes of events costs little."""
+
+
+def replay_since(now: float, max_token_lifetime: float, leeway: float) -> float:
+    """The oldest record timestamp (seconds) whose event can still affect a live token."""
+    return now - max_token_lifetime - leeway - CLOCK_MARGIN
 
 
 class KafkaSource:
@@ -234,7 +244,7 @@ class KafkaSource:
                 consumer.seek(tp, 0)
                 self._positions[tp.partition] = 0
             return
-        since_ms = int((self._clock() - s.max_token_lifetime - s.leeway) * 1000)
+        since_ms = int(replay_since(self._clock(), s.max_token_lifetime, s.leeway) * 1000)
         found = consumer.offsets_for_times(
             {tp: max(since_ms, 0) for tp in tps}, timeout_ms=s.kafka.request_timeout_ms
         )

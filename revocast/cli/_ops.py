@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "replay",
         help="rebuild the revocation state from the log locally and summarise it",
         description="Settings: KAFKA_BOOTSTRAP_SERVERS, REVOCAST_TOPIC, REVOCAST_EVENT_KEYS, "
-        "REVOCAST_MAX_TOKEN_LIFETIME. Default start: now minus the max token lifetime.",
+        "REVOCAST_MAX_TOKEN_LIFETIME. Default start: where an SDK's replay starts (now minus the "
+        "max token lifetime, the largest leeway and a 5-minute margin for publishers' clocks).",
     )
     start = replay.add_mutually_exclusive_group()
     start.add_argument("--since", metavar="TIME", help="ISO-8601 time or epoch seconds")

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from consumer_sdk import ReplayStats, RevocationState, decode_and_apply
+from consumer_sdk._kafka_source import replay_since
+from consumer_sdk._settings import MAX_LEEWAY
 from revocast.ops._reader import LogRange, read_range
 from revocast.ops._settings import OpsSettings
 from revocation_events import MalformedEventError
@@ -49,14 +51,15 @@ def replay_log(
     on_range: Callable[[LogRange], None] = lambda _: None,
     on_record: Callable[[], None] = lambda: None,
 ) -> ReplayReport:
-    """Replay ``settings.kafka.topic`` into a fresh state. Default start: now minus the
-    longest token lifetime (what an SDK replays)."""
+    """Replay ``settings.kafka.topic`` into a fresh state. Default start: where an SDK's
+    replay starts (:func:`consumer_sdk._kafka_source.replay_since`)."""
     if from_beginning:
         since_ms = None
     elif since is not None:
         since_ms = int(since.timestamp() * 1000)
     else:
-        since_ms = int((clock() - settings.max_token_lifetime) * 1000)
+        # As an SDK with the largest leeway starts (a token it still accepts is reported).
+        since_ms = int(replay_since(clock(), settings.max_token_lifetime, MAX_LEEWAY) * 1000)
     state = RevocationState(
         clock=clock,
         max_token_lifetime=settings.max_token_lifetime,

@@ -112,6 +112,36 @@ def test_shared_kafka_options_for_other_client_kinds_do_not_stop_the_consumer(
         wait_until(refused(rc, tok), timeout=10, message="revocation tailed")
 
 
+def test_the_replay_reaches_back_past_the_token_lifetime_for_a_producer_clock_behind(
+    kafka_bootstrap: str, make_topic: MakeTopic, producer: KafkaProducer
+) -> None:
+    # The replay starts by record timestamp, which the publisher's host sets. A host running
+    # 2 min behind stamps a revocation older than it is: the token it covers is still valid,
+    # yet a start at exactly now - max_token_lifetime skipped the record.
+    topic = make_topic(partitions=1)
+    lifetime, lag = 600.0, 120.0
+    now = time.time()
+    rec = CODEC.encode(
+        TokenRevoked(
+            issuer="i",
+            jti="stamped-late",
+            expires_at=datetime.fromtimestamp(now + 60, UTC),
+            occurred_at=datetime.fromtimestamp(now - lifetime + 60 - lag, UTC),
+        )
+    )
+    producer.send(
+        topic,
+        key=rec.key,
+        value=rec.value,
+        headers=list(rec.headers),
+        timestamp_ms=int((now - lifetime - 30) * 1000),
+    )
+    producer.flush(10)
+    with client(kafka_bootstrap, topic, max_token_lifetime=lifetime) as rc:
+        assert rc.wait_until_ready(30)
+        assert refused(rc, token(jti="stamped-late"))()
+
+
 def test_garbage_records_are_skipped_and_counted_while_revocations_around_them_apply(
     kafka_bootstrap: str, make_topic: MakeTopic, producer: KafkaProducer
 ) -> None:

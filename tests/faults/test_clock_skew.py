@@ -16,9 +16,12 @@ Which clock each rule reads:
   running 5 minutes slow keeps entries longer, which only costs memory. Skew between consumer
   clocks therefore moves *when* a token dies, as it does without Revocast, never lets a
   revoked token through.
-* **Replay start** (``now - max_token_lifetime``, consumer clock, against broker record
-  timestamps): a fast consumer starts 5 minutes later in the log and skips only revocations of
-  tokens that its own clock already considers expired; a slow one replays 5 minutes more.
+* **Replay start** (``now - max_token_lifetime - leeway`` minus a 5-minute margin, consumer
+  clock, against record timestamps): a fast consumer starts later in the log and skips only
+  revocations of tokens that its own clock already considers expired; a slow one replays
+  more. The margin absorbs a publisher whose clock runs behind (it stamps records older than
+  they are): ``tests/consumer_sdk/test_kafka_source.py::
+  test_the_replay_reaches_back_past_the_token_lifetime_for_a_producer_clock_behind``.
 
 PyJWT reads the real clock, the state the injected one: so these tests keep tokens valid in
 real time and shift only the SDK's clock, which isolates the rules above; the entry-expiry
