@@ -290,7 +290,11 @@ def rebuild_state(
     rules = _Rules(settings.codec(), clock() - MAX_LEEWAY, report.skipped)
     old_keys: set[tuple[int, str]] = set()
     for record in read_range(settings.kafka, state_topic, since_ms=None):
-        key = record.key.decode() if record.key else ""
+        try:
+            key = record.key.decode() if record.key else ""
+        except UnicodeDecodeError:  # no rule key (a foreign writer): kept as it is
+            report.skipped["state_key_not_utf8"] += 1
+            continue
         if key.startswith("__") or not key:
             continue  # markers and reserved keys
         report.state_records += 1

@@ -26,7 +26,7 @@ from revocation_events import (
     closing_on_failure,
     require_reachable,
 )
-from streams import OFFSETS_KEY_PREFIX, parse_marker
+from streams._records import marker_offset
 
 __all__ = [
     "HEARTBEAT_RETENTION",
@@ -280,13 +280,15 @@ def _log_status(
     )
 
 
-def latest_marker(consumer: Any, tp: Any, begin: int, end: int, *, timeout_ms: int) -> int | None:
-    """The log offset covered by the last ``__offsets__`` marker in one state partition.
+def latest_marker(
+    consumer: Any, tp: Any, begin: int, end: int, *, log_topic: str, timeout_ms: int
+) -> int | None:
+    """The log offset covered by the last valid ``__offsets__`` marker in one state partition
+    (one that is malformed or names another log is passed over, as the SDK does).
 
     Markers are rewritten about every second while the log moves, so the last one is near
     the end: read backwards in growing windows rather than the whole partition.
     """
-    key = f"{OFFSETS_KEY_PREFIX}{tp.partition}".encode()
     consumer.assign([tp])
     window = _MARKER_SCAN
     stop = end
@@ -297,8 +299,9 @@ def latest_marker(consumer: Any, tp: Any, begin: int, end: int, *, timeout_ms: i
         while consumer.position(tp, timeout_ms=timeout_ms) < stop:
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:
-                    if record.offset < stop and record.key == key and record.value:
-                        found = parse_marker(record.value)[1]
+                    offset = marker_offset(record.key, record.value, log_topic, tp.partition)
+                    if record.offset < stop and offset is not None:
+                        found = offset
         if found is not None:
             return found
         stop = start
@@ -315,7 +318,9 @@ def _state_status(admin: Any, consumer: Any, kafka: KafkaSettings, log: LogStatu
     begins = consumer.beginning_offsets(tps, timeout_ms=timeout)
     ends = consumer.end_offsets(tps, timeout_ms=timeout)
     markers = {
-        tp.partition: latest_marker(consumer, tp, begins[tp], ends[tp], timeout_ms=timeout)
+        tp.partition: latest_marker(
+            consumer, tp, begins[tp], ends[tp], log_topic=kafka.topic, timeout_ms=timeout
+        )
         for tp in tps
     }
     return StateStatus(topic, exists=True, markers=markers, log_ends=dict(log.latest))

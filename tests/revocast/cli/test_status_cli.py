@@ -232,6 +232,30 @@ def test_rebuild_state_says_so_in_one_line_when_the_broker_is_unreachable(
 
 
 @pytest.mark.kafka
+def test_a_malformed_or_foreign_marker_is_passed_over_as_the_sdk_does_not_a_traceback(
+    kafka_bootstrap: str,
+    env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("REVOCAST_ALLOW_UNSIGNED_EVENTS", "true")
+    expires = datetime.now(UTC) + timedelta(minutes=5)
+    value = EventCodec().encode(TokenRevoked(issuer="t", jti="a", expires_at=expires)).value
+    produce(kafka_bootstrap, env, value, value, partition=0)
+    try:
+        assert main(["rebuild-state", "--no-progress"]) == 0
+        assert "markers: 0@1" in capsys.readouterr().out
+        foreign = b'{"topic":"another-log","partition":0,"offset":99}'
+        for bad in (b"garbage", b'{"partition": "zero"}', foreign):
+            produce(kafka_bootstrap, f"{env}.state", bad, key=b"__offsets__:0", partition=0)
+        code, out = status(capsys)
+        assert code == 0, out
+        assert re.search(r"^\s+0\s+1\s+2\s+0$", out, re.MULTILINE), out
+    finally:
+        _delete(kafka_bootstrap, f"{env}.state")
+
+
+@pytest.mark.kafka
 def test_malformed_heartbeats_are_counted_and_skipped_not_a_traceback(
     kafka_bootstrap: str, env: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

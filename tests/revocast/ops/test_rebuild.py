@@ -31,6 +31,7 @@ from revocation_events import (
     EventSigner,
     KafkaSettings,
     KeyRevoked,
+    MalformedEventError,
     SigningKey,
     SubjectBlocked,
     SubjectTokensRevoked,
@@ -129,7 +130,8 @@ def apply_state_topic(settings: OpsSettings) -> RevocationState:
     for record in state_records(settings):
         if record.key.startswith(b"__") or record.value is None:
             continue
-        decode_and_apply(settings.codec(), state, record.value, record.headers)
+        with contextlib.suppress(MalformedEventError):  # counted and skipped by the SDK
+            decode_and_apply(settings.codec(), state, record.value, record.headers)
     return state
 
 
@@ -203,6 +205,8 @@ def test_rules_only_the_old_state_holds_are_kept_unless_log_only_and_expired_one
         producer.send(
             f"{log}.state", key=key, value=record.value, headers=list(record.headers), partition=0
         )
+    # A record no worker writes (a key that is not UTF-8): counted, left alone, no traceback.
+    producer.send(f"{log}.state", key=b"\xff\xfe", value=b"foreign", partition=0)
     send(producer, log, KeyRevoked(issuer="t", kid="k-new"), 0)
     producer.flush()
     settings = ops_settings(kafka_bootstrap, log)
@@ -210,6 +214,7 @@ def test_rules_only_the_old_state_holds_are_kept_unless_log_only_and_expired_one
     kept = rebuild_state(settings, clock=clock)
     assert not kept.created_topic
     assert (kept.rules_written, kept.tombstones) == (2, 1)
+    assert kept.skipped["state_key_not_utf8"] == 1
     assert apply_state_topic(settings).check({"sub": "x", "iat": NOW}, "k-ancient") is not None
 
     dropped = rebuild_state(settings, log_only=True, clock=clock)
