@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -85,6 +86,18 @@ class StreamsSettings:
             "max_token_lifetime": self.max_token_lifetime > 0,
             "expiry_margin_seconds": self.expiry_margin_seconds >= 0,
         }
+        for name in (
+            "window_grace_seconds",
+            "tick_seconds",
+            "commit_interval_seconds",
+            "session_timeout_seconds",
+            "snapshot_interval_seconds",
+            "max_token_lifetime",
+            "expiry_margin_seconds",
+        ):
+            # "inf" parses as a float and passes every range check: an infinite tick never
+            # writes a marker or sweeps, an infinite session timeout overflows in aiokafka.
+            checks[name] = checks[name] and math.isfinite(getattr(self, name))
         for name, ok in checks.items():
             if not ok:
                 raise SettingsError(f"{name} has an invalid value: {getattr(self, name)!r}")

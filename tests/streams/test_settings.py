@@ -69,3 +69,28 @@ def test_expiry_margin_defaults_to_the_largest_sdk_leeway_and_is_read_from_the_e
     assert settings.expiry_margin_seconds == 30.0
     with pytest.raises(SettingsError, match="expiry_margin_seconds"):
         StreamsSettings(allow_unsigned=True, expiry_margin_seconds=-1)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "WINDOW_GRACE_SECONDS",
+        "TICK_SECONDS",
+        "COMMIT_INTERVAL_SECONDS",
+        "SESSION_TIMEOUT_SECONDS",
+        "SNAPSHOT_INTERVAL_SECONDS",
+        "EXPIRY_MARGIN_SECONDS",
+    ],
+)
+def test_an_infinite_duration_is_refused(name: str) -> None:
+    with pytest.raises(SettingsError, match=name.lower()):
+        StreamsSettings.from_env(
+            environ={"REVOCAST_EVENT_KEYS": KEY_SPEC, f"REVOCAST_STREAMS_{name}": "inf"}
+        )
+
+
+def test_an_infinite_max_token_lifetime_is_refused() -> None:
+    with pytest.raises(SettingsError, match="max_token_lifetime"):
+        StreamsSettings.from_env(
+            environ={"REVOCAST_EVENT_KEYS": KEY_SPEC, "REVOCAST_MAX_TOKEN_LIFETIME": "inf"}
+        )
