@@ -326,6 +326,8 @@ class LocalKafkaBroker:
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], work: Path) -> None:
         deadline = time.monotonic() + self._start_timeout
+        # Another broker may already listen on a given port: only ours has this cluster id.
+        own_cluster = _formatted_cluster_id(work)
         port_open = False
         last_error = "client port never accepted a connection"
         while time.monotonic() < deadline:
@@ -344,9 +346,13 @@ class LocalKafkaBroker:
                     time.sleep(0.1)
                     continue
             try:
-                _metadata_round_trip(self.bootstrap_servers)
+                cluster = _metadata_round_trip(self.bootstrap_servers)
             except KafkaError as exc:
                 last_error = f"metadata request failed: {exc!r}"
+                time.sleep(0.2)
+                continue
+            if own_cluster is not None and cluster != own_cluster:
+                last_error = f"{self.bootstrap_servers} answers for another cluster ({cluster})"
                 time.sleep(0.2)
                 continue
             return
@@ -427,7 +433,8 @@ def _accepts_tcp(address: str) -> bool:
         return False
 
 
-def _metadata_round_trip(bootstrap: str) -> None:
+def _metadata_round_trip(bootstrap: str) -> str | None:
+    """Return the cluster id of the broker answering at *bootstrap*."""
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap,
         client_id="revocast-localkafka-probe",
@@ -436,9 +443,23 @@ def _metadata_round_trip(bootstrap: str) -> None:
         bootstrap_timeout_ms=3000,
     )
     try:
-        admin.describe_cluster()
+        cluster_id = admin.describe_cluster().get("cluster_id")
     finally:
         admin.close()
+    return str(cluster_id) if cluster_id is not None else None
+
+
+def _formatted_cluster_id(work: Path) -> str | None:
+    """The ``cluster.id`` the storage in *work* was formatted with, if readable."""
+    try:
+        text = (work / "kraft" / "meta.properties").read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "cluster.id":
+            return value.strip()
+    return None
 
 
 def _cluster_id() -> str:

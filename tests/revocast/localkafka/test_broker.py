@@ -193,3 +193,20 @@ def test_auto_picked_port_taken_by_another_process_is_retried_on_new_ports(
             assert len(handed_out) == 2
             assert broker.port == handed_out[1][0] != busy_port
             assert create_topic(broker.bootstrap_servers, partitions=1)
+
+
+def test_given_port_held_by_another_kafka_broker_is_not_taken_for_ours(
+    kafka_bootstrap: str,
+) -> None:
+    # The other broker answers metadata requests on the port our JVM cannot bind, so a
+    # readiness probe that accepts any broker would report this failed start as a success.
+    host, _, port = kafka_bootstrap.split(",")[0].rpartition(":")
+    if host not in {"127.0.0.1", "localhost"}:
+        pytest.skip("needs the session broker on 127.0.0.1")
+    broker = LocalKafkaBroker(port=int(port), start_timeout=60)
+    try:
+        with pytest.raises(BrokerStartError, match="Address already in use"):
+            broker.start()
+        assert not broker.is_running()
+    finally:
+        broker.stop()
