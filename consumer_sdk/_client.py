@@ -310,7 +310,9 @@ class Revocast:
             and self.clock() - status.since <= self._max_staleness
         ):
             return
-        if self._policy is FailurePolicy.ACCEPT:
+        # A closed client is OFF for good: its state is never updated again, so even the
+        # fail-open policy (meant for an outage) must not accept on it.
+        if self._policy is FailurePolicy.ACCEPT and status.state is not DataSourceState.OFF:
             self._log.warning(
                 "fail-open",
                 "revocation state %s: accepting tokens (failure_policy=accept)",

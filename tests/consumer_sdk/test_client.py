@@ -431,3 +431,13 @@ def test_a_record_the_codec_fails_on_is_skipped_as_invalid_and_the_next_ones_sti
         assert "RecursionError" in caplog.text  # with its traceback, for whoever fixes the codec
     finally:
         client.close()
+
+
+def test_fail_open_policy_still_refuses_once_the_client_is_closed(
+    src: InMemorySource, clock: FakeClock
+) -> None:
+    rc = Revocast(settings(failure_policy=FailurePolicy.ACCEPT), source=src, clock=clock)
+    src.set_ready()
+    rc.close()
+    with pytest.raises(StateUnavailableError, match="off"):
+        rc.verify(token())
