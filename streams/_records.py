@@ -48,7 +48,9 @@ def encode_stored_rule(rule: Rule) -> bytes:
     """Table value: the original record value and signature plus ``expires_at`` for sweeps."""
     doc = {
         "value": rule.value.decode(),
-        "sig": None if rule.signature is None else rule.signature.decode("ascii"),
+        # latin-1 maps every byte: with unsigned events allowed and no keys, the header is
+        # not verified (so not known to be ASCII) yet is republished byte for byte.
+        "sig": None if rule.signature is None else rule.signature.decode("latin-1"),
         "exp": rule.expires_at,
     }
     return json.dumps(doc, separators=(",", ":")).encode()
@@ -62,7 +64,7 @@ def decode_stored_rule(data: bytes) -> Rule:
     return Rule(
         event=event_adapter.validate_json(value),
         value=value,
-        signature=None if sig is None else sig.encode("ascii"),
+        signature=None if sig is None else sig.encode("latin-1"),
     )
 
 

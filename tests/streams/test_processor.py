@@ -138,6 +138,19 @@ def test_unsigned_record_is_skipped_unless_unsigned_events_are_allowed() -> None
     assert out.headers == ()
 
 
+def test_unverified_signature_header_that_is_not_ascii_is_kept_byte_for_byte() -> None:
+    """With unsigned events allowed and no keys, a signature header is not verified: any
+    bytes in it used to crash the agent (UnicodeDecodeError storing the rule)."""
+    codec = EventCodec(require_signature=False)
+    encoded = codec.encode(TokenRevoked(id=uid(1), issuer="i", jti="j", expires_at=at(60)))
+    h = Harness(codec)
+    headers = ((SIGNATURE_HEADER, b"\xff\xfe"),)
+    [out] = h.feed(EncodedEvent(encoded.key, encoded.value, headers))
+    assert (out.value, out.headers) == (encoded.value, headers)
+    h.processor.resync(0)
+    assert [o.headers for o in _state(h.tick())] == [headers], "the table kept it too"
+
+
 def test_redelivered_event_rewrites_the_same_winner_and_is_not_counted_again() -> None:
     h = Harness()
     first = h.feed(_jti(1, 60))
