@@ -334,17 +334,23 @@ class Revocast:
         return replace(self.status_provider.current, last_event_at=self._sink.last_event_at)
 
     def wait_until_ready(self, timeout: float) -> bool:
-        """Block until the state has caught up with the topic (and JWKS keys are loaded)."""
+        """Block until the state has caught up with the topic (and JWKS keys are loaded).
+
+        False once the timeout has passed, or at once when the client is (or gets) closed."""
         if self._forked:
             self._restart_after_fork()
         deadline = time.monotonic() + timeout
-        if not self.status_provider.ready.wait(timeout):
+        if not self.status_provider.ready.wait(timeout) or self._closed():
             return False
         jwks = self._verifier.jwks
         ready = jwks is None or jwks.loaded.wait(max(0.0, deadline - time.monotonic()))
+        ready = ready and not self._closed()
         if ready and self.settings.gc_freeze_when_ready:
             _freeze_gc_once()
         return ready
+
+    def _closed(self) -> bool:
+        return self.status_provider.current.state is DataSourceState.OFF
 
     def add_status_listener(self, fn: Callable[[SourceStatus], object]) -> Callable[[], None]:
         return self.status_provider.listeners.add(fn)

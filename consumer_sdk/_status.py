@@ -49,6 +49,7 @@ class StatusProvider:
         self.current = SourceStatus(DataSourceState.INITIALIZING, since=clock())
         self.listeners: Listeners[SourceStatus] = Listeners("status")
         self.ready = threading.Event()
+        """Set once VALID (the state has caught up), or once OFF (nothing left to wait for)."""
 
     def update(self, state: DataSourceState, error: str | None = None) -> SourceStatus:
         with self._lock:
@@ -63,8 +64,8 @@ class StatusProvider:
             since = old.since if state is old.state else self._clock()
             new = SourceStatus(state, since, error, old.last_event_at)
             self.current = new
-        if state is DataSourceState.VALID:
-            self.ready.set()
+        if state is DataSourceState.VALID or state is DataSourceState.OFF:
+            self.ready.set()  # on OFF: wakes wait_until_ready, which then answers False
         self.listeners.notify(new)
         return new
 
@@ -78,6 +79,8 @@ class StatusProvider:
         self._lock = threading.Lock()
         self.ready = threading.Event()  # ready again once this process's source catches up
         old = self.current
+        if old.state is DataSourceState.OFF:
+            self.ready.set()
         if old.state is DataSourceState.VALID:
             self.current = SourceStatus(
                 DataSourceState.INTERRUPTED, self._clock(), "forked", old.last_event_at

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -441,3 +442,33 @@ def test_fail_open_policy_still_refuses_once_the_client_is_closed(
     rc.close()
     with pytest.raises(StateUnavailableError, match="off"):
         rc.verify(token())
+
+
+def test_wait_until_ready_is_false_at_once_after_close_even_if_it_was_ready(
+    rc: Revocast, src: InMemorySource
+) -> None:
+    src.set_ready()
+    assert rc.wait_until_ready(0)
+    rc.close()
+    assert rc.wait_until_ready(0) is False
+
+
+def test_close_wakes_a_thread_blocked_in_wait_until_ready(rc: Revocast) -> None:
+    result: list[bool] = []
+    waiter = threading.Thread(target=lambda: result.append(rc.wait_until_ready(60)), daemon=True)
+    waiter.start()
+    rc.close()
+    waiter.join(10)
+    assert result == [False]
+
+
+def test_wait_until_ready_answers_at_once_in_a_forked_child_of_a_closed_client(
+    rc: Revocast,
+) -> None:
+    rc.close()
+    rc._after_fork_in_child()  # what the os.register_at_fork hook does in the child
+    result: list[bool] = []
+    waiter = threading.Thread(target=lambda: result.append(rc.wait_until_ready(60)), daemon=True)
+    waiter.start()
+    waiter.join(10)
+    assert result == [False]
