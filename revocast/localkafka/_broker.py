@@ -277,6 +277,8 @@ class LocalKafkaBroker:
         if not (work / "kraft" / "meta.properties").exists():
             self._format(jvm, props, work)
         self._close_output()
+        # Both logs append across runs in one data_dir: judge this run on its own lines.
+        since = _log_sizes(work)
         self._out = (work / "broker.out").open("ab")
         self._proc = subprocess.Popen(
             [*jvm, f"-Xmx{self._heap}", "kafka.Kafka", str(props)],
@@ -287,7 +289,7 @@ class LocalKafkaBroker:
             start_new_session=self._detached,
             preexec_fn=None if self._detached else _die_with_parent(),
         )
-        self._wait_ready(self._proc, work)
+        self._wait_ready(self._proc, work, since)
 
     def _format(self, jvm: list[str], props: Path, work: Path) -> None:
         command = [*jvm, "-Xmx128m", "kafka.tools.StorageTool", "format"]
@@ -324,7 +326,9 @@ class LocalKafkaBroker:
         lines += [f"{key}={value}" for key, value in props.items()]
         return "\n".join(lines) + "\n"
 
-    def _wait_ready(self, proc: subprocess.Popen[bytes], work: Path) -> None:
+    def _wait_ready(
+        self, proc: subprocess.Popen[bytes], work: Path, since: Mapping[str, int]
+    ) -> None:
         deadline = time.monotonic() + self._start_timeout
         # Another broker may already listen on a given port: only ours has this cluster id.
         own_cluster = _formatted_cluster_id(work)
@@ -333,9 +337,9 @@ class LocalKafkaBroker:
         while time.monotonic() < deadline:
             # After a fatal startup error the JVM lingers ~30 s in shutdown hooks;
             # the log says so at once, so fail on that rather than on the exit.
-            if proc.poll() is not None or _fatal_logged(work):
+            if proc.poll() is not None or _fatal_logged(work, since):
                 self.kill()
-                tail = _log_tail(work)
+                tail = _log_tail(work, since)
                 error = _PortCollision if "Address already in use" in tail else BrokerStartError
                 raise error(f"kafka broker failed to start (exit {proc.returncode})", log_tail=tail)
             # With fixed ports Kafka opens the client listener only once it has
@@ -359,7 +363,7 @@ class LocalKafkaBroker:
         self.kill()
         raise BrokerStartError(
             f"kafka broker not ready after {self._start_timeout:.0f}s ({last_error})",
-            log_tail=_log_tail(work),
+            log_tail=_log_tail(work, since),
         )
 
     def _discard_run(self) -> None:
@@ -471,18 +475,38 @@ def _cluster_id() -> str:
             return cluster_id
 
 
-def _fatal_logged(work: Path) -> bool:
+_LOG_NAMES = ("broker.log", "broker.out")
+
+
+def _log_sizes(work: Path) -> dict[str, int]:
+    sizes = {}
+    for name in _LOG_NAMES:
+        try:
+            sizes[name] = (work / name).stat().st_size
+        except FileNotFoundError:
+            sizes[name] = 0
+    return sizes
+
+
+def _read_log(work: Path, name: str, since: Mapping[str, int]) -> str:
+    """The part of log *name* written after it was *since[name]* bytes long."""
+    with (work / name).open("rb") as log:
+        log.seek(since.get(name, 0))
+        return log.read().decode(errors="replace")
+
+
+def _fatal_logged(work: Path, since: Mapping[str, int]) -> bool:
     try:
-        return _FATAL_MARKER in (work / "broker.log").read_text(errors="replace")
+        return _FATAL_MARKER in _read_log(work, "broker.log", since)
     except FileNotFoundError:
         return False
 
 
-def _log_tail(work: Path) -> str:
+def _log_tail(work: Path, since: Mapping[str, int]) -> str:
     parts = []
-    for name in ("broker.log", "broker.out"):
+    for name in _LOG_NAMES:
         try:
-            text = (work / name).read_text(errors="replace")
+            text = _read_log(work, name, since)
         except FileNotFoundError:
             continue
         if text.strip():

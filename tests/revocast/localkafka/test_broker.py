@@ -210,3 +210,35 @@ def test_given_port_held_by_another_kafka_broker_is_not_taken_for_ours(
         assert not broker.is_running()
     finally:
         broker.stop()
+
+
+def test_fatal_error_logged_by_an_earlier_run_does_not_fail_this_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A given data_dir keeps broker.log (log4j appends) from a start that failed because its
+    # port was taken; a later start must be judged on its own log lines. The fake JVM never
+    # becomes ready, so the honest outcome is the readiness timeout.
+    work = tmp_path / "work"
+    (work / "kraft").mkdir(parents=True)
+    (work / "kraft" / "meta.properties").write_text("cluster.id=earlier-run\n")
+    (work / "broker.log").write_text(
+        "[2026-01-01] ERROR Exiting Kafka due to fatal exception (kafka.Kafka$)\n"
+        "java.net.BindException: Address already in use\n"
+    )
+    java = tmp_path / "jdk" / "bin" / "java"
+    java.parent.mkdir(parents=True)
+    java.write_text("#!/bin/sh\nexec sleep 60\n")
+    java.chmod(java.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
+    monkeypatch.setattr(_broker, "resolve_jars", lambda: tmp_path)
+    port, controller_port = _broker._free_ports(2)
+    broker = LocalKafkaBroker(
+        port=port, controller_port=controller_port, data_dir=work, start_timeout=1
+    )
+
+    with pytest.raises(BrokerStartError, match="not ready after 1s") as failure:
+        broker.start()
+
+    assert "Address already in use" not in str(failure.value)
+    assert not broker.is_running()
+    assert work.is_dir()
