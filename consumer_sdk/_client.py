@@ -375,6 +375,10 @@ class Revocast:
     def close(self, timeout: float = 5.0) -> None:
         """Stop the source thread (waiting up to ``timeout``); status becomes OFF."""
         self._sink.status(DataSourceState.OFF)
+        with self._restart_lock:
+            # In a forked child not restarted yet: a later verify() or status must not start
+            # a source for a closed client (and one being restarted now is closed below).
+            self._forked = False
         self._source.close(timeout)
         if self._verifier.jwks is not None:
             self._verifier.jwks.close(timeout)

@@ -21,7 +21,7 @@ from consumer_sdk import (
     TokenRevokedError,
     replay,
 )
-from consumer_sdk._source import Headers
+from consumer_sdk._source import Headers, UpdateSink
 from consumer_sdk.testing import InMemorySource
 from revocation_events import (
     Event,
@@ -472,3 +472,29 @@ def test_wait_until_ready_answers_at_once_in_a_forked_child_of_a_closed_client(
     waiter.start()
     waiter.join(10)
     assert result == [False]
+
+
+class _CountingSource(InMemorySource):
+    def __init__(self) -> None:
+        super().__init__()
+        self.starts = 0
+
+    def start(self, sink: UpdateSink) -> None:
+        self.starts += 1
+        super().start(sink)
+
+
+def test_a_client_closed_in_a_forked_child_is_not_restarted_by_status_or_verify(
+    clock: FakeClock,
+) -> None:
+    src = _CountingSource()
+    rc = Revocast(settings(), source=src, clock=clock)
+    src.set_ready()
+    rc._after_fork_in_child()  # what the os.register_at_fork hook does in the child
+    rc.close()
+    assert rc.status.state is DataSourceState.OFF
+    assert not rc.wait_until_ready(0)
+    with pytest.raises(StateUnavailableError):
+        rc.verify(token())
+    assert src.starts == 1
+    assert src.closed
