@@ -71,9 +71,9 @@ Guarantees and limits
   ``max_token_lifetime``, as the producer writes them when its lifetime is not shorter).
   A ``sub-block`` is ordered by time alone: an unblock read after its ``expires_at`` still
   lifts an older block (it is then tombstoned at once). Duplicates (same event id as the
-  current winner) change nothing; they re-write the winner's record, so a redelivered
-  event repairs a state write lost in a crash. Re-writing the same winner under the same
-  key is harmless: compaction keeps one.
+  current winner) change nothing; they re-write the winner's record and table entry, so a
+  redelivered event repairs a state or changelog write lost in a crash. Re-writing the
+  same winner under the same key is harmless: compaction keeps one.
 * Markers and restarts. The promise does not rest on faust's committed offset, which can
   be ahead of writes a crash loses (issue #5: kill -9 left a committed offset past a record
   whose changelog and state writes were both gone; the restarted worker never re-read it and

@@ -217,8 +217,12 @@ class Processor:
             outputs.append(self._winner_record(result.winner, key, partition, now))
         elif result.outcome is Outcome.DUPLICATE:
             # Re-assert the winner: after a crash the table changelog may hold it while the
-            # state topic does not, and this replayed event is the only trace of it.
+            # state topic does not, and this replayed event is the only trace of it. Write
+            # the table again too: after a rebalance the in-memory table may hold a winner
+            # whose changelog write failed after the worker stopped tracking it.
             assert result.winner is not None
+            assert stored is not None
+            self._rules[table_key] = stored
             outputs.append(self._winner_record(result.winner, key, partition, now))
         if result.outcome is not Outcome.DUPLICATE:
             outputs.extend(self._count(partition, offset, timestamp, event.type, event.reason))

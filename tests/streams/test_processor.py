@@ -299,6 +299,38 @@ def test_marker_waits_for_the_tables_changelog_writes_too() -> None:
     assert _markers(h.tick()) == [0]
 
 
+def test_a_replayed_winner_is_written_to_the_table_again_before_a_marker_covers_it() -> None:
+    """A rebalance forgets the writes still in flight; the worker keeps its in-memory table
+    and gets the partition back, re-reading from the last marker. The replayed event is a
+    duplicate of the table's winner, whose changelog write then failed unseen: the marker
+    must wait for a new changelog write, or a restart recovers a table without the winner
+    and a weaker event for the key would replace it in the state topic."""
+    h = Harness()
+    changelog: list[Send] = []
+
+    class Table(dict[bytes, bytes]):
+        def __setitem__(self, key: bytes, value: bytes) -> None:
+            super().__setitem__(key, value)
+            changelog.append(Send())
+            h.processor.track(int(key.split(b"|")[0]), changelog[-1])
+
+    h.processor = Processor(
+        codec=VERIFYING_CODEC, log_topic="log", rules=Table(), windows={}, clock=h.clock
+    )
+    [state] = h.publish(h.feed(_jti(1, 60)))
+    h.processor.forget_partitions()  # revoked while both writes were in flight
+    state.ack()
+    changelog[0].fail()
+    h.processor.arm(0, 0)  # assigned again: no marker yet, re-read from offset 0
+    h.offset = -1
+    for send in h.publish(h.feed(_jti(1, 60))):
+        send.ack()
+    assert len(changelog) == 2, "the duplicate did not re-write the table"
+    assert _markers(h.tick()) == [], "offset 0 marked while the changelog lacks its rule"
+    changelog[1].ack()
+    assert _markers(h.tick()) == [0]
+
+
 def test_a_failed_write_drops_the_markers_behind_it_and_the_next_tick_repairs() -> None:
     h = Harness()
     [lost] = h.publish(h.feed(_jti(1, 60)))
