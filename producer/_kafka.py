@@ -84,6 +84,10 @@ class KafkaSender:
                     self._producer = closing_on_failure(KafkaProducer, self._config)
                 except KafkaError as exc:
                     raise PublishError(f"cannot connect to Kafka: {exc}") from exc
+                except (ValueError, TypeError) as exc:  # an option's value kafka-python refuses
+                    raise PublishError(
+                        f"kafka-python refused the producer options: {type(exc).__name__}: {exc}"
+                    ) from exc
             return self._producer
 
     def send(self, records: Sequence[EncodedEvent]) -> list[Any]:

@@ -254,6 +254,8 @@ class Publisher:
 
     def pending_count(self) -> int:
         """Events in the outbox not yet acknowledged by Kafka (0 in direct mode)."""
+        if self._closed:
+            raise PublishError("publisher is closed (the outbox file keeps what is pending)")
         return self._outbox.count() if self._outbox is not None else 0
 
     def wait_until_drained(self, timeout: float) -> bool:

@@ -181,3 +181,9 @@ def _check_producer_options(label: str, options: Mapping[str, Any]) -> None:
             raise SettingsError(f"{label}: {key} is set by the publisher and cannot be passed")
         if key not in KafkaProducer.DEFAULT_CONFIG:
             raise SettingsError(f"{label}: {key!r} is not a kafka-python producer option")
+        if key in _TIMING_OPTIONS and (type(value) is not int or value < 0):
+            raise SettingsError(f"{label}: {key} must be a whole number of ms, got {value!r}")
+
+
+# Options the publisher computes with (delivery_timeout_ms >= linger_ms + request_timeout_ms).
+_TIMING_OPTIONS = frozenset({"linger_ms", "request_timeout_ms"})

@@ -35,6 +35,19 @@ def test_passthrough_options_reach_the_producer(make_settings: MakeSettings) -> 
     assert config["acks"] == "all"
 
 
+def test_an_option_value_kafka_python_refuses_is_a_publish_error(
+    kafka_bootstrap: str, make_settings: MakeSettings
+) -> None:
+    options = {"compression_type": "bogus"}
+    settings = make_settings(bootstrap=kafka_bootstrap, producer_options=options, delivery="direct")
+    sender = KafkaSender(settings)
+    try:
+        with pytest.raises(PublishError, match="refused the producer options"):
+            sender.send([])
+    finally:
+        sender.close(1.0)
+
+
 def test_unreachable_bootstrap_fails_fast() -> None:
     started = time.monotonic()
     with pytest.raises(PublishError, match="no Kafka broker reachable"):

@@ -257,6 +257,9 @@ def test_closed_publisher_refuses_to_publish(make_settings: MakeSettings) -> Non
     publisher.close()  # idempotent
     with pytest.raises(PublishError, match="closed"):
         publisher.block_subject("alice")
+    for call in (publisher.pending_count, lambda: publisher.wait_until_drained(1.0)):
+        with pytest.raises(PublishError, match="closed"):  # not sqlite3.ProgrammingError
+            call()
 
 
 def test_drainer_is_a_named_daemon_thread_that_stops_on_close(

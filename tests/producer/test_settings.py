@@ -137,6 +137,15 @@ def test_a_misspelt_producer_option_is_refused_naming_the_variable() -> None:
         PublisherSettings.from_env(environ=env(REVOCAST_PRODUCER_OPTIONS='{"lingr_ms": 5}'))
 
 
+@pytest.mark.parametrize("options", [{"linger_ms": "soon"}, {"request_timeout_ms": -1}])
+def test_a_timing_option_the_publisher_computes_with_must_be_whole_ms(
+    options: dict[str, Any],
+) -> None:
+    # Accepted, "soon" made the Publisher constructor raise a bare TypeError.
+    with pytest.raises(SettingsError, match="whole number of ms"):
+        PublisherSettings(issuer="i", signing_key=KEY, producer_options=options)
+
+
 def test_settings_are_frozen() -> None:
     settings = PublisherSettings(issuer="i", signing_key=KEY)
     with pytest.raises(AttributeError):
