@@ -2,11 +2,16 @@
 
 Without it every method is a no-op. Collectors are created once per process on the default
 registry and labelled by ``service``, so several SDK instances can share them.
+``revocast_source_status`` counts, per service and state, the instances in that state (1 for
+the current state when there is one instance; a closed one counts as ``off`` until it has
+been garbage-collected and a peer changes state), so one instance never hides another.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +26,7 @@ _lock = threading.Lock()
 _collectors: dict[str, Any] = {}
 
 _STATES = ("initializing", "valid", "interrupted", "off")
+_by_service: dict[str, weakref.WeakSet[Metrics]] = {}  # the live instances; under _lock
 
 
 def _shared() -> dict[str, Any]:
@@ -49,7 +55,9 @@ def _shared() -> dict[str, Any]:
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
                 ),
                 status=p.Gauge(
-                    "revocast_source_status", "1 for the current status", ["service", "state"]
+                    "revocast_source_status",
+                    "SDK instances in each status (1 for the current status of a single one)",
+                    ["service", "state"],
                 ),
             )
         return _collectors
@@ -64,6 +72,10 @@ class Metrics:
         # labels() hashes and locks on every call: ~10 µs per applied event during a replay.
         self._applied: dict[str, Any] = {}
         self._delay: Any = self._c["delay"].labels(service) if self._c else None
+        self._state: str | None = None
+        if self._c:
+            with _lock:
+                _by_service.setdefault(service, weakref.WeakSet()).add(self)
 
     @property
     def enabled(self) -> bool:
@@ -99,6 +111,19 @@ class Metrics:
                 self._c["size"].labels(self._service, kind).set(n)
 
     def status(self, state: str) -> None:
+        """Set this instance's state, and the gauge to the count of the service's instances
+        in each state (setting 1/0 for this one alone would hide another one's state)."""
         if self._c:
-            for s in _STATES:
-                self._c["status"].labels(self._service, s).set(1 if s == state else 0)
+            with _lock:
+                self._state = state
+                peers = [m._state for m in _by_service.get(self._service, ())]
+                for s in _STATES:
+                    self._c["status"].labels(self._service, s).set(peers.count(s))
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # a scrape in another thread of the parent may have held it
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
