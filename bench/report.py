@@ -144,6 +144,10 @@ def machine_info(command: str) -> Machine:
 # -- targets -----------------------------------------------------------------------------------
 
 
+_RATE_REACHED = 0.95
+"""A propagation phase counts for its nominal rate when the publisher achieved this share."""
+
+
 def _mark(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
@@ -163,10 +167,13 @@ def summary(res: Results) -> list[tuple[str, str, str, str]]:
         n, rows = _target_row(res.propagation)
         for r in rows:
             # The percentiles cover only the revocations that arrived: one never applied is
-            # a miss whatever p99 says.
+            # a miss whatever p99 says, and a phase the publisher ran slower than its
+            # nominal rate says nothing about that rate.
+            reached = r.achieved_rate >= _RATE_REACHED * r.rate
             out.append(
                 (
                     f"propagation p50 / p99, N={n}, {r.rate}/s"
+                    + ("" if reached else f" (achieved {r.achieved_rate:.0f}/s)")
                     + (", gc_freeze_when_ready" if r.gc_freeze else ""),
                     f"{r.p50_ms:.1f} / {r.p99_ms:.1f} ms (CPU demand {r.cpu_cores:.1f} of "
                     f"{res.machine.cpus} cores)"
@@ -176,7 +183,7 @@ def summary(res: Results) -> list[tuple[str, str, str, str]]:
                         else ""
                     ),
                     "≤ 5 / ≤ 25 ms" + ("" if n == 10 else " (at N=10; N=10 not run)"),
-                    _mark(r.p50_ms <= 5 and r.p99_ms <= 25 and not r.missing),
+                    _mark(r.p50_ms <= 5 and r.p99_ms <= 25 and not r.missing and reached),
                 )
             )
         worst = max(r.p99_ms for r in res.propagation)
