@@ -131,7 +131,12 @@ def _read_state(path: Path) -> dict[str, Any] | None:
         return None
     except (OSError, ValueError) as exc:
         raise CommandError(f"cannot read state file {path}: {exc}") from exc
-    if not {"pid", "bootstrap_servers", "data_dir"} <= state.keys():
+    if (
+        not isinstance(state, dict)
+        or type(state.get("pid")) is not int
+        or not isinstance(state.get("bootstrap_servers"), str)
+        or not isinstance(state.get("data_dir"), str)
+    ):
         raise CommandError(f"state file {path} is not from 'revocast kafka up'; delete it")
     return state
 

@@ -84,3 +84,23 @@ def test_unreadable_state_file_is_a_one_line_error(tmp_path: Path) -> None:
     assert status.returncode == 2
     assert status.stderr.startswith("revocast: error: cannot read state file")
     assert len(status.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[]",
+        '{"pid": "not-a-pid", "bootstrap_servers": "127.0.0.1:9092", "data_dir": "/tmp/x"}',
+        '{"pid": 1, "bootstrap_servers": "127.0.0.1:9092", "data_dir": null}',
+    ],
+)
+def test_malformed_state_file_is_a_one_line_error(tmp_path: Path, content: str) -> None:
+    state_file = tmp_path / "kafka.json"
+    state_file.write_text(content)
+
+    for action in ("status", "up", "down"):
+        result = revocast("kafka", action, "--state-file", str(state_file))
+
+        assert result.returncode == 2, (action, result.stderr)
+        assert result.stderr.startswith("revocast: error: state file"), (action, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1
