@@ -35,6 +35,10 @@ __all__ = ["Pending", "Processor"]
 
 logger = logging.getLogger("streams")
 
+_EARLIEST = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+"""Record timestamps a window can hold: its start and end must be datetimes."""
+
 Headers = Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None
 
 
@@ -352,6 +356,17 @@ class Processor:
     def _count(
         self, partition: int, offset: int, timestamp: float, kind: str, reason: str
     ) -> list[Output]:
+        if not _EARLIEST <= timestamp <= _LATEST - self._size:
+            # The record timestamp is not signed and may be anything Kafka accepts: one
+            # outside the calendar cannot name a window (its alert and stats would raise).
+            self.counters["bad_timestamps"] += 1
+            logger.warning(
+                "record %s@%d has timestamp %r: counted in the worker clock's window",
+                partition,
+                offset,
+                timestamp,
+            )
+            timestamp = self._clock()
         start = window_start(timestamp, self._size)
         key = window_key(partition, start)
         stored = self._windows.get(key)

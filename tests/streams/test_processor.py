@@ -449,6 +449,25 @@ def test_any_global_revocation_alerts_with_threshold_zero() -> None:
     assert [o.sink for o in h.feed(encode(event))] == ["state", "alerts"]
 
 
+def test_a_record_timestamp_beyond_the_calendar_is_counted_at_the_worker_clock() -> None:
+    """The record timestamp is not signed: a valid event re-published with CreateTime
+    2**62 ms crashed the agent (ValueError: year out of range) formatting its alert."""
+    h = Harness(alert_thresholds={"global.tokens_revoked": 0})
+    event = GlobalTokensRevoked(
+        issuer="i", occurred_at=at(0), issued_before=at(0), expires_at=at(60)
+    )
+    encoded = encode(event)
+    outputs = h.processor.on_record(
+        partition=0, offset=0, timestamp=2**62 / 1000, value=encoded.value, headers=encoded.headers
+    )
+    [alert] = [o for o in outputs if o.sink == "alerts"]
+    assert alert.value is not None
+    assert json.loads(alert.value)["window_start"] == T0.isoformat()
+    assert h.processor.counters["bad_timestamps"] == 1
+    h.clock.now += 3600
+    assert [o.sink for o in h.tick() if o.sink == "stats"] == ["stats"]
+
+
 def test_signature_header_may_come_as_a_mapping() -> None:
     h = Harness()
     encoded = _jti(1, 60)
