@@ -251,7 +251,9 @@ def summary(res: Results) -> list[tuple[str, str, str, str]]:
         out.append(
             (
                 f"verifications/s, {t.threads} threads, {t.achieved_rate:,.0f} revocations/s",
-                f"{t.loaded_per_s:,.0f}/s (idle {t.idle_per_s:,.0f}/s); max lag {t.max_lag}",
+                f"{t.loaded_per_s:,.0f}/s (idle {t.idle_per_s:,.0f}/s); max lag {t.max_lag}"
+                + ("" if t.lags else " (no lag samples)")
+                + ("" if t.applied == t.published else f"; {t.applied:,}/{t.published:,} applied"),
                 "lag bounded",
                 _mark(t.bounded),
             )

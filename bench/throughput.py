@@ -53,7 +53,11 @@ class ThroughputResult:
     @property
     def bounded(self) -> bool:
         """Lag does not grow during the run (last third vs first third, with a quarter second
-        of events as slack) and drains to 0 once the publisher stops."""
+        of events as slack) and drains to 0 once the publisher stops; judged only on a run
+        where lag was sampled and every published revocation was applied (a skipped event
+        also moves the SDK's position, so lag alone cannot tell)."""
+        if not self.lags or self.applied != self.published:
+            return False
         first, last = _third(self.lags, 0), _third(self.lags, -1)
         return self.final_lag == 0 and last <= 1.5 * first + self.target_rate / 4
 
@@ -123,6 +127,7 @@ def run(bootstrap: str, rate: int, seconds: float) -> ThroughputResult:
                 raise RuntimeError("publisher process did not start")
             tps = [TopicPartition(kafka.topic, p) for p in range(3)]
             lags: list[int] = []
+            sampler_error: list[BaseException] = []
             done = threading.Event()
 
             def lag() -> int:
@@ -131,9 +136,12 @@ def run(bootstrap: str, rate: int, seconds: float) -> ThroughputResult:
                 return sum(max(0, end - positions.get(tp.partition, 0)) for tp, end in ends.items())
 
             def sample() -> None:
-                while not done.is_set():
-                    lags.append(lag())
-                    done.wait(0.25)
+                try:
+                    while not done.is_set():
+                        lags.append(lag())
+                        done.wait(0.25)
+                except BaseException as exc:  # re-raised below: no samples is no result
+                    sampler_error.append(exc)
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
@@ -145,6 +153,8 @@ def run(bootstrap: str, rate: int, seconds: float) -> ThroughputResult:
             proc.join(30)
             done.set()
             sampler.join()
+            if sampler_error:
+                raise RuntimeError("lag sampling failed") from sampler_error[0]
             drain_start = time.perf_counter()
             final = lag()
             while final and time.perf_counter() - drain_start < 30:
@@ -178,8 +188,16 @@ def format_result(r: ThroughputResult) -> str:
         f"applied {r.applied:,}/{r.published:,}; lag max {r.max_lag:,} events "
         f"(first/last third {_third(r.lags, 0):,}/{_third(r.lags, -1):,}), "
         f"final {r.final_lag} after {r.drain_s:.2f}s -> "
-        + ("bounded" if r.bounded else "NOT bounded (grows)")
+        + ("bounded" if r.bounded else "NOT bounded" + _why_not(r))
     )
+
+
+def _why_not(r: ThroughputResult) -> str:
+    if not r.lags:
+        return " (no lag samples)"
+    if r.applied != r.published:
+        return f" ({r.applied:,} of {r.published:,} revocations applied)"
+    return " (grows)" if r.final_lag == 0 else " (does not drain)"
 
 
 def _third(lags: tuple[int, ...], which: int) -> int:
