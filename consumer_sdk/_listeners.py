@@ -44,6 +44,13 @@ class Listeners(Generic[T]):
                 fn(value)
             except Exception:
                 _log.exception("%s listener %r failed", self._name, fn)
+            except BaseException:
+                # Off the main thread, SystemExit (sys.exit()) or the like would only end the
+                # calling thread: the sync thread, silently, with the status left VALID and
+                # no revocation applied again. On the main thread it means what it says.
+                if threading.current_thread() is threading.main_thread():
+                    raise
+                _log.exception("%s listener %r failed", self._name, fn)
 
     def after_fork(self) -> None:
         self._lock = threading.Lock()

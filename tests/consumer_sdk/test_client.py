@@ -498,3 +498,26 @@ def test_a_client_closed_in_a_forked_child_is_not_restarted_by_status_or_verify(
         rc.verify(token())
     assert src.starts == 1
     assert src.closed
+
+
+def test_a_listener_calling_sys_exit_does_not_end_the_sync_thread(
+    rc: Revocast, src: InMemorySource, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    def exits(event: Event) -> None:
+        raise SystemExit(1)  # sys.exit() on a thread other than the main one ends only it
+
+    rc.add_revocation_listener(exits)
+    src.set_ready()
+    expires = dt(clock.now + 600)
+
+    def sync_thread() -> None:  # the source's own thread, as for Kafka
+        src.publish(TokenRevoked(issuer="i", jti="first", expires_at=expires))
+        src.publish(TokenRevoked(issuer="i", jti="second", expires_at=expires))
+
+    with caplog.at_level(logging.ERROR, "consumer_sdk"):
+        thread = threading.Thread(target=sync_thread)
+        thread.start()
+        thread.join(10)
+    with pytest.raises(TokenRevokedError):
+        rc.verify(token(jti="second"))
+    assert "revocation listener" in caplog.text
