@@ -3,7 +3,7 @@
 ``up`` starts a detached :class:`~revocast.localkafka.LocalKafkaBroker` and records
 it in a JSON state file, so that ``status`` and ``down`` in later shells find it::
 
-    eval "$(revocast kafka up)"     # exports KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:PORT
+    export "$(revocast kafka up)"   # KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:PORT, for children too
     revocast kafka status
     revocast kafka down
 """
