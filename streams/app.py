@@ -25,7 +25,7 @@ from typing import Any
 import faust
 from faust.types import TP, CodecArg, FutureMessage
 
-from revocation_events import KafkaSettings, SettingsError
+from revocation_events import KafkaSettings, RevocastError, SettingsError
 from streams._processor import Processor
 from streams._records import Output
 from streams._settings import StreamsSettings
@@ -270,8 +270,12 @@ def _credentials(kafka: KafkaSettings) -> Any:
 
 @cache
 def _default_app() -> Any:
-    settings = StreamsSettings.from_env()
-    return create_app(settings, partitions=prepare_topics(settings))
+    try:
+        settings = StreamsSettings.from_env()
+        return create_app(settings, partitions=prepare_topics(settings))
+    except RevocastError as exc:
+        # A bad setting or an unreachable cluster: faust's CLI would print a traceback.
+        raise SystemExit(f"revocast streams: {exc}") from None
 
 
 def __getattr__(name: str) -> Any:

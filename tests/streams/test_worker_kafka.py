@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumer_sdk import RevocationState
+from revocast.cli._streams import worker_argv
 from revocation_events import EncodedEvent, Event, MalformedEventError, TokenRevoked
 from streams import OFFSETS_KEY_PREFIX, parse_marker
 from tests._kafka_fixtures import MakeTopic
@@ -458,3 +460,22 @@ def test_a_rule_within_the_sdk_leeway_past_its_expiry_stays_in_the_state_topic(
         assert worker.stop() == 0
     finally:
         worker.ensure_dead()
+
+
+# -- a user mistake is one line, not a traceback ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("REVOCAST_EVENT_KEYS", "nonsense"), ("REVOCAST_STREAMS_TICK_SECONDS", "soon")],
+)
+def test_a_bad_environment_value_stops_the_worker_with_one_line(
+    kafka_bootstrap: str, tmp_path: Path, variable: str, value: str
+) -> None:
+    env = worker_env(kafka_bootstrap, "unused-log", tmp_path / "data")
+    env[variable] = value
+    done = subprocess.run(worker_argv([]), env=env, capture_output=True, timeout=120)
+    assert done.returncode != 0
+    output = (done.stdout + done.stderr).decode()
+    assert "Traceback" not in output, output
+    assert variable in output
