@@ -38,6 +38,9 @@ logger = logging.getLogger("streams")
 _EARLIEST = datetime(1, 1, 1, tzinfo=UTC).timestamp()
 _LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 """Record timestamps a window can hold: its start and end must be datetimes."""
+_NEVER_EXPIRE = ("sub-block:", "kid:")
+"""Rule keys whose table entries may come from workers that expired blocks and revoked
+keys by the ``expires_at`` they carried (only an unblock expires among them)."""
 
 Headers = Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None
 
@@ -333,9 +336,12 @@ class Processor:
             # Entries are never removed from the heap on replace: skip the stale ones.
             if current is None or stored_expiry(current) != expires_at:
                 continue
+            key = _split_table_key(table_key)[1]
+            if key.startswith(_NEVER_EXPIRE) and decode_stored_rule(current).expires_at is None:
+                continue  # a block or revoked key stored with the ``expires_at`` it carried
             del self._rules[table_key]
             self.counters["expired_rules"] += 1
-            outputs.append(tombstone(_split_table_key(table_key)[1], partition))
+            outputs.append(tombstone(key, partition))
         return outputs
 
     def _repair(self, partition: int, now: float) -> list[Output]:

@@ -142,6 +142,10 @@ class Rule:
     @property
     def expires_at(self) -> float | None:
         """Epoch seconds after which the rule no longer matters; ``None`` for never."""
+        if isinstance(self.event, SubjectBlocked | KeyRevoked):
+            # Never by time, as in the SDK, even when the event carries an ``expires_at``
+            # (the wire format and the codec allow one on every event).
+            return None
         moment = self.event.expires_at
         return None if moment is None else moment.timestamp()
 

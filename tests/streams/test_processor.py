@@ -19,6 +19,7 @@ from revocation_events import (
     Event,
     EventCodec,
     GlobalTokensRevoked,
+    KeyRevoked,
     SubjectBlocked,
     SubjectUnblocked,
     TokenRevoked,
@@ -186,6 +187,33 @@ def test_sweep_finds_rules_restored_before_the_first_tick() -> None:
     h.processor.forget_partitions()  # as after a restart or a rebalance
     h.clock.now += 11
     assert [out.value for out in _state(h.tick())] == [None]
+
+
+def test_a_block_or_key_revocation_carrying_expires_at_is_never_tombstoned() -> None:
+    """SDKs keep blocks and revoked keys forever, whatever ``expires_at`` they carry: one
+    bootstrapping from the state topic must still find them after it."""
+    h = Harness()
+    block = SubjectBlocked(id=uid(1), issuer="i", sub="u", occurred_at=at(0), expires_at=at(60))
+    kid = KeyRevoked(id=uid(2), issuer="i", kid="k", occurred_at=at(0), expires_at=at(60))
+    for event in (block, kid):
+        [out] = h.feed(encode(event))
+        assert out.value is not None
+    h.clock.now += 3600
+    assert [o.key for o in _state(h.tick()) if o.value is None] == []
+    late = KeyRevoked(id=uid(3), issuer="i", kid="k2", occurred_at=at(0), expires_at=at(60))
+    assert [o.value is not None for o in _state(h.feed(encode(late)))] == [True]
+
+
+def test_a_block_stored_with_its_expires_at_by_an_older_worker_is_not_tombstoned() -> None:
+    h = Harness()
+    block = SubjectBlocked(id=uid(1), issuer="i", sub="u", occurred_at=at(0), expires_at=at(60))
+    h.feed(encode(block))
+    [(table_key, stored)] = h.rules.items()
+    h.rules[table_key] = stored.replace(b'"exp":null', f'"exp":{at(60).timestamp()}'.encode())
+    h.processor.forget_partitions()  # the heap is rebuilt from the table, as after a restart
+    h.clock.now += 3600
+    assert _state(h.tick()) == []
+    assert table_key in h.rules
 
 
 def test_superseding_unblock_stays_as_the_rule_until_it_expires() -> None:

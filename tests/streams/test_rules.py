@@ -315,3 +315,24 @@ def test_block_outranks_an_unblock_tied_on_time_and_id() -> None:
     block = SubjectBlocked(id=uid(1), issuer="i", sub="u", occurred_at=T0)
     unblock = SubjectUnblocked(id=uid(1), issuer="i", sub="u", occurred_at=T0, expires_at=LATER)
     assert rank(block) > rank(unblock)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        SubjectBlocked(id=uid(1), issuer="i", sub="u", occurred_at=at(-120), expires_at=at(-60)),
+        KeyRevoked(id=uid(1), issuer="i", kid="k", occurred_at=at(-120), expires_at=at(-60)),
+    ],
+)
+def test_a_block_or_key_revocation_carrying_expires_at_still_never_expires(event: Event) -> None:
+    """The wire format lets any event carry ``expires_at`` and the codec accepts it; the SDK
+    keeps blocks and revoked keys forever whatever it says. A worker that expired them
+    would tombstone them while a log replay still refuses the tokens."""
+    every = _sdk(NOW)
+    every.apply(event)
+    winner = _worker_winner([event], NOW)
+    only_winner = _sdk(NOW)
+    if winner is not None:
+        only_winner.apply(winner)
+    assert only_winner.snapshot() == every.snapshot()
+    assert Rule(event, b"", None).expires_at is None
