@@ -176,9 +176,11 @@ class _Sink:
     def restore(self, chunks: list[Chunk]) -> dict[str, int]:
         return restore(self._state, chunks)
 
-    def status(self, state: DataSourceState, error: str | None = None) -> None:
+    def status(
+        self, state: DataSourceState, error: str | None = None, *, since: float | None = None
+    ) -> None:
         self._bootstrapped = self._bootstrapped or state is _VALID
-        self._rc.status_provider.update(state, error)
+        self._rc.status_provider.update(state, error, since=since)
         self._metrics.status(self._rc.status_provider.current.state.value)
 
     def tick(self) -> None:
@@ -356,7 +358,11 @@ class Revocast:
         return self.status_provider.listeners.add(fn)
 
     def add_revocation_listener(self, fn: Callable[[Event], object]) -> Callable[[], None]:
-        """``fn`` is called (on the sync thread) with each event that changed the state."""
+        """``fn`` is called (on the sync thread) with each event that changed the state.
+
+        Keep it short: no later revocation is applied while it runs. One that blocks is
+        reported as a stall (INTERRUPTED, see :mod:`consumer_sdk._stall`), so past
+        ``max_staleness`` the failure policy decides, by default refusing every token."""
         return self.revocation_listeners.add(fn)
 
     def stats(self) -> dict[str, Any]:

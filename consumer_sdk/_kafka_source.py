@@ -30,6 +30,7 @@ from consumer_sdk._kafka_records import install as install_fast_records
 from consumer_sdk._retention import check_retention
 from consumer_sdk._settings import ConsumerSettings
 from consumer_sdk._source import DataSource, UpdateSink
+from consumer_sdk._stall import StallWatch, stall_after
 from consumer_sdk._state_bootstrap import plan_bootstrap
 from consumer_sdk._status import DataSourceState
 from revocation_events import closing_on_failure, drive_io_inline
@@ -74,12 +75,21 @@ class KafkaSource:
         self._was_valid = False  # since the last failure: the next one starts the backoff over
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watch: StallWatch | None = None
 
     def start(self, sink: UpdateSink) -> None:
+        self._watch = StallWatch(
+            sink,
+            after=stall_after(self._settings.max_staleness, self._settings.poll_timeout_ms / 1000),
+            stop=self._stop,
+            clock=self._clock,
+            name=f"revocast-stall-watch[{self._topic}]",
+        )
         self._thread = threading.Thread(
             target=self._run, args=(sink,), name=f"revocast-sync[{self._topic}]", daemon=True
         )
         self._thread.start()
+        self._watch.start()
 
     def close(self, timeout: float) -> None:
         self._stop.set()
@@ -87,6 +97,8 @@ class KafkaSource:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 _log.warning("revocation sync thread did not stop within %.1fs", timeout)
+        if self._watch is not None:
+            self._watch.join(timeout)
 
     def stats(self) -> dict[str, Any]:
         positions = dict(self._positions)
@@ -181,7 +193,10 @@ class KafkaSource:
                     consumer.seek(tp, self._positions[p])
             caught_up = False
             next_check = time.monotonic() + s.partition_check_interval
+            watch = self._watch
             while not self._stop.is_set():
+                if caught_up and watch is not None:
+                    watch.beat()  # (a stall in between is reported by the watch)
                 for tp, records in poll_ahead(consumer, s.poll_timeout_ms):
                     deliver(sink, records)
                     self._positions[tp.partition] = records[-1].offset + 1
@@ -196,6 +211,9 @@ class KafkaSource:
             return caught_up
         except KafkaError as exc:
             raise SourceError(f"Kafka: {type(exc).__name__}: {exc}") from exc
+        finally:
+            if self._watch is not None:
+                self._watch.idle()
 
     def _assign(self, consumer: Any, known: set[TopicPartition]) -> dict[int, TopicPartition]:
         parts = consumer.partitions_for_topic(self._topic) or set()

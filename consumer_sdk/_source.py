@@ -23,7 +23,8 @@ Headers = Sequence[tuple[str, bytes]]
 
 
 class UpdateSink(Protocol):
-    """What a data source may call. Called from the source's own thread only."""
+    """What a data source may call, from its own threads (:meth:`status` may also come from
+    its stall watch, :class:`consumer_sdk._stall.StallWatch`)."""
 
     def record(
         self, value: bytes | None, headers: Headers, *, timestamp_ms: int | None = None
@@ -39,9 +40,12 @@ class UpdateSink(Protocol):
         :mod:`consumer_sdk._snapshot`); return how many were loaded per kind. Revocation
         listeners are not called for them."""
 
-    def status(self, state: DataSourceState, error: str | None = None) -> None:
+    def status(
+        self, state: DataSourceState, error: str | None = None, *, since: float | None = None
+    ) -> None:
         """Report VALID once caught up with the topic as it was at start; INTERRUPTED (with
-        the error) on a failure. Sources never report OFF: closing the SDK does."""
+        the error) on a failure, ``since`` when it began if that was earlier than now.
+        Sources never report OFF: closing the SDK does."""
 
     def tick(self) -> None:
         """Periodic maintenance (expiry, gauges); call at least every few seconds."""

@@ -51,7 +51,10 @@ class StatusProvider:
         self.ready = threading.Event()
         """Set once VALID (the state has caught up), or once OFF (nothing left to wait for)."""
 
-    def update(self, state: DataSourceState, error: str | None = None) -> SourceStatus:
+    def update(
+        self, state: DataSourceState, error: str | None = None, *, since: float | None = None
+    ) -> SourceStatus:
+        """Move to ``state``; a new state starts now, or at ``since`` if given (earlier)."""
         with self._lock:
             old = self.current
             if old.state is DataSourceState.OFF:
@@ -61,7 +64,10 @@ class StatusProvider:
                 state = DataSourceState.INITIALIZING
             if state is old.state and error == old.last_error:
                 return old
-            since = old.since if state is old.state else self._clock()
+            if state is not old.state:
+                since = self._clock() if since is None else since
+            else:
+                since = old.since
             new = SourceStatus(state, since, error, old.last_event_at)
             self.current = new
         if state is DataSourceState.VALID or state is DataSourceState.OFF:

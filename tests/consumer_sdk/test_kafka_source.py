@@ -15,10 +15,17 @@ from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import NewPartitions
 from kafka.errors import KafkaTimeoutError
 
-from consumer_sdk import DataSourceState, Revocast, TokenRevokedError
+from consumer_sdk import DataSourceState, Revocast, StateUnavailableError, TokenRevokedError
 from consumer_sdk._errors import SourceError
 from consumer_sdk._kafka_source import KafkaSource
-from revocation_events import BaseEvent, EventCodec, EventSigner, KafkaSettings, TokenRevoked
+from revocation_events import (
+    BaseEvent,
+    Event,
+    EventCodec,
+    EventSigner,
+    KafkaSettings,
+    TokenRevoked,
+)
 from tests._kafka_fixtures import MakeTopic, wait_until
 from tests.consumer_sdk._helpers import EVENT_KEY, settings, token
 from tests.consumer_sdk._worker import verifying_service
@@ -140,6 +147,38 @@ def test_the_replay_reaches_back_past_the_token_lifetime_for_a_producer_clock_be
     with client(kafka_bootstrap, topic, max_token_lifetime=lifetime) as rc:
         assert rc.wait_until_ready(30)
         assert refused(rc, token(jti="stamped-late"))()
+
+
+def test_a_listener_that_blocks_the_sync_thread_makes_the_sdk_fail_closed_not_stale(
+    kafka_bootstrap: str, make_topic: MakeTopic, producer: KafkaProducer
+) -> None:
+    # Listeners run on the sync thread. One that blocks used to leave the status VALID while
+    # no revocation was applied: revoked tokens were accepted, with health saying all is well.
+    topic = make_topic(partitions=1)
+    release = threading.Event()
+
+    def blocking(event: Event) -> None:
+        release.wait(60)
+
+    with client(kafka_bootstrap, topic, max_staleness=2.0) as rc:
+        assert rc.wait_until_ready(30)
+        rc.add_revocation_listener(blocking)
+        send(producer, topic, revoke("first"))
+        send(producer, topic, revoke("second"))
+        producer.flush(10)
+        try:
+            wait_until(
+                lambda: rc.status.state is DataSourceState.INTERRUPTED,
+                timeout=15,
+                message="stall reported",
+            )
+            assert "stalled" in (rc.status.last_error or "")
+            with pytest.raises(StateUnavailableError):  # past max_staleness: refused
+                wait_until(lambda: not rc.verify(token(jti="second")), timeout=15, message="")
+        finally:
+            release.set()
+        wait_until(lambda: rc.status.state is DataSourceState.VALID, timeout=15, message="back")
+        assert refused(rc, token(jti="second"))()
 
 
 def test_garbage_records_are_skipped_and_counted_while_revocations_around_them_apply(
@@ -285,7 +324,9 @@ class _RecordingSink:
     def event(self, event: Any) -> None:
         raise AssertionError("not called by the Kafka source")
 
-    def status(self, state: DataSourceState, error: str | None = None) -> None:
+    def status(
+        self, state: DataSourceState, error: str | None = None, *, since: float | None = None
+    ) -> None:
         if state is DataSourceState.VALID:
             self.valid.set()
 
