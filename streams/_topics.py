@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from revocation_events import RevocastError
 from streams._records import marker_offset
@@ -100,7 +100,16 @@ def _prepare(admin: Any, settings: StreamsSettings) -> int:
             )
     if missing:
         logger.info("creating topics %s", sorted(missing))
-        admin.create_topics(missing, raise_errors=False)
+        created = admin.create_topics(missing, raise_errors=False)
+        # Another worker creating them at the same time is fine; any other refusal (a
+        # replication factor above the broker count, a bad config) is the operator's to fix.
+        refused = [
+            f"{topic.get('name')}: {topic.get('error_message') or topic.get('error_code')}"
+            for topic in created.get("topics", ())
+            if topic.get("error_code", 0) not in (0, TopicAlreadyExistsError.errno)
+        ]
+        if refused:
+            raise StreamsError(f"the cluster refused to create topics: {'; '.join(refused)}")
         admin.wait_for_topics(list(missing), timeout_ms=_TOPIC_WAIT_MS)
     return partitions
 

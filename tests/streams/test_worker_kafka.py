@@ -479,3 +479,21 @@ def test_a_bad_environment_value_stops_the_worker_with_one_line(
     output = (done.stdout + done.stderr).decode()
     assert "Traceback" not in output, output
     assert variable in output
+
+
+def test_topics_the_cluster_refuses_to_create_stop_the_worker_with_the_brokers_reason(
+    kafka_bootstrap: str, make_topic: MakeTopic, tmp_path: Path
+) -> None:
+    """A replication factor above the broker count used to surface 15 s later as
+    'Topics not ready: UnknownTopicOrPartitionError', the broker's reason dropped."""
+    log_topic = make_topic(partitions=1)
+    env = worker_env(kafka_bootstrap, log_topic, tmp_path / "data")
+    env["REVOCAST_STREAMS_REPLICATION_FACTOR"] = "7"
+    try:
+        done = subprocess.run(worker_argv([]), env=env, capture_output=True, timeout=120)
+    finally:
+        delete_worker_topics(kafka_bootstrap, log_topic)
+    assert done.returncode != 0
+    output = (done.stdout + done.stderr).decode()
+    assert "Traceback" not in output, output
+    assert "replication factor of 7" in output, output
