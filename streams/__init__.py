@@ -70,7 +70,8 @@ Guarantees and limits
   ``expires_at`` per jti, and ``expires_at`` at least start + the SDK's
   ``max_token_lifetime``, as the producer writes them when its lifetime is not shorter).
   A ``sub-block`` is ordered by time alone: an unblock read after its ``expires_at`` still
-  lifts an older block (it is then tombstoned at once). Duplicates (same event id as the
+  lifts an older block (it is written, so that readers skipping tombstones see it, and
+  tombstoned on the next tick). Duplicates (same event id as the
   current winner) change nothing; they re-write the winner's record and table entry, so a
   redelivered event repairs a state or changelog write lost in a crash. Re-writing the
   same winner under the same key is harmless: compaction keeps one.

@@ -221,7 +221,10 @@ class Processor:
             assert result.winner is not None
             self._rules[table_key] = encode_stored_rule(result.winner)
             self._index(partition, table_key, result.winner.expires_at)
-            outputs.append(self._winner_record(result.winner, key, partition, now))
+            # Even an unblock that wins already expired (it still orders older blocks): as a
+            # record, not a tombstone, so that readers skipping tombstones see it lift the
+            # block. The next sweep tombstones it.
+            outputs.append(rule_record(result.winner, partition))
         elif result.outcome is Outcome.DUPLICATE:
             # Re-assert the winner: after a crash the table changelog may hold it while the
             # state topic does not, and this replayed event is the only trace of it. Write
@@ -230,7 +233,7 @@ class Processor:
             assert result.winner is not None
             assert stored is not None
             self._rules[table_key] = stored
-            outputs.append(self._winner_record(result.winner, key, partition, now))
+            outputs.append(rule_record(result.winner, partition))
         if result.outcome is not Outcome.DUPLICATE:
             outputs.extend(self._count(partition, offset, timestamp, event.type, event.reason))
         return outputs
@@ -304,14 +307,6 @@ class Processor:
     def _now(self) -> float:
         """The clock minus the margin: rules expire ``expiry_margin`` after ``expires_at``."""
         return self._clock() - self._margin
-
-    @staticmethod
-    def _winner_record(winner: Rule, key: str, partition: int, now: float) -> Output:
-        # Only an unblock can win while already expired (it still orders older blocks, so
-        # the table keeps it until the sweep): for readers the rule is gone.
-        if winner.expired(now):
-            return tombstone(key, partition)
-        return rule_record(winner, partition)
 
     def _index(self, partition: int, table_key: bytes, expires_at: float | None) -> None:
         heap = self._expiry.get(partition)

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from consumer_sdk import RevocationState
 from revocation_events import (
     SIGNATURE_HEADER,
     EncodedEvent,
@@ -237,11 +238,31 @@ def test_unblock_replayed_after_its_expiry_still_lifts_the_older_block() -> None
     old_unblock = encode(
         SubjectUnblocked(id=uid(2), issuer="i", sub="u", occurred_at=at(-90), expires_at=at(-1))
     )
-    assert _state(h.feed(old_unblock)) == [Output("state", b"sub-block:u", None, 0)]
+    [out] = _state(h.feed(old_unblock))
+    assert (out.key, out.value) == (b"sub-block:u", old_unblock.value)
     older_block = encode(SubjectBlocked(id=uid(3), issuer="i", sub="u", occurred_at=at(-95)))
     assert _state(h.feed(older_block)) == [], "the dead unblock still orders older blocks"
     assert _state(h.tick())[0] == Output("state", b"sub-block:u", None, 0)
     assert h.rules == {}
+
+
+def test_an_sdk_ignoring_tombstones_is_not_left_blocked_by_an_unblock_read_late() -> None:
+    """SDKs skip tombstones when they bootstrap. An unblock read after its expires_at used
+    to reach the state topic only as a tombstone, so until compaction removed the block
+    record, a new SDK applied the block alone and refused the subject a log replay lets in."""
+    h = Harness()
+    outputs = h.feed(encode(SubjectBlocked(id=uid(1), issuer="i", sub="u", occurred_at=at(-100))))
+    outputs += h.feed(
+        encode(
+            SubjectUnblocked(id=uid(2), issuer="i", sub="u", occurred_at=at(-90), expires_at=at(-1))
+        )
+    )
+    outputs += h.tick()
+    sdk = RevocationState(clock=h.clock, max_token_lifetime=3600)
+    for out in _state(outputs):
+        if out.value is not None and not out.is_marker:
+            sdk.apply(VERIFYING_CODEC.decode(out.value, out.headers))
+    assert sdk.check({"sub": "u", "jti": "t", "iat": h.clock.now - 10}, None) is None
 
 
 def test_expiry_margin_keeps_rules_past_their_expiry() -> None:
