@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import ConfigResource
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from revocation_events import RevocastError
@@ -88,6 +89,8 @@ def _prepare(admin: Any, settings: StreamsSettings) -> int:
     missing: dict[str, dict[str, Any]] = {}
     for name, spec in wanted.items():
         existing = _partitions(admin, name)
+        if existing is not None and name == settings.state_topic:
+            _check_compact_only(admin, name)
         if existing is None:
             missing[name] = {
                 "num_partitions": spec["partitions"],
@@ -112,6 +115,27 @@ def _prepare(admin: Any, settings: StreamsSettings) -> int:
             raise StreamsError(f"the cluster refused to create topics: {'; '.join(refused)}")
         admin.wait_for_topics(list(missing), timeout_ms=_TOPIC_WAIT_MS)
     return partitions
+
+
+def _check_compact_only(admin: Any, topic: str) -> None:
+    """Refuse a state topic made beforehand with time or size retention: it would delete the
+    records of rules that never expire (blocks, revoked keys) while the markers, written
+    every tick, still promise them."""
+    try:
+        described = admin.describe_configs(
+            [ConfigResource("TOPIC", topic, ["cleanup.policy"])], config_filter="all"
+        )
+    except KafkaError as exc:  # e.g. no DescribeConfigs ACL: do not refuse to run for it
+        logger.warning("cannot check the cleanup.policy of state topic %r: %s", topic, exc)
+        return
+    entry = described.get("topic", {}).get(topic, {}).get("cleanup.policy") or {}
+    policy = entry.get("value")
+    if policy is None or {p.strip() for p in str(policy).split(",")} != {"compact"}:
+        raise StreamsError(
+            f"state topic {topic!r} has cleanup.policy={policy}: it must be 'compact' alone "
+            "(kafka-configs --alter --entity-type topics --entity-name "
+            f"{topic} --add-config cleanup.policy=compact)"
+        )
 
 
 _MARKER_SCAN_RECORDS = 1024

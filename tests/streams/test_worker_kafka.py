@@ -497,3 +497,35 @@ def test_topics_the_cluster_refuses_to_create_stop_the_worker_with_the_brokers_r
     output = (done.stdout + done.stderr).decode()
     assert "Traceback" not in output, output
     assert "replication factor of 7" in output, output
+
+
+@pytest.mark.parametrize("policy", ["delete", "compact,delete"])
+def test_a_state_topic_that_is_not_compact_only_stops_the_worker(
+    kafka_bootstrap: str, make_topic: MakeTopic, tmp_path: Path, policy: str
+) -> None:
+    """A state topic created beforehand (by infrastructure code, say) with time retention
+    would delete the records of blocks and revoked keys, which never expire, while the
+    markers written every tick still promise them to bootstrapping SDKs."""
+    log_topic = make_topic(partitions=1)
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="revocast-tests")
+    try:
+        admin.create_topics(
+            {
+                f"{log_topic}.state": {
+                    "num_partitions": 1,
+                    "replication_factor": 1,
+                    "configs": {"cleanup.policy": policy},
+                }
+            }
+        )
+    finally:
+        admin.close()
+    env = worker_env(kafka_bootstrap, log_topic, tmp_path / "data")
+    try:
+        done = subprocess.run(worker_argv([]), env=env, capture_output=True, timeout=120)
+    finally:
+        delete_worker_topics(kafka_bootstrap, log_topic)
+    assert done.returncode != 0
+    output = (done.stdout + done.stderr).decode()
+    assert "Traceback" not in output, output
+    assert f"cleanup.policy={policy}" in output, output
