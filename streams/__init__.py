@@ -118,8 +118,17 @@ Guarantees and limits
   Limits: the log's offsets must be contiguous (the Revocast producer is idempotent, not
   transactional; transaction markers would stop the markers, never open a gap), and a
   tombstone lost in a crash is not rewritten (SDKs honour ``expires_at``). A state topic
-  written by a worker older than this protocol may hold markers ahead of lost writes; a
-  rebuild (a fresh app id) restores it.
+  written by a worker older than this protocol may hold markers ahead of lost writes:
+  ``revocast rebuild-state`` rewrites it from the log.
+* **Known limit: the rules table must match the state topic.** A worker whose table starts
+  empty (a new app id, a deleted ``<app id>-rules-changelog``) still resumes after the
+  shared state topic's last marker, so it judges later events against an empty table: a
+  weaker event for a key (an older watermark delivered late) can replace the winner the
+  state topic holds, and SDKs bootstrapping from the state topic then miss the stronger
+  rule until it expires (a log replay is unaffected). Keep the app id and its changelog;
+  after resetting the table, also delete and rebuild the state topic (or bootstrap SDKs
+  from the log) until the worker has seen a full ``max_token_lifetime`` of events. Seeding
+  the table from the state topic on assignment is the planned fix.
 * Expiry arrives as a stream event: a timer sends a tick per assigned partition to
   ``<app id>-ticks``; the agent reads log and ticks together and, on tick *p*, tombstones
   expired rules of partition *p*, closes finished windows and writes the marker.

@@ -32,8 +32,9 @@ A running streams worker is another writer: it would keep its own (possibly wron
 could tombstone a rule between our read and our write, or re-assert a winner we replaced.
 So the rebuild refuses while a faust consumer group is active on the log topic;
 ``force=True`` skips the check (only when you know the worker's table is right, e.g. only
-the state topic was lost). After a bug in the worker's rules, also reset its table (delete
-``<app id>-rules-changelog`` and its data directory) before restarting it.
+the state topic was lost). After a bug in the worker's rules, its table needs resetting
+(delete ``<app id>-rules-changelog`` and its data directory), but a worker with an empty
+table judges new events against nothing: see the known limit in :mod:`streams`.
 """
 
 from __future__ import annotations
