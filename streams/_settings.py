@@ -26,6 +26,17 @@ from revocation_events import (
 __all__ = ["StreamsSettings"]
 
 
+# Durations in seconds (floats from the environment, finite).
+_SECONDS = (
+    "window_grace_seconds",
+    "tick_seconds",
+    "commit_interval_seconds",
+    "session_timeout_seconds",
+    "snapshot_interval_seconds",
+    "expiry_margin_seconds",
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class StreamsSettings:
     """Everything the worker needs; see :meth:`from_env` for the variable names."""
@@ -86,15 +97,7 @@ class StreamsSettings:
             "max_token_lifetime": self.max_token_lifetime > 0,
             "expiry_margin_seconds": self.expiry_margin_seconds >= 0,
         }
-        for name in (
-            "window_grace_seconds",
-            "tick_seconds",
-            "commit_interval_seconds",
-            "session_timeout_seconds",
-            "snapshot_interval_seconds",
-            "max_token_lifetime",
-            "expiry_margin_seconds",
-        ):
+        for name in (*_SECONDS, "max_token_lifetime"):
             # "inf" parses as a float and passes every range check: an infinite tick never
             # writes a marker or sweeps, an infinite session timeout overflows in aiokafka.
             checks[name] = checks[name] and math.isfinite(getattr(self, name))
@@ -183,14 +186,7 @@ class StreamsSettings:
             number = env_int(env, f"{s}{name.upper()}")
             if number is not None:
                 kwargs[name] = number
-        for name in (
-            "window_grace_seconds",
-            "tick_seconds",
-            "commit_interval_seconds",
-            "session_timeout_seconds",
-            "snapshot_interval_seconds",
-            "expiry_margin_seconds",
-        ):
+        for name in _SECONDS:
             real = env_float(env, f"{s}{name.upper()}")
             if real is not None:
                 kwargs[name] = real

@@ -9,37 +9,38 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _bin_without_java(tmp_path: Path) -> Path:
-    """A PATH directory with the few tools the scripts need before Java: no java, mvn, apt."""
+def _run_without_java(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``scripts/<script>`` with a broker named, on a PATH holding only the few tools the
+    scripts need before Java (no java, mvn, apt) and a missing Python, which stops the script
+    before any install."""
+    bash = shutil.which("bash")
+    assert bash is not None
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("id", "dirname"):
         found = shutil.which(tool)
         assert found is not None
         (bin_dir / tool).symlink_to(found)
-    return bin_dir
-
-
-def test_test_script_requires_java_even_when_a_broker_is_named(tmp_path: Path) -> None:
-    # The fault tests run a private broker of their own (a shared one cannot be killed),
-    # so KAFKA_BOOTSTRAP_SERVERS does not make Java and Maven optional for the suite.
-    bash = shutil.which("bash")
-    assert bash is not None
     env = {
-        "PATH": str(_bin_without_java(tmp_path)),
+        "PATH": str(bin_dir),
         "HOME": str(tmp_path),
         "KAFKA_BOOTSTRAP_SERVERS": "broker1:9092",
-        "PYTHON": str(tmp_path / "no-python"),  # stops the script before any install
+        "PYTHON": str(tmp_path / "no-python"),
     }
-
-    result = subprocess.run(
-        [bash, str(REPO_ROOT / "scripts" / "test")],
+    return subprocess.run(
+        [bash, str(REPO_ROOT / "scripts" / script)],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_test_script_requires_java_even_when_a_broker_is_named(tmp_path: Path) -> None:
+    # The fault tests run a private broker of their own (a shared one cannot be killed),
+    # so KAFKA_BOOTSTRAP_SERVERS does not make Java and Maven optional for the suite.
+    result = _run_without_java("test", tmp_path)
 
     assert result.returncode == 1
     assert "needs Java 17+ and Maven" in result.stderr
@@ -47,23 +48,7 @@ def test_test_script_requires_java_even_when_a_broker_is_named(tmp_path: Path) -
 
 
 def test_demo_needs_no_java_when_a_broker_is_named(tmp_path: Path) -> None:
-    bash = shutil.which("bash")
-    assert bash is not None
-    env = {
-        "PATH": str(_bin_without_java(tmp_path)),
-        "HOME": str(tmp_path),
-        "KAFKA_BOOTSTRAP_SERVERS": "broker1:9092",
-        "PYTHON": str(tmp_path / "no-python"),
-    }
-
-    result = subprocess.run(
-        [bash, str(REPO_ROOT / "scripts" / "demo")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _run_without_java("demo", tmp_path)
 
     # Past need_java, stopped by the missing Python.
     assert result.returncode == 1
