@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from consumer_sdk._errors import RevokedBy, StateUnavailableError, TokenRevokedError
 from consumer_sdk._heartbeat import Heartbeat
@@ -76,6 +76,11 @@ class _RateLimitedLog:
         )
 
 
+class _Record(NamedTuple):
+    value: bytes | None
+    headers: Headers
+
+
 class _Sink:
     """The update sink: decodes records, applies events, counts, notifies."""
 
@@ -97,19 +102,12 @@ class _Sink:
     def record(
         self, value: bytes | None, headers: Headers, *, timestamp_ms: int | None = None
     ) -> None:
-        try:
-            event = self._codec.decode(value, headers)
-        except MalformedEventError as exc:
-            self._skip(exc)
-            return
-        except Exception as exc:
-            self._undecodable(exc)
-            return
-        self.event(event)
+        self.records((_Record(value, headers),))
 
     def records(self, records: Iterable[RecordLike]) -> None:
-        """A fetched batch of records: exactly :meth:`record` for each, in order, with the
-        per-record attribute lookups hoisted out of the loop (log replay runs it per event)."""
+        """Raw records, in order: decode, authenticate and apply each, or count and log why
+        it was skipped. Per-record lookups are hoisted out of the loop (log replay runs it
+        per event)."""
         decode = self._codec.decode
         apply = self._state.apply
         clock = self._clock
