@@ -327,7 +327,8 @@ def test_marker_waits_until_every_state_write_it_covers_is_acknowledged() -> Non
     assert _markers(h.tick()) == []
 
 
-def test_marker_waits_for_the_tables_changelog_writes_too() -> None:
+def _with_tracked_changelog() -> tuple[Harness, list[Send]]:
+    """A harness whose rules table tracks one changelog write per change, as faust's does."""
     h = Harness()
     changelog: list[Send] = []
 
@@ -340,6 +341,11 @@ def test_marker_waits_for_the_tables_changelog_writes_too() -> None:
     h.processor = Processor(
         codec=VERIFYING_CODEC, log_topic="log", rules=Table(), windows={}, clock=h.clock
     )
+    return h, changelog
+
+
+def test_marker_waits_for_the_tables_changelog_writes_too() -> None:
+    h, changelog = _with_tracked_changelog()
     for send in h.publish(h.feed(_jti(1, 60))):
         send.ack()
     assert len(changelog) == 1
@@ -354,18 +360,7 @@ def test_a_replayed_winner_is_written_to_the_table_again_before_a_marker_covers_
     duplicate of the table's winner, whose changelog write then failed unseen: the marker
     must wait for a new changelog write, or a restart recovers a table without the winner
     and a weaker event for the key would replace it in the state topic."""
-    h = Harness()
-    changelog: list[Send] = []
-
-    class Table(dict[bytes, bytes]):
-        def __setitem__(self, key: bytes, value: bytes) -> None:
-            super().__setitem__(key, value)
-            changelog.append(Send())
-            h.processor.track(int(key.split(b"|")[0]), changelog[-1])
-
-    h.processor = Processor(
-        codec=VERIFYING_CODEC, log_topic="log", rules=Table(), windows={}, clock=h.clock
-    )
+    h, changelog = _with_tracked_changelog()
     [state] = h.publish(h.feed(_jti(1, 60)))
     h.processor.forget_partitions()  # revoked while both writes were in flight
     state.ack()

@@ -474,11 +474,7 @@ def test_a_bad_environment_value_stops_the_worker_with_one_line(
 ) -> None:
     env = worker_env(kafka_bootstrap, "unused-log", tmp_path / "data")
     env[variable] = value
-    done = subprocess.run(worker_argv([]), env=env, capture_output=True, timeout=120)
-    assert done.returncode != 0
-    output = (done.stdout + done.stderr).decode()
-    assert "Traceback" not in output, output
-    assert variable in output
+    assert variable in _one_line_failure(env)
 
 
 def test_topics_the_cluster_refuses_to_create_stop_the_worker_with_the_brokers_reason(
@@ -490,12 +486,9 @@ def test_topics_the_cluster_refuses_to_create_stop_the_worker_with_the_brokers_r
     env = worker_env(kafka_bootstrap, log_topic, tmp_path / "data")
     env["REVOCAST_STREAMS_REPLICATION_FACTOR"] = "7"
     try:
-        done = subprocess.run(worker_argv([]), env=env, capture_output=True, timeout=120)
+        output = _one_line_failure(env)
     finally:
         delete_worker_topics(kafka_bootstrap, log_topic)
-    assert done.returncode != 0
-    output = (done.stdout + done.stderr).decode()
-    assert "Traceback" not in output, output
     assert "replication factor of 7" in output, output
 
 
@@ -522,10 +515,16 @@ def test_a_state_topic_that_is_not_compact_only_stops_the_worker(
         admin.close()
     env = worker_env(kafka_bootstrap, log_topic, tmp_path / "data")
     try:
-        done = subprocess.run(worker_argv([]), env=env, capture_output=True, timeout=120)
+        output = _one_line_failure(env)
     finally:
         delete_worker_topics(kafka_bootstrap, log_topic)
+    assert f"cleanup.policy={policy}" in output, output
+
+
+def _one_line_failure(env: dict[str, str]) -> str:
+    """Run the worker, which must stop with a non-zero status and no traceback; its output."""
+    done = subprocess.run(worker_argv([]), env=env, capture_output=True, timeout=120)
     assert done.returncode != 0
     output = (done.stdout + done.stderr).decode()
     assert "Traceback" not in output, output
-    assert f"cleanup.policy={policy}" in output, output
+    return output
