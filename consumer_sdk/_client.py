@@ -204,10 +204,12 @@ class Revocast:
         settings: ConsumerSettings,
         *,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         source: DataSource | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
+        self._monotonic = monotonic
         self._verifier = TokenVerifier(settings, clock=clock)
         self._cache = self._verifier.cache  # None unless settings.verify_cache_size
         self._only_kid = self._verifier.only_kid
@@ -218,7 +220,7 @@ class Revocast:
             grace=settings.leeway,
         )
         self.metrics = Metrics(settings.service_name)
-        self.status_provider = StatusProvider(clock)
+        self.status_provider = StatusProvider(clock, monotonic=monotonic)
         self.revocation_listeners: Listeners[Event] = Listeners("revocation")
         self._sink = _Sink(self)
         source_is_kafka = source is None
@@ -307,7 +309,7 @@ class Revocast:
             return
         if (
             status.state is DataSourceState.INTERRUPTED
-            and self.clock() - status.since <= self._max_staleness
+            and self._stale_for(status) <= self._max_staleness
         ):
             return
         # A closed client is OFF for good: its state is never updated again, so even the
@@ -321,10 +323,13 @@ class Revocast:
             return
         raise StateUnavailableError(
             f"revocation state is {status.state.value}"
-            + (f" since {self.clock() - status.since:.1f}s" if status.state is not _VALID else "")
+            + (f" since {self._stale_for(status):.1f}s" if status.state is not _VALID else "")
         )
 
     # -- status, listeners, stats ----------------------------------------------------------
+
+    def _stale_for(self, status: SourceStatus) -> float:
+        return self.status_provider.elapsed(status)  # wall and monotonic: see there
 
     @property
     def status(self) -> SourceStatus:

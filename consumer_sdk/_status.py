@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from consumer_sdk._listeners import Listeners
 
@@ -34,6 +35,9 @@ class SourceStatus:
     since: float
     last_error: str | None = None
     last_event_at: float | None = None
+    since_monotonic: float | None = field(default=None, repr=False, compare=False)
+    """The monotonic clock at ``since``, so that a step of the wall clock cannot lengthen how
+    long the state has lasted (see :meth:`StatusProvider.elapsed`); None: unknown."""
 
 
 class StatusProvider:
@@ -43,10 +47,15 @@ class StatusProvider:
     Listeners are called after the lock is released.
     """
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, clock: Callable[[], float], *, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self._clock = clock
+        self._monotonic = monotonic
         self._lock = threading.Lock()
-        self.current = SourceStatus(DataSourceState.INITIALIZING, since=clock())
+        self.current = SourceStatus(
+            DataSourceState.INITIALIZING, since=clock(), since_monotonic=monotonic()
+        )
         self.listeners: Listeners[SourceStatus] = Listeners("status")
         self.ready = threading.Event()
         """Set once VALID (the state has caught up), or once OFF (nothing left to wait for)."""
@@ -64,11 +73,14 @@ class StatusProvider:
                 state = DataSourceState.INITIALIZING
             if state is old.state and error == old.last_error:
                 return old
+            since_mono: float | None
             if state is not old.state:
-                since = self._clock() if since is None else since
+                now, mono = self._clock(), self._monotonic()
+                since_mono = mono if since is None else mono - max(0.0, now - since)
+                since = now if since is None else since
             else:
-                since = old.since
-            new = SourceStatus(state, since, error, old.last_event_at)
+                since, since_mono = old.since, old.since_monotonic
+            new = SourceStatus(state, since, error, old.last_event_at, since_mono)
             self.current = new
         if state is DataSourceState.VALID or state is DataSourceState.OFF:
             self.ready.set()  # on OFF: wakes wait_until_ready, which then answers False
@@ -78,7 +90,9 @@ class StatusProvider:
     def event_seen(self, at: float) -> None:
         with self._lock:
             old = self.current
-            self.current = SourceStatus(old.state, old.since, old.last_error, at)
+            self.current = SourceStatus(
+                old.state, old.since, old.last_error, at, old.since_monotonic
+            )
 
     def after_fork(self) -> None:
         """In a forked child: fresh lock; the inherited state serves as if interrupted."""
@@ -89,5 +103,18 @@ class StatusProvider:
             self.ready.set()
         if old.state is DataSourceState.VALID:
             self.current = SourceStatus(
-                DataSourceState.INTERRUPTED, self._clock(), "forked", old.last_event_at
+                DataSourceState.INTERRUPTED,
+                self._clock(),
+                "forked",
+                old.last_event_at,
+                self._monotonic(),
             )
+
+    def elapsed(self, status: SourceStatus) -> float:
+        """Seconds since ``status.since``, as the longer of the wall and the monotonic clock
+        measure it: a step back of either (NTP, a VM resumed) cannot lengthen a bound such as
+        ``max_staleness``; a step forward may shorten it, which fails safe."""
+        wall = self._clock() - status.since
+        if status.since_monotonic is None:
+            return wall
+        return max(wall, self._monotonic() - status.since_monotonic)

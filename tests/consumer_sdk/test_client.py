@@ -151,6 +151,33 @@ def test_interrupted_source_serves_the_last_state_until_max_staleness(
     assert rc.verify(token())
 
 
+def test_a_wall_clock_stepped_back_does_not_stretch_max_staleness(
+    src: InMemorySource, clock: FakeClock
+) -> None:
+    mono = FakeClock(start=0.0)
+    with Revocast(settings(), source=src, clock=clock, monotonic=mono) as rc:
+        src.set_ready()
+        src.interrupt("broker gone")
+        clock.advance(-3600)  # NTP steps the wall clock back an hour while the stream is down
+        mono.advance(30)
+        assert rc.verify(token())
+        mono.advance(1)
+        with pytest.raises(StateUnavailableError, match=r"interrupted since 31\.0s"):
+            rc.verify(token())
+
+
+def test_a_wall_clock_stepped_forward_only_shortens_max_staleness(
+    src: InMemorySource, clock: FakeClock
+) -> None:
+    mono = FakeClock(start=0.0)
+    with Revocast(settings(), source=src, clock=clock, monotonic=mono) as rc:
+        src.set_ready()
+        src.interrupt("broker gone")
+        clock.advance(31)
+        with pytest.raises(StateUnavailableError, match="interrupted"):
+            rc.verify(token())
+
+
 def test_repeated_interruptions_keep_the_first_since(
     rc: Revocast, src: InMemorySource, clock: FakeClock
 ) -> None:
