@@ -6,17 +6,23 @@ it in a JSON state file, so that ``status`` and ``down`` in later shells find it
     export "$(revocast kafka up)"   # KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:PORT, for children too
     revocast kafka status
     revocast kafka down
+
+``up`` and ``down`` hold an exclusive lock on ``<state file>.lock`` while they run, so
+two started at once never both start a JVM: the second waits, then finds the first's.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +62,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _up(args: argparse.Namespace) -> int:
     path = _state_path(args)
+    with _serialised(path):
+        return _start(path, args)
+
+
+def _start(path: Path, args: argparse.Namespace) -> int:
     state = _read_state(path)
     if state is not None and _alive(state):
         print(f"kafka already running (pid {state['pid']})", file=sys.stderr)
@@ -82,7 +93,6 @@ def _up(args: argparse.Namespace) -> int:
         "data_dir": str(broker.data_dir),
         "log_file": str(broker.log_file),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_name(path.name + ".tmp")
     scratch.write_text(json.dumps(state, indent=2) + "\n")
     scratch.replace(path)
@@ -92,6 +102,11 @@ def _up(args: argparse.Namespace) -> int:
 
 def _down(args: argparse.Namespace) -> int:
     path = _state_path(args)
+    with _serialised(path):
+        return _stop(path)
+
+
+def _stop(path: Path) -> int:
     state = _read_state(path)
     if state is None:
         print("kafka not running")
@@ -122,6 +137,30 @@ def _status(args: argparse.Namespace) -> int:
 def _state_path(args: argparse.Namespace) -> Path:
     explicit: Path | None = args.state_file
     return explicit if explicit is not None else cache_dir() / "kafka-up.json"
+
+
+@contextmanager
+def _serialised(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` beside the state file, waiting while another holds it.
+
+    The kernel drops the lock when its holder dies, so a killed ``up`` never blocks the
+    next one; the JVM does not inherit it (the descriptor is not inheritable).
+    """
+    lock = path.with_name(path.name + ".lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CommandError(f"cannot open lock file {lock}: {exc.strerror}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another 'revocast kafka up/down' (lock {lock})", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _read_state(path: Path) -> dict[str, Any] | None:

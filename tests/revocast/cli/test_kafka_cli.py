@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,55 @@ def test_up_status_down_round_trip_leaves_no_process_or_data(tmp_path: Path) -> 
     not_running = revocast("kafka", "status", *flag)
     assert not_running.returncode == 1
     assert "not running" in not_running.stdout
+
+
+def processes_mentioning(text: Path) -> list[int]:
+    """Live processes whose command line contains *text* (the JVM names its data dir)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if proc.name.isdigit() and str(text).encode() in cmdline and pid_alive(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
+def test_two_concurrent_ups_start_one_broker_and_down_leaves_no_jvm(tmp_path: Path) -> None:
+    flag = ("--state-file", str(tmp_path / "kafka.json"))
+    data_root = tmp_path / "tmp"  # every broker data dir lands here, so no JVM goes unseen
+    data_root.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TMPDIR": str(data_root)}
+    command = [sys.executable, "-m", "revocast.cli", "kafka", "up", *flag]
+    ups = [
+        subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        results = [up.communicate(timeout=180) for up in ups]
+
+        assert [up.returncode for up in ups] == [0, 0], results
+        bootstraps = {stdout.strip() for stdout, _ in results}
+        assert len(bootstraps) == 1, f"two brokers started: {bootstraps}"
+        assert bootstraps.pop().startswith("KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:")
+        assert sum("already running" in stderr for _, stderr in results) == 1
+        assert len(processes_mentioning(data_root)) == 1
+    finally:
+        down = revocast("kafka", "down", *flag)
+        leftover = processes_mentioning(data_root)
+        for pid in leftover:  # an orphan must not outlive the test, even when it fails
+            os.kill(pid, signal.SIGKILL)
+
+    assert down.returncode == 0, down.stderr
+    assert leftover == []
 
 
 def test_down_without_a_broker_is_a_no_op(tmp_path: Path) -> None:
