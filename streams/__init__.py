@@ -108,7 +108,8 @@ Guarantees and limits
     the marker is in the state topic and in the table's changelog, so the recovered table
     holds at least those effects; everything after is processed again, which is harmless
     (the merge does not depend on order; duplicates re-assert the winner, so a state
-    record lost in the crash is written again). Before giving partitions up in a rebalance,
+    record lost in the crash is written again). A table not in step with that marker is
+    seeded from the state topic first (below). Before giving partitions up in a rebalance,
     the worker waits (briefly) for its writes in flight to land.
 
   A record re-written after a restart may come after a newer winner of the same key that
@@ -120,15 +121,18 @@ Guarantees and limits
   tombstone lost in a crash is not rewritten (SDKs honour ``expires_at``). A state topic
   written by a worker older than this protocol may hold markers ahead of lost writes:
   ``revocast rebuild-state`` rewrites it from the log.
-* **Known limit: the rules table must match the state topic.** A worker whose table starts
-  empty (a new app id, a deleted ``<app id>-rules-changelog``) still resumes after the
-  shared state topic's last marker, so it judges later events against an empty table: a
-  weaker event for a key (an older watermark delivered late) can replace the winner the
-  state topic holds, and SDKs bootstrapping from the state topic then miss the stronger
-  rule until it expires (a log replay is unaffected). Keep the app id and its changelog;
-  after resetting the table, also delete and rebuild the state topic (or bootstrap SDKs
-  from the log) until the worker has seen a full ``max_token_lifetime`` of events. Seeding
-  the table from the state topic on assignment is the planned fix.
+* **The rules table is seeded from the state topic when it is not in step with it.** The
+  table remembers the last marker it holds every effect of (written with each marker, so it
+  lives and dies with ``<app id>-rules-changelog``). On assignment, a partition whose table
+  names another marker than the state topic's last one (a new app id, a deleted or lagging
+  changelog, a rebuilt state topic) has its state partition read back and every rule record
+  verified and merged into the table before anything else of it is processed (in slices,
+  so the worker keeps heartbeating; about as long as an SDK's state-topic bootstrap of that
+  partition). Otherwise later events would be judged against an empty table, and a weaker
+  event (an older watermark delivered late) would replace a winner the state topic holds.
+  When the state topic cannot be read, the partition is held (nothing of it is processed,
+  no marker written; logged as an error) until it is assigned again: SDKs then read the log
+  after the last marker, as they do anyway.
 * Expiry arrives as a stream event: a timer sends a tick per assigned partition to
   ``<app id>-ticks``; the agent reads log and ticks together and, on tick *p*, tombstones
   expired rules of partition *p*, closes finished windows and writes the marker.

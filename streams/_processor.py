@@ -6,6 +6,12 @@ future (:meth:`Processor.sent`); the rules table hands it its changelog sends to
 marker for offset *o* comes out of a tick only once every one of those sends that an offset
 up to *o* caused has been acknowledged by the broker, and only for offsets processed one
 after the other from where the worker was told to resume (:meth:`Processor.arm`).
+
+The table also remembers, per partition, the last marker it is in step with
+(:meth:`Processor.synced`): when a newly assigned partition's state topic has another one (a
+new app id, a deleted or lagging changelog), the worker reads the state partition and the
+processor merges it into the table (:meth:`Processor.seed`) before it handles anything else
+of that partition, so later events are judged against every winner the state topic holds.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import heapq
 import json
 import logging
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -31,7 +37,7 @@ from streams._records import (
 from streams._rules import Outcome, Rule, merge, rule_key
 from streams._windows import WindowCounts, window_key, window_start
 
-__all__ = ["Pending", "Processor"]
+__all__ = ["SEED_STEP", "Pending", "Processor"]
 
 logger = logging.getLogger("streams")
 
@@ -41,6 +47,13 @@ _LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 _NEVER_EXPIRE = ("sub-block:", "kid:")
 """Rule keys whose table entries may come from workers that expired blocks and revoked
 keys by the ``expires_at`` they carried (only an unblock expires among them)."""
+
+_SYNCED = "__synced__"
+"""Table key (after ``<partition>|``) of the last marker the table is in step with; rule keys
+never start with ``__``."""
+_SYNCED_BYTES = _SYNCED.encode()
+SEED_STEP = 2_000
+"""State records :meth:`Processor.seed_step` merges per call (the agent yields between)."""
 
 Headers = Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None
 
@@ -63,6 +76,10 @@ def _table_key(partition: int, key: str) -> bytes:
 def _split_table_key(table_key: bytes) -> tuple[int, str]:
     partition, _, key = table_key.decode().partition("|")
     return int(partition), key
+
+
+def _is_synced_key(table_key: bytes) -> bool:
+    return table_key.partition(b"|")[2] == _SYNCED_BYTES
 
 
 def _signature(headers: Headers) -> bytes | None:
@@ -97,6 +114,15 @@ class Processor:
     that fails (or a publish that raised: :meth:`resync`) drops the queued markers behind
     it, and the next tick re-publishes every live rule of the partition and re-writes it to
     the table, so its changelog holds it too; markers resume behind that repair.
+
+    Seeding. Writing marker *o* also records *o* in the table (key ``<partition>|__synced__``,
+    so it lives and dies with the table's changelog): every effect up to *o* is then in the
+    table. On assignment the worker compares it with the state topic's last marker; when they
+    differ it hands the state partition's records to :meth:`seed`, and they are merged into
+    the table (verified like log records; no outputs: the state topic has them) before the
+    partition's next record or tick. A partition whose state could not be read is
+    :meth:`hold`-ed: nothing of it is processed (no state record, no marker) until it is
+    assigned again; SDKs then read the log after the last marker, as they would anyway.
     """
 
     def __init__(
@@ -134,6 +160,8 @@ class Processor:
         self._ready: dict[int, int] = {}
         self._marked: dict[int, int] = {}
         self._broken: set[int] = set()
+        self._seeds: dict[int, deque[tuple[bytes, bytes | None]]] = {}
+        self._held: set[int] = set()
 
     def forget_partitions(self) -> None:
         """Drop in-memory indexes and marker bookkeeping after a rebalance; the indexes are
@@ -146,6 +174,66 @@ class Processor:
         self._ready.clear()
         self._marked.clear()
         self._broken.clear()
+        self._seeds.clear()
+        self._held.clear()
+
+    def synced(self, partition: int) -> int | None:
+        """The last offset marker of ``partition`` the table is known to hold every effect
+        of, or ``None``."""
+        stored = self._rules.get(_table_key(partition, _SYNCED))
+        return None if stored is None else int(json.loads(stored)["marker"])
+
+    def seed(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """Merge these state records of ``partition`` (value, ``revocast-sig`` header) into
+        the table before anything else of the partition is processed."""
+        self._seeds.setdefault(partition, deque()).extend(records)
+
+    def hold(self, partition: int) -> None:
+        """The state of ``partition`` is unknown: process none of it until it is assigned
+        again (:meth:`forget_partitions`)."""
+        self._held.add(partition)
+
+    def seeding(self, partition: int) -> bool:
+        """Whether state records of ``partition`` are still to be merged."""
+        return partition in self._seeds
+
+    def seed_step(self, partition: int, budget: int = SEED_STEP) -> None:
+        """Merge up to ``budget`` of the pending state records of ``partition``."""
+        queue = self._seeds.get(partition)
+        if queue is None:
+            return
+        now = self._now()
+        while queue and budget > 0:
+            budget -= 1
+            value, signature = queue.popleft()
+            try:
+                event = self._codec.decode(
+                    value, () if signature is None else ((SIGNATURE_HEADER, signature),)
+                )
+            except MalformedEventError as exc:
+                self.counters[f"seed_skipped.{exc.reason}"] += 1
+                logger.warning("skipped a state record of partition %d: %s", partition, exc)
+                continue
+            table_key = _table_key(partition, rule_key(event))
+            stored = self._rules.get(table_key)
+            existing = None if stored is None else decode_stored_rule(stored)
+            result = merge(existing, Rule(event, value, signature), now)
+            if result.outcome is Outcome.REPLACED:
+                assert result.winner is not None
+                self._rules[table_key] = encode_stored_rule(result.winner)
+                self._index(partition, table_key, result.winner.expires_at)
+                self.counters["seeded"] += 1
+        if not queue:
+            del self._seeds[partition]
+            logger.info("log partition %d: rules table seeded from the state topic", partition)
+
+    def _ready_for(self, partition: int) -> bool:
+        """Finish seeding ``partition``; false while it is held."""
+        if partition in self._held:
+            return False
+        while partition in self._seeds:
+            self.seed_step(partition)
+        return True
 
     def arm(self, partition: int, start: int) -> None:
         """The worker re-reads ``partition`` from offset ``start``: cover it from there."""
@@ -192,6 +280,9 @@ class Processor:
         headers: Headers,
     ) -> list[Output]:
         """Process one log record."""
+        if not self._ready_for(partition):
+            self.counters["held_records"] += 1
+            return []
         outputs = self._apply(partition, offset, timestamp, value, headers)
         self._advance(partition, offset)
         return outputs
@@ -257,6 +348,8 @@ class Processor:
     def on_tick(self, partition: int) -> list[Output]:
         """Sweep expired rules, repair a partition whose writes failed, close finished
         windows, and write the offset marker that became safe."""
+        if not self._ready_for(partition):
+            return []
         self._drain(partition)
         if partition not in self._broken:
             covered = self._next.get(partition, 0) - 1
@@ -274,6 +367,10 @@ class Processor:
         if ready is not None and ready > self._marked.get(partition, -1):
             outputs.append(marker_record(self._log_topic, partition, ready))
             self._marked[partition] = ready
+            # Every effect up to ``ready`` is in the table (its changelog writes were
+            # acknowledged before the marker became ready).
+            synced = json.dumps({"marker": ready}, separators=(",", ":")).encode()
+            self._rules[_table_key(partition, _SYNCED)] = synced
         return outputs
 
     def _drain(self, partition: int) -> None:
@@ -319,7 +416,9 @@ class Processor:
             prefix = f"{partition}|".encode()
             heap = []
             for table_key, stored in list(self._rules.items()):
-                expires_at = stored_expiry(stored) if table_key.startswith(prefix) else None
+                if not table_key.startswith(prefix) or _is_synced_key(table_key):
+                    continue
+                expires_at = stored_expiry(stored)
                 if expires_at is not None:
                     heap.append((expires_at, table_key))
             heapq.heapify(heap)
@@ -346,7 +445,7 @@ class Processor:
         prefix = f"{partition}|".encode()
         outputs: list[Output] = []
         for table_key, stored in list(self._rules.items()):
-            if table_key.startswith(prefix):
+            if table_key.startswith(prefix) and not _is_synced_key(table_key):
                 expires_at = stored_expiry(stored)
                 if expires_at is None or expires_at > now:
                     self._rules[table_key] = stored

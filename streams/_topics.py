@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
@@ -15,7 +16,13 @@ from revocation_events import RevocastError
 from streams._records import marker_offset
 from streams._settings import StreamsSettings
 
-__all__ = ["StreamsError", "prepare_topics", "resume_offsets", "state_topic_config"]
+__all__ = [
+    "Resume",
+    "StreamsError",
+    "prepare_topics",
+    "resume_offsets",
+    "state_topic_config",
+]
 
 logger = logging.getLogger("streams")
 
@@ -143,9 +150,18 @@ _MARKER_SCAN_RECORDS = 1024
 end (markers are written every tick while the log moves), then four times more each round."""
 
 
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where the worker resumes one log partition, and the state topic's last marker for it."""
+
+    start: int
+    marker: int | None
+    """The last offset marker in the state partition (``None``: none), usable or not."""
+
+
 def resume_offsets(
     settings: StreamsSettings, partitions: Iterable[int], timeout: float = 60.0
-) -> dict[int, int]:
+) -> dict[int, Resume]:
     """Where the worker resumes each log partition: right after the partition's last offset
     marker in the state topic, or at the log's first offset when there is no usable marker
     (none, one beyond the log's end, or one older than the log's first offset).
@@ -174,7 +190,7 @@ def resume_offsets(
         committed = _committed(settings, log_tps)
     except KafkaError as exc:
         raise StreamsError(f"cannot read where to resume the log: {exc}") from exc
-    starts: dict[int, int] = {}
+    starts: dict[int, Resume] = {}
     for tp in log_tps:
         p = tp.partition
         begin, end, marker = begins[tp], ends[tp], markers[p]
@@ -194,7 +210,7 @@ def resume_offsets(
         done = committed.get(p)
         if done is not None and done >= 0:
             start = min(start, max(done, begin))
-        starts[p] = start
+        starts[p] = Resume(start, marker)
         logger.info(
             "log partition %d (offsets %d..%d): last offset marker %s, committed %s: "
             "resuming at %d",

@@ -28,6 +28,7 @@ from faust.types import TP, CodecArg, FutureMessage
 from revocation_events import KafkaSettings, RevocastError, SettingsError
 from streams._processor import Processor
 from streams._records import Output
+from streams._seed import read_state
 from streams._settings import StreamsSettings
 from streams._snapshot import Snapshotter
 from streams._topics import StreamsError, prepare_topics, resume_offsets
@@ -129,6 +130,11 @@ def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None
         async for event in stream.events():
             message = event.message
             partition = message.partition
+            while processor.seeding(partition):
+                # Inside the agent (tables change only here), a slice at a time so that
+                # the event loop keeps heartbeating while a large state is merged.
+                processor.seed_step(partition)
+                await asyncio.sleep(0)
             try:
                 if message.topic == settings.ticks_topic:
                     outputs = processor.on_tick(partition)
@@ -167,26 +173,45 @@ def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None
         # The tables are recovered and faust is about to seek every stream partition to its
         # committed offset and resume. Re-read each log partition from its last offset
         # marker instead: faust's committed offset may be ahead of writes lost in a crash.
+        # A table not in step with that marker is seeded from the state topic first.
         generation = app.consumer_generation_id
         mine = [tp.partition for tp in app.consumer.assignment() if tp.topic == settings.log_topic]
         if not mine:
             return
+        loop = asyncio.get_running_loop()
         try:
-            starts = await asyncio.get_running_loop().run_in_executor(
-                None, resume_offsets, settings, mine
-            )
+            resume = await loop.run_in_executor(None, resume_offsets, settings, mine)
+            behind = [p for p in mine if processor.synced(p) != resume[p].marker]
+            seeds = await loop.run_in_executor(None, read_state, settings, behind)
         except StreamsError as exc:
-            logger.error("no offset markers for log partitions %s until reassigned: %s", mine, exc)
+            logger.error(
+                "log partitions %s are held (no state records, no markers) until they are "
+                "assigned again; restart the worker to retry: %s",
+                mine,
+                exc,
+            )
+            for p in mine:
+                processor.hold(p)
             return
         if app.consumer_generation_id != generation:
             return  # another rebalance started; its own completion resumes the partitions
-        offsets = {TP(settings.log_topic, p): start for p, start in starts.items()}
+        offsets = {TP(settings.log_topic, p): r.start for p, r in resume.items()}
         # faust seeks to the committed offset next (aiokafka leaves the position alone when
         # it is 0, hence the seek as well).
         await app.consumer._commit(offsets)
         await app.consumer.seek_wait(offsets)
-        for p, start in starts.items():
-            processor.arm(p, start)
+        for p, r in resume.items():
+            processor.arm(p, r.start)
+        for p, records in seeds.items():
+            logger.info(
+                "log partition %d: the rules table is in step with marker %s, the state "
+                "topic's last is %s: seeding it with %d state records",
+                p,
+                processor.synced(p),
+                resume[p].marker,
+                len(records),
+            )
+            processor.seed(p, records)
 
     # Registered by call, not decorator: faust's decorators are untyped.
     app.agent(source, name="revocations")(revocations)

@@ -33,8 +33,8 @@ could tombstone a rule between our read and our write, or re-assert a winner we 
 So the rebuild refuses while a faust consumer group is active on the log topic;
 ``force=True`` skips the check (only when you know the worker's table is right, e.g. only
 the state topic was lost). After a bug in the worker's rules, its table needs resetting
-(delete ``<app id>-rules-changelog`` and its data directory), but a worker with an empty
-table judges new events against nothing: see the known limit in :mod:`streams`.
+(delete ``<app id>-rules-changelog`` and its data directory, then rebuild): the worker
+seeds an empty table from the state topic on assignment (see :mod:`streams`).
 """
 
 from __future__ import annotations

@@ -125,11 +125,14 @@ def running_worker(bootstrap: str, log_topic: str, workdir: Path) -> Iterator[Wo
         delete_worker_topics(bootstrap, log_topic)
 
 
-def delete_worker_topics(bootstrap: str, log_topic: str) -> None:
+def delete_worker_topics(bootstrap: str, log_topic: str, *apps: str) -> None:
+    """Delete the output topics of ``log_topic`` and the internal ones of its workers (the
+    default app id, and ``apps``)."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="revocast-tests")
     try:
         extra = [f"{log_topic}.{suffix}" for suffix in ("state", "stats", "alerts")] + [
-            f"{app_id(log_topic)}-{suffix}"
+            f"{app}-{suffix}"
+            for app in (app_id(log_topic), *apps)
             for suffix in ("ticks", "rules-changelog", "windows-changelog", "__assignor-__leader")
         ]
         admin.delete_topics(extra, timeout_ms=30_000, raise_errors=False)

@@ -94,6 +94,10 @@ class Harness:
     def tick(self, partition: int = 0) -> list[Output]:
         return self.processor.on_tick(partition)
 
+    def rule_keys(self) -> list[bytes]:
+        """The table's rule entries (without the marker it is in step with)."""
+        return [key for key in self.rules if not key.endswith(b"|__synced__")]
+
     def publish(self, outputs: list[Output]) -> list[Send]:
         """Hand the outputs to a fake producer: every send stays in flight."""
         sends = [Send(out) for out in outputs]
@@ -179,7 +183,7 @@ def test_tick_tombstones_rules_whose_expiry_has_passed() -> None:
     assert [out.key for out in _state(h.tick())] == [b"__offsets__:0"]
     h.clock.now += 11
     assert _state(h.tick()) == [Output("state", b"jti:j1", None, 0)]
-    assert list(h.rules) == [b"0|jti:j2"]
+    assert h.rule_keys() == [b"0|jti:j2"]
 
 
 def test_sweep_finds_rules_restored_before_the_first_tick() -> None:
@@ -243,7 +247,7 @@ def test_unblock_replayed_after_its_expiry_still_lifts_the_older_block() -> None
     older_block = encode(SubjectBlocked(id=uid(3), issuer="i", sub="u", occurred_at=at(-95)))
     assert _state(h.feed(older_block)) == [], "the dead unblock still orders older blocks"
     assert _state(h.tick())[0] == Output("state", b"sub-block:u", None, 0)
-    assert h.rules == {}
+    assert h.rule_keys() == []
 
 
 def test_an_sdk_ignoring_tombstones_is_not_left_blocked_by_an_unblock_read_late() -> None:
@@ -338,8 +342,9 @@ def _with_tracked_changelog() -> tuple[Harness, list[Send]]:
             changelog.append(Send())
             h.processor.track(int(key.split(b"|")[0]), changelog[-1])
 
+    h.rules = Table()
     h.processor = Processor(
-        codec=VERIFYING_CODEC, log_topic="log", rules=Table(), windows={}, clock=h.clock
+        codec=VERIFYING_CODEC, log_topic="log", rules=h.rules, windows={}, clock=h.clock
     )
     return h, changelog
 
@@ -525,6 +530,100 @@ def test_signature_header_may_come_as_a_mapping() -> None:
     assert len(out) == 1
 
 
+# -- seeding a table that is not in step with the state topic ------------------------------
+
+
+def _state_records(outputs: Sequence[Output]) -> list[tuple[bytes, bytes | None]]:
+    """What the worker reads back from the state topic to seed a table."""
+    return [
+        (o.value, dict(o.headers).get(SIGNATURE_HEADER))
+        for o in _state(outputs)
+        if o.value is not None and not o.is_marker
+    ]
+
+
+def test_the_table_records_each_marker_it_holds_every_effect_of() -> None:
+    h = Harness()
+    assert h.processor.synced(0) is None
+    for send in h.publish(h.feed(_jti(1, 60))):
+        send.ack()
+    assert _markers(h.tick()) == [0]
+    assert h.processor.synced(0) == 0
+    assert h.processor.synced(1) is None
+
+
+def test_a_seeded_table_keeps_the_state_topics_winner_against_a_weaker_late_event() -> None:
+    """A new app id: the table is empty, the state topic holds the winner and a marker past
+    it. Judged against nothing, a weaker event read after the marker would replace it."""
+    old = Harness()
+    written = old.feed(_jti(1, 3600))
+    fresh = Harness()
+    fresh.processor.seed(0, _state_records(written))
+    weaker = encode(TokenRevoked(id=uid(2), issuer="i", jti="j1", expires_at=at(60)))
+    assert fresh.processor.seeding(0)
+    assert _state(fresh.feed(weaker)) == [], "the weaker event replaced the state's winner"
+    assert not fresh.processor.seeding(0)
+    assert fresh.processor.counters["seeded"] == 1
+    assert fresh.processor.counters["superseded"] == 1
+
+
+def test_seeding_verifies_the_state_records_and_skips_expired_ones() -> None:
+    h = Harness()
+    good, expired = _jti(1, 60), _jti(2, -10)
+    forged = good.value.replace(b"j1", b"j3")
+    h.processor.seed(
+        0,
+        [
+            (good.value, good.headers[0][1]),
+            (forged, good.headers[0][1]),
+            (expired.value, expired.headers[0][1]),
+        ],
+    )
+    h.tick()  # anything of the partition finishes the seeding first
+    assert h.rule_keys() == [b"0|jti:j1"]
+    assert h.processor.counters["seed_skipped.bad_signature"] == 1
+    assert h.processor.counters["seeded"] == 1
+
+
+def test_seeding_goes_slice_by_slice_and_its_writes_hold_the_next_marker_back() -> None:
+    h, changelog = _with_tracked_changelog()
+    h.processor.arm(0, 5)
+    h.processor.seed(0, _state_records([o for n in range(5) for o in Harness().feed(_jti(n, 60))]))
+    h.processor.seed_step(0, budget=2)
+    assert len(h.rule_keys()) == 2
+    assert h.processor.seeding(0)
+    assert _markers(h.tick()) == [], "the seeded rules are not in the changelog yet"
+    assert not h.processor.seeding(0)
+    assert len(h.rule_keys()) == 5
+    for send in changelog:
+        send.ack()
+    assert _markers(h.tick()) == [4]
+
+
+def test_a_held_partition_writes_nothing_until_it_is_assigned_again() -> None:
+    h = Harness()
+    h.processor.hold(0)
+    assert h.feed(_jti(1, 60)) == []
+    assert h.tick() == []
+    assert h.processor.counters["held_records"] == 1
+    assert h.rule_keys() == []
+    h.processor.forget_partitions()
+    assert [o.key for o in _state(h.feed(_jti(1, 60)))] == [b"jti:j1"]
+
+
+def test_a_repair_and_a_sweep_pass_over_the_recorded_marker() -> None:
+    h = Harness()
+    for send in h.publish(h.feed(_jti(1, 60))):
+        send.ack()
+    assert _markers(h.tick()) == [0]
+    h.processor.resync(0)
+    h.processor.forget_partitions()  # the expiry heap is rebuilt from the table
+    h.clock.now += 3600
+    repair = _state(h.tick())
+    assert [(o.key, o.value) for o in repair] == [(b"jti:j1", None)]
+    assert h.processor.synced(0) == 0
+
+
 # -- crash and restart against a fake broker ------------------------------------------
 
 
@@ -600,7 +699,8 @@ class ChangeloggedTable(dict[bytes, bytes]):
 
 class SimWorker:
     """One incarnation of the worker on log partition 0: resumes after the last marker that
-    landed in the state topic, with the table recovered from the changelog."""
+    landed in the state topic, with the table recovered from the changelog and, when that is
+    not in step with the marker, seeded from the state topic (as ``streams.app`` does)."""
 
     def __init__(self, broker: Broker, log: list[EncodedEvent]) -> None:
         self.broker = broker
@@ -613,6 +713,15 @@ class SimWorker:
         marked = _last_marker(broker)
         self.position = 0 if marked is None else marked + 1
         self.processor.arm(0, self.position)
+        if self.processor.synced(0) != marked:
+            self.processor.seed(
+                0,
+                [
+                    (value, dict(headers).get(SIGNATURE_HEADER))
+                    for key, value, headers in broker.landed["state"]
+                    if value is not None and not key.startswith(b"__")
+                ],
+            )
 
     def publish(self, outputs: list[Output]) -> None:
         for out in outputs:
@@ -701,14 +810,22 @@ def _sim_log(specs: list[tuple[str, int, int]]) -> list[EncodedEvent]:
     seed=st.integers(0, 2**32 - 1),
     crashes=st.integers(1, 3),
     failures=st.sampled_from([0.0, 0.05, 0.3]),
+    table_lost=st.sampled_from([0.0, 0.5]),
 )
 def test_no_marker_promises_a_write_a_crash_lost(
-    specs: list[tuple[str, int, int]], seed: int, crashes: int, failures: float
+    specs: list[tuple[str, int, int]],
+    seed: int,
+    crashes: int,
+    failures: float,
+    table_lost: float,
 ) -> None:
     """kill -9 at any point, with any subset of the writes in flight lost (state records,
     changelog records, markers), any of them failed, restarting from the last marker that
     landed: at every moment the state topic has no gap behind any of its markers, and the
-    last incarnation brings it to the log's end with every rule's winner."""
+    last incarnation brings it to the log's end with every rule's winner. Also when a
+    restart finds the table's changelog gone (a new app id, a deleted changelog topic) with
+    probability ``table_lost``: a worker judging later events against an empty table would
+    let a weaker one replace a winner the state topic holds."""
     rng = random.Random(seed)
     log = _sim_log(specs)
     broker = Broker()
@@ -724,6 +841,8 @@ def test_no_marker_promises_a_write_a_crash_lost(
                 broker.resolve(rng.choice(busy), ok=rng.random() >= failures)
         broker.crash()
         _assert_no_gap(broker, log)
+        if rng.random() < table_lost:
+            broker.landed["changelog"].clear()
     worker = SimWorker(broker, log)
     for _ in range(len(log)):
         worker.record()

@@ -17,7 +17,13 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumer_sdk import RevocationState
 from revocast.cli._streams import worker_argv
-from revocation_events import EncodedEvent, Event, MalformedEventError, TokenRevoked
+from revocation_events import (
+    EncodedEvent,
+    Event,
+    MalformedEventError,
+    SubjectTokensRevoked,
+    TokenRevoked,
+)
 from streams import OFFSETS_KEY_PREFIX, parse_marker
 from tests._kafka_fixtures import MakeTopic
 from tests.streams._support import SIGNING_CODEC, VERIFYING_CODEC
@@ -460,6 +466,54 @@ def test_a_rule_within_the_sdk_leeway_past_its_expiry_stays_in_the_state_topic(
         assert worker.stop() == 0
     finally:
         worker.ensure_dead()
+
+
+# -- a worker whose table is new is seeded from the state topic ------------------------------
+
+
+def test_a_worker_with_a_new_app_id_keeps_the_winners_the_state_topic_holds(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """A second app id starts with an empty rules table but resumes after the shared state
+    topic's marker. Judged against an empty table, a weaker watermark read after the marker
+    replaced the stronger one in the state topic, and an SDK bootstrapping from the state
+    topic then accepted tokens the log revokes."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    strong = SubjectTokensRevoked(
+        issuer="t", sub="u", issued_before=now, expires_at=now + timedelta(hours=1)
+    )
+    weaker = SubjectTokensRevoked(
+        issuer="t",
+        sub="u",
+        issued_before=now - timedelta(hours=1),
+        expires_at=now + timedelta(hours=1),
+    )
+    setup.worker.start()
+    setup.publish([SIGNING_CODEC.encode(strong)])
+    _poll_state(setup, _caught_up, timeout=30)
+    assert setup.worker.stop() == 0
+
+    other = f"{app_id(setup.log_topic)}-new"
+    env = worker_env(setup.bootstrap, setup.log_topic, tmp_path / "new-data")
+    env["REVOCAST_STREAMS_APP_ID"] = other
+    worker = Worker(env, tmp_path / "new-worker.log")
+    try:
+        worker.start()
+        setup.publish([SIGNING_CODEC.encode(weaker)])
+        state = _poll_state(setup, _caught_up, timeout=30)
+        assert state.live["sub-wm:u"].id == strong.id, worker.output()[-3000:]
+        assert worker.output().count("seeding it with 1 state records") == 1
+        assert worker.stop() == 0
+        # Restarted, its table is in step with the state topic's marker: no seeding.
+        worker.start()
+        setup.publish([SIGNING_CODEC.encode(weaker)])
+        state = _poll_state(setup, _caught_up, timeout=30)
+        assert state.live["sub-wm:u"].id == strong.id
+        assert worker.stop() == 0
+        assert worker.output().count("seeding it with") == 1, worker.output()[-3000:]
+    finally:
+        worker.ensure_dead()
+        delete_worker_topics(setup.bootstrap, setup.log_topic, other)
 
 
 # -- a user mistake is one line, not a traceback ------------------------------------------

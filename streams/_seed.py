@@ -1,0 +1,89 @@
+"""Reading state partitions back, to seed a rules table that is not in step with them.
+
+The worker's rules table must hold every winner the state topic holds before it judges new
+events: a table that starts empty (a new app id, a deleted changelog) would let a weaker late
+event replace a winner in the state topic. :func:`read_state` returns the rule records of the
+given state partitions (markers, reserved keys and tombstones left out); the processor
+verifies and merges them (:meth:`streams._processor.Processor.seed`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+
+from revocation_events import SIGNATURE_HEADER
+from streams._settings import StreamsSettings
+from streams._topics import StreamsError
+
+__all__ = ["StateRecord", "read_state"]
+
+logger = logging.getLogger("streams")
+
+StateRecord = tuple[bytes, bytes | None]
+"""A rule record's value and its ``revocast-sig`` header (``None``: unsigned)."""
+
+
+def read_state(
+    settings: StreamsSettings, partitions: Iterable[int], timeout: float = 300.0
+) -> dict[int, list[StateRecord]]:
+    """Every rule record of the given state partitions, from their first offset up to their
+    end when called, in offset order (several per key where compaction has not run yet: the
+    merge keeps the winner whatever the order)."""
+    wanted = sorted(set(partitions))
+    if not wanted:
+        return {}
+    deadline = time.monotonic() + timeout
+    tps = [TopicPartition(settings.state_topic, p) for p in wanted]
+    found: dict[int, list[StateRecord]] = {p: [] for p in wanted}
+    try:
+        consumer = KafkaConsumer(
+            **settings.kafka.client_config(KafkaConsumer.DEFAULT_CONFIG), enable_auto_commit=False
+        )
+        try:
+            consumer.assign(tps)
+            ends = consumer.end_offsets(tps)
+            begins = consumer.beginning_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, begins[tp])
+            left = {tp for tp in tps if begins[tp] < ends[tp]}
+            while left:
+                if time.monotonic() > deadline:
+                    raise StreamsError(
+                        f"reading state partitions {wanted} took more than {timeout:.0f}s"
+                    )
+                for tp, records in consumer.poll(timeout_ms=500, max_records=10_000).items():
+                    end = ends[tp]
+                    into = found[tp.partition]
+                    for record in records:
+                        if record.offset >= end:
+                            break
+                        if record.value is None or record.key is None:
+                            continue
+                        if record.key.startswith(b"__"):
+                            continue  # offset markers and reserved keys
+                        into.append((record.value, _signature(record.headers)))
+                for tp in list(left):
+                    if consumer.position(tp) >= ends[tp]:
+                        left.discard(tp)
+        finally:
+            consumer.close()
+    except KafkaError as exc:
+        raise StreamsError(f"cannot read the state topic: {exc}") from exc
+    logger.info(
+        "read %d state records of partitions %s",
+        sum(len(records) for records in found.values()),
+        wanted,
+    )
+    return found
+
+
+def _signature(headers: Iterable[tuple[str, bytes]] | None) -> bytes | None:
+    for name, value in headers or ():
+        if name == SIGNATURE_HEADER:
+            return value
+    return None
