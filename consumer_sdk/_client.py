@@ -382,17 +382,23 @@ class Revocast:
     # -- lifecycle -------------------------------------------------------------------------
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the source thread (waiting up to ``timeout``); status becomes OFF."""
+        """Stop the background threads (source, JWKS refresher, heartbeat), waiting up to
+        ``timeout`` seconds for all of them together; status becomes OFF."""
+        deadline = time.monotonic() + timeout
+
+        def remaining() -> float:
+            return max(0.0, deadline - time.monotonic())
+
         self._sink.status(DataSourceState.OFF)
         with self._restart_lock:
             # In a forked child not restarted yet: a later verify() or status must not start
             # a source for a closed client (and one being restarted now is closed below).
             self._forked = False
-        self._source.close(timeout)
+        self._source.close(remaining())
         if self._verifier.jwks is not None:
-            self._verifier.jwks.close(timeout)
+            self._verifier.jwks.close(remaining())
         if self._heartbeat is not None:
-            self._heartbeat.close(timeout)
+            self._heartbeat.close(remaining())
         _instances.discard(self)
 
     def __enter__(self) -> Revocast:

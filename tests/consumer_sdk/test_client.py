@@ -548,3 +548,52 @@ def test_a_listener_calling_sys_exit_does_not_end_the_sync_thread(
     with pytest.raises(TokenRevokedError):
         rc.verify(token(jti="second"))
     assert "revocation listener" in caplog.text
+
+
+class _StuckThread:
+    """A background thread that ignores its stop until released; ``close`` joins it as the
+    real ones do (source, JWKS refresher, heartbeat)."""
+
+    def __init__(self, release: threading.Event) -> None:
+        self.timeouts: list[float] = []
+        self._thread = threading.Thread(target=release.wait, daemon=True)
+        self._thread.start()
+
+    def start(self, sink: UpdateSink | None = None) -> None:
+        pass
+
+    def close(self, timeout: float) -> None:
+        self.timeouts.append(timeout)
+        self._thread.join(timeout)
+
+
+class _StuckSource(InMemorySource):
+    def __init__(self, release: threading.Event) -> None:
+        super().__init__()
+        self.stuck = _StuckThread(release)
+
+    def close(self, timeout: float) -> None:
+        super().close(timeout)
+        self.stuck.close(timeout)
+
+
+def test_close_waits_for_all_its_threads_within_one_timeout_not_one_each(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    src = _StuckSource(release)
+    rc = Revocast(settings(), source=src, clock=clock)
+    jwks, heartbeat = _StuckThread(release), _StuckThread(release)
+    monkeypatch.setattr(rc._verifier, "jwks", jwks)
+    monkeypatch.setattr(rc, "_heartbeat", heartbeat)
+    try:
+        started = time.monotonic()
+        rc.close(timeout=0.5)
+        took = time.monotonic() - started
+    finally:
+        release.set()
+    assert took < 1.0, f"close(0.5) took {took:.2f}s"  # one timeout, not three (1.5 s)
+    assert src.closed
+    given = src.stuck.timeouts + jwks.timeouts + heartbeat.timeouts
+    assert len(given) == 3
+    assert sum(given) <= 0.5 + 0.2
