@@ -57,16 +57,20 @@ def build_codec(settings: ConsumerSettings) -> EventCodec:
 
 
 class _RateLimitedLog:
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
+    """At most one warning per key every ``_LOG_EVERY`` seconds of ``monotonic``: a wall
+    clock stepped back would silence a key (such as fail-open) for as long as the step."""
+
+    def __init__(self, monotonic: Callable[[], float]) -> None:
+        self._monotonic = monotonic
         self._last: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
 
     def warning(
         self, key: str, msg: str, *args: object, exc_info: BaseException | None = None
     ) -> None:
-        now = self._clock()
-        if now - self._last.get(key, -_LOG_EVERY) < _LOG_EVERY:
+        now = self._monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < _LOG_EVERY:
             self._suppressed[key] += 1
             return
         self._last[key] = now
@@ -97,7 +101,7 @@ class _Sink:
         self.skipped: Counter[str] = Counter()
         self.last_event_at: float | None = None
         self._bootstrapped = False
-        self._log = _RateLimitedLog(rc.clock)
+        self._log = _RateLimitedLog(rc._monotonic)
 
     def record(
         self, value: bytes | None, headers: Headers, *, timestamp_ms: int | None = None
@@ -239,7 +243,7 @@ class Revocast:
         self._max_staleness = settings.max_staleness
         self._restart_lock = threading.Lock()
         self._forked = False
-        self._log = _RateLimitedLog(clock)
+        self._log = _RateLimitedLog(monotonic)
         _instances.add(self)
         self._start()
 

@@ -204,6 +204,24 @@ def test_fail_open_policy_accepts_when_the_state_is_unavailable_and_logs(
             rc.verify(token(jti="x"))
 
 
+def test_a_wall_clock_stepped_back_does_not_silence_the_fail_open_warning(
+    src: InMemorySource, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    mono = FakeClock(start=0.0)
+    accept = settings(failure_policy=FailurePolicy.ACCEPT)
+    with (
+        Revocast(accept, source=src, clock=clock, monotonic=mono) as rc,
+        caplog.at_level(logging.WARNING, "consumer_sdk"),
+    ):
+        rc.verify(token())
+        rc.verify(token())  # within 10 s: suppressed
+        clock.advance(-3600)
+        mono.advance(11)
+        rc.verify(token())
+    assert caplog.text.count("failure_policy=accept") == 2
+    assert "(1 similar suppressed)" in caplog.text
+
+
 def test_close_turns_status_off_and_verify_fails_closed(rc: Revocast, src: InMemorySource) -> None:
     src.set_ready()
     rc.close()
