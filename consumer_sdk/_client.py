@@ -93,9 +93,10 @@ class _Sink:
         self._state = rc.state
         self._codec = build_codec(rc.settings)
         self._clock = rc.clock
+        self._monotonic = rc._monotonic
         self._metrics = rc.metrics
         self._expire_interval = rc.settings.expire_interval
-        self._next_expire = 0.0
+        self._next_expire: float | None = None  # monotonic: a wall step back must not pause it
         self.applied: Counter[str] = Counter()
         self.unchanged: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
@@ -186,8 +187,8 @@ class _Sink:
         self._metrics.status(self._rc.status_provider.current.state.value)
 
     def tick(self) -> None:
-        now = self._clock()
-        if now >= self._next_expire:
+        now = self._monotonic()
+        if self._next_expire is None or now >= self._next_expire:
             self._next_expire = now + self._expire_interval
             self._state.expire()
             self._metrics.sizes(self._state.size_by_kind())

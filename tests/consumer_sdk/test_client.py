@@ -302,6 +302,20 @@ def test_tick_expires_entries_through_the_sink(
     assert rc.stats()["entries"]["jti"] == 0
 
 
+def test_a_wall_clock_stepped_back_does_not_pause_the_expiry_sweeps(
+    src: InMemorySource, clock: FakeClock
+) -> None:
+    mono = FakeClock(start=0.0)
+    with Revocast(settings(), source=src, clock=clock, monotonic=mono) as rc:
+        src.tick()  # sweeps now, next in expire_interval
+        clock.advance(-3600)
+        src.publish(TokenRevoked(issuer="i", jti="j", expires_at=dt(clock.now + 60)))
+        clock.advance(61)
+        mono.advance(rc.settings.expire_interval)
+        src.tick()
+        assert rc.stats()["entries"]["jti"] == 0
+
+
 def test_events_published_before_start_are_delivered_in_order(clock: FakeClock) -> None:
     src = InMemorySource()
     src.publish(
