@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 from collections.abc import Callable
 from functools import cache
@@ -25,7 +24,8 @@ from typing import Any
 import faust
 from faust.types import TP, CodecArg, FutureMessage
 
-from revocation_events import KafkaSettings, RevocastError, SettingsError
+from revocation_events import RevocastError
+from streams._faust_config import faust_credentials, faust_options
 from streams._processor import Processor
 from streams._records import Output
 from streams._seed import read_state
@@ -46,10 +46,17 @@ def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None
     ``broker`` overrides the Kafka URLs (``memory://`` in offline tests). The output topics
     must exist (see :func:`streams._topics.prepare_topics`).
     """
+    options, left_out = faust_options(settings.kafka)
+    if left_out:
+        logger.warning(
+            "REVOCAST_KAFKA_OPTIONS not applied to the worker's faust clients: %s "
+            "(its kafka-python clients take them)",
+            ", ".join(left_out),
+        )
     app: Any = faust.App(
         settings.app_id,
         broker=broker or [f"kafka://{server}" for server in settings.kafka.bootstrap_servers],
-        broker_credentials=_credentials(settings.kafka),
+        broker_credentials=faust_credentials(settings.kafka),
         broker_client_id=settings.kafka.client_id,
         broker_commit_interval=settings.commit_interval_seconds,
         broker_session_timeout=settings.session_timeout_seconds,
@@ -64,6 +71,7 @@ def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None
         stream_publish_on_commit=False,
         producer_acks=-1,
         autodiscover=False,
+        **options,
     )
 
     # Bytes in, bytes out: the record value is the signed payload and must stay intact.
@@ -270,27 +278,6 @@ def _snapshots(app: Any, settings: StreamsSettings) -> None:
     app.on_partitions_assigned.connect(on_assigned)
     app.on_partitions_revoked.connect(on_revoked)
     app.on_before_shutdown.connect(stop_snapshotter)
-
-
-def _credentials(kafka: KafkaSettings) -> Any:
-    protocol = kafka.security_protocol
-    if protocol == "PLAINTEXT":
-        return None
-    context: ssl.SSLContext | None = None
-    if protocol.endswith("SSL"):
-        context = ssl.create_default_context(cafile=kafka.ssl_cafile)
-        if kafka.ssl_certfile:
-            context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile, kafka.ssl_password)
-    if protocol == "SSL":
-        return faust.SSLCredentials(context)
-    if kafka.sasl_mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
-        raise SettingsError(f"the streams worker does not support SASL {kafka.sasl_mechanism}")
-    return faust.SASLCredentials(
-        username=kafka.sasl_username,
-        password=kafka.sasl_password,
-        ssl_context=context,
-        mechanism=kafka.sasl_mechanism,
-    )
 
 
 @cache
