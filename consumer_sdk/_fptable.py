@@ -75,13 +75,17 @@ class FingerprintTable:
 
     def __init__(self) -> None:
         self.slots: Slots = _new_slots(_MIN_CAPACITY, 0)
-        self._used = 0
+        self.used = 0
+        """Entries (``len()``, as an attribute: a reader skips hashing when it is 0). Raised
+        after :meth:`add` publishes an entry, lowered after :meth:`sweep` unlinks one; a
+        rebuild drops only entries already due. So a reader that sees 0 misses only entries
+        past their deadline or not yet published: the answer of the state before or after."""
         self._filled = 0  # index slots used + tombstones
         self._free = array("I")  # dense positions of deleted entries, reused first
         self._cursor = _FIRST  # where the next sweep starts
 
     def __len__(self) -> int:
-        return self._used
+        return self.used
 
     @property
     def capacity(self) -> int:
@@ -141,9 +145,9 @@ class FingerprintTable:
             times.append(t)
             keys.append(fp)
         index[free] = j  # published last: the entry is complete before a reader can reach it
-        self._used += 1
+        self.used += 1
         if self._filled * 4 > mask + 1:
-            self._rebuild(self._used, cutoff=cutoff)
+            self._rebuild(self.used, cutoff=cutoff)
         return True
 
     def sweep(self, cutoff: float, budget: int | None = None) -> int:
@@ -167,7 +171,7 @@ class FingerprintTable:
                 deadlines[j] = 0
                 times[j] = 0
                 self._free.append(j)
-                self._used -= 1
+                self.used -= 1
                 dropped += 1
             j += 1
             if j == end:
@@ -197,7 +201,7 @@ class FingerprintTable:
         fingerprint already present merges as :meth:`add` does.
         """
         return self._rebuild(
-            self._used + count, zip(fps, deadlines, times, strict=True), cutoff=cutoff
+            self.used + count, zip(fps, deadlines, times, strict=True), cutoff=cutoff
         )
 
     def _rebuild(
@@ -230,7 +234,7 @@ class FingerprintTable:
                     index[i] = j
                     j += 1
         del keys[j:], deadlines[j:], times[j:]
-        self._used = self._filled = j - _FIRST
+        self.used = self._filled = j - _FIRST
         self._free = array("I")
         self._cursor = _FIRST  # everything due was just dropped: a sweep may start over
         self.slots = new

@@ -130,6 +130,11 @@ class RevocationState:
         self._kids: dict[str, float] = {}  # kid -> at
         self._global: _Watermark | None = None
         self._wheel: dict[int, set[tuple[str, str]]] = {}  # bucket -> {(kind, key)}
+        self._others = False
+        """Whether any sid, subject, key or global rule is held: :meth:`check` tests this one
+        attribute instead of four in the usual state of jtis only. Recomputed by
+        :meth:`_note_others` after every change to those rules (set after an add, cleared
+        after a removal, so a reader racing the writer sees the state before or after)."""
 
     # -- reading (request path) ------------------------------------------------------------
 
@@ -138,8 +143,9 @@ class RevocationState:
     ) -> tuple[RevokedBy, datetime] | None:
         """The first rule that revokes a token with these claims and header ``kid``, if any."""
         jti = claims.get("jti")
-        if type(jti) is str:
-            index, keys, deadlines, times, mask = self._jti.slots
+        table = self._jti
+        if type(jti) is str and table.used:  # an empty table: no need to hash a fresh jti
+            index, keys, deadlines, times, mask = table.slots
             fp = hash(jti) or 1
             i = fp & mask
             while j := index[i]:
@@ -148,6 +154,8 @@ class RevocationState:
                         return RevokedBy.JTI, _dt(times[j])
                     break
                 i = (i + 1) & mask
+        if not self._others:
+            return None
         if self._sids:
             sid = claims.get("sid")
             hit = self._sids.get(sid) if type(sid) is str else None
@@ -204,6 +212,13 @@ class RevocationState:
             if until <= live:
                 return False
             return self._jti.add(fingerprint(event.jti), until, event.occurred_at.timestamp(), live)
+        changed = self._apply_rule(event)
+        if changed:
+            self._note_others()
+        return changed
+
+    def _apply_rule(self, event: Event) -> bool:
+        """:meth:`apply` for every event but ``TokenRevoked``."""
         at = event.occurred_at.timestamp()
         live = self._clock() - self._grace
         if isinstance(event, SessionRevoked):
@@ -217,6 +232,11 @@ class RevocationState:
         if isinstance(event, GlobalTokensRevoked):
             return self._apply_global(event, at, live)
         return self._apply_subject(event, at, live)
+
+    def _note_others(self) -> None:
+        self._others = bool(self._sids or self._subjects or self._kids) or (
+            self._global is not None
+        )
 
     def restore_jtis(
         self, columns: Iterable[tuple[Sequence[str], Sequence[int], Sequence[int]]]
@@ -351,6 +371,7 @@ class RevocationState:
         if self._global is not None and self._global.until <= live:
             self._global = None
             dropped += 1
+        self._note_others()
         return dropped
 
     def _expire_subject(self, sub: str, live: float) -> tuple[int, bool]:

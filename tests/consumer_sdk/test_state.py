@@ -366,6 +366,33 @@ def test_expire_never_changes_what_check_answers(events: list[BaseEvent], later:
     assert [state.check(c, None) for c in probes] == before
 
 
+@hsettings(deadline=None, max_examples=60)
+@given(
+    events=subject_events(),
+    key=st.booleans(),
+    steps=st.lists(st.integers(0, 2 * int(LIFETIME)), max_size=4),
+)
+def test_check_skips_the_other_rules_only_when_the_state_holds_none(
+    events: list[BaseEvent], key: bool, steps: list[int]
+) -> None:
+    """``check`` tests one flag for every sid, subject, key and global rule; it must be set
+    exactly when the state holds one of them, after each apply and each expire."""
+    clock = FakeClock(T0)
+    state = make_state(clock)
+
+    def holds_others() -> bool:
+        return any(n for kind, n in state.size_by_kind().items() if kind != "jti")
+
+    assert state._others is holds_others() is False
+    for event in [*events, *([KeyRevoked(issuer="i", kid="k1")] if key else [])]:
+        state.apply(event)  # type: ignore[arg-type]
+        assert state._others is holds_others()
+    for later in steps:
+        clock.advance(later)
+        state.expire()
+        assert state._others is holds_others()
+
+
 # -- jtis against a dict model ---------------------------------------------------------------
 
 _JTIS = [f"j{n}" for n in range(40)]  # enough to grow the table past its first 64 slots
