@@ -92,13 +92,15 @@ class KafkaSource:
         self._watch.start()
 
     def close(self, timeout: float) -> None:
+        """Stop the sync thread and the stall watch, waiting ``timeout`` s for both together."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
             if self._thread.is_alive():
                 _log.warning("revocation sync thread did not stop within %.1fs", timeout)
         if self._watch is not None:
-            self._watch.join(timeout)
+            self._watch.join(max(0.0, deadline - time.monotonic()))
 
     def stats(self) -> dict[str, Any]:
         positions = dict(self._positions)

@@ -416,6 +416,31 @@ def test_a_topic_missing_from_one_metadata_answer_does_not_make_a_lagging_source
         source.close(10)
 
 
+class _Unstoppable:
+    """A thread that ignores the stop: each join waits out its whole timeout."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float] = []
+
+    def join(self, timeout: float) -> None:
+        self.timeouts.append(timeout)
+        threading.Event().wait(timeout)
+
+    def is_alive(self) -> bool:
+        return True
+
+
+def test_close_waits_for_the_sync_thread_and_the_stall_watch_within_one_timeout() -> None:
+    """A listener blocking both threads made close(timeout) take twice the timeout."""
+    source = KafkaSource(settings(kafka=KafkaSettings(bootstrap_servers=("127.0.0.1:1",))))
+    sync, watch = _Unstoppable(), _Unstoppable()
+    source._thread = sync  # type: ignore[assignment]
+    source._watch = watch  # type: ignore[assignment]
+    source.close(0.3)
+    assert sync.timeouts == [0.3]
+    assert watch.timeouts[0] < 0.1, "the stall watch got a timeout of its own"
+
+
 class _RecordingStop(threading.Event):
     """The source's stop event, whose backoff waits return at once and are recorded."""
 
