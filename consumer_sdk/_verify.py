@@ -54,6 +54,8 @@ _ALGORITHMS = get_default_algorithms()
 KeyEntry = tuple[Any, list[str]]
 
 _NUMBER = (int, float)  # exact types: bool and numeric strings are refused
+_HEADER_KIDS_MAX = 256
+"""Header segments whose ``kid`` a verifier remembers (see :meth:`TokenVerifier._key_for`)."""
 
 
 def _family_of(key: Any) -> str:
@@ -278,6 +280,7 @@ class TokenVerifier:
         """The configured ``kid`` of a single static key, which verifies tokens whatever
         their ``kid`` header says: revoking it must refuse all of them (see ``verify``)."""
         self.jwks = JwksKeys(settings) if settings.jwks_url else None
+        self._header_kids: dict[bytes, str] = {}
         require = ["exp", "iat"] + (["sub"] if settings.require_sub else [])
         self._jwt = jwt.PyJWT({"require": require})
         self._decode_complete = self._jwt.decode_complete
@@ -306,7 +309,7 @@ class TokenVerifier:
         raw = token.encode() if isinstance(token, str) else token
         if len(raw) > self._max_bytes:
             raise RevocastTokenError(f"token of {len(raw)} bytes exceeds {self._max_bytes}")
-        key, algorithms = self._only or self._select(header_kid(raw))
+        key, algorithms = self._only or self._key_for(raw)
         if self._plain:
             decoded = self._decode_complete(raw, key, algorithms=algorithms)
         else:
@@ -325,6 +328,28 @@ class TokenVerifier:
             _check_numeric(claims)
         kid = decoded["header"].get("kid")
         return claims, kid if type(kid) is str else None
+
+    def _key_for(self, raw: bytes) -> KeyEntry:
+        """The key entry for the ``kid`` in ``raw``'s header, which is parsed once per distinct
+        header segment: every token one key signs starts with the same few, and parsing one
+        (base64 and JSON) costs several µs. The kid is a function of the segment's bytes, so
+        remembering it changes no answer; the key is still looked up by kid every time, so
+        a removed key is refused at once. Only segments whose kid selected a key are kept,
+        at most :data:`_HEADER_KIDS_MAX` (all forgotten when full: a flood of made-up
+        headers costs each of them the parse, as without this, and nothing else)."""
+        end = raw.find(b".")
+        header = raw[:end] if end > 0 else b""
+        kid = self._header_kids.get(header) if header else None
+        if kid is not None:
+            return self._select(kid)
+        kid = header_kid(raw)
+        entry = self._select(kid)  # raises for a kid that selects no key
+        if header and kid is not None:
+            kids = self._header_kids
+            if len(kids) >= _HEADER_KIDS_MAX:
+                kids.clear()
+            kids[header] = kid
+        return entry
 
     def _select(self, kid: str | None) -> KeyEntry:
         if kid is None:

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from consumer_sdk import ConsumerSettings, Revocast, RevocastTokenError
-from consumer_sdk._verify import TokenVerifier, header_kid
+from consumer_sdk._verify import _HEADER_KIDS_MAX, TokenVerifier, header_kid
 from consumer_sdk.testing import InMemorySource
 from revocation_events import SettingsError
 from tests.consumer_sdk._helpers import ISSUER, SECRET, settings, token
@@ -338,3 +338,46 @@ def test_jwks_keys_for_encryption_or_another_algorithm_are_not_used_to_verify() 
     with pytest.raises(jwt.InvalidAlgorithmError):
         v.decode(token(key=RSA_KEY, algorithm="RS256", kid="rs512"))
     assert v.decode(token(key=RSA_KEY, algorithm="RS256", kid="sig", jti="b"))[0]["jti"] == "b"
+
+
+def test_a_header_segment_is_parsed_once_and_still_selects_its_key_every_time() -> None:
+    other = b"t" * 32
+    v = verifier(jwt_keys={"k1": SECRET, "k2": other})
+    tokens = [token(kid="k1", jti="a"), token(key=other, kid="k2", jti="b")] * 3
+    with patch("consumer_sdk._verify.header_kid", wraps=header_kid) as parse:
+        seen = [v.decode(t) for t in tokens]
+        assert parse.call_count == 2, "one parse per distinct header segment"
+        assert [(c["jti"], kid) for c, kid in seen] == [("a", "k1"), ("b", "k2")] * 3
+        # A remembered header naming k1 still verifies with k1 only, and an unknown kid is
+        # refused every time without being remembered.
+        with pytest.raises(jwt.InvalidSignatureError):
+            v.decode(token(key=other, kid="k1"))
+        for _ in range(2):
+            with pytest.raises(RevocastTokenError, match="unknown key id"):
+                v.decode(token(kid="k9"))
+    assert sorted(v._header_kids.values()) == ["k1", "k2"]
+
+
+def test_remembered_header_segments_are_bounded() -> None:
+    v = verifier(jwt_keys={"k1": SECRET, "k2": b"t" * 32})
+    now = int(time.time())
+    payload = {"sub": "alice", "iat": now, "exp": now + 60}
+    for n in range(_HEADER_KIDS_MAX + 10):  # distinct headers naming a known kid
+        v.decode(jwt.encode(payload, SECRET, algorithm="HS256", headers={"kid": "k1", "n": n}))
+        assert len(v._header_kids) <= _HEADER_KIDS_MAX
+    assert v.decode(token(kid="k1", jti="after"))[0]["jti"] == "after"
+
+
+def test_a_remembered_header_is_refused_once_its_jwks_key_is_removed() -> None:
+    s = settings(jwt_keys={}, jwks_url="https://idp.example/jwks")
+    v = TokenVerifier(s)
+    assert v.jwks is not None
+    jwk = {**json.loads(jwt.algorithms.HMACAlgorithm.to_jwk(SECRET)), "kid": "k1"}
+    with patch.object(v.jwks._client, "fetch_data", return_value={"keys": [jwk]}):
+        v.jwks.refresh()
+    assert v.decode(token(kid="k1"))[1] == "k1"
+    other = {**json.loads(jwt.algorithms.HMACAlgorithm.to_jwk(b"t" * 32)), "kid": "k2"}
+    with patch.object(v.jwks._client, "fetch_data", return_value={"keys": [other]}):
+        v.jwks.refresh()
+    with pytest.raises(RevocastTokenError, match="unknown key id"):
+        v.decode(token(kid="k1"))
