@@ -34,6 +34,10 @@ EXTENSION_KEY = "revocast"
 """Key of this extension's per-app state in ``app.extensions``."""
 
 _G_KEY = "revocast_claims"
+_G_ENVIRON = "_revocast_environ"
+"""The WSGI environ of the request the claims on ``g`` were verified for: ``g`` lives on the
+app context, which a request reuses when one is already pushed (``app.app_context().push()`` at
+import time under a single-threaded server), so ``g`` alone is not per request."""
 
 P = ParamSpec("P")
 
@@ -53,15 +57,23 @@ def _response(rejection: Rejection) -> Response:
 
 def _verify_request() -> Response | None:
     """Put the claims on ``g``, or return the refusal. Verifies at most once per request."""
-    if _G_KEY in g:
+    environ = request.environ
+    if _G_KEY in g and g.get(_G_ENVIRON) is environ:
         return None
+    _forget_claims()
     state: _AppState = current_app.extensions[EXTENSION_KEY]
-    header = request.environ.get("HTTP_AUTHORIZATION")
+    header = environ.get("HTTP_AUTHORIZATION")
     result = authenticate(state.revocast, [] if header is None else [header])
     if isinstance(result, Rejection):
         return _response(result)
     setattr(g, _G_KEY, result)
+    setattr(g, _G_ENVIRON, environ)
     return None
+
+
+def _forget_claims(exc: BaseException | None = None) -> None:
+    g.pop(_G_KEY, None)
+    g.pop(_G_ENVIRON, None)
 
 
 class RevocastFlask:
@@ -85,6 +97,7 @@ class RevocastFlask:
 
     def init_app(self, app: Flask, revocast: Revocast) -> None:
         app.extensions[EXTENSION_KEY] = _AppState(revocast, self.exempt_paths)
+        app.teardown_request(_forget_claims)  # not on to the next request sharing this ``g``
         if self.protect_all:
             app.before_request(self._guard)
 

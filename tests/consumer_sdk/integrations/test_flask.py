@@ -11,8 +11,10 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from consumer_sdk.integrations.flask import RevocastFlask, require_token
+from revocation_events import TokenRevoked
 from tests.consumer_sdk.integrations._cases import (
     CASES,
+    ISSUER,
     Case,
     Harness,
     Headers,
@@ -104,3 +106,20 @@ def test_after_request_hooks_still_run_on_a_refusal(ready: Harness) -> None:
 def test_extension_with_an_app_but_no_client_is_refused() -> None:
     with pytest.raises(TypeError, match="give the Revocast client"):
         RevocastFlask(Flask(__name__))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_request_is_verified_even_when_requests_share_an_app_context(
+    ready: Harness, mode: str
+) -> None:
+    # ``app.app_context().push()`` at import time (a common Flask-SQLAlchemy recipe) under a
+    # gunicorn sync worker: every request reuses that app context, and so one ``flask.g``.
+    app = build_app(ready, mode)
+    with app.app_context():
+        client = app.test_client()
+        headers = ready.bearer()
+        assert client.get("/me", headers=headers).status_code == 200
+        assert client.get("/me").status_code == 401
+        assert client.get("/healthz").get_json() == {"claims": False}
+        ready.publish(TokenRevoked(issuer=ISSUER, jti=ready.jti, expires_at=ready.expires))
+        assert client.get("/me", headers=headers).status_code == 401
