@@ -56,8 +56,9 @@ WS_TRY_AGAIN_LATER = 1013
 class RevocastMiddleware:
     """Verifies the bearer token of every HTTP request and WebSocket handshake.
 
-    ``exempt_paths``: paths served without a token (health checks, metrics), matched against
-    ``scope["path"]`` exactly; an entry ending in ``/`` exempts every path below it.
+    ``exempt_paths``: paths served without a token (health checks, metrics), matched exactly
+    against the path below the app's mount point (``scope["path"]`` less ``scope["root_path"]``,
+    as Starlette's router matches routes); an entry ending in ``/`` exempts every path below it.
     ``on_claims(claims, scope)`` runs after a token is accepted, before the app; raise a
     :class:`jwt.InvalidTokenError` there to refuse the token (401 ``invalid_token``).
     """
@@ -77,7 +78,7 @@ class RevocastMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind not in ("http", "websocket") or is_exempt(scope["path"], self.exempt_paths):
+        if kind not in ("http", "websocket") or is_exempt(route_path(scope), self.exempt_paths):
             await self.app(scope, receive, send)
             return
         values = [v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"authorization"]
@@ -94,6 +95,17 @@ class RevocastMiddleware:
             return
         scope.setdefault("state", {})[CLAIMS_STATE_KEY] = result
         await self.app(scope, receive, send)
+
+
+def route_path(scope: Scope) -> str:
+    """``scope["path"]`` below the mount point: servers (uvicorn ``--root-path``) and Starlette's
+    ``Mount`` put the prefix in both ``path`` and ``root_path`` (ASGI spec); the same rule as
+    Starlette's router, so an exempt path names the same route the app does."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :]
+    return path
 
 
 async def send_rejection(send: Send, rejection: Rejection) -> None:

@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -230,3 +230,16 @@ def test_starlette_lifespan_runs_with_the_middleware_installed(harness: Harness)
     )
     with TestClient(app):
         assert started == [True]
+
+
+def test_exempt_paths_are_matched_below_the_mount_point(ready: Harness) -> None:
+    # Starlette's Mount (and uvicorn --root-path) put the prefix in both scope["path"] and
+    # scope["root_path"]; the app's routes, and so its exempt paths, are named below it.
+    parent = Starlette(routes=[Mount("/api", app=build_app(ready))])
+    with TestClient(parent) as client:
+        assert client.get("/api/healthz").json() == {"claims": False, "user": None}
+        assert client.get("/api/public/docs").status_code == 200
+        for path in ("/api/healthzz", "/api/healthz/admin", "/api/me", "/healthz"):
+            assert client.get(path).status_code in (401, 404), path
+        assert client.get("/api/me").status_code == 401
+        assert client.get("/api/me", headers=ready.bearer()).status_code == 200
