@@ -24,6 +24,7 @@ __all__ = [
     "Rejection",
     "authenticate",
     "bearer_token",
+    "exempt_set",
     "is_exempt",
     "rejection_for",
 ]
@@ -120,6 +121,17 @@ def rejection_for(exc: jwt.InvalidTokenError) -> Rejection:
     if isinstance(exc, jwt.ExpiredSignatureError):
         return _EXPIRED
     return _INVALID
+
+
+def exempt_set(exempt_paths: Collection[str]) -> frozenset[str]:
+    """``exempt_paths`` as a set. A lone string is refused with :class:`TypeError`: iterated,
+    ``"/healthz"`` would be its characters, ``"/"`` among them, which as a prefix entry exempts
+    every path and so turns verification off."""
+    if isinstance(exempt_paths, str | bytes):
+        raise TypeError(
+            f"exempt_paths must be a collection of paths, not one string: ({exempt_paths!r},)"
+        )
+    return frozenset(exempt_paths)
 
 
 def is_exempt(path: str, exempt_paths: Collection[str]) -> bool:

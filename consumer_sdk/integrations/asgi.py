@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
 
 from consumer_sdk._client import Revocast
-from consumer_sdk.integrations._bearer import Claims, Rejection, authenticate, is_exempt
+from consumer_sdk.integrations._bearer import Claims, Rejection, authenticate, exempt_set, is_exempt
 
 __all__ = ["CLAIMS_STATE_KEY", "RevocastMiddleware"]
 
@@ -73,7 +73,7 @@ class RevocastMiddleware:
     ) -> None:
         self.app = app
         self.revocast = revocast
-        self.exempt_paths = frozenset(exempt_paths)
+        self.exempt_paths = exempt_set(exempt_paths)
         self.on_claims = on_claims
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

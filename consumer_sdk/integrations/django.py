@@ -31,7 +31,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.module_loading import import_string
 
 from consumer_sdk._client import Revocast
-from consumer_sdk.integrations._bearer import Rejection, authenticate, is_exempt
+from consumer_sdk.integrations._bearer import Rejection, authenticate, exempt_set, is_exempt
 
 __all__ = ["RevocastDjangoMiddleware", "set_revocast"]
 
@@ -81,7 +81,10 @@ class RevocastDjangoMiddleware:
         self.get_response = get_response
         self._revocast = revocast
         self._from_settings: Revocast | None = None
-        self.exempt_paths = frozenset(getattr(settings, "REVOCAST_EXEMPT_PATHS", ()))
+        try:
+            self.exempt_paths = exempt_set(getattr(settings, "REVOCAST_EXEMPT_PATHS", ()))
+        except TypeError as exc:
+            raise ImproperlyConfigured(f"REVOCAST_EXEMPT_PATHS: {exc}") from None
 
     @property
     def revocast(self) -> Revocast:

@@ -26,7 +26,7 @@ from flask import Flask, Response, current_app, g, request
 from flask.typing import ResponseReturnValue
 
 from consumer_sdk._client import Revocast
-from consumer_sdk.integrations._bearer import Rejection, authenticate, is_exempt
+from consumer_sdk.integrations._bearer import Rejection, authenticate, exempt_set, is_exempt
 
 __all__ = ["EXTENSION_KEY", "RevocastFlask", "require_token"]
 
@@ -89,7 +89,7 @@ class RevocastFlask:
         exempt_paths: Collection[str] = (),
     ) -> None:
         self.protect_all = protect_all
-        self.exempt_paths = frozenset(exempt_paths)
+        self.exempt_paths = exempt_set(exempt_paths)
         if app is not None:
             if revocast is None:
                 raise TypeError("RevocastFlask(app, revocast): give the Revocast client too")

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from consumer_sdk._client import Revocast
-from consumer_sdk.integrations._bearer import Claims, Rejection, authenticate, is_exempt
+from consumer_sdk.integrations._bearer import Claims, Rejection, authenticate, exempt_set, is_exempt
 
 __all__ = ["CLAIMS_ENVIRON_KEY", "RevocastWSGIMiddleware"]
 
@@ -72,7 +72,7 @@ class RevocastWSGIMiddleware:
     ) -> None:
         self.app = app
         self.revocast = revocast
-        self.exempt_paths = frozenset(exempt_paths)
+        self.exempt_paths = exempt_set(exempt_paths)
         self.on_claims = on_claims
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:

@@ -243,3 +243,9 @@ def test_exempt_paths_are_matched_below_the_mount_point(ready: Harness) -> None:
             assert client.get(path).status_code in (401, 404), path
         assert client.get("/api/me").status_code == 401
         assert client.get("/api/me", headers=ready.bearer()).status_code == 200
+
+
+def test_one_string_as_exempt_paths_is_refused(harness: Harness) -> None:
+    # Iterated, "/healthz" is its characters: "/" among them exempted every path.
+    with pytest.raises(TypeError, match="not one string"):
+        RevocastMiddleware(Starlette(), harness.revocast, exempt_paths="/healthz")

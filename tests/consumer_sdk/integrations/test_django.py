@@ -132,3 +132,12 @@ def test_middleware_given_its_own_client_needs_no_configuration(ready: Harness) 
     response = middleware(request)
     assert response.status_code == 200
     assert request.revocast_claims["sub"] == ready.sub  # type: ignore[attr-defined]
+
+
+def test_one_string_as_exempt_paths_setting_is_improperly_configured(ready: Harness) -> None:
+    # Iterated, "/healthz" is its characters: "/" among them exempted every path.
+    with (
+        override_settings(REVOCAST_EXEMPT_PATHS="/healthz"),
+        pytest.raises(ImproperlyConfigured, match="REVOCAST_EXEMPT_PATHS"),
+    ):
+        RevocastDjangoMiddleware(me, revocast=ready.revocast)

@@ -123,3 +123,9 @@ def test_every_request_is_verified_even_when_requests_share_an_app_context(
         assert client.get("/healthz").get_json() == {"claims": False}
         ready.publish(TokenRevoked(issuer=ISSUER, jti=ready.jti, expires_at=ready.expires))
         assert client.get("/me", headers=headers).status_code == 401
+
+
+def test_one_string_as_exempt_paths_is_refused(harness: Harness) -> None:
+    # Iterated, "/healthz" is its characters: "/" among them exempted every path.
+    with pytest.raises(TypeError, match="not one string"):
+        RevocastFlask(Flask(__name__), harness.revocast, exempt_paths="/healthz")

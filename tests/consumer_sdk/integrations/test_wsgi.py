@@ -80,3 +80,9 @@ def test_on_claims_raising_invalid_token_refuses_the_request(ready: Harness) -> 
     client = make_client(ready, on_claims=needs_admin)
     assert client.get("/me", headers=ready.bearer()).status_code == 401
     assert client.get("/me", headers=ready.bearer(role="admin")).status_code == 200
+
+
+def test_one_string_as_exempt_paths_is_refused(harness: Harness) -> None:
+    # Iterated, "/healthz" is its characters: "/" among them exempted every path.
+    with pytest.raises(TypeError, match="not one string"):
+        RevocastWSGIMiddleware(inner_app, harness.revocast, exempt_paths="/healthz")
