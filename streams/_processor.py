@@ -122,7 +122,8 @@ class Processor:
     the table (verified like log records; no outputs: the state topic has them) before the
     partition's next record or tick. A partition whose state could not be read is
     :meth:`hold`-ed: nothing of it is processed (no state record, no marker) until it is
-    assigned again; SDKs then read the log after the last marker, as they would anyway.
+    assigned again; SDKs then read the log after the last marker, as they would anyway. A
+    partition whose seeding a rebalance cuts short is held until it is armed again.
     """
 
     def __init__(
@@ -162,6 +163,8 @@ class Processor:
         self._broken: set[int] = set()
         self._seeds: dict[int, deque[tuple[bytes, bytes | None]]] = {}
         self._held: set[int] = set()
+        self._cut: set[int] = set()
+        """Partitions whose seeding a rebalance cut short: held until armed again."""
 
     def forget_partitions(self) -> None:
         """Drop in-memory indexes and marker bookkeeping after a rebalance; the indexes are
@@ -174,6 +177,11 @@ class Processor:
         self._ready.clear()
         self._marked.clear()
         self._broken.clear()
+        # faust does not wait for the agent's current event (``stream_wait_empty=False``):
+        # one paused between two seed slices goes on after this, and must not be judged
+        # against a half-seeded table. The worker arms the partition again once it is
+        # assigned and has decided about seeding it.
+        self._cut.update(self._seeds)
         self._seeds.clear()
         self._held.clear()
 
@@ -229,7 +237,7 @@ class Processor:
 
     def _ready_for(self, partition: int) -> bool:
         """Finish seeding ``partition``; false while it is held."""
-        if partition in self._held:
+        if partition in self._held or partition in self._cut:
             return False
         while partition in self._seeds:
             self.seed_step(partition)
@@ -239,6 +247,7 @@ class Processor:
         """The worker re-reads ``partition`` from offset ``start``: cover it from there."""
         self._next[partition] = start
         self._holes.discard(partition)
+        self._cut.discard(partition)
         self._queued.pop(partition, None)
         self._ready.pop(partition, None)
         self._marked.pop(partition, None)

@@ -611,6 +611,33 @@ def test_a_held_partition_writes_nothing_until_it_is_assigned_again() -> None:
     assert [o.key for o in _state(h.feed(_jti(1, 60)))] == [b"jti:j1"]
 
 
+def test_a_seed_cut_short_by_a_rebalance_holds_the_partition_until_it_is_armed_again() -> None:
+    """faust does not wait for the agent's current event in a rebalance
+    (``stream_wait_empty=False``): the agent, between two seed slices, resumes after
+    ``forget_partitions`` and hands that event over. Judged against the half-seeded table, a
+    weaker event would replace the state topic's winner in the state topic."""
+    old = Harness()
+    written = [o for n in range(3) for o in old.feed(_jti(n, 3600))]
+    fresh = Harness()
+    fresh.processor.arm(0, 5)
+    fresh.processor.seed(0, _state_records(written))
+    fresh.processor.seed_step(0, budget=1)  # the agent yields between slices ...
+    fresh.processor.forget_partitions()  # ... and a rebalance starts meanwhile
+    assert not fresh.processor.seeding(0)
+    weaker = encode(TokenRevoked(id=uid(9), issuer="i", jti="j2", expires_at=at(60)))
+    assert fresh.feed(weaker) == [], "the weaker event was judged against a half-seeded table"
+    assert fresh.tick() == []
+    assert fresh.processor.counters["held_records"] == 1
+    # Assigned again: the worker re-arms the partition and seeds it again.
+    fresh.processor.arm(0, 5)
+    fresh.processor.seed(0, _state_records(written))
+    assert _state(fresh.feed(weaker)) == []
+    assert fresh.processor.counters["superseded"] == 1
+    # A partition the rebalance found seeded is not held.
+    fresh.processor.forget_partitions()
+    assert [o.key for o in _state(fresh.feed(_jti(7, 60)))] == [b"jti:j7"]
+
+
 def test_a_repair_and_a_sweep_pass_over_the_recorded_marker() -> None:
     h = Harness()
     for send in h.publish(h.feed(_jti(1, 60))):
