@@ -15,26 +15,36 @@ verified instead of verifying twice: ``Depends(verified_claims)``.
 
 Refusals raise :class:`fastapi.HTTPException` with the statuses and headers of every other
 adapter (401 + ``WWW-Authenticate``, 400, 503 + ``Retry-After``); FastAPI's handler renders the
-body as ``{"detail": {"error": ..., "error_description": ...}}``. ``RevocastBearer`` is a
-security scheme, so OpenAPI documents the routes that use it as bearer-protected.
+body as ``{"detail": {"error": ..., "error_description": ...}}``. On a WebSocket route they raise
+:class:`fastapi.WebSocketException`: the handshake is closed with the middleware's codes (1008,
+or 1013 when the state is unavailable). ``RevocastBearer`` is a security scheme, so OpenAPI
+documents the routes that use it as bearer-protected.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, WebSocketException
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security.base import SecurityBase
+from starlette.requests import HTTPConnection
 
 from consumer_sdk._client import Revocast
 from consumer_sdk.integrations._bearer import Claims, Rejection, authenticate
-from consumer_sdk.integrations.asgi import CLAIMS_STATE_KEY
+from consumer_sdk.integrations.asgi import (
+    CLAIMS_STATE_KEY,
+    WS_POLICY_VIOLATION,
+    WS_TRY_AGAIN_LATER,
+)
 
 __all__ = ["RevocastBearer", "verified_claims"]
 
 
-def _http_exception(rejection: Rejection) -> HTTPException:
+def _refusal(connection: HTTPConnection, rejection: Rejection) -> Exception:
+    if connection.scope["type"] == "websocket":
+        code = WS_TRY_AGAIN_LATER if rejection.status == 503 else WS_POLICY_VIOLATION
+        return WebSocketException(code, reason=rejection.description)
     headers = {k: v for k, v in rejection.headers if k != "content-type"}
     return HTTPException(rejection.status, detail=rejection.body_dict, headers=headers)
 
@@ -56,14 +66,15 @@ class RevocastBearer(SecurityBase):
         self.model = HTTPBearerModel(bearerFormat="JWT", description=description)
         self.scheme_name = scheme_name or type(self).__name__
 
-    async def __call__(self, request: Request) -> dict[str, Any]:
-        result = authenticate(self.revocast, request.headers.getlist("authorization"))
+    async def __call__(self, connection: HTTPConnection) -> dict[str, Any]:
+        # HTTPConnection, not Request: FastAPI passes it to HTTP and WebSocket routes alike.
+        result = authenticate(self.revocast, connection.headers.getlist("authorization"))
         if isinstance(result, Rejection):
-            raise _http_exception(result)
+            raise _refusal(connection, result)
         return result
 
 
-def verified_claims(request: Request) -> dict[str, Any]:
+def verified_claims(request: HTTPConnection) -> dict[str, Any]:
     """The claims :class:`~consumer_sdk.integrations.asgi.RevocastMiddleware` verified.
 
     Raises :class:`RuntimeError` (a 500, failing closed) when the middleware did not verify

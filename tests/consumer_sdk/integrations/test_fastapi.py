@@ -9,8 +9,9 @@ from typing import Annotated, Any
 
 import httpx2
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, WebSocket
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from consumer_sdk.integrations.asgi import RevocastMiddleware
 from consumer_sdk.integrations.fastapi import RevocastBearer, verified_claims
@@ -114,3 +115,48 @@ def test_verified_claims_on_an_unverified_request_fails_closed(ready: Harness) -
     with TestClient(middleware_app(ready), raise_server_exceptions=False) as client:
         response = client.get("/open", headers=ready.bearer())
     assert response.status_code == 500
+
+
+def websocket_app(harness: Harness, *, middleware: bool) -> FastAPI:
+    app = FastAPI()
+    if middleware:
+        app.add_middleware(RevocastMiddleware, revocast=harness.revocast)
+    dependency = verified_claims if middleware else RevocastBearer(harness.revocast)
+    claims_of = Depends(dependency)
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket, claims: Annotated[Claims, claims_of]) -> None:
+        await websocket.accept()
+        await websocket.send_json({"sub": claims["sub"]})
+        await websocket.close()
+
+    return app
+
+
+@pytest.mark.parametrize("middleware", [False, True], ids=["dependency", "verified_claims"])
+def test_websocket_route_gets_the_claims(ready: Harness, middleware: bool) -> None:
+    with (
+        TestClient(websocket_app(ready, middleware=middleware)) as client,
+        client.websocket_connect("/ws", headers=dict(ready.bearer())) as socket,
+    ):
+        assert socket.receive_json() == {"sub": ready.sub}
+
+
+@pytest.mark.parametrize(
+    ("is_ready", "with_token", "code"),
+    [(True, False, 1008), (False, True, 1013)],
+    ids=["missing_token", "state_unavailable"],
+)
+def test_dependency_refuses_a_websocket_handshake_with_a_close_code(
+    harness: Harness, is_ready: bool, with_token: bool, code: int
+) -> None:
+    if is_ready:
+        harness.source.set_ready()
+    headers = dict(harness.bearer()) if with_token else {}
+    with (
+        TestClient(websocket_app(harness, middleware=False)) as client,
+        pytest.raises(WebSocketDisconnect) as closed,
+        client.websocket_connect("/ws", headers=headers),
+    ):
+        pytest.fail("the handshake was accepted")
+    assert closed.value.code == code
