@@ -6,6 +6,10 @@ here. The rest are not applied to faust's clients and are reported, so that a se
 cluster needs is never dropped without a word. Options the worker's guarantees fix are never
 taken from there: ``acks`` (markers wait for ``acks=all``), ``auto_offset_reset``
 (``earliest``), ``enable_auto_commit``, the group timeouts (the worker's own settings).
+Nor is ``api_version``: aiokafka negotiates it (0.13 on ignore the setting), refuses any
+version from 3.0 on, and one below 0.11 would make faust drop record headers, the events'
+signatures. A ``compression_type`` aiokafka has no codec for (lz4, snappy and zstd need
+``cramjam``, kafka-python other libraries) is reported instead of stopping the producer.
 
 The worker's kafka-python clients (topic checks, offset markers, state reads, snapshots)
 take ``KafkaSettings.client_config`` like the SDK's.
@@ -17,6 +21,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import aiokafka.codec  # type: ignore[import-untyped]
 import faust
 
 from revocation_events import KafkaSettings, SettingsError
@@ -28,17 +33,24 @@ def _seconds(ms: Any) -> float:
     return float(ms) / 1000.0
 
 
-def _version(value: Any) -> str:
-    # kafka-python takes a tuple (a JSON list here) or a dotted string; faust a string.
-    if isinstance(value, list | tuple):
-        return ".".join(str(part) for part in value)
-    return str(value)
+_CODECS = ("gzip", "snappy", "lz4", "zstd")
+
+
+def _compression(value: Any) -> tuple[str | None, str | None]:
+    """The producer's compression type for ``compression_type``, and why it is left out."""
+    if value is None:
+        return None, None  # kafka-python's default: none
+    if value not in _CODECS:
+        raise SettingsError(
+            f"REVOCAST_KAFKA_OPTIONS: compression_type={value!r} is none of {', '.join(_CODECS)}"
+        )
+    if not getattr(aiokafka.codec, f"has_{value}")():
+        return None, f"compression_type={value} (aiokafka needs cramjam for it)"
+    return str(value), None
 
 
 _MAPPED: Mapping[str, tuple[tuple[str, Callable[[Any], Any]], ...]] = {
-    "api_version": (("consumer_api_version", _version), ("producer_api_version", _version)),
     "check_crcs": (("broker_check_crcs", bool),),
-    "compression_type": (("producer_compression_type", str),),
     "connections_max_idle_ms": (
         ("consumer_connections_max_idle_ms", int),
         ("producer_connections_max_idle_ms", int),
@@ -70,6 +82,13 @@ def faust_options(kafka: KafkaSettings) -> tuple[dict[str, Any], list[str]]:
     settings: dict[str, Any] = {}
     left_out: list[str] = []
     for name, value in sorted(kafka.extra.items()):
+        if name == "compression_type":
+            codec, why_not = _compression(value)
+            if codec is not None:
+                settings["producer_compression_type"] = codec
+            if why_not is not None:
+                left_out.append(why_not)
+            continue
         targets = _MAPPED.get(name)
         if targets is None:
             if name not in _SSL:

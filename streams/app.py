@@ -47,6 +47,16 @@ def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None
     must exist (see :func:`streams._topics.prepare_topics`).
     """
     options, left_out = faust_options(settings.kafka)
+    request_timeout = options.get("broker_request_timeout")
+    if request_timeout is not None and request_timeout < settings.session_timeout_seconds:
+        # faust refuses a consumer whose requests time out before its session does.
+        logger.warning(
+            "REVOCAST_KAFKA_OPTIONS request_timeout_ms=%s is below the worker's session "
+            "timeout: its faust consumer waits %ss",
+            settings.kafka.extra["request_timeout_ms"],
+            settings.session_timeout_seconds,
+        )
+        options["broker_request_timeout"] = settings.session_timeout_seconds
     if left_out:
         logger.warning(
             "REVOCAST_KAFKA_OPTIONS not applied to the worker's faust clients: %s "

@@ -10,6 +10,7 @@ from typing import Any
 
 import faust
 import pytest
+from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -29,7 +30,6 @@ def test_options_faust_knows_are_mapped_to_its_names_and_units() -> None:
     options, left_out = faust_options(
         _kafka(
             request_timeout_ms=120_000,
-            api_version=[2, 8],
             linger_ms=5,
             max_poll_interval_ms=600_000,
             metadata_max_age_ms=60_000,
@@ -38,8 +38,6 @@ def test_options_faust_knows_are_mapped_to_its_names_and_units() -> None:
     assert options == {
         "broker_request_timeout": 120.0,
         "producer_request_timeout": 120.0,
-        "consumer_api_version": "2.8",
-        "producer_api_version": "2.8",
         "producer_linger_ms": 5,
         "broker_max_poll_interval": 600.0,
         "consumer_metadata_max_age_ms": 60_000,
@@ -59,19 +57,65 @@ def test_options_the_worker_fixes_or_faust_lacks_are_named_not_applied() -> None
 def test_the_app_gets_them_and_the_log_names_the_rest(caplog: pytest.LogCaptureFixture) -> None:
     settings = StreamsSettings(
         allow_unsigned=True,
-        kafka=_kafka(max_request_size=2_000_000, compression_type="lz4", acks=1),
+        kafka=_kafka(max_request_size=2_000_000, compression_type="gzip", acks=1),
     )
     with caplog.at_level(logging.WARNING, "streams"):
         app = create_app(settings, partitions=1)  # builds the clients' settings; connects later
     assert app.conf.producer_max_request_size == 2_000_000
-    assert app.conf.producer_compression_type == "lz4"
+    assert app.conf.producer_compression_type == "gzip"
     assert app.conf.producer_acks == -1, "markers need acks=all whatever the options say"
     assert "not applied to the worker's faust clients: acks" in caplog.text
+
+
+def _app(caplog: pytest.LogCaptureFixture, **extra: Any) -> Any:
+    with caplog.at_level(logging.WARNING, "streams"):
+        return create_app(StreamsSettings(allow_unsigned=True, kafka=_kafka(**extra)), partitions=1)
+
+
+def test_a_kafka_3_api_version_does_not_stop_the_worker(caplog: pytest.LogCaptureFixture) -> None:
+    """aiokafka refuses any pinned version from 3.0 on (and ignores the setting otherwise:
+    it negotiates), so a cluster pinned at 3.x stopped the worker's producer."""
+    for version in ([3, 6, 0], "3.7", [2, 8]):
+        assert _app(caplog, api_version=version).producer is not None
+    assert "not applied to the worker's faust clients: api_version" in caplog.text
+
+
+def _compressible(conf: Any) -> bool:
+    """Whether aiokafka's producer takes the app's compression type (it raises otherwise)."""
+    name = conf.producer_compression_type
+    return name is None or (
+        name in AIOKafkaProducer._COMPRESSORS and AIOKafkaProducer._COMPRESSORS[name][0]()
+    )
+
+
+@pytest.mark.parametrize("codec", [None, "gzip", "lz4", "snappy", "zstd"])
+def test_a_compression_type_the_producer_cannot_use_does_not_stop_the_worker(
+    caplog: pytest.LogCaptureFixture, codec: str | None
+) -> None:
+    """kafka-python compresses with lz4/zstandard/python-snappy, aiokafka with cramjam: a
+    cluster-wide compression_type stopped the worker's producer where cramjam is missing,
+    and kafka-python's default (null) was taken as the name 'None'."""
+    app = _app(caplog, compression_type=codec)
+    assert _compressible(app.conf)
+    if codec is not None and app.conf.producer_compression_type is None:
+        assert "compression_type" in caplog.text
+
+
+def test_a_request_timeout_below_the_session_timeout_does_not_stop_the_worker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """faust refuses a consumer whose request timeout is below its session timeout."""
+    app = _app(caplog, request_timeout_ms=5_000)
+    assert app.conf.broker_request_timeout >= app.conf.broker_session_timeout
+    assert app.conf.producer_request_timeout == 5.0
+    assert "request_timeout_ms" in caplog.text
 
 
 def test_a_value_faust_cannot_take_is_a_settings_error() -> None:
     with pytest.raises(SettingsError, match="max_poll_records='many'"):
         faust_options(_kafka(max_poll_records="many"))
+    with pytest.raises(SettingsError, match="compression_type='brotli'"):
+        faust_options(_kafka(compression_type="brotli"))
 
 
 @pytest.fixture(scope="module")
