@@ -137,10 +137,11 @@ def exempt_set(exempt_paths: Collection[str]) -> frozenset[str]:
 def is_exempt(path: str, exempt_paths: Collection[str]) -> bool:
     """Whether ``path`` is served without a token: exact matches only, except entries ending
     in ``/``, which exempt every path below them. ``/healthz`` does not exempt ``/healthz/x``
-    nor ``/healthzz``."""
+    nor ``/healthzz``. ``/`` alone is exact too (the index page): as a prefix it would exempt
+    every path, which is never meant (leave the middleware out instead)."""
     if path in exempt_paths:
         return True
-    return any(p.endswith("/") and path.startswith(p) for p in exempt_paths)
+    return any(p.endswith("/") and p != "/" and path.startswith(p) for p in exempt_paths)
 
 
 OnClaims = Callable[[Claims], object]

@@ -58,7 +58,8 @@ class RevocastMiddleware:
 
     ``exempt_paths``: paths served without a token (health checks, metrics), matched exactly
     against the path below the app's mount point (``scope["path"]`` less ``scope["root_path"]``,
-    as Starlette's router matches routes); an entry ending in ``/`` exempts every path below it.
+    as Starlette's router matches routes); an entry ending in ``/`` exempts every path below it,
+    except ``/`` itself, which exempts the index page only.
     ``on_claims(claims, scope)`` runs after a token is accepted, before the app; raise a
     :class:`jwt.InvalidTokenError` there to refuse the token (401 ``invalid_token``).
     """

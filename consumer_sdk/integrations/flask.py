@@ -78,7 +78,8 @@ def _forget_claims(exc: BaseException | None = None) -> None:
 
 class RevocastFlask:
     """The extension. ``protect_all`` installs a ``before_request`` guard on the whole app
-    (paths in ``exempt_paths`` excepted: exact matches, or prefixes ending in ``/``)."""
+    (paths in ``exempt_paths`` excepted: exact matches, or prefixes ending in ``/``; ``/`` is
+    the index page only)."""
 
     def __init__(
         self,

@@ -249,3 +249,15 @@ def test_one_string_as_exempt_paths_is_refused(harness: Harness) -> None:
     # Iterated, "/healthz" is its characters: "/" among them exempted every path.
     with pytest.raises(TypeError, match="not one string"):
         RevocastMiddleware(Starlette(), harness.revocast, exempt_paths="/healthz")
+
+
+def test_exempting_the_index_page_exempts_nothing_else(ready: Harness) -> None:
+    # "/" ends in "/": as a prefix entry it exempted every path.
+    app = Starlette(
+        routes=[Route("/", open_endpoint), Route("/me", me)],
+        middleware=[Middleware(RevocastMiddleware, revocast=ready.revocast, exempt_paths=("/",))],
+    )
+    with TestClient(app) as client:
+        assert client.get("/").json() == {"claims": False, "user": None}
+        assert client.get("/me").status_code == 401
+        assert client.get("/me", headers=ready.bearer()).status_code == 200

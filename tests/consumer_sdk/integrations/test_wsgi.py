@@ -86,3 +86,11 @@ def test_one_string_as_exempt_paths_is_refused(harness: Harness) -> None:
     # Iterated, "/healthz" is its characters: "/" among them exempted every path.
     with pytest.raises(TypeError, match="not one string"):
         RevocastWSGIMiddleware(inner_app, harness.revocast, exempt_paths="/healthz")
+
+
+def test_exempting_the_index_page_exempts_nothing_else(ready: Harness) -> None:
+    # "/" ends in "/": as a prefix entry it exempted every path.
+    client = Client(RevocastWSGIMiddleware(inner_app, ready.revocast, exempt_paths=("/",)))
+    assert client.get("/").get_json() == {"claims": None}
+    assert client.get("/me").status_code == 401
+    assert client.get("/me", headers=ready.bearer()).status_code == 200
