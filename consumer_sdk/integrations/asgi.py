@@ -10,6 +10,11 @@
     async def handler(request):
         claims = request.state.revocast_claims
 
+CORS: put ``CORSMiddleware`` outside this one (Starlette: listed before it; FastAPI: its
+``add_middleware`` call after this one's). Inside, a browser's preflight (an ``OPTIONS`` without
+``Authorization``) gets 401, and refusals lack the CORS headers that let a browser app read
+them (to tell an expired or revoked token from a network error).
+
 Claims land on ``scope["state"]["revocast_claims"]``, which Starlette exposes as
 ``request.state.revocast_claims``; ``scope["state"]`` is per request (servers copy the lifespan
 state into each request's scope), so nothing leaks between requests.
