@@ -193,8 +193,9 @@ class Processor:
 
     def seed(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> None:
         """Merge these state records of ``partition`` (value, ``revocast-sig`` header) into
-        the table before anything else of the partition is processed."""
-        self._seeds.setdefault(partition, deque()).extend(records)
+        the table before anything else of the partition is processed. They replace records
+        still pending from an earlier read (those merged so far stay merged)."""
+        self._seeds[partition] = deque(records)
 
     def hold(self, partition: int) -> None:
         """The state of ``partition`` is unknown: process none of it until it is assigned

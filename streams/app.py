@@ -218,6 +218,8 @@ def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None
         # it is 0, hence the seek as well).
         await app.consumer._commit(offsets)
         await app.consumer.seek_wait(offsets)
+        if app.consumer_generation_id != generation:
+            return  # revoked meanwhile: arming or seeding now would outlive this assignment
         for p, r in resume.items():
             processor.arm(p, r.start)
         for p, records in seeds.items():

@@ -600,6 +600,19 @@ def test_seeding_goes_slice_by_slice_and_its_writes_hold_the_next_marker_back() 
     assert _markers(h.tick()) == [4]
 
 
+def test_a_partition_seeded_again_merges_the_newer_read_only() -> None:
+    """The worker may hand a partition's state over again before the agent merged the first
+    read (an on_rebalance_complete that resumes after a rebalance began): the newer read
+    replaces the pending one instead of doubling the memory and the merge time."""
+    h = Harness()
+    records = _state_records([o for n in range(3) for o in Harness().feed(_jti(n, 60))])
+    h.processor.seed(0, records)
+    h.processor.seed(0, records)
+    h.processor.seed_step(0, budget=len(records))
+    assert not h.processor.seeding(0)
+    assert h.processor.counters["seeded"] == 3
+
+
 def test_a_held_partition_writes_nothing_until_it_is_assigned_again() -> None:
     h = Harness()
     h.processor.hold(0)
