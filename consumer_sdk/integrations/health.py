@@ -10,10 +10,12 @@
 
 Remember to exempt these paths from the token middleware.
 
-:func:`health_report` answers 200 while the source is VALID and 503 otherwise
-(INITIALIZING, INTERRUPTED, OFF), so a load balancer routes only to instances that have caught
-up with the revocation topic. The body reports the state, since when, the last error, the age
-of the last applied event, the state's entries by kind and the skipped records by reason.
+:func:`health_report` answers 200 while the source is VALID and the JWT keys are loaded (a
+``jwks_url`` fetched), and 503 otherwise (INITIALIZING, INTERRUPTED, OFF, or no keys yet), so a
+load balancer routes only to instances that have caught up with the revocation topic and can
+verify tokens. The body reports the state, since when, the last error, whether the JWT keys are
+loaded (``null`` until the state is VALID), the age of the last applied event, the state's
+entries by kind and the skipped records by reason.
 
 The metrics helpers serve ``prometheus_client``'s registry (the SDK's collectors register on
 the default one); they need the ``metrics`` extra (``prometheus-client``).
@@ -51,23 +53,28 @@ Payload = Callable[[], tuple[int, list[tuple[str, str]], bytes]]
 
 
 def health_report(revocast: Revocast) -> tuple[int, dict[str, Any]]:
-    """``(status code, JSON-able body)``: 200 when the SDK's state is VALID, else 503."""
+    """``(status code, JSON-able body)``: 200 when the SDK's state is VALID and its JWT keys
+    are loaded, else 503."""
     # In a forked worker this starts the process's own sync thread if no request has yet
-    # (documented behaviour of wait_until_ready); it never blocks with a zero timeout.
-    revocast.wait_until_ready(0)
+    # (documented behaviour of wait_until_ready); it never blocks with a zero timeout. Once the
+    # state is VALID, it is False only while the JWKS keys are not loaded: every token would
+    # be refused as signed by an unknown key.
+    caught_up = revocast.wait_until_ready(0)
     status = revocast.status
     stats = revocast.stats()
     now = revocast.clock()
     last = status.last_event_at
+    valid = status.state is DataSourceState.VALID
     body = {
         "status": status.state.value,
         "since": datetime.fromtimestamp(status.since, UTC).isoformat(),
         "last_error": status.last_error,
+        "jwt_keys_loaded": caught_up if valid else None,
         "last_event_age_seconds": None if last is None else round(max(now - last, 0.0), 3),
         "entries": stats["entries"],
         "skipped": stats["skipped"],
     }
-    return (200 if status.state is DataSourceState.VALID else 503), body
+    return (200 if valid and caught_up else 503), body
 
 
 def _health_payload(revocast: Revocast) -> tuple[int, list[tuple[str, str]], bytes]:

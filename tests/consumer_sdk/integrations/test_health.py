@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+import jwt
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.testclient import TestClient
 from werkzeug.test import Client
 
+from consumer_sdk import Revocast
 from consumer_sdk.integrations.health import (
     asgi_health_app,
     asgi_metrics_app,
@@ -17,7 +20,9 @@ from consumer_sdk.integrations.health import (
     wsgi_health_app,
     wsgi_metrics_app,
 )
+from consumer_sdk.testing import InMemorySource
 from revocation_events import SubjectBlocked, TokenRevoked
+from tests.consumer_sdk._helpers import FakeClock, settings
 from tests.consumer_sdk.integrations._cases import ISSUER, Harness
 
 
@@ -25,6 +30,7 @@ def test_initializing_sdk_is_not_ready(harness: Harness) -> None:
     code, body = health_report(harness.revocast)
     assert code == 503
     assert body["status"] == "initializing"
+    assert body["jwt_keys_loaded"] is None
     assert body["last_event_age_seconds"] is None
 
 
@@ -40,10 +46,32 @@ def test_valid_sdk_is_ready_and_reports_its_state(ready: Harness) -> None:
         ready.revocast.status.since, UTC
     )
     assert body["last_error"] is None
+    assert body["jwt_keys_loaded"] is True
     assert body["last_event_age_seconds"] == 4.0
     assert body["entries"]["jti"] == 1
     assert body["entries"]["blocked"] == 1
     assert body["skipped"] == {"unsigned": 1}
+
+
+def test_caught_up_sdk_without_its_jwks_keys_is_not_ready(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every token would be refused as signed by an unknown key: not a backend to route to.
+    def unreachable(self: jwt.PyJWKClient) -> Any:
+        raise jwt.PyJWKClientConnectionError("connection refused")
+
+    monkeypatch.setattr(jwt.PyJWKClient, "fetch_data", unreachable)
+    source = InMemorySource()
+    jwks = settings(jwt_keys={}, jwks_url="https://idp.example/jwks")
+    rc = Revocast(jwks, source=source, clock=FakeClock())
+    try:
+        source.set_ready()
+        code, body = health_report(rc)
+        assert code == 503
+        assert body["status"] == "valid"
+        assert body["jwt_keys_loaded"] is False
+    finally:
+        rc.close()
 
 
 def test_interrupted_sdk_is_not_ready_and_says_why(ready: Harness) -> None:
