@@ -232,6 +232,12 @@ class Processor:
                 self._rules[table_key] = encode_stored_rule(result.winner)
                 self._index(partition, table_key, result.winner.expires_at)
                 self.counters["seeded"] += 1
+            elif result.outcome is Outcome.DUPLICATE:
+                # Written again, as a replayed log record is: a rebalance may have dropped the
+                # repair of this entry's failed changelog write, and the next marker is
+                # recorded as synced once this write lands.
+                assert stored is not None
+                self._rules[table_key] = stored
         if not queue:
             del self._seeds[partition]
             logger.info("log partition %d: rules table seeded from the state topic", partition)

@@ -786,6 +786,35 @@ class SimWorker:
         self.publish(self.processor.on_tick(0))
 
 
+def test_seeding_again_rewrites_a_winner_whose_changelog_write_failed() -> None:
+    """A rebalance drops the repair a failed changelog write asked for; the worker keeps the
+    partition, its table is still not in step, so it is seeded again. The winner already in
+    the in-memory table must be written again: otherwise the next marker is recorded as
+    synced while the changelog lacks it, and after a crash nothing seeds it back."""
+    broker = Broker()
+    state = _state_records(Harness().feed(_jti(1, 3600)))
+    table = ChangeloggedTable(broker)
+    processor = Processor(
+        codec=VERIFYING_CODEC, log_topic="log", rules=table, windows={}, clock=Clock()
+    )
+    table.processor = processor
+    processor.arm(0, 5)  # the state topic's last marker is 4
+    processor.seed(0, state)
+    processor.on_tick(0)
+    broker.resolve("changelog", ok=False)  # the seeded jti:j1 never reaches the changelog
+    processor.forget_partitions()
+    assert processor.synced(0) is None
+    processor.arm(0, 5)
+    processor.seed(0, state)
+    for _ in range(3):
+        processor.on_tick(0)
+        broker.settle()
+    assert processor.synced(0) == 4
+    recovered = ChangeloggedTable(broker)  # kill -9: the table as its changelog has it
+    assert b"0|__synced__" in recovered
+    assert b"0|jti:j1" in recovered, "in step with marker 4 without the state's winner"
+
+
 def _last_marker(broker: Broker) -> int | None:
     found = None
     for key, value, _ in broker.landed["state"]:
