@@ -6,6 +6,7 @@ which status, which ``WWW-Authenticate`` challenge and which body lives here, on
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import re
@@ -26,6 +27,7 @@ __all__ = [
     "bearer_token",
     "exempt_set",
     "is_exempt",
+    "refused",
     "rejection_for",
 ]
 
@@ -153,7 +155,9 @@ def authenticate(
     """Verify the request's bearer token; return its claims or the refusal.
 
     ``on_claims`` runs after a successful verification; raising a
-    :class:`jwt.InvalidTokenError` there refuses the token like any other invalid token.
+    :class:`jwt.InvalidTokenError` there refuses the token like any other invalid token. It
+    must be a plain function: an ``async`` one raises :class:`TypeError` (a 500), as its check
+    would never run.
     """
     token = bearer_token(values)
     if isinstance(token, Rejection):
@@ -161,8 +165,20 @@ def authenticate(
     try:
         claims = revocast.verify(token)
         if on_claims is not None:
-            on_claims(claims)
+            outcome = on_claims(claims)
+            if inspect.isawaitable(outcome):
+                if inspect.iscoroutine(outcome):
+                    outcome.close()  # no "never awaited" warning: the error says it all
+                raise TypeError(
+                    "on_claims returned an awaitable: give a plain function here, an async "
+                    "one's check never runs"
+                )
     except jwt.InvalidTokenError as exc:
-        _log.debug("refused a bearer token: %s", exc)
-        return rejection_for(exc)
+        return refused(exc)
     return claims
+
+
+def refused(exc: jwt.InvalidTokenError) -> Rejection:
+    """:func:`rejection_for`, logged (at debug: a refusal is routine)."""
+    _log.debug("refused a bearer token: %s", exc)
+    return rejection_for(exc)

@@ -37,11 +37,21 @@ Scopes:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
 
+import jwt
+
 from consumer_sdk._client import Revocast
-from consumer_sdk.integrations._bearer import Claims, Rejection, authenticate, exempt_set, is_exempt
+from consumer_sdk.integrations._bearer import (
+    Claims,
+    Rejection,
+    authenticate,
+    exempt_set,
+    is_exempt,
+    refused,
+)
 
 __all__ = ["CLAIMS_STATE_KEY", "RevocastMiddleware"]
 
@@ -66,7 +76,8 @@ class RevocastMiddleware:
     as Starlette's router matches routes); an entry ending in ``/`` exempts every path below it,
     except ``/`` itself, which exempts the index page only.
     ``on_claims(claims, scope)`` runs after a token is accepted, before the app; raise a
-    :class:`jwt.InvalidTokenError` there to refuse the token (401 ``invalid_token``).
+    :class:`jwt.InvalidTokenError` there to refuse the token (401 ``invalid_token``). It may be
+    ``async``: its result is awaited.
     """
 
     def __init__(
@@ -88,10 +99,9 @@ class RevocastMiddleware:
             await self.app(scope, receive, send)
             return
         values = [v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"authorization"]
-        hook = self.on_claims
-        result = authenticate(
-            self.revocast, values, None if hook is None else lambda claims: hook(claims, scope)
-        )
+        result = authenticate(self.revocast, values)
+        if not isinstance(result, Rejection) and self.on_claims is not None:
+            result = await _run_hook(self.on_claims, result, scope)
         if isinstance(result, Rejection):
             if kind == "http":
                 await send_rejection(send, result)
@@ -101,6 +111,18 @@ class RevocastMiddleware:
             return
         scope.setdefault("state", {})[CLAIMS_STATE_KEY] = result
         await self.app(scope, receive, send)
+
+
+async def _run_hook(
+    hook: Callable[[Claims, Scope], object], claims: Claims, scope: Scope
+) -> Claims | Rejection:
+    try:
+        outcome = hook(claims, scope)
+        if inspect.isawaitable(outcome):  # an async hook: its check is in the awaitable
+            await outcome
+    except jwt.InvalidTokenError as exc:
+        return refused(exc)
+    return claims
 
 
 def route_path(scope: Scope) -> str:

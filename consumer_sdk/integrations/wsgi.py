@@ -59,7 +59,8 @@ class RevocastWSGIMiddleware:
     """Verifies the bearer token of every request before the wrapped WSGI app sees it.
 
     ``on_claims(claims, environ)`` runs after a token is accepted; raise a
-    :class:`jwt.InvalidTokenError` there to refuse it (401 ``invalid_token``).
+    :class:`jwt.InvalidTokenError` there to refuse it (401 ``invalid_token``). A plain function:
+    an ``async`` one raises :class:`TypeError`, as nothing here would run its check.
     """
 
     def __init__(

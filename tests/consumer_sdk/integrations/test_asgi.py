@@ -261,3 +261,19 @@ def test_exempting_the_index_page_exempts_nothing_else(ready: Harness) -> None:
         assert client.get("/").json() == {"claims": False, "user": None}
         assert client.get("/me").status_code == 401
         assert client.get("/me", headers=ready.bearer()).status_code == 200
+
+
+def test_async_on_claims_is_awaited(ready: Harness) -> None:
+    # Called and never awaited, its check never ran: every token passed.
+    async def needs_admin(claims: dict[str, Any], scope: Any) -> None:
+        if claims.get("role") != "admin":
+            raise jwt.InvalidTokenError("not an admin")
+        scope["user"] = claims["sub"]
+
+    app = build_app(ready, on_claims=needs_admin)
+    app.router.routes.append(Route("/who", open_endpoint))
+    with TestClient(app) as client:
+        refused = client.get("/who", headers=ready.bearer())
+        assert refused.status_code == 401
+        assert refused.json()["error_description"] == "invalid token"
+        assert client.get("/who", headers=ready.bearer(role="admin")).json()["user"] == ready.sub

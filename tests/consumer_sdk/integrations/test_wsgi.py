@@ -94,3 +94,13 @@ def test_exempting_the_index_page_exempts_nothing_else(ready: Harness) -> None:
     assert client.get("/").get_json() == {"claims": None}
     assert client.get("/me").status_code == 401
     assert client.get("/me", headers=ready.bearer()).status_code == 200
+
+
+def test_async_on_claims_fails_closed(ready: Harness) -> None:
+    # Nothing awaits it under WSGI: called, its check never ran and every token passed.
+    async def needs_admin(claims: dict[str, Any], environ: dict[str, Any]) -> None:
+        raise jwt.InvalidTokenError("not an admin")
+
+    client = make_client(ready, on_claims=needs_admin)
+    with pytest.raises(TypeError, match="on_claims returned an awaitable"):
+        client.get("/me", headers=ready.bearer())
