@@ -11,8 +11,9 @@ imports a web framework.
 * :mod:`.flask`: the ``RevocastFlask`` extension (guard every view, or ``@require_token``);
   claims on ``flask.g.revocast_claims``.
 * :mod:`.django`: ``RevocastDjangoMiddleware``; claims on ``request.revocast_claims``.
-* :mod:`.health`: readiness (200 when the SDK is VALID and its JWT keys are loaded, else 503)
-  and Prometheus ``/metrics`` endpoints, as ASGI apps, WSGI apps and plain functions.
+* :mod:`.health`: readiness (200 while ``verify()`` serves a known state, VALID or INTERRUPTED
+  within ``max_staleness``, with its JWT keys loaded; else 503) and Prometheus ``/metrics``
+  endpoints, as ASGI apps, WSGI apps and plain functions.
 
 Every adapter answers the same way (RFC 6750):
 

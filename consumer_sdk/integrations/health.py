@@ -10,12 +10,15 @@
 
 Remember to exempt these paths from the token middleware.
 
-:func:`health_report` answers 200 while the source is VALID and the JWT keys are loaded (a
-``jwks_url`` fetched), and 503 otherwise (INITIALIZING, INTERRUPTED, OFF, or no keys yet), so a
-load balancer routes only to instances that have caught up with the revocation topic and can
-verify tokens. The body reports the state, since when, the last error, whether the JWT keys are
-loaded (``null`` until the state is VALID), the age of the last applied event, the state's
-entries by kind and the skipped records by reason.
+:func:`health_report` answers 200 while ``verify()`` answers from a known state with its JWT
+keys loaded (a ``jwks_url`` fetched): the source is VALID, or INTERRUPTED for no longer than
+``max_staleness`` (the SDK keeps serving its last state that long, as ``verify()`` does). It
+answers 503 otherwise (INITIALIZING, INTERRUPTED past ``max_staleness``, OFF, or no keys yet),
+so a load balancer routes only to instances that have caught up with the revocation topic and
+can verify tokens, and a broker blip shorter than ``max_staleness`` does not take every
+instance of a service out of rotation at once. The body reports the state, since when, the
+last error, whether the JWT keys are loaded (``null`` while no state is served), the age of
+the last applied event, the state's entries by kind and the skipped records by reason.
 
 The metrics helpers serve ``prometheus_client``'s registry (the SDK's collectors register on
 the default one); they need the ``metrics`` extra (``prometheus-client``).
@@ -53,8 +56,8 @@ Payload = Callable[[], tuple[int, list[tuple[str, str]], bytes]]
 
 
 def health_report(revocast: Revocast) -> tuple[int, dict[str, Any]]:
-    """``(status code, JSON-able body)``: 200 when the SDK's state is VALID and its JWT keys
-    are loaded, else 503."""
+    """``(status code, JSON-able body)``: 200 when the SDK's state is VALID, or INTERRUPTED
+    within ``max_staleness``, and its JWT keys are loaded; else 503."""
     # In a forked worker this starts the process's own sync thread if no request has yet
     # (documented behaviour of wait_until_ready); it never blocks with a zero timeout. Once the
     # state is VALID, it is False only while the JWKS keys are not loaded: every token would
@@ -65,16 +68,21 @@ def health_report(revocast: Revocast) -> tuple[int, dict[str, Any]]:
     now = revocast.clock()
     last = status.last_event_at
     valid = status.state is DataSourceState.VALID
+    # What verify() serves from: the state, or the last one for max_staleness after it broke.
+    serving = valid or (
+        status.state is DataSourceState.INTERRUPTED
+        and revocast.status_provider.elapsed(status) <= revocast.settings.max_staleness
+    )
     body = {
         "status": status.state.value,
         "since": datetime.fromtimestamp(status.since, UTC).isoformat(),
         "last_error": status.last_error,
-        "jwt_keys_loaded": caught_up if valid else None,
+        "jwt_keys_loaded": caught_up if serving else None,
         "last_event_age_seconds": None if last is None else round(max(now - last, 0.0), 3),
         "entries": stats["entries"],
         "skipped": stats["skipped"],
     }
-    return (200 if valid and caught_up else 503), body
+    return (200 if serving and caught_up else 503), body
 
 
 def _health_payload(revocast: Revocast) -> tuple[int, list[tuple[str, str]], bytes]:

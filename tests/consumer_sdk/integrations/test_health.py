@@ -12,7 +12,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from werkzeug.test import Client
 
-from consumer_sdk import Revocast
+from consumer_sdk import Revocast, StateUnavailableError
 from consumer_sdk.integrations.health import (
     asgi_health_app,
     asgi_metrics_app,
@@ -74,12 +74,26 @@ def test_caught_up_sdk_without_its_jwks_keys_is_not_ready(
         rc.close()
 
 
-def test_interrupted_sdk_is_not_ready_and_says_why(ready: Harness) -> None:
+def test_interrupted_sdk_stays_ready_within_max_staleness_then_says_why_not(
+    ready: Harness,
+) -> None:
+    """verify() keeps answering from the last state for max_staleness after the stream
+    broke: readiness follows it, so a broker blip does not take every instance of a service
+    out of rotation at once (it answered 503 at the first INTERRUPTED)."""
+    bound = ready.revocast.settings.max_staleness
     ready.source.interrupt("broker gone")
+    code, body = health_report(ready.revocast)
+    assert code == 200
+    assert body["status"] == "interrupted"
+    assert body["last_error"] == "broker gone"
+    assert body["jwt_keys_loaded"] is True
+    ready.revocast.verify(ready.token())  # serving, as readiness says
+    ready.clock.advance(bound + 1)
     code, body = health_report(ready.revocast)
     assert code == 503
     assert body["status"] == "interrupted"
-    assert body["last_error"] == "broker gone"
+    with pytest.raises(StateUnavailableError):
+        ready.revocast.verify(ready.token())
 
 
 def test_closed_sdk_is_not_ready(ready: Harness) -> None:
