@@ -3,7 +3,7 @@
 Settings come from the environment: ``REVOCAST_RECEIVER_*`` for the receiver (see
 receiver/README.md) and ``REVOCAST_*`` for the publisher it sends through::
 
-    REVOCAST_EVENT_ISSUER=ssf-bridge REVOCAST_SIGNING_KEY=... \\
+    REVOCAST_RECEIVER_EVENT_ISSUER=ssf-bridge REVOCAST_SIGNING_KEY=... \\
     REVOCAST_RECEIVER_ISSUER=https://tx.example.com REVOCAST_RECEIVER_AUDIENCE=https://me \\
     REVOCAST_RECEIVER_PUSH_TOKENS=... revocast receiver --port 8080
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from datetime import timedelta
 
 from revocast.cli._common import CommandError
@@ -55,7 +56,10 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         settings = ReceiverSettings.from_env()
-        publisher_settings = PublisherSettings.from_env()
+        # The events published carry the receiver's issuer; the publisher's own one (which
+        # its settings require) only names events it builds itself, which it does not here.
+        environ = {"REVOCAST_EVENT_ISSUER": settings.event_issuer, **os.environ}
+        publisher_settings = PublisherSettings.from_env(environ=environ)
     except SettingsError as exc:
         raise CommandError(str(exc)) from exc
     if settings.transmitter is None and settings.logout is None:

@@ -25,6 +25,24 @@ def test_receiver_check_config_accepts_a_valid_environment(
     assert "OK" in capsys.readouterr().out
 
 
+def test_receiver_does_not_need_the_publishers_event_issuer(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its events carry REVOCAST_RECEIVER_EVENT_ISSUER; REVOCAST_EVENT_ISSUER named nothing
+    the receiver publishes, yet without it the command refused to start."""
+    monkeypatch.delenv("REVOCAST_EVENT_ISSUER", raising=False)
+    for name, value in {
+        "REVOCAST_ALLOW_UNSIGNED": "true",
+        "REVOCAST_RECEIVER_ISSUER": "https://tx.example.com",
+        "REVOCAST_RECEIVER_AUDIENCE": "https://me.example.com",
+        "REVOCAST_RECEIVER_PUSH_TOKENS": "0123456789abcdef0123",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    assert main(["receiver", "--check-config"]) == 0, capsys.readouterr().err
+    assert "OK" in capsys.readouterr().out
+
+
 def test_receiver_names_the_bad_variable(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
