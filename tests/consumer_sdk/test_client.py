@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -151,13 +152,20 @@ def test_interrupted_source_serves_the_last_state_until_max_staleness(
     assert rc.verify(token())
 
 
+@contextmanager
+def _interrupted(src: InMemorySource, clock: FakeClock, mono: FakeClock) -> Iterator[Revocast]:
+    """A client on both fake clocks whose stream has just broken."""
+    with Revocast(settings(), source=src, clock=clock, monotonic=mono) as rc:
+        src.set_ready()
+        src.interrupt("broker gone")
+        yield rc
+
+
 def test_a_wall_clock_stepped_back_does_not_stretch_max_staleness(
     src: InMemorySource, clock: FakeClock
 ) -> None:
     mono = FakeClock(start=0.0)
-    with Revocast(settings(), source=src, clock=clock, monotonic=mono) as rc:
-        src.set_ready()
-        src.interrupt("broker gone")
+    with _interrupted(src, clock, mono) as rc:
         clock.advance(-3600)  # NTP steps the wall clock back an hour while the stream is down
         mono.advance(30)
         assert rc.verify(token())
@@ -169,10 +177,7 @@ def test_a_wall_clock_stepped_back_does_not_stretch_max_staleness(
 def test_a_wall_clock_stepped_forward_only_shortens_max_staleness(
     src: InMemorySource, clock: FakeClock
 ) -> None:
-    mono = FakeClock(start=0.0)
-    with Revocast(settings(), source=src, clock=clock, monotonic=mono) as rc:
-        src.set_ready()
-        src.interrupt("broker gone")
+    with _interrupted(src, clock, FakeClock(start=0.0)) as rc:
         clock.advance(31)
         with pytest.raises(StateUnavailableError, match="interrupted"):
             rc.verify(token())
