@@ -132,7 +132,9 @@ Guarantees and limits
   event (an older watermark delivered late) would replace a winner the state topic holds.
   When the state topic cannot be read, the partition is held (nothing of it is processed,
   no marker written; logged as an error) until it is assigned again: SDKs then read the log
-  after the last marker, as they do anyway.
+  after the last marker, as they do anyway. A rebalance in the middle of a seed holds the
+  partition too (faust hands the agent's current event over after the revocation) until
+  the next assignment resumes it and seeds it again.
 * Expiry arrives as a stream event: a timer sends a tick per assigned partition to
   ``<app id>-ticks``; the agent reads log and ticks together and, on tick *p*, tombstones
   expired rules of partition *p*, closes finished windows and writes the marker.
