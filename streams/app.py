@@ -38,6 +38,11 @@ __all__ = ["create_app"]
 logger = logging.getLogger("streams")
 
 _ALERT_KINDS = ("subject.blocked", "global.tokens_revoked")
+_READ_ATTEMPTS = 4
+_READ_RETRY_SECONDS = 2.0
+"""On assignment, the state topic is read up to this many times, waiting this long (then
+twice as long each time) between attempts, before the partitions are held: a lone worker
+gets no other assignment, so a blip of the cluster would hold them until a restart."""
 
 
 def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None = None) -> Any:
@@ -197,20 +202,37 @@ def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None
         if not mine:
             return
         loop = asyncio.get_running_loop()
-        try:
-            resume = await loop.run_in_executor(None, resume_offsets, settings, mine)
-            behind = [p for p in mine if processor.synced(p) != resume[p].marker]
-            seeds = await loop.run_in_executor(None, read_state, settings, behind)
-        except StreamsError as exc:
-            logger.error(
-                "log partitions %s are held (no state records, no markers) until they are "
-                "assigned again; restart the worker to retry: %s",
-                mine,
-                exc,
-            )
-            for p in mine:
-                processor.hold(p)
-            return
+        delay = _READ_RETRY_SECONDS
+        for attempt in range(1, _READ_ATTEMPTS + 1):
+            try:
+                resume = await loop.run_in_executor(None, resume_offsets, settings, mine)
+                behind = [p for p in mine if processor.synced(p) != resume[p].marker]
+                seeds = await loop.run_in_executor(None, read_state, settings, behind)
+                break
+            except StreamsError as exc:
+                if app.consumer_generation_id != generation:
+                    return  # another rebalance started; its own completion reads again
+                if attempt < _READ_ATTEMPTS:
+                    logger.warning(
+                        "log partitions %s: attempt %d of %d: %s; trying again in %.0fs",
+                        mine,
+                        attempt,
+                        _READ_ATTEMPTS,
+                        exc,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    delay *= 2
+                    continue
+                logger.error(
+                    "log partitions %s are held (no state records, no markers) until they "
+                    "are assigned again; restart the worker to retry: %s",
+                    mine,
+                    exc,
+                )
+                for p in mine:
+                    processor.hold(p)
+                return
         if app.consumer_generation_id != generation:
             return  # another rebalance started; its own completion resumes the partitions
         offsets = {TP(settings.log_topic, p): r.start for p, r in resume.items()}
