@@ -130,11 +130,15 @@ Guarantees and limits
   so the worker keeps heartbeating; about as long as an SDK's state-topic bootstrap of that
   partition). Otherwise later events would be judged against an empty table, and a weaker
   event (an older watermark delivered late) would replace a winner the state topic holds.
-  When the state topic cannot be read, the partition is held (nothing of it is processed,
-  no marker written; logged as an error) until it is assigned again: SDKs then read the log
-  after the last marker, as they do anyway. A rebalance in the middle of a seed holds the
-  partition too (faust hands the agent's current event over after the revocation) until
-  the next assignment resumes it and seeds it again.
+  When the state topic cannot be read (after retries; a read fails after 60 s without a
+  record, however long a large state takes), the partition is held (nothing of it is
+  processed, no marker written; logged as an error) until it is assigned again: SDKs then
+  read the log after the last marker, as they do anyway. The records read are held in
+  memory until merged (~30-40 µs each here): a seed must finish within faust's
+  ``broker_max_poll_interval`` (1000 s; ``max_poll_interval_ms`` in the Kafka options).
+  A rebalance in the middle of a seed holds the partition too (faust hands the agent's
+  current event over after the revocation) until the next assignment resumes it and seeds
+  it again.
 * Expiry arrives as a stream event: a timer sends a tick per assigned partition to
   ``<app id>-ticks``; the agent reads log and ticks together and, on tick *p*, tombstones
   expired rules of partition *p*, closes finished windows and writes the marker.

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from revocation_events import KafkaSettings, TokenRevoked
 from streams import StreamsError, StreamsSettings
+from streams import _seed as seed
 from streams._seed import read_state
 from tests._kafka_fixtures import MakeTopic
 from tests.streams._support import KEY, SIGNING_CODEC, at, uid
@@ -78,3 +82,62 @@ def test_an_unreachable_cluster_is_a_streams_error(settings: StreamsSettings) ->
     )
     with pytest.raises(StreamsError, match="cannot read the state topic"):
         read_state(unreachable, [0], timeout=10)
+
+
+class _Trickle:
+    """A consumer that hands over one record per poll, on a fake clock that moves 1 s per
+    poll: slow but steady, then stuck."""
+
+    def __init__(self, clock: list[float], records: int, stuck_after: int) -> None:
+        self.clock = clock
+        self.records = records
+        self.stuck_after = stuck_after
+        self.offset = 0
+
+    def assign(self, tps: list[TopicPartition]) -> None:
+        self.tp = tps[0]
+
+    def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, self.records)
+
+    def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, 0)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.offset = offset
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
+        self.clock[0] += 1.0
+        if self.offset >= self.stuck_after:
+            return {}
+        record = SimpleNamespace(offset=self.offset, key=b"jti:x", value=b"v", headers=[])
+        self.offset += 1
+        return {self.tp: [record]}
+
+    def position(self, tp: TopicPartition) -> int:
+        return self.offset
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("stuck_after", "reads"), [(100, True), (50, False)])
+def test_the_timeout_bounds_a_stall_not_a_long_steady_read(
+    monkeypatch: pytest.MonkeyPatch, stuck_after: int, reads: bool
+) -> None:
+    """100 records at one a second with a 10 s timeout: read (a large state took longer than
+    any fixed bound); stuck after 50: a StreamsError 10 s later."""
+    clock = [0.0]
+    consumer = _Trickle(clock, records=100, stuck_after=stuck_after)
+    fake = type("FakeConsumer", (), {"DEFAULT_CONFIG": {}, "__new__": lambda cls, **_: consumer})
+    monkeypatch.setattr(seed, "KafkaConsumer", fake)
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    settings = StreamsSettings(
+        kafka=KafkaSettings(bootstrap_servers=("127.0.0.1:1",), topic="t"), allow_unsigned=True
+    )
+    if reads:
+        assert len(seed.read_state(settings, [0], timeout=10)[0]) == 100
+    else:
+        with pytest.raises(StreamsError, match="nothing read for 10s"):
+            seed.read_state(settings, [0], timeout=10)
+        assert 60 <= clock[0] <= 62
