@@ -10,6 +10,9 @@ Servers join repeated ``Authorization`` headers with a comma (CGI), which makes 
 malformed, so two headers are refused with 400 as in the ASGI middleware. Exempt paths match
 ``PATH_INFO``, the path below the app's mount point.
 
+Apache mod_wsgi drops the ``Authorization`` header unless ``WSGIPassAuthorization On`` is set:
+without it every request is answered 401 (no token).
+
 Under gunicorn with ``--preload``, create the :class:`~consumer_sdk.Revocast` client in the
 master: each worker restarts its sync thread on its first request (see the SDK's fork notes).
 """
