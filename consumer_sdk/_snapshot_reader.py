@@ -226,7 +226,7 @@ def read_snapshots(
 def _signature(headers: Any) -> bytes | None:
     for name, value in headers or ():
         if name == SIGNATURE_HEADER:
-            return bytes(value)
+            return None if value is None else bytes(value)  # a null header value: unsigned
     return None
 
 
@@ -312,9 +312,9 @@ def _is_manifest(record: Any) -> bool:
 def _generation(record: Any) -> int | None:
     if record is None or record.value is None:
         return None
-    try:
+    try:  # not verified yet: anything can be here
         generation = json.loads(record.value)["generation"]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         return None
     return generation if type(generation) is int else None
 

@@ -1,0 +1,169 @@
+"""Reading snapshots from a topic (an in-memory stand-in for Kafka): what anyone who can write
+to ``<log>.snapshots`` can make a reader do."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from kafka import TopicPartition
+
+from consumer_sdk._snapshot import (
+    ChunkRef,
+    Manifest,
+    chunk_key,
+    encode_chunks,
+    manifest_key,
+    sign_manifest,
+)
+from consumer_sdk._snapshot_reader import SnapshotRead, read_snapshots
+from revocation_events import SIGNATURE_HEADER, EventVerifier, SigningKey
+
+KEY = SigningKey.hmac("snap", b"k" * 32)
+LOG = "revs"
+TOPIC = "revs.snapshots"
+LIFETIME = 3600.0
+
+
+@dataclass(frozen=True)
+class Record:
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+
+
+class FakeConsumer:
+    """The part of ``KafkaConsumer`` the reader uses, over in-memory partitions."""
+
+    def __init__(self, partitions: dict[int, list[Record]]) -> None:
+        self.partitions = partitions
+        self._position: dict[int, int] = {}
+        self._paused: set[int] = set()
+        self._assigned: set[int] = set()
+
+    def end_offsets(self, tps: Iterable[TopicPartition], timeout_ms: int) -> dict[Any, int]:
+        return {tp: self._end(tp.partition) for tp in tps}
+
+    def beginning_offsets(self, tps: Iterable[TopicPartition], timeout_ms: int) -> dict[Any, int]:
+        return {tp: self._begin(tp.partition) for tp in tps}
+
+    def _begin(self, p: int) -> int:
+        records = self.partitions[p]
+        return records[0].offset if records else 0
+
+    def _end(self, p: int) -> int:
+        records = self.partitions[p]
+        return records[-1].offset + 1 if records else 0
+
+    def assign(self, tps: Iterable[TopicPartition]) -> None:
+        self._assigned = {tp.partition for tp in tps}
+        self._paused.clear()
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self._position[tp.partition] = offset
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self._paused.update(tp.partition for tp in tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self._paused.difference_update(tp.partition for tp in tps)
+
+    def position(self, tp: TopicPartition, timeout_ms: int) -> int:
+        return self._position.get(tp.partition, self._end(tp.partition))
+
+    def poll(self, timeout_ms: int) -> dict[TopicPartition, list[Record]]:
+        out = {}
+        for p in sorted(self._assigned - self._paused):
+            at = self._position.get(p, self._end(p))
+            batch = [r for r in self.partitions[p] if r.offset >= at][:10]
+            if batch:
+                out[TopicPartition(TOPIC, p)] = batch
+                self._position[p] = batch[-1].offset + 1
+            elif at < self._end(p):  # a compacted gap up to the end
+                self._position[p] = self._end(p)
+        return out
+
+
+class Writer:
+    """Appends to one in-memory snapshot partition as the snapshotter would."""
+
+    def __init__(self, partition: int = 0) -> None:
+        self.partition = partition
+        self.records: list[Record] = []
+
+    def append(
+        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, Any]] | None = None
+    ) -> Record:
+        record = Record(len(self.records), key, value, headers or [])
+        self.records.append(record)
+        return record
+
+    def snapshot(self, generation: int, offset: int, jtis: list[str]) -> Record:
+        data = encode_chunks([(j, 2_000_000_000, 1_700_000_000) for j in jtis], [])
+        refs = []
+        for i, d in enumerate(data):
+            record = self.append(chunk_key(self.partition, generation, i), d)
+            refs.append(ChunkRef(record.offset, len(d), hashlib.sha256(d).hexdigest()))
+        value = Manifest(
+            topic=LOG,
+            partition=self.partition,
+            offset=offset,
+            generation=generation,
+            created_at=1_700_000_000.0,
+            max_token_lifetime=LIFETIME,
+            rules=len(jtis),
+            chunks=tuple(refs),
+        ).encode()
+        return self.append(manifest_key(self.partition), value, [sign_manifest(value, KEY)])
+
+
+def read(writer: Writer, log_bounds: tuple[int, int] = (0, 1000)) -> SnapshotRead:
+    return read_snapshots(
+        FakeConsumer({writer.partition: writer.records}),
+        TOPIC,
+        LOG,
+        [writer.partition],
+        EventVerifier([KEY.verification_key()]),
+        bounds={writer.partition: log_bounds},
+        lifetime=LIFETIME,
+        timeout_ms=1000,
+        poll_timeout_ms=10,
+        stop=threading.Event(),
+    )
+
+
+def test_the_latest_signed_snapshot_is_read() -> None:
+    writer = Writer()
+    writer.snapshot(1, 10, ["a"])
+    writer.snapshot(2, 20, ["a", "b"])
+    got = read(writer)
+    manifest, chunks = got.accepted[0]
+    assert (manifest.generation, manifest.offset) == (2, 20)
+    assert [j for c in chunks for j in c.jti] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("value", "headers"),
+    [
+        (b"[" * 100_000, [(SIGNATURE_HEADER, b"snap.HS256.AAAA")]),
+        (b"{}", [(SIGNATURE_HEADER, None)]),
+    ],
+    ids=["deeply-nested-json", "null-signature-header"],
+)
+def test_a_forged_manifest_record_is_refused_not_raised(
+    value: bytes, headers: list[tuple[str, Any]]
+) -> None:
+    # Anyone who can write to the snapshot topic can append any record; the reader must
+    # refuse it (the partition falls back to the state topic or the log), not raise out of
+    # the bootstrap, which would retry forever and never fall back.
+    writer = Writer()
+    writer.snapshot(1, 10, ["a"])
+    writer.append(manifest_key(0), value, headers)
+    got = read(writer)
+    assert got.accepted == {}
+    assert got.refused[0] in {"malformed", "bad_signature", "unsigned"}
