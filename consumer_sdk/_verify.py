@@ -38,7 +38,7 @@ from consumer_sdk._errors import RevocastTokenError
 from consumer_sdk._settings import ConsumerSettings, KeyMaterial
 from revocation_events import SettingsError
 
-__all__ = ["JwksKeys", "TokenVerifier", "VerifyCache"]
+__all__ = ["JwksKeys", "TokenVerifier", "VerifyCache", "token_bytes"]
 
 _log = logging.getLogger("consumer_sdk")
 
@@ -152,6 +152,20 @@ def _key_identity(key: Any) -> bytes:
         return bytes(public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
     except Exception:  # an unknown key object: treat it as new every time (clears caches)
         return id(key).to_bytes(8, "little") + os.urandom(8)
+
+
+def token_bytes(token: str | bytes) -> bytes:
+    """``token`` as UTF-8 bytes, or a :class:`jwt.DecodeError` for anything else: a value of
+    another type (None, a number, a bytearray…) or text that cannot be encoded (a lone
+    surrogate). Raising TypeError or UnicodeEncodeError instead made adapters answer 500."""
+    if isinstance(token, str):
+        try:
+            return token.encode()
+        except UnicodeEncodeError:
+            raise jwt.DecodeError("token is not valid UTF-8 text") from None
+    if isinstance(token, bytes):
+        return token
+    raise jwt.DecodeError(f"token must be str or bytes, not {type(token).__name__}")
 
 
 def _b64decode(segment: bytes) -> bytes:
@@ -306,7 +320,7 @@ class TokenVerifier:
 
     def decode(self, token: str | bytes) -> tuple[dict[str, Any], str | None]:
         """Return the claims and the header's ``kid``; raise a :class:`jwt.InvalidTokenError`."""
-        raw = token.encode() if isinstance(token, str) else token
+        raw = token if type(token) is bytes else token_bytes(token)
         if len(raw) > self._max_bytes:
             raise RevocastTokenError(f"token of {len(raw)} bytes exceeds {self._max_bytes}")
         key, algorithms = self._only or self._key_for(raw)
@@ -454,7 +468,7 @@ class VerifyCache:
     def get(self, raw: bytes) -> tuple[dict[str, Any], str | None] | None:
         """The claims and ``kid`` of a cached token, or None (then verify it in full).
         Raises PyJWT's own errors when the token is expired or not yet valid."""
-        if len(raw) > self._max_bytes:
+        if type(raw) is not bytes or len(raw) > self._max_bytes:
             return None  # the full verification refuses it, with the usual error
         with self._lock:
             try:
