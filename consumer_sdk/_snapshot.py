@@ -365,7 +365,8 @@ def _check_rows(kind: str, rows: object) -> list[list[Any]]:
             # bool is an int: accept it only where a bool is meant.
             if type(value) not in types or (type(value) is bool) != (types == (bool,)):
                 raise TypeError(f"a {kind} row holds a {type(value).__name__}")
-            if types is _NUM and not 0 <= value <= _LATEST:
+            # Every time, the optional deadline of an unblock too: restore makes datetimes.
+            if float in types and value is not None and not 0 <= value <= _LATEST:
                 raise ValueError(f"a {kind} row holds a time out of range")
         if kind == "sub_block" and not 0 <= row[2] < 2**128:
             raise ValueError("an event id out of range")
