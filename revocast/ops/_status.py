@@ -8,6 +8,7 @@ SDK instances publish (see :mod:`consumer_sdk._heartbeat`) during the last ``win
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -326,6 +327,21 @@ def _state_status(admin: Any, consumer: Any, kafka: KafkaSettings, log: LogStatu
     return StateStatus(topic, exists=True, markers=markers, log_ends=dict(log.latest))
 
 
+def _finite(value: Any) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite number: {number}")
+    return number
+
+
+def _text(value: Any, limit: int = 64) -> str:
+    """A heartbeat field fit for one table cell: anyone may write to the topic, so control
+    characters (a newline forging a row, an escape sequence driving the terminal) become
+    ``?`` and the length is capped."""
+    text = "".join(c if c.isprintable() else "?" for c in str(value)[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 1] + "~"
+
+
 def _instance(
     doc: dict[str, Any], log_ends: dict[int, int], now: float, stale: float | None
 ) -> Instance:
@@ -335,15 +351,15 @@ def _instance(
         if offsets
         else None
     )
-    interval = float(doc.get("interval") or 0.0)
-    sent_at = float(doc["sent_at"])
+    interval = _finite(doc.get("interval") or 0.0)
+    sent_at = _finite(doc["sent_at"])
     threshold = stale if stale is not None else 3 * interval
-    status = str(doc.get("status", "?"))
+    status = _text(doc.get("status", "?"))
     pid = doc.get("pid")
     return Instance(
-        service=str(doc.get("service", "?")),
-        instance=str(doc["instance"]),
-        host=str(doc.get("host", "?")),
+        service=_text(doc.get("service", "?")),
+        instance=_text(doc["instance"]),
+        host=_text(doc.get("host", "?")),
         pid=None if pid is None else int(pid),
         status=status,
         lag=lag,
@@ -376,7 +392,7 @@ def _instances(
             beat = _instance(doc, log.latest, now, stale)
             if doc.get("topic", log.topic) != log.topic:
                 continue
-        except (TypeError, ValueError, KeyError, AttributeError):
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
             unreadable += 1
             continue
         if beat.sent_at < now - window:

@@ -1,0 +1,83 @@
+"""``collect_status``: what ``revocast status`` reports about the SDK heartbeats on the topic
+(which every service may write to)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from revocast.ops import StatusReport, collect_status
+from revocation_events import KafkaSettings
+from tests._kafka_fixtures import MakeTopic, produce
+
+NOW = time.time()
+"""The reader's clock: heartbeats are read from ``NOW - window`` by record timestamp."""
+
+
+def beat(instance: str, **fields: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "v": 1,
+        "service": "svc",
+        "instance": instance,
+        "host": "web-1",
+        "pid": 7,
+        "status": "valid",
+        "interval": 5.0,
+        "sent_at": NOW - 1,
+        "offsets": {"0": 0},
+    }
+    return {**doc, **fields}
+
+
+@pytest.fixture
+def topics(make_topic: MakeTopic) -> tuple[str, str]:
+    return make_topic(partitions=2), make_topic(partitions=2)
+
+
+def report(bootstrap: str, topics: tuple[str, str], *docs: Any, partition: int = 0) -> StatusReport:
+    log, beats = topics
+    produce(bootstrap, beats, *(json.dumps(doc).encode() for doc in docs), partition=partition)
+    kafka = KafkaSettings(bootstrap_servers=(bootstrap,), topic=log)
+    return collect_status(kafka, max_token_lifetime=3600, heartbeat_topic=beats, clock=lambda: NOW)
+
+
+@pytest.mark.kafka
+def test_non_finite_numbers_in_a_heartbeat_are_unreadable_not_a_crash_or_a_live_instance(
+    kafka_bootstrap: str, topics: tuple[str, str]
+) -> None:
+    inf = float("inf")
+    bad = [
+        beat("b1", offsets={"0": inf}),
+        beat("b2", pid=inf),
+        beat("b3", entries={"jti": -inf}),
+        beat("b4", failures=inf),
+        beat("b5", sent_at=float("nan")),  # would never be stale
+        beat("b6", sent_at=inf),
+        beat("b7", interval=float("nan")),
+        beat("b8", interval=inf),
+    ]
+    found = report(kafka_bootstrap, topics, beat("ok"), *bad)
+    assert [i.instance for i in found.instances] == ["ok"]
+    assert found.unreadable_heartbeats == len(bad)
+
+
+@pytest.mark.kafka
+def test_control_characters_in_a_heartbeat_cannot_forge_rows_or_drive_the_terminal(
+    kafka_bootstrap: str, topics: tuple[str, str]
+) -> None:
+    forged = "evil\n  orders  fake  web-9/1  VALID  0  0  1s ago"
+    found = report(
+        kafka_bootstrap,
+        topics,
+        beat("i1", service=forged, host="\x1b[2J\x1b[Hweb-1", status="valid\r"),
+        beat("i2", service="x" * 10_000),
+    )
+    out = found.render()
+    sdk_lines = out[out.index("SDK instances") :].splitlines()
+    assert len(sdk_lines) == 4  # the heading, the table header, one row per instance
+    assert "\x1b" not in out
+    assert "\r" not in out
+    assert max(len(line) for line in sdk_lines) < 400
