@@ -381,7 +381,7 @@ def _instances(
     window: float,
     stale: float | None,
 ) -> tuple[tuple[Instance, ...], int]:
-    latest: dict[str, Instance] = {}
+    latest: dict[str, tuple[int, Instance]] = {}
     unreadable = 0
     since_ms = int((now - window) * 1000)
     for record in read_range(kafka, topic, since_ms=since_ms):
@@ -397,10 +397,17 @@ def _instances(
             continue
         if beat.sent_at < now - window:
             continue
+        # An instance's heartbeats share its key, so one partition, read in order: the later
+        # record is the newer one, whatever its sent_at says (a host clock stepped back, a
+        # record dated in the future). sent_at decides only across partitions.
         previous = latest.get(beat.instance)
-        if previous is None or beat.sent_at >= previous.sent_at:
-            latest[beat.instance] = beat
-    found = list(latest.values())
+        if (
+            previous is None
+            or previous[0] == record.partition
+            or beat.sent_at >= previous[1].sent_at
+        ):
+            latest[beat.instance] = (record.partition, beat)
+    found = [beat for _, beat in latest.values()]
     found.sort(key=lambda i: (i.service, i.host, i.pid or 0, i.instance))
     return tuple(found), unreadable
 

@@ -81,3 +81,31 @@ def test_control_characters_in_a_heartbeat_cannot_forge_rows_or_drive_the_termin
     assert "\x1b" not in out
     assert "\r" not in out
     assert max(len(line) for line in sdk_lines) < 400
+
+
+@pytest.mark.kafka
+def test_the_later_heartbeat_of_an_instance_wins_even_when_its_clock_stepped_back(
+    kafka_bootstrap: str, topics: tuple[str, str]
+) -> None:
+    found = report(
+        kafka_bootstrap,
+        topics,
+        beat("i1", sent_at=NOW - 30, status="valid"),
+        beat("i1", sent_at=NOW - 40, status="interrupted"),  # NTP stepped the clock back
+    )
+    (instance,) = found.instances
+    assert instance.status == "interrupted"
+
+
+@pytest.mark.kafka
+def test_a_record_dated_in_the_future_does_not_hide_the_instances_later_heartbeats(
+    kafka_bootstrap: str, topics: tuple[str, str]
+) -> None:
+    found = report(
+        kafka_bootstrap,
+        topics,
+        beat("i1", sent_at=NOW + 86_400, status="valid"),  # a skewed or hostile writer
+        beat("i1", sent_at=NOW - 60, status="valid"),  # the instance, dead for a minute
+    )
+    (instance,) = found.instances
+    assert instance.stale
