@@ -342,12 +342,12 @@ def _text(value: Any, limit: int = 64) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "~"
 
 
-def _instance(
-    doc: dict[str, Any], log_ends: dict[int, int], now: float, stale: float | None
-) -> Instance:
+def _instance(doc: dict[str, Any], log: LogStatus, now: float, stale: float | None) -> Instance:
     offsets = {int(p): int(o) for p, o in (doc.get("offsets") or {}).items()}
+    # A log partition the instance reports no offset for (one added since it last looked)
+    # is lag too: it has applied none of it.
     lag = (
-        sum(max(0, end - offsets[p]) for p, end in log_ends.items() if p in offsets)
+        sum(max(0, end - offsets.get(p, log.earliest.get(p, 0))) for p, end in log.latest.items())
         if offsets
         else None
     )
@@ -389,7 +389,7 @@ def _instances(
         # that does not parse is counted, never a crash of the command.
         try:
             doc = json.loads(record.value)
-            beat = _instance(doc, log.latest, now, stale)
+            beat = _instance(doc, log, now, stale)
             if doc.get("topic", log.topic) != log.topic:
                 continue
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError):

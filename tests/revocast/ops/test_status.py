@@ -109,3 +109,14 @@ def test_a_record_dated_in_the_future_does_not_hide_the_instances_later_heartbea
     )
     (instance,) = found.instances
     assert instance.stale
+
+
+@pytest.mark.kafka
+def test_the_lag_counts_log_partitions_the_instance_reports_no_offset_for(
+    kafka_bootstrap: str, topics: tuple[str, str]
+) -> None:
+    log, _ = topics
+    produce(kafka_bootstrap, log, b"a", b"b", b"c", partition=1)
+    found = report(kafka_bootstrap, topics, beat("i1", offsets={"0": 0}))
+    (instance,) = found.instances
+    assert instance.lag == 3
