@@ -43,7 +43,8 @@ manifest signature from ever passing as an event signature — value JSON::
 It promises: the chunks, at those offsets of snapshot partition *p*, hold exactly the rules
 that applying log partition *p* from its start up to and including offset *o* gives (``o =
 -1``: an empty partition) for a reader whose ``max_token_lifetime`` is ``L_w``, minus rules
-that no longer affect any token even with the largest leeway (``MAX_LEEWAY``). After writing
+that no longer affect any token even with the largest leeway (``MAX_LEEWAY``) and a reader's
+clock up to ``streams._snapshot_rules.CLOCK_SKEW`` (60 s) behind the writer's. After writing
 generation *g*, the writer tombstones the chunks of the generation it replaced.
 
 Reading partition *p* (:func:`consumer_sdk._snapshot_reader.load_snapshots`):

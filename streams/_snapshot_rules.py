@@ -19,9 +19,13 @@ from consumer_sdk._snapshot import DEFAULT_CHUNK_BYTES, Chunk, encode_chunks, ev
 from consumer_sdk._state import RevocationState
 from revocation_events import Event, TokenRevoked
 
-__all__ = ["PartitionRules"]
+__all__ = ["CLOCK_SKEW", "PartitionRules"]
 
 _U32_MAX = 2**32 - 1
+CLOCK_SKEW = 60.0
+"""Seconds the writer's clock may be ahead of a reader's: rules are kept this much longer
+than ``MAX_LEEWAY`` needs, so a reader with a slower clock finds every rule it enforces."""
+_KEEP = MAX_LEEWAY + CLOCK_SKEW
 
 
 class PartitionRules:
@@ -31,8 +35,9 @@ class PartitionRules:
     strings, merged as the store's fingerprint table merges them (the latest deadline, the
     earliest time). Every other rule is keyed by strings in the store too, so those go to a
     :class:`RevocationState` of the writer's own: snapshots hold exactly what the SDK's merge
-    gives, whatever it is. Its grace is ``MAX_LEEWAY``, so no rule is dropped while any SDK
-    may still use it; readers filter by their own leeway when they load.
+    gives, whatever it is. Its grace is ``MAX_LEEWAY`` plus :data:`CLOCK_SKEW`, so no rule is
+    dropped while any SDK may still use it, even with a clock somewhat behind the writer's;
+    readers filter by their own leeway and clock when they load.
     """
 
     def __init__(self, max_token_lifetime: float, clock: Callable[[], float]) -> None:
@@ -40,7 +45,7 @@ class PartitionRules:
         self._clock = clock
         self.jti: dict[str, int] = {}  # jti -> deadline << 32 | time
         self.state = RevocationState(
-            clock=clock, max_token_lifetime=max_token_lifetime, grace=MAX_LEEWAY
+            clock=clock, max_token_lifetime=max_token_lifetime, grace=_KEEP
         )
 
     def __len__(self) -> int:
@@ -58,7 +63,7 @@ class PartitionRules:
     def revoke_jti(self, jti: str, expires_at: float, at: float) -> bool:
         """The effect of a ``TokenRevoked`` event (also used to fill snapshots directly)."""
         deadline = _ceil_u32(expires_at)
-        if deadline + MAX_LEEWAY <= self._clock():
+        if deadline + _KEEP <= self._clock():
             return False
         revoked = min(max(int(at), 0), _U32_MAX)
         old = self.jti.get(jti)
@@ -71,7 +76,7 @@ class PartitionRules:
 
     def prune(self) -> int:
         """Drop rules that can no longer matter to any reader; return how many."""
-        dead = self._clock() - MAX_LEEWAY
+        dead = self._clock() - _KEEP
         gone = [j for j, packed in self.jti.items() if packed >> 32 <= dead]
         for j in gone:
             del self.jti[j]

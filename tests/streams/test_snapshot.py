@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer_sdk import RevocationState
+from consumer_sdk._settings import MAX_LEEWAY
 from consumer_sdk._snapshot import decode_chunk, restore
 from revocation_events import (
     Event,
@@ -26,7 +27,7 @@ from revocation_events import (
     TokenRevoked,
 )
 from streams import StreamsSettings
-from streams._snapshot_rules import PartitionRules
+from streams._snapshot_rules import CLOCK_SKEW, PartitionRules
 from tests.streams._support import KEY_SPEC, T0
 
 NOW = T0.timestamp()
@@ -138,15 +139,17 @@ def test_rules_dead_for_every_reader_are_pruned_and_not_written() -> None:
         SessionRevoked(issuer="t", sid="s", occurred_at=T0, expires_at=T0 + timedelta(seconds=10))
     )
     assert len(rules) == 3
-    # Each is kept through the largest leeway any SDK may use (MAX_LEEWAY = 300 s)...
-    now[0] = NOW + 10 + 299
+    # Each is kept through the largest leeway any SDK may use (MAX_LEEWAY = 300 s) and a
+    # reader's clock up to CLOCK_SKEW (60 s) behind the writer's...
+    keep = MAX_LEEWAY + CLOCK_SKEW
+    now[0] = NOW + 10 + keep - 1
     assert rules.prune() == 0
-    now[0] = NOW + 10 + 301
+    now[0] = NOW + 10 + keep + 1
     assert rules.prune() == 1
     # ...the session until occurred_at + max_token_lifetime, its deadline for every reader.
-    now[0] = NOW + LIFETIME + 299
+    now[0] = NOW + LIFETIME + keep - 1
     assert rules.prune() == 0
-    now[0] = NOW + LIFETIME + 301
+    now[0] = NOW + LIFETIME + keep + 1
     assert rules.prune() == 1
     assert [d.jti for d in map(decode_chunk, rules.chunks())] == [["long"]]
 
@@ -177,3 +180,33 @@ def test_the_worker_reads_its_snapshot_key_and_lifetime_from_the_environment() -
         StreamsSettings.from_env(
             environ={**env, "REVOCAST_STREAMS_SNAPSHOT_CHUNK_BYTES": "2000000"}
         )
+
+
+def test_a_writer_clock_ahead_of_a_reader_s_drops_no_rule_the_reader_still_enforces() -> None:
+    # The writer prunes by its own clock. A reader with the largest leeway and a clock 30 s
+    # behind the writer's still refuses these tokens when replaying the log; loading the
+    # snapshot must give it the same rules, not silently un-revoke them.
+    skew = 30.0
+    rules = PartitionRules(LIFETIME, lambda: NOW + skew)
+    reader = RevocationState(clock=_clock, max_token_lifetime=LIFETIME, grace=MAX_LEEWAY)
+    replay = RevocationState(clock=_clock, max_token_lifetime=LIFETIME, grace=MAX_LEEWAY)
+    ending = T0 - timedelta(seconds=MAX_LEEWAY - 10)  # live for the reader for 10 more s
+    events: list[Event] = [
+        TokenRevoked(issuer="t", jti="j", occurred_at=T0 - timedelta(hours=1), expires_at=ending),
+        SessionRevoked(
+            issuer="t",
+            sid="s",
+            occurred_at=ending - timedelta(seconds=LIFETIME),
+            expires_at=ending,
+        ),
+    ]
+    for event in events:
+        rules.apply(event)
+        replay.apply(event)
+    rules.prune()
+    restore(reader, [decode_chunk(c) for c in rules.chunks()])
+    assert replay.check({"jti": "j"}, None) is not None
+    assert replay.check({"sid": "s"}, None) is not None
+    assert reader.check({"jti": "j"}, None) is not None
+    assert reader.check({"sid": "s"}, None) is not None
+    assert reader.snapshot() == replay.snapshot()
