@@ -238,6 +238,12 @@ class Publisher:
 
     def publish_many(self, events: Iterable[BaseEvent]) -> list[PublishResult]:
         """Publish several events in order, waiting once for all their acks."""
+        # A single event is iterable too (pydantic yields its fields): name the mistake.
+        if isinstance(events, BaseEvent) or not isinstance(events, Iterable):
+            raise InvalidRevocationError(
+                f"publish_many takes an iterable of events, got {type(events).__name__}"
+                + ("; use publish() for one" if isinstance(events, BaseEvent) else "")
+            )
         batch = list(events)
         now = self._now()
         for event in batch:
@@ -307,6 +313,10 @@ class Publisher:
 
     def _now(self) -> datetime:
         now = self._clock()
+        if not isinstance(now, datetime):  # clock=time.time is an easy mistake
+            raise InvalidRevocationError(
+                f"the publisher's clock must return a datetime, got {type(now).__name__}"
+            )
         if now.tzinfo is None:
             raise InvalidRevocationError("the publisher's clock returned a naive datetime")
         return now

@@ -12,13 +12,14 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from producer import Publisher, PublishError, PublishResult
+from producer import InvalidRevocationError, Publisher, PublishError, PublishResult
 from revocation_events import (
     BaseEvent,
     MalformedEventError,
     SigningKey,
     SubjectBlocked,
     SubjectUnblocked,
+    TokenRevoked,
     record_key,
 )
 from tests._kafka_fixtures import MakeTopic
@@ -276,3 +277,28 @@ def test_direct_mode_has_no_outbox(make_settings: MakeSettings) -> None:
     with Publisher(make_settings(delivery="direct")) as publisher:
         assert publisher.pending_count() == 0
     assert not make_settings().outbox_path.exists()
+
+
+@pytest.mark.parametrize(
+    "events",
+    [None, 1, TokenRevoked(issuer="i", jti="j", expires_at=EXP)],
+    ids=["none", "int", "one_event"],
+)
+def test_publish_many_of_something_not_iterable_is_an_invalid_revocation(
+    offline_publisher: Publisher, events: Any
+) -> None:
+    with pytest.raises(InvalidRevocationError, match="iterable"):  # not a bare TypeError
+        offline_publisher.publish_many(events)
+    assert offline_publisher.pending_count() == 0
+
+
+@pytest.mark.parametrize(
+    "now", [time.time, lambda: None, lambda: "now"], ids=["time_time", "none", "str"]
+)
+def test_clock_returning_something_else_than_a_datetime_is_refused(
+    make_settings: MakeSettings, now: Callable[[], Any]
+) -> None:
+    with Publisher(make_settings(), clock=now) as publisher:
+        with pytest.raises(InvalidRevocationError, match="clock"):  # not an AttributeError
+            publisher.block_subject("s")
+        assert publisher.pending_count() == 0
