@@ -383,7 +383,7 @@ def _instances(
 ) -> tuple[tuple[Instance, ...], int]:
     latest: dict[str, tuple[int, Instance]] = {}
     unreadable = 0
-    since_ms = int((now - window) * 1000)
+    since_ms = max(0, int((now - window) * 1000))  # Kafka refuses a time before 1970
     for record in read_range(kafka, topic, since_ms=since_ms):
         # Anything may be on the topic (another SDK version, a stray producer): a record
         # that does not parse is counted, never a crash of the command.

@@ -120,3 +120,16 @@ def test_the_lag_counts_log_partitions_the_instance_reports_no_offset_for(
     found = report(kafka_bootstrap, topics, beat("i1", offsets={"0": 0}))
     (instance,) = found.instances
     assert instance.lag == 3
+
+
+@pytest.mark.kafka
+def test_a_window_reaching_before_1970_reads_every_heartbeat_not_a_traceback(
+    kafka_bootstrap: str, topics: tuple[str, str]
+) -> None:
+    log, beats = topics
+    produce(kafka_bootstrap, beats, json.dumps(beat("i1")).encode())
+    kafka = KafkaSettings(bootstrap_servers=(kafka_bootstrap,), topic=log)
+    found = collect_status(
+        kafka, max_token_lifetime=3600, heartbeat_topic=beats, window=1e10, clock=lambda: NOW
+    )
+    assert [i.instance for i in found.instances] == ["i1"]
