@@ -167,3 +167,64 @@ def test_a_forged_manifest_record_is_refused_not_raised(
     got = read(writer)
     assert got.accepted == {}
     assert got.refused[0] in {"malformed", "bad_signature", "unsigned"}
+
+
+def test_an_older_manifest_appended_again_is_used_with_its_own_offset() -> None:
+    # A rollback (an old signed manifest re-appended, or compaction keeping it) only makes
+    # the reader replay more of the log: the log resumes after the older offset.
+    writer = Writer()
+    old = writer.snapshot(1, 10, ["a"])
+    writer.snapshot(2, 20, ["a", "b"])
+    writer.append(old.key, old.value, old.headers)
+    manifest, _ = read(writer).accepted[0]
+    assert (manifest.generation, manifest.offset) == (1, 10)
+    # ...unless the log no longer holds the offsets after it.
+    assert read(writer, log_bounds=(12, 1000)).refused == {0: "before_log_start"}
+    assert read(writer, log_bounds=(0, 10)).refused == {0: "beyond_end"}
+
+
+def _signed(**changes: Any) -> tuple[bytes, list[tuple[str, Any]]]:
+    values: dict[str, Any] = {
+        "topic": LOG,
+        "partition": 0,
+        "offset": 5,
+        "generation": 3,
+        "created_at": 1_700_000_000.0,
+        "max_token_lifetime": LIFETIME,
+        "rules": 0,
+        "chunks": (),
+    }
+    values.update(changes)
+    value = Manifest(**values).encode()
+    return value, [sign_manifest(value, KEY)]
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"topic": "other-log"}, "other_topic"),
+        ({"partition": 1}, "other_topic"),
+        ({"max_token_lifetime": 7200.0}, "lifetime"),
+        ({"chunks": (ChunkRef(500, 10, "ab" * 32),)}, "missing_chunk"),
+        ({"chunks": (ChunkRef(0, 10, "ab" * 32),)}, "missing_chunk"),  # generation 1's chunk
+    ],
+    ids=["other-topic", "other-partition", "other-lifetime", "beyond-topic-end", "other-gen"],
+)
+def test_a_validly_signed_manifest_that_does_not_fit_is_refused(
+    changes: dict[str, Any], reason: str
+) -> None:
+    writer = Writer()
+    writer.snapshot(1, 2, ["a"])
+    writer.append(manifest_key(0), *_signed(**changes))
+    got = read(writer)
+    assert got.accepted == {}
+    assert got.refused == {0: reason}
+
+
+def test_a_chunk_altered_under_its_key_is_refused() -> None:
+    writer = Writer()
+    writer.snapshot(1, 2, ["a"])
+    chunk = writer.records[0]
+    assert chunk.value is not None
+    writer.records[0] = Record(chunk.offset, chunk.key, chunk.value.replace(b'"a"', b'"b"'))
+    assert read(writer).refused == {0: "bad_hash"}
