@@ -122,7 +122,7 @@ class KafkaSettings:
         if options:
             try:
                 parsed = json.loads(options)
-            except ValueError:
+            except (ValueError, RecursionError):  # deeply nested JSON: RecursionError
                 raise SettingsError(f"{k}OPTIONS is not valid JSON") from None
             if not isinstance(parsed, dict):
                 raise SettingsError(f"{k}OPTIONS must be a JSON object")

@@ -55,6 +55,7 @@ def test_tls_and_sasl_settings_reach_the_client_config() -> None:
         ({"REVOCAST_KAFKA_REQUEST_TIMEOUT_MS": "0"}, "request_timeout_ms"),
         ({"REVOCAST_KAFKA_OPTIONS": "{nope"}, "REVOCAST_KAFKA_OPTIONS"),
         ({"REVOCAST_KAFKA_OPTIONS": "[1]"}, "REVOCAST_KAFKA_OPTIONS"),
+        ({"REVOCAST_KAFKA_OPTIONS": '{"a":' * 10_000}, "REVOCAST_KAFKA_OPTIONS"),  # RecursionError
         ({"REVOCAST_KAFKA_OPTIONS": '{"lingr_ms": 5}'}, "REVOCAST_KAFKA_OPTIONS.*lingr_ms"),
         ({"KAFKA_BOOTSTRAP_SERVERS": "nohostport"}, "bootstrap_servers"),
     ],
