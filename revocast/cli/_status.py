@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status.add_argument(
         "--create",
         action="store_true",
-        help="create the heartbeat topic if missing (delete policy, 1h retention)",
+        help="create the heartbeat topic if missing (delete policy, 1h retention, "
+        "broker timestamps)",
     )
     status.set_defaults(func=_status)
 

@@ -45,6 +45,8 @@ HEARTBEAT_RETENTION = 3600.0
 
 _UNKNOWN_TOPIC = 3
 _MARKER_SCAN = 1_000
+_LOG_APPEND_TIME = 1
+"""A record's ``timestamp_type`` when the broker stamped it."""
 
 
 @contextmanager
@@ -84,7 +86,12 @@ def ensure_heartbeat_topic(kafka: KafkaSettings, topic: str, *, partitions: int 
         if topic_partitions(admin, topic) is not None:
             return False
         brokers = len(admin.describe_cluster()["brokers"])
-        configs = {"cleanup.policy": "delete", "retention.ms": str(int(HEARTBEAT_RETENTION * 1000))}
+        configs = {
+            "cleanup.policy": "delete",
+            "retention.ms": str(int(HEARTBEAT_RETENTION * 1000)),
+            # Record timestamps from the broker's clock, not each instance host's.
+            "message.timestamp.type": "LogAppendTime",
+        }
         spec = {
             "num_partitions": partitions,
             "replication_factor": max(1, min(3, brokers)),
@@ -145,6 +152,10 @@ class Instance:
     interval: float
     failures: int
     stale: bool
+    heard_at: float
+    """When the broker appended the heartbeat (a topic with ``LogAppendTime``, as ``--create``
+    makes it), else its ``sent_at``: staleness and the window read this, so that an instance
+    host's clock skew cannot make it look dead or hide that it is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +244,7 @@ def _render_sdks(report: StatusReport) -> list[str]:
             i.status.upper(),
             "-" if i.lag is None else str(i.lag),
             str(i.entries),
-            f"{_human(max(0.0, report.now - i.sent_at))} ago" + (" STALE" if i.stale else ""),
+            f"{_human(max(0.0, report.now - i.heard_at))} ago" + (" STALE" if i.stale else ""),
         )
         for i in report.instances
     ]
@@ -342,7 +353,9 @@ def _text(value: Any, limit: int = 64) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "~"
 
 
-def _instance(doc: dict[str, Any], log: LogStatus, now: float, stale: float | None) -> Instance:
+def _instance(
+    doc: dict[str, Any], log: LogStatus, now: float, stale: float | None, appended: float | None
+) -> Instance:
     offsets = {int(p): int(o) for p, o in (doc.get("offsets") or {}).items()}
     # A log partition the instance reports no offset for (one added since it last looked)
     # is lag too: it has applied none of it.
@@ -353,6 +366,7 @@ def _instance(doc: dict[str, Any], log: LogStatus, now: float, stale: float | No
     )
     interval = _finite(doc.get("interval") or 0.0)
     sent_at = _finite(doc["sent_at"])
+    heard_at = sent_at if appended is None else appended
     threshold = stale if stale is not None else 3 * interval
     status = _text(doc.get("status", "?"))
     pid = doc.get("pid")
@@ -368,7 +382,8 @@ def _instance(doc: dict[str, Any], log: LogStatus, now: float, stale: float | No
         interval=interval,
         failures=int(doc.get("failures") or 0),
         # A closed instance said goodbye: it is off, not stale.
-        stale=status != "off" and now - sent_at > threshold,
+        stale=status != "off" and now - heard_at > threshold,
+        heard_at=heard_at,
     )
 
 
@@ -389,22 +404,25 @@ def _instances(
         # that does not parse is counted, never a crash of the command.
         try:
             doc = json.loads(record.value)
-            beat = _instance(doc, log, now, stale)
+            appended = (
+                record.timestamp / 1000 if record.timestamp_type == _LOG_APPEND_TIME else None
+            )
+            beat = _instance(doc, log, now, stale, appended)
             if doc.get("topic", log.topic) != log.topic:
                 continue
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
             unreadable += 1
             continue
-        if beat.sent_at < now - window:
+        if beat.heard_at < now - window:
             continue
         # An instance's heartbeats share its key, so one partition, read in order: the later
         # record is the newer one, whatever its sent_at says (a host clock stepped back, a
-        # record dated in the future). sent_at decides only across partitions.
+        # record dated in the future). The time it was heard decides only across partitions.
         previous = latest.get(beat.instance)
         if (
             previous is None
             or previous[0] == record.partition
-            or beat.sent_at >= previous[1].sent_at
+            or beat.heard_at >= previous[1].heard_at
         ):
             latest[beat.instance] = (record.partition, beat)
     found = [beat for _, beat in latest.values()]

@@ -133,3 +133,44 @@ def test_a_window_reaching_before_1970_reads_every_heartbeat_not_a_traceback(
         kafka, max_token_lifetime=3600, heartbeat_topic=beats, window=1e10, clock=lambda: NOW
     )
     assert [i.instance for i in found.instances] == ["i1"]
+
+
+@pytest.mark.kafka
+def test_with_broker_timestamps_an_instance_hosts_clock_skew_neither_stales_nor_hides_it(
+    kafka_bootstrap: str, make_topic: MakeTopic
+) -> None:
+    topics = (
+        make_topic(partitions=1),
+        make_topic(partitions=1, message_timestamp_type="LogAppendTime"),
+    )
+    found = report(
+        kafka_bootstrap,
+        topics,
+        beat("behind", sent_at=NOW - 40),  # host clock 40 s slow: was STALE at once
+        beat("far-behind", sent_at=NOW - 900),  # 15 min slow: was not listed at all
+    )
+    assert sorted((i.instance, i.stale) for i in found.instances) == [
+        ("behind", False),
+        ("far-behind", False),
+    ]
+
+
+@pytest.mark.kafka
+def test_status_create_makes_the_heartbeat_topic_with_broker_timestamps(
+    kafka_bootstrap: str, make_topic: MakeTopic
+) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource
+
+    from revocast.ops import ensure_heartbeat_topic
+
+    kafka = KafkaSettings(bootstrap_servers=(kafka_bootstrap,), topic=make_topic(partitions=1))
+    beats = f"{kafka.topic}.heartbeats"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert ensure_heartbeat_topic(kafka, beats)
+        described = admin.describe_configs([ConfigResource("TOPIC", beats)])
+        assert described["topic"][beats]["message.timestamp.type"]["value"] == "LogAppendTime"
+    finally:
+        admin.delete_topics([beats], timeout_ms=30_000)
+        admin.close()
