@@ -343,7 +343,10 @@ def decode_chunk(data: bytes) -> Chunk:
 
 
 _NUM = (int, float)
-_LATEST = 253_402_300_799  # 9999-12-31: times beyond cannot be datetimes
+# Times a datetime can hold, as events can: 0001-01-01 .. 9999-12-31 (an event may be dated
+# before 1970, and a key revocation or a block dated so never expires).
+_EARLIEST = -62_135_596_800
+_LATEST = 253_402_300_799
 _SHAPES: dict[str, tuple[tuple[type, ...], ...]] = {
     "sid": ((str,), _NUM, _NUM),
     "sub_wm": ((str,), _NUM, _NUM, _NUM),
@@ -367,7 +370,7 @@ def _check_rows(kind: str, rows: object) -> list[list[Any]]:
             if type(value) not in types or (type(value) is bool) != (types == (bool,)):
                 raise TypeError(f"a {kind} row holds a {type(value).__name__}")
             # Every time, the optional deadline of an unblock too: restore makes datetimes.
-            if float in types and value is not None and not 0 <= value <= _LATEST:
+            if float in types and value is not None and not _EARLIEST <= value <= _LATEST:
                 raise ValueError(f"a {kind} row holds a time out of range")
         if kind == "sub_block" and not 0 <= row[2] < 2**128:
             raise ValueError("an event id out of range")

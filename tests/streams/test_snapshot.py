@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -209,4 +209,23 @@ def test_a_writer_clock_ahead_of_a_reader_s_drops_no_rule_the_reader_still_enfor
     assert replay.check({"sid": "s"}, None) is not None
     assert reader.check({"jti": "j"}, None) is not None
     assert reader.check({"sid": "s"}, None) is not None
+    assert reader.snapshot() == replay.snapshot()
+
+
+def test_rules_of_signed_events_dated_before_1970_survive_a_snapshot() -> None:
+    # The event model accepts any aware datetime; a log replay applies such an event, and a
+    # key revocation or a block never expires: a snapshot holding one must still load, not be
+    # refused as bad_chunk for as long as the rule lives.
+    old = datetime(1960, 1, 1, tzinfo=UTC)
+    events: list[Event] = [
+        KeyRevoked(issuer="t", kid="k-1960", occurred_at=old),
+        SubjectBlocked(issuer="t", sub="mallory", occurred_at=old),
+    ]
+    rules = PartitionRules(LIFETIME, _clock)
+    replay = _state()
+    for event in events:
+        rules.apply(event)
+        replay.apply(event)
+    reader = _state()
+    restore(reader, [decode_chunk(c) for c in rules.chunks()])
     assert reader.snapshot() == replay.snapshot()
