@@ -172,6 +172,7 @@ _KNOWN_OPTIONS = frozenset(
 
 
 def env_str(env: Mapping[str, str], name: str) -> str | None:
+    """The stripped value of variable ``name``, or None when it is unset or blank."""
     value = env.get(name)
     if value is None or value.strip() == "":
         return None
@@ -179,6 +180,8 @@ def env_str(env: Mapping[str, str], name: str) -> str | None:
 
 
 def env_int(env: Mapping[str, str], name: str) -> int | None:
+    """Variable ``name`` as an integer, or None when unset; a :class:`SettingsError` naming
+    the variable otherwise."""
     value = env_str(env, name)
     if value is None:
         return None
@@ -189,6 +192,8 @@ def env_int(env: Mapping[str, str], name: str) -> int | None:
 
 
 def env_float(env: Mapping[str, str], name: str) -> float | None:
+    """Variable ``name`` as a float, or None when unset; a :class:`SettingsError` naming the
+    variable otherwise. ``nan`` and ``inf`` parse: range-check the result."""
     value = env_str(env, name)
     if value is None:
         return None
@@ -199,6 +204,8 @@ def env_float(env: Mapping[str, str], name: str) -> float | None:
 
 
 def env_bool(env: Mapping[str, str], name: str) -> bool | None:
+    """Variable ``name`` as a flag (``1/true/yes/on``, ``0/false/no/off``, any case), or None
+    when unset; a :class:`SettingsError` naming the variable otherwise."""
     value = env_str(env, name)
     if value is None:
         return None
