@@ -1,7 +1,8 @@
 """Prometheus metrics, if ``prometheus-client`` is installed (the ``metrics`` extra).
 
 Without it every method is a no-op. Collectors are created once per process on the default
-registry and labelled by ``service``, so several SDK instances can share them.
+registry and labelled by ``service``, so several SDK instances can share them; if one of
+their names is already taken there, metrics are off (one warning), the clients unaffected.
 ``revocast_source_status`` counts, per service and state, the instances in that state (1 for
 the current state when there is one instance; a closed one counts as ``off`` until it has
 been garbage-collected and a peer changes state), so one instance never hides another.
@@ -9,6 +10,7 @@ been garbage-collected and a peer changes state), so one instance never hides an
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import weakref
@@ -22,8 +24,11 @@ try:
 except ImportError:  # pragma: no cover - exercised only without the optional dependency
     _prom = None  # type: ignore[assignment]
 
+_log = logging.getLogger("consumer_sdk.metrics")
+
 _lock = threading.Lock()
 _collectors: dict[str, Any] = {}
+_refused: list[str] = []  # why the registry refused the collectors (then: no metrics)
 
 _STATES = ("initializing", "valid", "interrupted", "off")
 _by_service: dict[str, weakref.WeakSet[Metrics]] = {}  # the live instances; under _lock
@@ -31,36 +36,64 @@ _by_service: dict[str, weakref.WeakSet[Metrics]] = {}  # the live instances; und
 
 def _shared() -> dict[str, Any]:
     with _lock:
-        if not _collectors and _prom is not None:
-            p = _prom
-            _collectors.update(
-                applied=p.Counter(
-                    "revocast_events_applied", "Events that changed the state", ["service", "type"]
-                ),
-                skipped=p.Counter(
-                    "revocast_records_skipped", "Records skipped, by reason", ["service", "reason"]
-                ),
-                size=p.Gauge(
-                    "revocast_state_entries", "State entries by kind", ["service", "kind"]
-                ),
-                last_event=p.Gauge(
-                    "revocast_last_event_timestamp_seconds",
-                    "When the last event was applied",
-                    ["service"],
-                ),
-                delay=p.Histogram(
-                    "revocast_propagation_delay_seconds",
-                    "From an event's occurred_at to its application here (live events only)",
-                    ["service"],
-                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
-                ),
-                status=p.Gauge(
-                    "revocast_source_status",
-                    "SDK instances in each status (1 for the current status of a single one)",
-                    ["service", "state"],
-                ),
-            )
+        if not _collectors and not _refused and _prom is not None:
+            _register(_prom)
         return _collectors
+
+
+def _register(p: Any) -> None:
+    """Register every collector on the default registry, or none: a name already taken there
+    (the application's own metric, a second copy of this module) disables the SDK's metrics
+    with one warning rather than failing the construction of every client."""
+    made = {
+        "applied": p.Counter(
+            "revocast_events_applied",
+            "Events that changed the state",
+            ["service", "type"],
+            registry=None,
+        ),
+        "skipped": p.Counter(
+            "revocast_records_skipped",
+            "Records skipped, by reason",
+            ["service", "reason"],
+            registry=None,
+        ),
+        "size": p.Gauge(
+            "revocast_state_entries", "State entries by kind", ["service", "kind"], registry=None
+        ),
+        "last_event": p.Gauge(
+            "revocast_last_event_timestamp_seconds",
+            "When the last event was applied",
+            ["service"],
+            registry=None,
+        ),
+        "delay": p.Histogram(
+            "revocast_propagation_delay_seconds",
+            "From an event's occurred_at to its application here (live events only)",
+            ["service"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
+            registry=None,
+        ),
+        "status": p.Gauge(
+            "revocast_source_status",
+            "SDK instances in each status (1 for the current status of a single one)",
+            ["service", "state"],
+            registry=None,
+        ),
+    }
+    registry = p.REGISTRY
+    done: list[Any] = []
+    try:
+        for collector in made.values():
+            registry.register(collector)
+            done.append(collector)
+    except ValueError as exc:
+        for collector in done:
+            registry.unregister(collector)
+        _refused.append(str(exc))
+        _log.warning("Prometheus metrics of the revocation SDK are off: %s", exc)
+        return
+    _collectors.update(made)
 
 
 class Metrics:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 import prometheus_client
+import pytest
 
-from consumer_sdk import Revocast
+from consumer_sdk import Revocast, _metrics
 from consumer_sdk.testing import InMemorySource
 from tests.consumer_sdk._helpers import FakeClock, settings
 
@@ -46,3 +48,31 @@ def test_a_single_client_reports_one_for_its_current_status() -> None:
     assert _status(service) == {"initializing": 0, "valid": 1, "interrupted": 0, "off": 0}
     rc.close()
     assert _status(service) == {"initializing": 0, "valid": 0, "interrupted": 0, "off": 1}
+
+
+def test_a_metric_name_already_registered_turns_metrics_off_not_the_client(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = prometheus_client.CollectorRegistry()
+    app_gauge = prometheus_client.Gauge(
+        "revocast_state_entries", "the app's own", registry=registry
+    )
+    monkeypatch.setattr(prometheus_client, "REGISTRY", registry)
+    monkeypatch.setattr(_metrics, "_collectors", {})
+    monkeypatch.setattr(_metrics, "_refused", [])
+    with caplog.at_level(logging.WARNING, logger="consumer_sdk.metrics"):
+        first = Revocast(settings(), source=InMemorySource(), clock=FakeClock())
+        second = Revocast(settings(), source=InMemorySource(), clock=FakeClock())
+    try:
+        assert not first.metrics.enabled
+        assert not second.metrics.enabled
+        assert len(caplog.records) == 1
+        assert "Duplicated timeseries" in caplog.records[0].getMessage()
+        # Nothing half-registered next to the application's own metric.
+        names = {metric.name for metric in registry.collect()}
+        assert names == {"revocast_state_entries"}
+        app_gauge.set(3)
+        assert registry.get_sample_value("revocast_state_entries") == 3
+    finally:
+        first.close()
+        second.close()
