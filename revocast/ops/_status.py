@@ -410,7 +410,7 @@ def _instances(
             beat = _instance(doc, log, now, stale, appended)
             if doc.get("topic", log.topic) != log.topic:
                 continue
-        except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError, RecursionError):
             unreadable += 1
             continue
         if beat.heard_at < now - window:

@@ -174,3 +174,15 @@ def test_status_create_makes_the_heartbeat_topic_with_broker_timestamps(
     finally:
         admin.delete_topics([beats], timeout_ms=30_000)
         admin.close()
+
+
+@pytest.mark.kafka
+def test_a_deeply_nested_heartbeat_record_is_unreadable_not_a_crash(
+    kafka_bootstrap: str, topics: tuple[str, str]
+) -> None:
+    log, beats = topics
+    produce(kafka_bootstrap, beats, b"[" * 100_000, json.dumps(beat("ok")).encode())
+    kafka = KafkaSettings(bootstrap_servers=(kafka_bootstrap,), topic=log)
+    found = collect_status(kafka, max_token_lifetime=3600, heartbeat_topic=beats, clock=lambda: NOW)
+    assert [i.instance for i in found.instances] == ["ok"]
+    assert found.unreadable_heartbeats == 1
