@@ -3,6 +3,7 @@ to ``<log>.snapshots`` can make a reader do."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import threading
 from collections.abc import Iterable
@@ -13,6 +14,7 @@ import pytest
 from kafka import TopicPartition
 
 from consumer_sdk._snapshot import (
+    Chunk,
     ChunkRef,
     Manifest,
     chunk_key,
@@ -20,12 +22,13 @@ from consumer_sdk._snapshot import (
     manifest_key,
     sign_manifest,
 )
-from consumer_sdk._snapshot_reader import SnapshotRead, read_snapshots
+from consumer_sdk._snapshot_reader import SnapshotRead, load_snapshots, read_snapshots
 from revocation_events import SIGNATURE_HEADER, EventVerifier, SigningKey
+from tests.consumer_sdk._helpers import settings
 
 KEY = SigningKey.hmac("snap", b"k" * 32)
-LOG = "revs"
-TOPIC = "revs.snapshots"
+LOG = "revocast.revocations"
+TOPIC = "revocast.revocations.snapshots"
 LIFETIME = 3600.0
 
 
@@ -45,6 +48,9 @@ class FakeConsumer:
         self._position: dict[int, int] = {}
         self._paused: set[int] = set()
         self._assigned: set[int] = set()
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return set(self.partitions) if topic == TOPIC else None
 
     def end_offsets(self, tps: Iterable[TopicPartition], timeout_ms: int) -> dict[Any, int]:
         return {tp: self._end(tp.partition) for tp in tps}
@@ -228,3 +234,56 @@ def test_a_chunk_altered_under_its_key_is_refused() -> None:
     assert chunk.value is not None
     writer.records[0] = Record(chunk.offset, chunk.key, chunk.value.replace(b'"a"', b'"b"'))
     assert read(writer).refused == {0: "bad_hash"}
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.restored: list[Chunk] = []
+
+    def restore(self, chunks: list[Chunk]) -> dict[str, int]:
+        self.restored += chunks
+        return {"jti": sum(len(c.jti) for c in chunks)}
+
+
+def test_refusals_are_counted_and_logged_without_key_material(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    good, forged = Writer(0), Writer(1)
+    good.snapshot(1, 4, ["a"])
+    forged.snapshot(1, 4, ["b"])
+    value, _ = _signed(partition=1)
+    forged.append(
+        manifest_key(1), value, [sign_manifest(value, SigningKey.hmac("snap", b"x" * 32))]
+    )
+    sink = Sink()
+    load = load_snapshots(
+        FakeConsumer({0: good.records, 1: forged.records}),
+        settings(snapshot_keys=(KEY.verification_key(),)),
+        sink,  # type: ignore[arg-type]
+        {0: (0, 100), 1: (0, 100)},
+        log_partitions=2,
+        stop=threading.Event(),
+    )
+    assert load.offsets == {0: 4}
+    assert load.refused == {"bad_signature": 1}
+    assert [j for c in sink.restored for j in c.jti] == ["a"]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == ["snapshot of log partition 1 refused (bad_signature): falling back"]
+    for secret in (b"k" * 32, b"x" * 32):
+        assert secret.decode() not in caplog.text
+        assert base64.urlsafe_b64encode(secret).decode()[:20] not in caplog.text
+
+
+def test_a_snapshot_topic_with_another_partition_count_is_refused_for_every_partition() -> None:
+    writer = Writer(0)
+    writer.snapshot(1, 4, ["a"])
+    load = load_snapshots(
+        FakeConsumer({0: writer.records}),
+        settings(snapshot_keys=(KEY.verification_key(),)),
+        Sink(),  # type: ignore[arg-type]
+        {0: (0, 100), 1: (0, 100)},
+        log_partitions=2,
+        stop=threading.Event(),
+    )
+    assert load.offsets == {}
+    assert load.refused == {"partition_count": 2}
