@@ -136,8 +136,10 @@ def load_snapshots(
     for p, reason in sorted(read.refused.items()):
         _log.warning("snapshot of log partition %d refused (%s): falling back", p, reason)
         load.refused[reason] += 1
+    if stop.is_set():
+        return load  # nothing loaded: no partition may start after a snapshot
     chunks = [chunk for _, cs in read.accepted.values() for chunk in cs]
-    if chunks and not stop.is_set():
+    if chunks:
         load.loaded = sink.restore(chunks)
     now = time.time()
     for p, (manifest, cs) in read.accepted.items():

@@ -287,3 +287,33 @@ def test_a_snapshot_topic_with_another_partition_count_is_refused_for_every_part
     )
     assert load.offsets == {}
     assert load.refused == {"partition_count": 2}
+
+
+def test_a_snapshot_read_but_not_loaded_when_stopping_promises_no_offset() -> None:
+    # Stopping between reading the chunks and loading them: the partition must not be
+    # reported as starting after the snapshot's offset (its positions outlive the thread,
+    # e.g. into a fork), since its rules were never loaded.
+    writer = Writer(0)
+    writer.snapshot(1, 4, ["a"])
+    stop = threading.Event()
+
+    class Stopping(FakeConsumer):
+        resumed = 0
+
+        def resume(self, *tps: TopicPartition) -> None:
+            super().resume(*tps)
+            self.resumed += 1
+            if self.resumed == 2:  # the end of the read: manifests, then chunks fetched
+                stop.set()
+
+    sink = Sink()
+    load = load_snapshots(
+        Stopping({0: writer.records}),
+        settings(snapshot_keys=(KEY.verification_key(),)),
+        sink,  # type: ignore[arg-type]
+        {0: (0, 100)},
+        log_partitions=1,
+        stop=stop,
+    )
+    assert sink.restored == []
+    assert load.offsets == {}
