@@ -344,9 +344,11 @@ def decode_chunk(data: bytes) -> Chunk:
 
 _NUM = (int, float)
 # Times a datetime can hold, as events can: 0001-01-01 .. 9999-12-31 (an event may be dated
-# before 1970, and a key revocation or a block dated so never expires).
+# before 1970, and a key revocation or a block dated so never expires). The last datetime's
+# timestamp rounds up to _LATEST as a float, which is itself no datetime: see _dt.
 _EARLIEST = -62_135_596_800
-_LATEST = 253_402_300_799
+_LATEST = 253_402_300_800
+_LAST = datetime.max.replace(tzinfo=UTC)
 _SHAPES: dict[str, tuple[tuple[type, ...], ...]] = {
     "sid": ((str,), _NUM, _NUM),
     "sub_wm": ((str,), _NUM, _NUM, _NUM),
@@ -464,7 +466,7 @@ def restore(state: RevocationState, chunks: Sequence[Chunk]) -> dict[str, int]:
 
 
 def _dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
+    return _LAST if ts >= _LATEST else datetime.fromtimestamp(ts, UTC)
 
 
 def event_of(kind: str, row: list[Any]) -> Event:

@@ -229,3 +229,22 @@ def test_rules_of_signed_events_dated_before_1970_survive_a_snapshot() -> None:
     reader = _state()
     restore(reader, [decode_chunk(c) for c in rules.chunks()])
     assert reader.snapshot() == replay.snapshot()
+
+
+def test_rules_that_expire_at_the_last_datetime_survive_a_snapshot() -> None:
+    # "Never" spelled as the largest datetime: its timestamp rounds to 253402300800.0, which
+    # is valid in an event and must not make the partition's snapshots bad_chunk for good.
+    never = datetime.max.replace(tzinfo=UTC)
+    events: list[Event] = [
+        SubjectDeleted(issuer="t", sub="gone", occurred_at=T0, expires_at=never),
+        SessionRevoked(issuer="t", sid="s", occurred_at=T0, expires_at=never),
+        GlobalTokensRevoked(issuer="t", issued_before=T0, occurred_at=T0, expires_at=never),
+    ]
+    rules = PartitionRules(LIFETIME, _clock)
+    replay = _state()
+    for event in events:
+        rules.apply(event)
+        replay.apply(event)
+    reader = _state()
+    restore(reader, [decode_chunk(c) for c in rules.chunks()])
+    assert reader.snapshot() == replay.snapshot()
