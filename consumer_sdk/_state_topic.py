@@ -138,11 +138,15 @@ def _apply(
 
 
 def _marker(value: bytes | None, log_topic: str, partition: int) -> int | None:
-    """The offset of a marker for ``partition`` of ``log_topic``, or ``None``."""
+    """The offset of a marker for ``partition`` of ``log_topic``, or ``None`` (anything else,
+    whatever the bytes: a marker is not signed)."""
     try:
         doc = json.loads(value or b"")
-        ok = doc["topic"] == log_topic and int(doc["partition"]) == partition
-        offset = int(doc["offset"])
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, RecursionError):
         return None
-    return offset if ok and offset >= 0 else None
+    if not isinstance(doc, dict) or doc.get("topic") != log_topic:
+        return None
+    marked, offset = doc.get("partition"), doc.get("offset")
+    if type(marked) is not int or marked != partition or type(offset) is not int or offset < 0:
+        return None
+    return offset

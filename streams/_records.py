@@ -109,8 +109,10 @@ def marker_offset(
     try:
         doc = json.loads(value)
         topic, marked, offset = doc["topic"], doc["partition"], doc["offset"]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         return None
-    if topic != log_topic or marked != partition or type(offset) is not int or offset < 0:
+    if topic != log_topic or type(marked) is not int or marked != partition:
+        return None
+    if type(offset) is not int or offset < 0:
         return None
     return offset

@@ -75,3 +75,29 @@ def test_a_run_without_rules_leaves_the_sink_alone_but_keeps_its_marker() -> Non
     _apply(load, sink, _LOG, 0, [_Rec(m.key, m.value, [], 1)])  # type: ignore[arg-type]
     assert sink.seen == []
     assert load.markers == {0: 7}
+
+
+_HOSTILE_MARKERS = [
+    b'{"topic":"revs","partition":2,"offset":Infinity}',  # int(inf): OverflowError
+    b'{"topic":"revs","partition":Infinity,"offset":7}',
+    b"[" * 100_000,  # RecursionError in json
+    b'{"topic":"revs","partition":2.0,"offset":7}',
+    b'{"topic":"revs","partition":2,"offset":7.9}',  # was read as 7
+    b'{"topic":"revs","partition":"2","offset":"7"}',  # was read as 7
+    b'{"topic":"revs","partition":true,"offset":7}',
+    b'["revs",2,7]',
+    b"null",
+]
+
+
+@pytest.mark.parametrize("value", _HOSTILE_MARKERS, ids=range(len(_HOSTILE_MARKERS)))
+def test_a_marker_that_is_not_exactly_one_is_ignored_not_a_crash(value: bytes) -> None:
+    """Markers are unsigned: whatever bytes sit under the key, the load goes on and only a
+    well-formed marker for this log and partition counts."""
+    sink = _OneByOne()
+    load = StateLoad("revs.state")
+    good = marker_record(_LOG, 2, 41)
+    records = [_Rec(good.key, good.value, [], 1), _Rec(b"__offsets__:2", value, [], 2)]
+    _apply(load, sink, _LOG, 2, records)  # type: ignore[arg-type]
+    assert load.markers == {2: 41}
+    assert load.ignored == 1
