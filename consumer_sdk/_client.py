@@ -32,7 +32,7 @@ from consumer_sdk._snapshot import Chunk, restore
 from consumer_sdk._source import DataSource, Headers
 from consumer_sdk._state import RevocationState
 from consumer_sdk._status import DataSourceState, SourceStatus, StatusProvider
-from consumer_sdk._verify import TokenVerifier
+from consumer_sdk._verify import TokenVerifier, token_bytes
 from revocation_events import Event, EventCodec, EventVerifier, MalformedEventError
 
 __all__ = ["Revocast", "build_codec"]
@@ -278,7 +278,7 @@ class Revocast:
         if cache is None:
             claims, kid = self._verifier.decode(token)
         else:
-            raw = token.encode() if isinstance(token, str) else token
+            raw = token_bytes(token)
             found = cache.get(raw)
             if found is None:
                 generation = cache.generation  # read before decoding: see VerifyCache
