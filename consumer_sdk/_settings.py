@@ -42,6 +42,7 @@ class FailurePolicy(enum.Enum):
     """Fail open (opt-in): accept on signature and claims alone, and log a warning."""
 
 
+_MAX_SECONDS = 100 * 365 * 86_400.0
 _SECONDS = (
     "jwks_refresh_interval",
     "jwks_min_refresh_interval",
@@ -142,6 +143,12 @@ class ConsumerSettings:
             # inf max_staleness meant an interrupted stream was trusted forever.
             if not math.isfinite(value):
                 raise SettingsError(f"{name} must be a finite number of seconds, got {value}")
+            # Finite but huge (1e30) overflowed in a background thread's wait, killing it
+            # (the JWKS refresher: key rotation stopped).
+            if abs(value) > _MAX_SECONDS:
+                raise SettingsError(
+                    f"{name} must be at most {_MAX_SECONDS:.0f} s (100 years), got {value}"
+                )
         if bool(self.jwt_keys) == bool(self.jwks_url):
             raise SettingsError("give exactly one of jwt_keys or jwks_url")
         if not 0 <= self.leeway <= MAX_LEEWAY:
@@ -269,7 +276,7 @@ def _jwt_keys_from_env(env: Mapping[str, str], p: str) -> dict[str, KeyMaterial]
         return {}
     try:
         parsed = json.loads(keys_json)
-    except ValueError:
+    except (ValueError, RecursionError):  # deeply nested JSON: RecursionError
         raise SettingsError(f"{p}JWT_KEYS is not valid JSON (value not shown)") from None
     if not isinstance(parsed, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -142,7 +142,7 @@ class PublisherSettings:
             var = f"{prefix}PRODUCER_OPTIONS"
             try:
                 parsed = json.loads(options)
-            except ValueError:
+            except (ValueError, RecursionError):  # deeply nested JSON: RecursionError
                 raise SettingsError(f"{var} is not valid JSON") from None
             if not isinstance(parsed, dict):
                 raise SettingsError(f"{var} must be a JSON object")
@@ -173,7 +173,7 @@ def _check_positive(label: str, value: float) -> None:
 def _check_producer_options(label: str, options: Mapping[str, Any]) -> None:
     for key, value in options.items():
         allowed = _FORBIDDEN_OPTIONS.get(key)
-        if allowed is not None and value not in allowed:
+        if allowed is not None and not _among(value, allowed):
             raise SettingsError(
                 f"{label}: {key}={value!r} would disable idempotent acks=all delivery"
             )
@@ -183,6 +183,14 @@ def _check_producer_options(label: str, options: Mapping[str, Any]) -> None:
             raise SettingsError(f"{label}: {key!r} is not a kafka-python producer option")
         if key in _TIMING_OPTIONS and (type(value) is not int or value < 0):
             raise SettingsError(f"{label}: {key} must be a whole number of ms, got {value!r}")
+
+
+def _among(value: Any, allowed: Collection[Any]) -> bool:
+    """``value in allowed``, false for an unhashable value (a JSON list or object)."""
+    try:
+        return value in allowed
+    except TypeError:
+        return False
 
 
 # Options the publisher computes with (delivery_timeout_ms >= linger_ms + request_timeout_ms).

@@ -27,6 +27,7 @@ __all__ = ["StreamsSettings"]
 
 
 # Durations in seconds (floats from the environment, finite).
+_MAX_SECONDS = 100 * 365 * 86_400.0
 _SECONDS = (
     "window_grace_seconds",
     "tick_seconds",
@@ -100,7 +101,9 @@ class StreamsSettings:
         for name in (*_SECONDS, "max_token_lifetime"):
             # "inf" parses as a float and passes every range check: an infinite tick never
             # writes a marker or sweeps, an infinite session timeout overflows in aiokafka.
-            checks[name] = checks[name] and math.isfinite(getattr(self, name))
+            # Finite but huge (1e300) overflows in asyncio's timers and aiokafka's timeouts.
+            value = getattr(self, name)
+            checks[name] = checks[name] and math.isfinite(value) and value <= _MAX_SECONDS
         for name, ok in checks.items():
             if not ok:
                 raise SettingsError(f"{name} has an invalid value: {getattr(self, name)!r}")

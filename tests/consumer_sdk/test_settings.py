@@ -124,3 +124,18 @@ def test_non_finite_seconds_from_env_are_a_settings_error(variable: str, value: 
     # interrupted stream trusted forever with MAX_STALENESS=inf).
     with pytest.raises(SettingsError, match=rf"{variable.lower()} must be a finite number"):
         ConsumerSettings.from_env(environ={**BASE, f"REVOCAST_{variable}": value})
+
+
+@pytest.mark.parametrize("variable", SECONDS)
+def test_huge_seconds_from_env_are_a_settings_error(variable: str) -> None:
+    """Finite but huge: jwks_min_refresh_interval=1e30 overflowed in the JWKS thread's wait
+    and killed it (key rotation stopped)."""
+    with pytest.raises(SettingsError, match=rf"{variable.lower()} must be at most"):
+        ConsumerSettings.from_env(environ={**BASE, f"REVOCAST_{variable}": "1e30"})
+
+
+def test_deeply_nested_jwt_keys_are_a_settings_error() -> None:
+    with pytest.raises(SettingsError, match="JWT_KEYS is not valid JSON"):
+        ConsumerSettings.from_env(
+            environ={**BASE, "REVOCAST_JWT_KEY": "", "REVOCAST_JWT_KEYS": "[" * 100_000}
+        )

@@ -130,6 +130,13 @@ def test_an_unusable_huge_duration_is_refused_naming_the_variable(
         PublisherSettings.from_env(environ=env(**{variable: value}))
 
 
+@pytest.mark.parametrize("options", ['{"acks": [1]}', '{"enable_idempotence": {}}', "[" * 100_000])
+def test_producer_options_json_of_any_shape_is_a_settings_error(options: str) -> None:
+    # An unhashable value raised TypeError in the acks check; deep nesting RecursionError.
+    with pytest.raises(SettingsError, match="REVOCAST_PRODUCER_OPTIONS"):
+        PublisherSettings.from_env(environ=env(REVOCAST_PRODUCER_OPTIONS=options))
+
+
 def test_a_misspelt_producer_option_is_refused_naming_the_variable() -> None:
     # Accepted, it made kafka-python's producer refuse to start: in outbox mode the drainer
     # then only logged the error, forever, and no revocation was delivered.

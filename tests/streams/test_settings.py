@@ -82,10 +82,11 @@ def test_expiry_margin_defaults_to_the_largest_sdk_leeway_and_is_read_from_the_e
         "EXPIRY_MARGIN_SECONDS",
     ],
 )
-def test_an_infinite_duration_is_refused(name: str) -> None:
+@pytest.mark.parametrize("value", ["inf", "1e30"])
+def test_an_infinite_or_huge_duration_is_refused(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name.lower()):
         StreamsSettings.from_env(
-            environ={"REVOCAST_EVENT_KEYS": KEY_SPEC, f"REVOCAST_STREAMS_{name}": "inf"}
+            environ={"REVOCAST_EVENT_KEYS": KEY_SPEC, f"REVOCAST_STREAMS_{name}": value}
         )
 
 
