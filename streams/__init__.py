@@ -143,7 +143,10 @@ Guarantees and limits
   ``<app id>-ticks``; the agent reads log and ticks together and, on tick *p*, tombstones
   expired rules of partition *p*, closes finished windows and writes the marker.
 * Records that fail verification are skipped, counted by reason and logged; unsigned records
-  are accepted only with ``REVOCAST_STREAMS_ALLOW_UNSIGNED=true``.
+  are accepted only with ``REVOCAST_STREAMS_ALLOW_UNSIGNED=true``. A record signed by a key
+  the worker does not know (a rotation half rolled out: services may already trust it) also
+  holds its partition's markers before it until the worker restarts with the key, so SDKs
+  bootstrapping from the state topic replay it from the log rather than skip it.
 * Stats: a window counts each log record once, also when it is redelivered while the window
   is open (see ``streams._windows``); a record redelivered after its window was published
   is counted again, so stats are at least once. Distinct records carrying the same event

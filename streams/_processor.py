@@ -155,6 +155,9 @@ class Processor:
         self._next: dict[int, int] = {}
         """Per partition, the offset whose processing extends the coverage (default 0)."""
         self._holes: set[int] = set()
+        self._unverifiable: set[int] = set()
+        """Partitions with a record signed by a key this worker does not know: their
+        coverage stops before it (see :meth:`_apply`) until they are armed again."""
         self._inflight: dict[int, deque[Pending | int]] = {}
         """Per partition, tracked sends and queued marker offsets, in the order made."""
         self._queued: dict[int, int] = {}
@@ -172,6 +175,7 @@ class Processor:
         self._expiry.clear()
         self._next.clear()
         self._holes.clear()
+        self._unverifiable.clear()
         self._inflight.clear()
         self._queued.clear()
         self._ready.clear()
@@ -254,6 +258,7 @@ class Processor:
         """The worker re-reads ``partition`` from offset ``start``: cover it from there."""
         self._next[partition] = start
         self._holes.discard(partition)
+        self._unverifiable.discard(partition)
         self._cut.discard(partition)
         self._queued.pop(partition, None)
         self._ready.pop(partition, None)
@@ -314,6 +319,20 @@ class Processor:
         except MalformedEventError as exc:
             self.counters[f"skipped.{exc.reason}"] += 1
             logger.warning("skipped record %s@%d: %s: %s", partition, offset, exc.reason, exc)
+            if exc.reason == "unknown_key" and partition not in self._unverifiable:
+                # Services that already trust that key (a rotation half rolled out) apply
+                # this event from the log: a marker past it would make the ones bootstrapping
+                # from the state topic skip it. Markers stay before it instead.
+                self._unverifiable.add(partition)
+                self.counters["unverifiable_holds"] += 1
+                logger.error(
+                    "log partition %d: record %d is signed by a key this worker does not "
+                    "know: offset markers stay before it until the worker restarts with the "
+                    "key in REVOCAST_EVENT_KEYS (%s)",
+                    partition,
+                    offset,
+                    exc,
+                )
             return []
         assert value is not None  # decode() refuses tombstones
         key = rule_key(event)
@@ -346,6 +365,8 @@ class Processor:
         return outputs
 
     def _advance(self, partition: int, offset: int) -> None:
+        if partition in self._unverifiable:
+            return
         expected = self._next.get(partition, 0)
         if offset == expected:
             self._next[partition] = offset + 1
