@@ -158,6 +158,9 @@ class Snapshotter:
         self._offsets: dict[int, int] = {}
         """Per log partition, the last offset applied (its beginning - 1 before any)."""
         self._written: dict[int, Manifest] = {}
+        self._unverifiable: dict[int, int] = {}
+        """Per log partition with a record signed by a key this snapshotter does not know,
+        the last offset a snapshot may cover: the one before that record."""
         self._garbage: dict[int, list[bytes]] = {}
         self._owned: frozenset[int] | None = None if owned is None else frozenset(owned)
         self._stop = threading.Event()
@@ -334,9 +337,30 @@ class Snapshotter:
                     event = self._codec.decode(record.value, record.headers)
                 except MalformedEventError as exc:
                     self.counters[f"skipped.{exc.reason}"] += 1
+                    if exc.reason == "unknown_key":
+                        self._hold_before(tp.partition, record.offset, exc)
                     continue
                 rules.apply(event)
-            self._offsets[tp.partition] = records[-1].offset
+            last = records[-1].offset
+            self._offsets[tp.partition] = min(last, self._unverifiable.get(tp.partition, last))
+
+    def _hold_before(self, partition: int, offset: int, exc: MalformedEventError) -> None:
+        """Services that already trust a key this snapshotter lacks (a rotation half rolled
+        out) apply the record from the log; a snapshot covering it would make the ones
+        bootstrapping from it skip the record. Snapshots stay before it (later records still
+        go into them: an overlap is replayed harmlessly) until a restart with the key."""
+        if partition in self._unverifiable:
+            return
+        self._unverifiable[partition] = offset - 1
+        self.counters["unverifiable_holds"] += 1
+        logger.error(
+            "log partition %d: record %d is signed by a key this snapshotter does not know: "
+            "snapshots stay before it until the worker restarts with the key in "
+            "REVOCAST_EVENT_KEYS (%s)",
+            partition,
+            offset,
+            exc,
+        )
 
     def _write(self, producer: Any) -> None:
         """A new generation of every owned partition whose rules changed since the last."""

@@ -12,7 +12,7 @@ import hashlib
 import random
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,19 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from consumer_sdk import Revocast
 from consumer_sdk._snapshot import ChunkRef, Manifest, chunk_key, manifest_key, sign_manifest
 from consumer_sdk._snapshot_reader import read_snapshots
-from revocation_events import EventVerifier, KafkaSettings, SigningKey
+from revocation_events import (
+    EventCodec,
+    EventSigner,
+    EventVerifier,
+    KafkaSettings,
+    SigningKey,
+    TokenRevoked,
+)
 from streams import StreamsSettings
 from streams._snapshot import Snapshotter
 from tests._kafka_fixtures import MakeTopic, wait_until
 from tests.consumer_sdk._helpers import FakeClock, settings
-from tests.streams._support import KEY
+from tests.streams._support import KEY, SIGNING_CODEC
 from tests.streams._worker import (
     Worker,
     delete_worker_topics,
@@ -389,3 +396,34 @@ def test_the_streams_worker_writes_snapshots_an_sdk_bootstraps_from(
     finally:
         worker.ensure_dead()
         delete_worker_topics(kafka_bootstrap, log_topic)
+
+
+@pytest.mark.kafka
+def test_a_record_signed_by_a_key_the_snapshotter_lacks_stays_after_the_snapshot(
+    kafka_bootstrap: str, log_topic: str
+) -> None:
+    """A key rotation half rolled out: a service that trusts the new key applies the record
+    from the log, so a snapshot must not cover it (the snapshotter, without the key, could
+    only drop it)."""
+    rotated = EventCodec(signer=EventSigner(SigningKey.hmac("rotated", b"r" * 32)))
+    now = datetime.now(UTC)
+    records = [
+        SIGNING_CODEC.encode(
+            TokenRevoked(issuer="t", jti="a", expires_at=now + timedelta(hours=1))
+        ),
+        rotated.encode(TokenRevoked(issuer="t", jti="b", expires_at=now + timedelta(hours=1))),
+        SIGNING_CODEC.encode(
+            TokenRevoked(issuer="t", jti="c", expires_at=now + timedelta(hours=1))
+        ),
+    ]
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    try:
+        for r in records:
+            producer.send(log_topic, value=r.value, headers=list(r.headers), partition=0)
+        producer.flush(timeout=30)
+    finally:
+        producer.close(timeout=10)
+    snapshotter = Snapshotter(streams_settings(kafka_bootstrap, log_topic))
+    manifests = snapshotter.catch_up(60)
+    assert manifests[0].offset == 0, "the snapshot covers a record it could not verify"
+    assert snapshotter.counters["skipped.unknown_key"] == 1
