@@ -5,6 +5,7 @@ from revocast.ops._reader import LogRange, OpsKafkaError, read_range
 from revocast.ops._rebuild import (
     RebuildReport,
     StreamsWorkerRunningError,
+    UnverifiableRecordsError,
     rebuild_state,
     running_workers,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "StatusReport",
     "StreamsWorkerRunningError",
     "TokenCheck",
+    "UnverifiableRecordsError",
     "check_token",
     "collect_status",
     "decode_untrusted",

@@ -64,9 +64,20 @@ from streams import Rule, StreamsSettings, merge
 from streams._records import Output, marker_record, rule_record, tombstone
 from streams._topics import state_topic_config
 
-__all__ = ["RebuildReport", "StreamsWorkerRunningError", "rebuild_state", "running_workers"]
+__all__ = [
+    "RebuildReport",
+    "StreamsWorkerRunningError",
+    "UnverifiableRecordsError",
+    "rebuild_state",
+    "running_workers",
+]
 
 _INACTIVE_GROUP_STATES = frozenset({"Empty", "Dead"})
+
+
+class UnverifiableRecordsError(OpsKafkaError):
+    """Records signed by keys this command does not know: rebuilding would hide them from SDKs
+    that bootstrap from the state topic, while services trusting those keys apply them."""
 
 
 class StreamsWorkerRunningError(OpsKafkaError):
@@ -319,6 +330,15 @@ def rebuild_state(
         on_record()
         rules.add(record.partition, record.value, record.headers, origin="log")
     assert log_range is not None  # read_range reports the range before the first record
+    unknown = report.skipped.get("log:unknown_key", 0) + report.skipped.get("state:unknown_key", 0)
+    if unknown:
+        # A key rotation half rolled out: markers past such records (or tombstones for such
+        # state rules) would make SDKs bootstrapping from the state topic skip revocations
+        # that services trusting the key apply from the log.
+        raise UnverifiableRecordsError(
+            f"{unknown} record(s) are signed by keys not in REVOCAST_EVENT_KEYS; nothing was "
+            "written: add the keys (every key services trust) and run again"
+        )
     live, report.expired = rules.live()
     outputs = _outputs(live, old_keys, log_topic, log_range.ends)
     _produce(settings, state_topic, outputs)

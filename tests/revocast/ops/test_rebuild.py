@@ -20,6 +20,7 @@ from consumer_sdk import RevocationState, decode_and_apply
 from revocast.ops import (
     OpsSettings,
     StreamsWorkerRunningError,
+    UnverifiableRecordsError,
     read_range,
     rebuild_state,
     replay_log,
@@ -281,3 +282,20 @@ def test_a_rule_within_the_sdk_leeway_past_its_expiry_is_rebuilt_and_not_tombsto
         if not record.key.startswith(b"__") and record.value is not None:
             decode_and_apply(settings.codec(), sdk, record.value, record.headers)
     assert sdk.check({"jti": "in-leeway", "exp": NOW - 60, "iat": NOW - 600}, None) is not None
+
+
+def test_records_signed_by_a_key_the_command_lacks_stop_the_rebuild_before_any_write(
+    kafka_bootstrap: str, log: str, producer: KafkaProducer
+) -> None:
+    """A key rotation half rolled out: services that trust the new key apply its events from
+    the log; a marker past one (written by a rebuild that could only drop it) made SDKs
+    bootstrapping from the state topic skip it."""
+    send(producer, log, TokenRevoked(issuer="t", jti="known", expires_at=later(30)), 0)
+    rotated = EventCodec(signer=EventSigner(SigningKey.hmac("rotated", os.urandom(32))))
+    record = rotated.encode(TokenRevoked(issuer="t", jti="new-key", expires_at=later(30)))
+    producer.send(log, value=record.value, headers=list(record.headers), partition=0)
+    producer.flush()
+    settings = ops_settings(kafka_bootstrap, log)
+    with pytest.raises(UnverifiableRecordsError, match="1 record"):
+        rebuild_state(settings, log_only=True, clock=clock)
+    assert list(state_records(settings)) == [], "a marker or rule was written"
