@@ -158,6 +158,8 @@ class Rule:
 
 
 class Outcome(enum.Enum):
+    """What merging one event into a rule did (:func:`merge`); counted by the worker."""
+
     REPLACED = "replaced"
     """The new event is the rule's winner now (or the first one)."""
     DUPLICATE = "duplicate"
@@ -170,6 +172,8 @@ class Outcome(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Merge:
+    """The result of :func:`merge`: what happened, and the rule's winner afterwards."""
+
     outcome: Outcome
     winner: Rule | None
     """The live winner after the merge (``None`` when there is none)."""

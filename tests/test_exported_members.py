@@ -44,18 +44,7 @@ def test_no_private_module_leaks_into_the_public_surface(name: str) -> None:
     assert modules == []
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            n,
-            marks=pytest.mark.xfail(strict=True, reason="streams.Outcome has no docstring")
-            if n == "streams"
-            else [],
-        )
-        for n in PUBLIC_MODULES
-    ],
-)
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
 def test_every_exported_class_and_function_has_a_docstring(name: str) -> None:
     module = importlib.import_module(name)
     undocumented = [
