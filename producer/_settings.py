@@ -8,6 +8,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal, get_args
 
 from kafka import KafkaProducer
@@ -81,6 +82,8 @@ class PublisherSettings:
         for name in ("max_token_lifetime", "ack_timeout", "delivery_timeout", "max_block"):
             _check_positive(name, getattr(self, name))
         _check_producer_options("producer_options", self.producer_options)
+        # Read-only: a mutation after validation (acks=0) would skip the check above.
+        object.__setattr__(self, "producer_options", MappingProxyType(dict(self.producer_options)))
         object.__setattr__(self, "outbox_path", Path(self.outbox_path))
 
     @property

@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -83,6 +84,9 @@ class KafkaSettings:
         if self.request_timeout_ms <= 0:
             raise SettingsError(f"request_timeout_ms must be > 0, got {self.request_timeout_ms}")
         _check_options("extra", self.extra)
+        # Read-only, as the rest of the frozen settings: a mutation after validation would
+        # skip the checks (a misspelt option, a value a client refuses).
+        object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
 
     @classmethod
     def from_env(

@@ -157,3 +157,10 @@ def test_settings_are_frozen() -> None:
     settings = PublisherSettings(issuer="i", signing_key=KEY)
     with pytest.raises(AttributeError):
         settings.issuer = "other"  # type: ignore[misc]
+
+
+def test_producer_options_cannot_be_weakened_after_validation() -> None:
+    # A plain dict let acks=0 in after the acks=all check had passed.
+    settings = PublisherSettings(issuer="i", signing_key=KEY, producer_options={"linger_ms": 5})
+    with pytest.raises(TypeError):
+        settings.producer_options["acks"] = 0  # type: ignore[index]

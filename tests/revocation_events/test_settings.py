@@ -63,3 +63,10 @@ def test_tls_and_sasl_settings_reach_the_client_config() -> None:
 def test_each_bad_value_gives_an_error_naming_the_setting(env: dict[str, str], names: str) -> None:
     with pytest.raises(SettingsError, match=names):
         KafkaSettings.from_env(environ=env)
+
+
+def test_the_pass_through_options_cannot_be_changed_after_validation() -> None:
+    settings = KafkaSettings(extra={"linger_ms": 5})
+    with pytest.raises(TypeError):
+        settings.extra["not_an_option"] = 1  # type: ignore[index]
+    assert dict(settings.extra) == {"linger_ms": 5}
