@@ -20,6 +20,7 @@ Rules (each violation is explained in the error or the report):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,9 +79,15 @@ def ensure_topic(
     settings are unsafe, and :class:`PublishError` when Kafka fails. Unsafe settings of an
     existing topic are not changed; they are listed in :attr:`TopicReport.problems`.
     """
+    # NaN passes every comparison below and inf overflows int(): refuse both up front.
+    for name, value in (
+        ("max_token_lifetime", max_token_lifetime),
+        ("retention", retention),
+        ("timeout", timeout),
+    ):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UnsafeTopicConfigError(f"{name} must be a finite number of seconds > 0")
     floor = min_retention(max_token_lifetime)
-    if max_token_lifetime <= 0:
-        raise UnsafeTopicConfigError("max_token_lifetime must be > 0 seconds")
     if retention is None:
         retention = max(_WEEK, floor)
     elif retention < floor:

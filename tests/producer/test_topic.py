@@ -41,6 +41,23 @@ def test_retention_shorter_than_twice_the_token_lifetime_is_refused_before_conta
         ensure_topic(offline(), max_token_lifetime=HOUR, retention=2 * HOUR - 1)
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_token_lifetime": float("nan")},
+        {"max_token_lifetime": float("inf")},
+        {"max_token_lifetime": HOUR, "retention": float("nan")},
+        {"max_token_lifetime": HOUR, "retention": float("inf")},
+        {"max_token_lifetime": HOUR, "timeout": float("nan")},
+        {"max_token_lifetime": HOUR, "timeout": float("inf")},
+    ],
+)
+def test_non_finite_seconds_are_refused_before_contacting_kafka(kwargs: dict[str, Any]) -> None:
+    # They raised ValueError/OverflowError after connecting (NaN passed every range check).
+    with pytest.raises(UnsafeTopicConfigError, match="finite number of seconds"):
+        ensure_topic(offline(), **kwargs)
+
+
 def test_min_insync_replicas_above_the_replication_factor_is_refused() -> None:
     with pytest.raises(UnsafeTopicConfigError, match=r"min\.insync\.replicas"):
         ensure_topic(
