@@ -18,7 +18,8 @@ Events between a snapshot's or marker's offset and the end of that source are re
 twice, which is harmless: applying an event is idempotent. A snapshot or marker at or beyond
 the log's end, or older than the log's first offset (the records in between are gone), is
 not used. The state topic is unusable as a whole when it does not exist or has another
-partition count than the log.
+partition count than the log. A source the service may not read (an ACL covering the log
+only) is skipped with a warning, as if absent: the log replay is always right.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import TopicPartition
+from kafka.errors import AuthorizationError
 
 from consumer_sdk._settings import ConsumerSettings
 from consumer_sdk._snapshot_reader import covers, load_snapshots
@@ -74,23 +76,35 @@ def plan_bootstrap(
     stats: dict[str, Any] = {"mode": "log", "partitions": source}
 
     if settings.snapshot_keys:
-        snap = load_snapshots(consumer, settings, sink, bounds, log_partitions=len(tps), stop=stop)
-        stats["snapshot"] = snap.stats()
-        stats["snapshot_refused"] = dict(snap.refused)
-        for p, offset in snap.offsets.items():
-            starts[p] = offset + 1
-            source[p] = "snapshot"
+        try:
+            snap = load_snapshots(
+                consumer, settings, sink, bounds, log_partitions=len(tps), stop=stop
+            )
+        except AuthorizationError as exc:
+            why = _not_authorized("snapshot", exc)
+            stats["snapshot"] = {"used": False, "why": why}
+            stats["snapshot_refused"] = {}
+        else:
+            stats["snapshot"] = snap.stats()
+            stats["snapshot_refused"] = dict(snap.refused)
+            for p, offset in snap.offsets.items():
+                starts[p] = offset + 1
+                source[p] = "snapshot"
     else:
         stats["snapshot"] = {"used": False, "why": "no snapshot_keys configured"}
         stats["snapshot_refused"] = {}
 
     left = [p for p in bounds if p not in starts]
     if left:
-        load = load_state_topic(
-            consumer, settings, sink, log_partitions=len(tps), partitions=left, stop=stop
-        )
+        try:
+            load = load_state_topic(
+                consumer, settings, sink, log_partitions=len(tps), partitions=left, stop=stop
+            )
+        except AuthorizationError as exc:
+            load = None
+            stats["fallback"] = _not_authorized("state topic", exc)
         if load is None:
-            stats["fallback"] = "state topic unusable"
+            stats.setdefault("fallback", "state topic unusable")
         else:
             replay = []
             for p in left:
@@ -117,3 +131,11 @@ def plan_bootstrap(
         stats["mode"] = "state"
     consumer.assign(list(tps.values()))
     return Plan(starts, [tp for tp in new if tp.partition not in starts], stats)
+
+
+def _not_authorized(what: str, exc: AuthorizationError) -> str:
+    """An ACL that lets the service read the log but not this source: fall back (the log
+    replay is always right) instead of retrying forever and never becoming ready."""
+    why = f"{what} not readable ({type(exc).__name__}): bootstrapping from the log"
+    _log.warning("%s; grant this service Read on it to start faster", why)
+    return why
