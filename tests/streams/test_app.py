@@ -39,10 +39,7 @@ def test_a_state_read_that_fails_once_is_retried_before_the_partitions_are_held(
 ) -> None:
     """A blip of the cluster while a partition is assigned held it until the next rebalance,
     which a lone worker never gets: nothing of it was processed until a restart."""
-    settings = StreamsSettings(allow_unsigned=True)
-    app = streams.app.create_app(settings, partitions=1)
-    consumer = _Consumer(settings.log_topic)
-    app.consumer = consumer
+    settings, app, consumer = _app()
     reads: list[list[int]] = []
 
     def resume_offsets(_: StreamsSettings, mine: list[int]) -> dict[int, Resume]:
@@ -67,10 +64,7 @@ def test_a_state_read_that_fails_once_is_retried_before_the_partitions_are_held(
 def test_a_state_read_that_keeps_failing_holds_the_partitions(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = StreamsSettings(allow_unsigned=True)
-    app = streams.app.create_app(settings, partitions=1)
-    consumer = _Consumer(settings.log_topic)
-    app.consumer = consumer
+    _, app, consumer = _app()
     reads: list[list[int]] = []
 
     def resume_offsets(_: StreamsSettings, mine: list[int]) -> dict[int, Resume]:
@@ -84,6 +78,15 @@ def test_a_state_read_that_keeps_failing_holds_the_partitions(
     assert len(reads) == streams.app._READ_ATTEMPTS
     assert consumer.committed == []
     assert "log partitions [0] are held" in caplog.text
+
+
+def _app() -> tuple[StreamsSettings, Any, _Consumer]:
+    """A worker app for one log partition, with faust's consumer replaced."""
+    settings = StreamsSettings(allow_unsigned=True)
+    app = streams.app.create_app(settings, partitions=1)
+    consumer = _Consumer(settings.log_topic)
+    app.consumer = consumer
+    return settings, app, consumer
 
 
 async def _rebalance_complete(app: Any) -> None:

@@ -212,6 +212,17 @@ def test_a_writer_clock_ahead_of_a_reader_s_drops_no_rule_the_reader_still_enfor
     assert reader.snapshot() == replay.snapshot()
 
 
+def _assert_a_snapshot_loads_as_the_replay(events: list[Event]) -> None:
+    rules = PartitionRules(LIFETIME, _clock)
+    replay = _state()
+    for event in events:
+        rules.apply(event)
+        replay.apply(event)
+    reader = _state()
+    restore(reader, [decode_chunk(c) for c in rules.chunks()])
+    assert reader.snapshot() == replay.snapshot()
+
+
 def test_rules_of_signed_events_dated_before_1970_survive_a_snapshot() -> None:
     # The event model accepts any aware datetime; a log replay applies such an event, and a
     # key revocation or a block never expires: a snapshot holding one must still load, not be
@@ -221,14 +232,7 @@ def test_rules_of_signed_events_dated_before_1970_survive_a_snapshot() -> None:
         KeyRevoked(issuer="t", kid="k-1960", occurred_at=old),
         SubjectBlocked(issuer="t", sub="mallory", occurred_at=old),
     ]
-    rules = PartitionRules(LIFETIME, _clock)
-    replay = _state()
-    for event in events:
-        rules.apply(event)
-        replay.apply(event)
-    reader = _state()
-    restore(reader, [decode_chunk(c) for c in rules.chunks()])
-    assert reader.snapshot() == replay.snapshot()
+    _assert_a_snapshot_loads_as_the_replay(events)
 
 
 def test_rules_that_expire_at_the_last_datetime_survive_a_snapshot() -> None:
@@ -240,11 +244,4 @@ def test_rules_that_expire_at_the_last_datetime_survive_a_snapshot() -> None:
         SessionRevoked(issuer="t", sid="s", occurred_at=T0, expires_at=never),
         GlobalTokensRevoked(issuer="t", issued_before=T0, occurred_at=T0, expires_at=never),
     ]
-    rules = PartitionRules(LIFETIME, _clock)
-    replay = _state()
-    for event in events:
-        rules.apply(event)
-        replay.apply(event)
-    reader = _state()
-    restore(reader, [decode_chunk(c) for c in rules.chunks()])
-    assert reader.snapshot() == replay.snapshot()
+    _assert_a_snapshot_loads_as_the_replay(events)
