@@ -242,6 +242,14 @@ class Revocast:
         )
         self._policy = settings.failure_policy
         self._max_staleness = settings.max_staleness
+        if any(key.algorithm == "HS256" for key in settings.snapshot_keys):
+            # A snapshot decides what a bootstrapping service enforces: with a shared secret,
+            # any one service (or whoever compromises one) can sign snapshots all trust.
+            _log.warning(
+                "snapshot_keys include an HMAC key: every service that holds it can sign "
+                "snapshots every other service trusts; give services the worker's ed25519 "
+                "public key instead"
+            )
         self._restart_lock = threading.Lock()
         self._forked = False
         self._log = _RateLimitedLog(monotonic)

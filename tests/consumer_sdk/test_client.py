@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consumer_sdk import (
     DataSourceState,
@@ -634,3 +635,15 @@ def test_close_waits_for_all_its_threads_within_one_timeout_not_one_each(
     given = src.stuck.timeouts + jwks.timeouts + heartbeat.timeouts
     assert len(given) == 3
     assert sum(given) <= 0.5 + 0.2
+
+
+def test_an_hmac_snapshot_key_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    shared = SigningKey.hmac("snap", b"s" * 32).verification_key()
+    with caplog.at_level(logging.WARNING, "consumer_sdk"):
+        Revocast(settings(snapshot_keys=(shared,)), source=InMemorySource()).close()
+    assert "snapshot_keys include an HMAC key" in caplog.text
+    caplog.clear()
+    public = SigningKey.ed25519("snap", Ed25519PrivateKey.generate()).verification_key()
+    with caplog.at_level(logging.WARNING, "consumer_sdk"):
+        Revocast(settings(snapshot_keys=(public,)), source=InMemorySource()).close()
+    assert "HMAC" not in caplog.text
