@@ -320,7 +320,16 @@ class TokenVerifier:
 
     def decode(self, token: str | bytes) -> tuple[dict[str, Any], str | None]:
         """Return the claims and the header's ``kid``; raise a :class:`jwt.InvalidTokenError`."""
-        raw = token if type(token) is bytes else token_bytes(token)
+        try:  # inline for the usual str and bytes (a call costs ~0.1 µs); the rest raises
+            raw = (
+                token
+                if type(token) is bytes
+                else token.encode()
+                if type(token) is str
+                else token_bytes(token)
+            )
+        except UnicodeEncodeError:
+            raw = token_bytes(token)  # a DecodeError
         if len(raw) > self._max_bytes:
             raise RevocastTokenError(f"token of {len(raw)} bytes exceeds {self._max_bytes}")
         key, algorithms = self._only or self._key_for(raw)
