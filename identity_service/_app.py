@@ -14,8 +14,11 @@ from collections.abc import Callable
 from typing import Annotated, Any, Protocol
 
 import jwt
-from fastapi import Depends, FastAPI, Header, HTTPException, status
-from pydantic import BaseModel, Field
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, BaseModel, Field
 
 from identity_service._keys import ALGORITHM, KeyRing
 from identity_service._passwords import hash_password, verify_password
@@ -36,18 +39,30 @@ class RevocationPublisher(Protocol):
     def revoke_key(self, kid: str, *, reason: str = ...) -> object: ...
 
 
+def _utf8(value: str) -> str:
+    # JSON may carry a lone surrogate ("\ud800"), which no hash or database can encode.
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+Text = AfterValidator(_utf8)
+
+
 class Credentials(BaseModel):
-    username: Annotated[str, Field(min_length=1, max_length=128)]
-    password: Annotated[str, Field(min_length=1, max_length=1024)]
+    username: Annotated[str, Field(min_length=1, max_length=128), Text]
+    password: Annotated[str, Field(min_length=1, max_length=1024), Text]
 
 
 class RefreshRequest(BaseModel):
-    refresh_token: Annotated[str, Field(min_length=1, max_length=512)]
+    refresh_token: Annotated[str, Field(min_length=1, max_length=512), Text]
 
 
 class PasswordChange(BaseModel):
-    old_password: Annotated[str, Field(min_length=1, max_length=1024)]
-    new_password: Annotated[str, Field(min_length=8, max_length=1024)]
+    old_password: Annotated[str, Field(min_length=1, max_length=1024), Text]
+    new_password: Annotated[str, Field(min_length=8, max_length=1024), Text]
 
 
 class TokenPair(BaseModel):
@@ -67,6 +82,13 @@ def _unauthorized(description: str) -> HTTPException:
     )
 
 
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 without the ``input`` of each error: it would echo passwords back."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [{k: v for k, v in e.items() if k != "input"} for e in exc.errors()]
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
 def create_app(
     settings: IdentitySettings,
     publisher: RevocationPublisher,
@@ -80,7 +102,11 @@ def create_app(
     for username, password in (users or {}).items():
         store.add_user(username, hash_password(password))
 
+    # Hashed once: verified for an unknown username, so it costs what a known one costs.
+    no_user_hash = hash_password(secrets.token_urlsafe(16))
+
     app = FastAPI(title="Revocast reference identity service")
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.state.store = store
     app.state.keys = keys
 
@@ -129,8 +155,9 @@ def create_app(
         return claims
 
     def admin(authorization: Annotated[str | None, Header()] = None) -> None:
-        expected = f"Bearer {settings.admin_token}"
-        if authorization is None or not secrets.compare_digest(authorization, expected):
+        # Bytes: compare_digest raises TypeError for a str with non-ASCII characters.
+        expected = f"Bearer {settings.admin_token}".encode()
+        if authorization is None or not secrets.compare_digest(authorization.encode(), expected):
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail="admin token required")
 
     Claims = Annotated[dict[str, Any], Depends(bearer_claims)]
@@ -139,7 +166,7 @@ def create_app(
     def login(body: Credentials) -> TokenPair:
         user = store.user(body.username)
         # Hash even for unknown users so timing does not reveal which usernames exist.
-        stored = user.password_hash if user else hash_password("not-a-user")
+        stored = user.password_hash if user else no_user_hash
         if not verify_password(body.password, stored) or user is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="invalid credentials")
         if user.blocked:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -345,3 +347,67 @@ def test_bad_settings_name_the_variable() -> None:
         IdentitySettings.from_env(
             environ={"REVOCAST_IDP_ADMIN_TOKEN": ADMIN, "REVOCAST_IDP_ACCESS_TOKEN_TTL": "soon"}
         )
+
+
+def test_login_costs_one_scrypt_whether_or_not_the_user_exists(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # User enumeration by timing: an unknown user must not cost a different number of hashes.
+    calls: list[int] = []
+    real = hashlib.scrypt
+
+    def counting(*args: Any, **kwargs: Any) -> bytes:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hashlib, "scrypt", counting)
+    client.post("/login", json={"username": "alice", "password": "wrong"})
+    known = len(calls)
+    calls.clear()
+    client.post("/login", json={"username": "mallory", "password": "wrong"})
+    assert len(calls) == known == 1
+
+
+def test_a_non_ascii_admin_header_is_refused_not_a_server_error(tmp_path: Path) -> None:
+    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN)
+    client = TestClient(create_app(settings, RecordingPublisher()), raise_server_exceptions=False)
+    header = [(b"authorization", "Bearer é-not-the-token".encode("latin-1"))]
+    assert client.post("/admin/users/alice/block", headers=header).status_code == 403
+
+
+@pytest.mark.parametrize("field", ["username", "password"])
+def test_a_lone_surrogate_in_the_login_body_is_a_client_error(tmp_path: Path, field: str) -> None:
+    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN)
+    client = TestClient(create_app(settings, RecordingPublisher()), raise_server_exceptions=False)
+    body = {"username": "alice", "password": "x"}
+    raw = json.dumps(body).replace(f'"{body[field]}"', '"\\ud800"', 1).encode()
+    response = client.post("/login", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+
+
+def test_a_lone_surrogate_in_a_refresh_token_is_a_client_error(tmp_path: Path) -> None:
+    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN)
+    client = TestClient(create_app(settings, RecordingPublisher()), raise_server_exceptions=False)
+    raw = b'{"refresh_token": "\\udfff"}'
+    response = client.post(
+        "/token/refresh", content=raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+
+
+def test_a_refused_password_is_not_echoed_in_the_validation_error(client: TestClient) -> None:
+    tokens = login(client)
+    secret = "short7!"  # below the 8-character minimum
+    response = client.post(
+        "/password",
+        headers=auth(tokens["access_token"]),
+        json={"old_password": "correct horse", "new_password": secret},
+    )
+    assert response.status_code == 422
+    assert secret not in response.text
+    assert "correct horse" not in response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "new_password"]
+    too_long = "p" * 1025
+    refused = client.post("/login", json={"username": "alice", "password": too_long})
+    assert refused.status_code == 422
+    assert too_long not in refused.text
