@@ -6,6 +6,7 @@ One connection per call keeps the store safe to use from FastAPI's threadpool.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -80,7 +81,11 @@ def token_hash(token: str) -> str:
 class Store:
     def __init__(self, path: Path) -> None:
         self._path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # The database holds the private signing keys: owner-only, whatever the umask (SQLite
+        # gives its -wal and -shm files the database file's permissions).
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        path.chmod(0o600)
         self._write_lock = threading.Lock()
         with self._connect() as db:
             db.executescript(_SCHEMA)
