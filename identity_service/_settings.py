@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,8 +25,13 @@ class IdentitySettings:
     """Bearer token for the /admin endpoints."""
 
     def __post_init__(self) -> None:
-        if self.access_token_ttl <= 0 or self.refresh_token_ttl <= 0:
-            raise SettingsError("access_token_ttl and refresh_token_ttl must be > 0")
+        for name in ("access_token_ttl", "refresh_token_ttl"):
+            ttl = getattr(self, name)
+            # Whole seconds at least: ``exp`` is an integer, so 0.5 s would precede ``iat``;
+            # and ``not >= 1`` also refuses nan (which passes ``<= 0``) and inf is refused
+            # because a refresh token must expire.
+            if not (1 <= ttl < math.inf):
+                raise SettingsError(f"{name} must be a finite number of seconds >= 1, got {ttl}")
         if len(self.admin_token) < 16:
             raise SettingsError("admin_token must be at least 16 characters")
 
