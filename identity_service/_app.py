@@ -6,11 +6,11 @@ through the Revocast producer before the endpoint answers.
 No ``from __future__ import annotations`` here: FastAPI must see the real ``Annotated``
 dependency types of the routes defined inside :func:`create_app`."""
 
-import math
 import secrets
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Protocol
 
 import jwt
@@ -23,7 +23,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from identity_service._keys import ALGORITHM, KeyRing
 from identity_service._passwords import hash_password, verify_password
 from identity_service._settings import IdentitySettings
-from identity_service._store import Store
+from identity_service._store import Store, User
 
 __all__ = ["RevocationPublisher", "create_app"]
 
@@ -32,7 +32,9 @@ class RevocationPublisher(Protocol):
     """The part of :class:`producer.Publisher` the identity service uses."""
 
     def revoke_session(self, sid: str, *, sub: str | None = ..., reason: str = ...) -> object: ...
-    def revoke_subject(self, sub: str, *, reason: str = ...) -> object: ...
+    def revoke_subject(
+        self, sub: str, *, issued_before: datetime | None = ..., reason: str = ...
+    ) -> object: ...
     def block_subject(self, sub: str, *, reason: str = ...) -> object: ...
     def unblock_subject(self, sub: str, *, reason: str = ...) -> object: ...
     def bump_subject_version(self, sub: str, *, min_version: int, reason: str = ...) -> object: ...
@@ -70,6 +72,13 @@ class TokenPair(BaseModel):
     refresh_token: str
     token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
     expires_in: int
+
+
+def watermark_after(now: float) -> datetime:
+    """The ``issued_before`` of a watermark read at ``now``: strictly above every ``iat``
+    minted at or before ``now`` (events carry microseconds; ``fromtimestamp`` rounds to the
+    nearest, so one more microsecond). A login after it costs a scrypt, far more than 1 µs."""
+    return datetime.fromtimestamp(now, UTC) + timedelta(microseconds=1)
 
 
 def _unauthorized(description: str) -> HTTPException:
@@ -110,23 +119,32 @@ def create_app(
     app.state.store = store
     app.state.keys = keys
 
-    def issue(username: str, version: int, sid: str) -> TokenPair:
+    def issue(user: User, sid: str) -> TokenPair | None:
+        """Tokens for ``user`` as read (None if its password, block or session changed since).
+
+        ``iat`` is read before the store commits the session, so a password change or
+        logout-everywhere that commits after it publishes a watermark strictly above it
+        (:func:`watermark_after`), and one that committed before makes this return None."""
         now = clock()
         claims = {
             "iss": settings.issuer,
             "aud": settings.audience,
-            "sub": username,
+            "sub": user.username,
             "jti": uuid.uuid4().hex,
             "sid": sid,
-            # Milliseconds, rounded up (NumericDate may be non-integer, RFC 7519 §2): a token
-            # minted in the same second as a logout-everywhere or password change must compare
-            # as issued after it, or services would refuse the user's fresh login for up to 1 s.
-            "iat": math.ceil(now * 1000) / 1000,
+            # Unrounded (NumericDate may be non-integer, RFC 7519 §2): whole seconds or rounded
+            # milliseconds would put tokens minted just before a watermark above it, or just
+            # after it below it. The SDK compares iat < issued_before as floats.
+            "iat": now,
             "exp": int(now) + int(settings.access_token_ttl),
-            "ver": version,
+            "ver": user.version,
         }
         refresh = secrets.token_urlsafe(32)
-        store.add_refresh_token(refresh, sid, username, now + settings.refresh_token_ttl)
+        expires_at = now + settings.refresh_token_ttl
+        if not store.add_refresh_token(
+            refresh, sid, user.username, expires_at, password_hash=user.password_hash
+        ):
+            return None
         return TokenPair(
             access_token=keys.sign(claims),
             refresh_token=refresh,
@@ -171,7 +189,10 @@ def create_app(
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="invalid credentials")
         if user.blocked:
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail="account blocked")
-        return issue(user.username, user.version, uuid.uuid4().hex)
+        tokens = issue(user, uuid.uuid4().hex)
+        if tokens is None:  # the password changed or the user was blocked meanwhile
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="invalid credentials")
+        return tokens
 
     @app.post("/token/refresh")
     def refresh(body: RefreshRequest) -> TokenPair:
@@ -190,7 +211,10 @@ def create_app(
         user = store.user(token.username)
         if user is None or user.blocked:
             raise _unauthorized("account not active")
-        return issue(user.username, user.version, token.family)
+        tokens = issue(user, token.family)
+        if tokens is None:
+            raise _unauthorized("refresh token invalid")
+        return tokens
 
     @app.post("/logout", status_code=204)
     def logout(claims: Claims) -> None:
@@ -200,7 +224,9 @@ def create_app(
     @app.post("/logout-everywhere", status_code=204)
     def logout_everywhere(claims: Claims) -> None:
         store.revoke_families_of(claims["sub"])
-        publisher.revoke_subject(claims["sub"], reason="logout_everywhere")
+        publisher.revoke_subject(
+            claims["sub"], issued_before=watermark_after(clock()), reason="logout_everywhere"
+        )
 
     @app.post("/password", status_code=204)
     def change_password(body: PasswordChange, claims: Claims) -> None:
@@ -210,7 +236,9 @@ def create_app(
         store.set_password(user.username, hash_password(body.new_password))
         store.revoke_families_of(user.username)
         try:
-            publisher.revoke_subject(user.username, reason="password_change")
+            publisher.revoke_subject(
+                user.username, issued_before=watermark_after(clock()), reason="password_change"
+            )
         except BaseException:
             # Not revoked: keep the old password, so the user's retry (which must present it)
             # publishes the watermark instead of being refused as a wrong password.

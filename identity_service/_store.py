@@ -139,8 +139,23 @@ class Store:
         return cur.rowcount == 1
 
     # refresh-token families (one family per login session: the family id is the sid)
-    def add_refresh_token(self, token: str, family: str, username: str, expires_at: float) -> None:
+    def add_refresh_token(
+        self, token: str, family: str, username: str, expires_at: float, *, password_hash: str
+    ) -> bool:
+        """Add ``token`` to ``family`` if ``username`` still has ``password_hash``, is not
+        blocked and the family is not revoked, atomically; False (nothing added) otherwise.
+
+        A login checks the password long before it mints tokens (scrypt); a password change,
+        block or logout-everywhere that commits in between must win, or the session it ends
+        would be created after it and live on."""
         with self._write_lock, self._connect() as db:
+            live = db.execute(
+                "SELECT 1 FROM users WHERE username = ? AND password_hash = ? AND blocked = 0 "
+                "AND NOT EXISTS (SELECT 1 FROM families WHERE family = ? AND revoked = 1)",
+                (username, password_hash, family),
+            ).fetchone()
+            if live is None:
+                return False
             db.execute(
                 "INSERT OR IGNORE INTO families(family, username) VALUES (?, ?)", (family, username)
             )
@@ -149,6 +164,7 @@ class Store:
                 "VALUES (?,?,?,?)",
                 (token_hash(token), family, username, expires_at),
             )
+        return True
 
     def use_refresh_token(self, token: str) -> RefreshToken | None:
         """Look a token up and mark it used, atomically; returns its state *before* this use."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,14 +93,12 @@ def claims_of(client: TestClient, token: str) -> dict[str, Any]:
     return decoded
 
 
-def test_iat_has_millisecond_precision_so_a_login_right_after_a_watermark_is_newer(
+def test_iat_is_the_unrounded_issue_time_so_it_orders_against_a_watermark(
     client: TestClient, clock: Clock
 ) -> None:
-    second = clock.now
-    clock.now = second + 0.2501
+    clock.now += 0.2501
     claims = claims_of(client, login(client)["access_token"])
-    assert abs(claims["iat"] - (second + 0.251)) < 1e-6
-    assert claims["iat"] >= clock.now
+    assert claims["iat"] == clock.now
 
 
 def test_passwords_are_hashed_with_scrypt_and_verified() -> None:
@@ -411,3 +410,86 @@ def test_a_refused_password_is_not_echoed_in_the_validation_error(client: TestCl
     refused = client.post("/login", json={"username": "alice", "password": too_long})
     assert refused.status_code == 422
     assert too_long not in refused.text
+
+
+def watermark(publisher: RecordingPublisher) -> float:
+    kwargs = next(c[2] for c in publisher.calls if c[0] == "revoke_subject")
+    issued_before: datetime = kwargs["issued_before"]
+    return issued_before.timestamp()
+
+
+def test_a_token_minted_in_the_same_instant_before_a_password_change_is_under_its_watermark(
+    client: TestClient, publisher: RecordingPublisher, clock: Clock
+) -> None:
+    # The clock does not move between the login and the change: the SDK refuses a token of
+    # the subject when iat < issued_before, so the watermark must lie strictly after this iat,
+    # and a login after the change (its scrypt alone takes milliseconds) must be at or above it.
+    clock.now += 0.0004
+    old = login(client)
+    change = {"old_password": "correct horse", "new_password": "battery staple"}
+    assert client.post("/password", headers=auth(old["access_token"]), json=change).is_success
+    clock.now += 0.001
+    new = login(client, "battery staple")
+    old_iat = claims_of(client, old["access_token"])["iat"]
+    new_iat = claims_of(client, new["access_token"])["iat"]
+    assert old_iat < watermark(publisher) <= new_iat
+
+
+def test_a_login_that_verified_the_old_password_during_a_password_change_keeps_no_session(
+    tmp_path: Path, publisher: RecordingPublisher, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Race: login checks the old password (scrypt: tens of ms) while the change commits and
+    # publishes its watermark; the login then mints tokens after the watermark.
+    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN)
+    app = create_app(settings, publisher, clock=clock, users={"alice": "correct horse"})
+    client = TestClient(app)
+    victim = login(client)
+    change = {"old_password": "correct horse", "new_password": "battery staple"}
+    raced: list[int] = []
+
+    def verify_while_the_password_changes(password: str, stored: str) -> bool:
+        ok = verify_password(password, stored)
+        if not raced:
+            raced.append(1)
+            changed = client.post("/password", headers=auth(victim["access_token"]), json=change)
+            assert changed.is_success
+            clock.now += 0.001
+        return ok
+
+    monkeypatch.setattr("identity_service._app.verify_password", verify_while_the_password_changes)
+    attacker = client.post("/login", json={"username": "alice", "password": "correct horse"})
+    monkeypatch.undo()
+
+    assert raced
+    if attacker.is_success:  # acceptable only if the watermark covers it and it cannot refresh
+        tokens = attacker.json()
+        assert claims_of(client, tokens["access_token"])["iat"] < watermark(publisher)
+        again = client.post("/token/refresh", json={"refresh_token": tokens["refresh_token"]})
+        assert again.status_code == 401
+
+
+def test_a_refresh_racing_a_password_change_mints_no_token_past_the_watermark(
+    tmp_path: Path, publisher: RecordingPublisher, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN)
+    app = create_app(settings, publisher, clock=clock, users={"alice": "correct horse"})
+    client = TestClient(app)
+    tokens = login(client)
+    change = {"old_password": "correct horse", "new_password": "battery staple"}
+    store = app.state.store
+    real_use = store.use_refresh_token
+
+    def use_then_the_password_changes(token: str) -> Any:
+        found = real_use(token)
+        changed = client.post("/password", headers=auth(tokens["access_token"]), json=change)
+        assert changed.is_success
+        clock.now += 0.001
+        return found
+
+    monkeypatch.setattr(store, "use_refresh_token", use_then_the_password_changes)
+    refreshed = client.post("/token/refresh", json={"refresh_token": tokens["refresh_token"]})
+    monkeypatch.undo()
+
+    if refreshed.is_success:
+        iat = claims_of(client, refreshed.json()["access_token"])["iat"]
+        assert iat < watermark(publisher)
