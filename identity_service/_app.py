@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
 
+from identity_service._body_limit import BodyLimit
 from identity_service._keys import ALGORITHM, KeyRing
 from identity_service._passwords import hash_password, verify_password
 from identity_service._settings import IdentitySettings
@@ -116,6 +117,7 @@ def create_app(
 
     app = FastAPI(title="Revocast reference identity service")
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(BodyLimit)
     app.state.store = store
     app.state.keys = keys
 
