@@ -172,6 +172,10 @@ def create_app(
             )
         except jwt.InvalidTokenError as exc:
             raise _unauthorized("invalid token") from exc
+        # The services refuse a blocked subject's tokens; so does the service that issued them.
+        user = store.user(claims["sub"]) if isinstance(claims["sub"], str) else None
+        if user is None or user.blocked:
+            raise _unauthorized("account not active")
         return claims
 
     def admin(authorization: Annotated[str | None, Header()] = None) -> None:

@@ -493,3 +493,18 @@ def test_a_refresh_racing_a_password_change_mints_no_token_past_the_watermark(
     if refreshed.is_success:
         iat = claims_of(client, refreshed.json()["access_token"])["iat"]
         assert iat < watermark(publisher)
+
+
+def test_a_blocked_users_earlier_token_cannot_change_the_password_at_the_identity_service(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    # Services refuse it (block_subject), and so must the IdP: otherwise whoever holds the
+    # token of a blocked (e.g. compromised) account sets a new password and owns it on unblock.
+    tokens = login(client)
+    assert client.post("/admin/users/alice/block", headers=auth(ADMIN)).status_code == 204
+    change = {"old_password": "correct horse", "new_password": "attacker-chosen"}
+    response = client.post("/password", headers=auth(tokens["access_token"]), json=change)
+    assert response.status_code == 401
+    assert client.post("/admin/users/alice/unblock", headers=auth(ADMIN)).status_code == 204
+    login(client)  # the old password still works
+    assert publisher.names() == ["block_subject", "unblock_subject"]
