@@ -3,15 +3,19 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi.testclient import TestClient
 
+from consumer_sdk import ConsumerSettings, Revocast, TokenRevokedError
+from consumer_sdk.testing import InMemorySource
 from identity_service import IdentitySettings, create_app, hash_password, verify_password
+from revocation_events import SigningKey, SubjectTokensRevoked
 
 ADMIN = "admin-token-for-tests-0123456789"
 
@@ -508,3 +512,51 @@ def test_a_blocked_users_earlier_token_cannot_change_the_password_at_the_identit
     assert client.post("/admin/users/alice/unblock", headers=auth(ADMIN)).status_code == 204
     login(client)  # the old password still works
     assert publisher.names() == ["block_subject", "unblock_subject"]
+
+
+class SdkPublisher(RecordingPublisher):
+    """Delivers the subject watermark to a real consumer SDK (in memory)."""
+
+    def __init__(self, source: InMemorySource) -> None:
+        super().__init__()
+        self.source = source
+
+    def revoke_subject(self, sub: str, **kw: Any) -> None:
+        super().revoke_subject(sub, **kw)
+        at: datetime = kw["issued_before"]
+        self.source.publish(
+            SubjectTokensRevoked(
+                issuer="idp", sub=sub, issued_before=at, expires_at=at + timedelta(hours=1)
+            )
+        )
+
+
+def test_the_sdk_refuses_a_token_from_the_instant_before_a_password_change_not_one_after(
+    tmp_path: Path, clock: Clock
+) -> None:
+    source = InMemorySource()
+    publisher = SdkPublisher(source)
+    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN)
+    client = TestClient(create_app(settings, publisher, clock=clock, users={"alice": "pw-old!"}))
+    jwt_keys = {
+        k["kid"]: jwt.PyJWK(k).key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+        for k in client.get("/.well-known/jwks.json").json()["keys"]
+    }
+    sdk_settings = ConsumerSettings(
+        algorithms=("RS256",),
+        jwt_keys=jwt_keys,
+        event_keys=(SigningKey.hmac("ev1", b"e" * 32).verification_key(),),
+        audience=("revocast-demo",),
+        issuer=settings.issuer,
+    )
+    with Revocast(sdk_settings, source=source, clock=clock) as sdk:
+        source.set_ready()
+        before = login(client, "pw-old!")["access_token"]
+        change = {"old_password": "pw-old!", "new_password": "pw-new-123"}
+        assert client.post("/password", headers=auth(before), json=change).is_success
+        clock.now += 0.001  # a login costs a scrypt: at least this much later
+        after = client.post("/login", json={"username": "alice", "password": "pw-new-123"})
+
+        with pytest.raises(TokenRevokedError):
+            sdk.verify(before)
+        assert sdk.verify(after.json()["access_token"])["sub"] == "alice"
