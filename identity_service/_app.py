@@ -25,6 +25,7 @@ from identity_service._keys import ALGORITHM, KeyRing
 from identity_service._passwords import hash_password, verify_password
 from identity_service._settings import IdentitySettings
 from identity_service._store import Store, User
+from revocation_events import SettingsError
 
 __all__ = ["RevocationPublisher", "create_app"]
 
@@ -106,7 +107,17 @@ def create_app(
     clock: Callable[[], float] = time.time,
     users: dict[str, str] | None = None,
 ) -> FastAPI:
-    """Build the app. ``users`` seeds ``username -> password`` (demo and tests)."""
+    """Build the app. ``users`` seeds ``username -> password`` (demo and tests).
+
+    Raises :class:`SettingsError` if access tokens would outlive the revocations published for
+    them: :class:`producer.Publisher` stamps each one ``expires_at = now +
+    max_token_lifetime``, and services forget it then."""
+    lifetime = getattr(getattr(publisher, "settings", None), "max_token_lifetime", None)
+    if isinstance(lifetime, int | float) and settings.access_token_ttl > lifetime:
+        raise SettingsError(
+            f"access_token_ttl ({settings.access_token_ttl:g} s) exceeds the publisher's "
+            f"max_token_lifetime ({lifetime:g} s): revoked tokens would be accepted again"
+        )
     store = Store(settings.db_path)
     keys = KeyRing(store, clock)
     for username, password in (users or {}).items():

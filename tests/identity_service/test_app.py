@@ -5,6 +5,7 @@ import json
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import jwt
@@ -15,7 +16,7 @@ from fastapi.testclient import TestClient
 from consumer_sdk import ConsumerSettings, Revocast, TokenRevokedError
 from consumer_sdk.testing import InMemorySource
 from identity_service import IdentitySettings, create_app, hash_password, verify_password
-from revocation_events import SigningKey, SubjectTokensRevoked
+from revocation_events import SettingsError, SigningKey, SubjectTokensRevoked
 
 ADMIN = "admin-token-for-tests-0123456789"
 
@@ -342,8 +343,6 @@ def test_the_jwks_never_contains_private_key_material(client: TestClient) -> Non
 
 
 def test_bad_settings_name_the_variable() -> None:
-    from revocation_events import SettingsError
-
     with pytest.raises(SettingsError, match="REVOCAST_IDP_ADMIN_TOKEN"):
         IdentitySettings.from_env(environ={})
     with pytest.raises(SettingsError, match="REVOCAST_IDP_ACCESS_TOKEN_TTL"):
@@ -560,3 +559,21 @@ def test_the_sdk_refuses_a_token_from_the_instant_before_a_password_change_not_o
         with pytest.raises(TokenRevokedError):
             sdk.verify(before)
         assert sdk.verify(after.json()["access_token"])["sub"] == "alice"
+
+
+def test_tokens_that_would_outlive_their_revocation_entries_are_refused_at_startup(
+    tmp_path: Path,
+) -> None:
+    # The publisher stamps each revocation expires_at = now + max_token_lifetime, and services
+    # forget it then: a longer access-token TTL would let revoked tokens work again.
+    publisher = RecordingPublisher()
+    publisher.settings = SimpleNamespace(max_token_lifetime=900.0)  # type: ignore[attr-defined]
+    too_long = IdentitySettings(
+        db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN, access_token_ttl=3600
+    )
+    with pytest.raises(SettingsError, match="access_token_ttl"):
+        create_app(too_long, publisher)
+    fits = IdentitySettings(
+        db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN, access_token_ttl=900
+    )
+    create_app(fits, publisher)
