@@ -107,7 +107,8 @@ def create_app(
     clock: Callable[[], float] = time.time,
     users: dict[str, str] | None = None,
 ) -> FastAPI:
-    """Build the app. ``users`` seeds ``username -> password`` (demo and tests).
+    """Build the app. ``users`` seeds ``username -> password`` (demo and tests) for the
+    names the database does not hold yet.
 
     Raises :class:`SettingsError` if access tokens would outlive the revocations published for
     them: :class:`producer.Publisher` stamps each one ``expires_at = now +
@@ -121,7 +122,8 @@ def create_app(
     store = Store(settings.db_path)
     keys = KeyRing(store, clock)
     for username, password in (users or {}).items():
-        store.add_user(username, hash_password(password))
+        if store.user(username) is None:  # a restart keeps changed passwords, versions, blocks
+            store.add_user(username, hash_password(password))
 
     # Hashed once: verified for an unknown username, so it costs what a known one costs.
     no_user_hash = hash_password(secrets.token_urlsafe(16))

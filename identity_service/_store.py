@@ -101,12 +101,15 @@ class Store:
             db.close()
 
     # users
-    def add_user(self, username: str, password_hash: str, *, is_admin: bool = False) -> None:
+    def add_user(self, username: str, password_hash: str, *, is_admin: bool = False) -> bool:
+        """Add a user unless one by that name exists (its password, version and block stay):
+        False then."""
         with self._write_lock, self._connect() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO users(username, password_hash, is_admin) VALUES (?,?,?)",
+            cur = db.execute(
+                "INSERT OR IGNORE INTO users(username, password_hash, is_admin) VALUES (?,?,?)",
                 (username, password_hash, int(is_admin)),
             )
+        return cur.rowcount == 1
 
     def user(self, username: str) -> User | None:
         with self._connect() as db:

@@ -577,3 +577,26 @@ def test_tokens_that_would_outlive_their_revocation_entries_are_refused_at_start
         db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN, access_token_ttl=900
     )
     create_app(fits, publisher)
+
+
+def test_a_restart_with_the_seed_users_keeps_their_password_version_and_block(
+    tmp_path: Path, publisher: RecordingPublisher, clock: Clock
+) -> None:
+    # Seeding used INSERT OR REPLACE: every restart reset a changed (perhaps leaked) password to
+    # the seed, unblocked the user and reset ver to 0, below the min_version services enforce.
+    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN)
+    seed = {"alice": "correct horse", "bob": "bob-password"}
+    first = TestClient(create_app(settings, publisher, clock=clock, users=seed))
+    tokens = login(first)
+    change = {"old_password": "correct horse", "new_password": "battery staple"}
+    assert first.post("/password", headers=auth(tokens["access_token"]), json=change).is_success
+    assert first.post("/admin/users/alice/permissions", headers=auth(ADMIN)).is_success
+    assert first.post("/admin/users/bob/block", headers=auth(ADMIN)).is_success
+
+    restarted = TestClient(create_app(settings, publisher, clock=clock, users=seed))
+
+    old = restarted.post("/login", json={"username": "alice", "password": "correct horse"})
+    assert old.status_code == 401
+    assert claims_of(restarted, login(restarted, "battery staple")["access_token"])["ver"] == 1
+    bob = restarted.post("/login", json={"username": "bob", "password": "bob-password"})
+    assert bob.status_code == 403
