@@ -100,11 +100,20 @@ class Store:
         finally:
             db.close()
 
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that holds SQLite's write lock from its first statement:
+        a check and the update that depends on it (a refresh token's ``used``, a session's
+        password) are atomic across processes too, not only across this one's threads."""
+        with self._write_lock, self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+
     # users
     def add_user(self, username: str, password_hash: str, *, is_admin: bool = False) -> bool:
         """Add a user unless one by that name exists (its password, version and block stay):
         False then."""
-        with self._write_lock, self._connect() as db:
+        with self._write() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO users(username, password_hash, is_admin) VALUES (?,?,?)",
                 (username, password_hash, int(is_admin)),
@@ -123,19 +132,19 @@ class Store:
         return User(row[0], row[1], row[2], bool(row[3]), bool(row[4]))
 
     def set_password(self, username: str, password_hash: str) -> None:
-        with self._write_lock, self._connect() as db:
+        with self._write() as db:
             db.execute(
                 "UPDATE users SET password_hash = ? WHERE username = ?", (password_hash, username)
             )
 
     def bump_version(self, username: str) -> int:
-        with self._write_lock, self._connect() as db:
+        with self._write() as db:
             db.execute("UPDATE users SET version = version + 1 WHERE username = ?", (username,))
             row = db.execute("SELECT version FROM users WHERE username = ?", (username,)).fetchone()
         return int(row[0])
 
     def set_blocked(self, username: str, blocked: bool) -> bool:
-        with self._write_lock, self._connect() as db:
+        with self._write() as db:
             cur = db.execute(
                 "UPDATE users SET blocked = ? WHERE username = ?", (int(blocked), username)
             )
@@ -151,7 +160,7 @@ class Store:
         A login checks the password long before it mints tokens (scrypt); a password change,
         block or logout-everywhere that commits in between must win, or the session it ends
         would be created after it and live on."""
-        with self._write_lock, self._connect() as db:
+        with self._write() as db:
             live = db.execute(
                 "SELECT 1 FROM users WHERE username = ? AND password_hash = ? AND blocked = 0 "
                 "AND NOT EXISTS (SELECT 1 FROM families WHERE family = ? AND revoked = 1)",
@@ -171,7 +180,7 @@ class Store:
 
     def use_refresh_token(self, token: str) -> RefreshToken | None:
         """Look a token up and mark it used, atomically; returns its state *before* this use."""
-        with self._write_lock, self._connect() as db:
+        with self._write() as db:
             row = db.execute(
                 "SELECT r.family, r.username, r.expires_at, r.used, f.revoked "
                 "FROM refresh_tokens r JOIN families f ON f.family = r.family "
@@ -186,11 +195,11 @@ class Store:
         return RefreshToken(row[0], row[1], row[2], bool(row[3]), bool(row[4]))
 
     def revoke_family(self, family: str) -> None:
-        with self._write_lock, self._connect() as db:
+        with self._write() as db:
             db.execute("UPDATE families SET revoked = 1 WHERE family = ?", (family,))
 
     def revoke_families_of(self, username: str) -> list[str]:
-        with self._write_lock, self._connect() as db:
+        with self._write() as db:
             rows = db.execute(
                 "SELECT family FROM families WHERE username = ? AND revoked = 0", (username,)
             ).fetchall()
@@ -200,14 +209,14 @@ class Store:
     # signing keys
     def add_key(self, kid: str, private_pem: str, created_at: float) -> None:
         """Add a key that is published in the JWKS but does not sign yet."""
-        with self._write_lock, self._connect() as db:
+        with self._write() as db:
             db.execute(
                 "INSERT INTO signing_keys(kid, private_pem, created_at, active) VALUES (?,?,?,0)",
                 (kid, private_pem, created_at),
             )
 
     def activate_key(self, kid: str) -> None:
-        with self._write_lock, self._connect() as db:
+        with self._write() as db:
             db.execute("UPDATE signing_keys SET active = (kid = ?)", (kid,))
 
     def signing_keys(self) -> list[SigningKeyRow]:
@@ -218,7 +227,7 @@ class Store:
         return [SigningKeyRow(r[0], r[1], bool(r[2]), bool(r[3])) for r in rows]
 
     def revoke_key(self, kid: str) -> bool:
-        with self._write_lock, self._connect() as db:
+        with self._write() as db:
             cur = db.execute(
                 "UPDATE signing_keys SET revoked = 1, active = 0 WHERE kid = ?", (kid,)
             )

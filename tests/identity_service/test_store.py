@@ -1,10 +1,16 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from identity_service._store import Store
+import pytest
+
+from identity_service._store import RefreshToken, Store
 
 
 def mode(path: Path) -> int:
@@ -33,3 +39,49 @@ def test_an_existing_world_readable_database_is_made_private(tmp_path: Path) -> 
     db.chmod(0o644)
     Store(db)
     assert mode(db) == 0o600
+
+
+class _PausingConnection(sqlite3.Connection):
+    """Runs ``pause`` right after the first refresh-token lookup on this connection."""
+
+    pause: Callable[[], None] | None = None
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        cursor = super().execute(sql, *args)
+        if sql.startswith("SELECT r.family") and (pause := type(self).pause) is not None:
+            type(self).pause = None
+            pause()
+        return cursor
+
+
+def test_two_processes_using_one_refresh_token_at_once_see_the_reuse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two Store objects on one file stand for two workers (their thread locks are separate):
+    # the second use must see the first one's mark, or a stolen token's reuse goes unnoticed.
+    db = tmp_path / "idp.sqlite3"
+    first, second = Store(db), Store(db)
+    first.add_user("alice", "hash")
+    assert first.add_refresh_token("tok", "fam", "alice", 1e12, password_hash="hash")
+    results: list[RefreshToken | None] = []
+    other = threading.Thread(target=lambda: results.append(second.use_refresh_token("tok")))
+
+    def let_the_other_worker_run() -> None:
+        other.start()
+        other.join(timeout=0.5)  # with the fix it waits for this transaction: not done yet
+
+    real_connect = sqlite3.connect
+    _PausingConnection.pause = let_the_other_worker_run
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        return real_connect(*args, **kwargs, factory=_PausingConnection)
+
+    monkeypatch.setattr("identity_service._store.sqlite3.connect", connect)
+    mine = first.use_refresh_token("tok")
+    monkeypatch.undo()
+    other.join(timeout=10)
+
+    assert mine is not None
+    (theirs,) = results
+    assert theirs is not None
+    assert sorted([mine.used, theirs.used]) == [False, True]
