@@ -6,6 +6,7 @@ No broker: record batches are built with kafka-python's own builders, then read 
 
 from __future__ import annotations
 
+import collections
 import struct
 from typing import Any
 
@@ -14,9 +15,10 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer
-from kafka.consumer.fetcher import Fetcher
+from kafka import codec as codecs
+from kafka.consumer.fetcher import Fetcher, IsolationLevel
 from kafka.errors import CorruptRecordError
-from kafka.record.default_records import DefaultRecordBatch
+from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 from kafka.record.memory_records import MemoryRecords, MemoryRecordsBuilder
 from kafka.record.util import calc_crc32c
 from kafka.serializer import Deserializer
@@ -246,3 +248,169 @@ def test_install_leaves_consumers_with_deserializers_alone() -> None:
         assert consumer._fetcher.PartitionRecords is Fetcher.PartitionRecords
     finally:
         consumer.close(timeout_ms=0)
+
+
+# Differential fuzzing of whole fetch responses: every batch kind the broker can send (v2 data
+# batches with offset gaps, transactional or not, compressed or not, log-append time; control
+# markers; magic 0/1 message sets), read at any fetch offset, in either isolation level, cut
+# anywhere (a partial batch ends most fetches), with any byte flipped (CRC refreshed or not),
+# drained in chunks of any size. Both parsers must yield the same ConsumerRecords, or fail
+# alike at the same point, and leave the same fetch state behind.
+
+_CODECS = [0] + [1] * codecs.has_gzip() + [2] * codecs.has_snappy()
+_CODECS += [3] * codecs.has_lz4() + [4] * codecs.has_zstd()
+_Aborted = collections.namedtuple("_Aborted", ["producer_id", "first_offset"])
+
+_v2_data = st.fixed_dictionaries(
+    {
+        "kind": st.just("v2"),
+        "records": st.lists(
+            st.tuples(st.integers(0, 3), _record), min_size=1, max_size=8
+        ),  # (offset gap before it, record)
+        "codec": st.sampled_from(_CODECS),
+        "producer_id": st.sampled_from([-1, 1, 2]),
+        "transactional": st.booleans(),
+        "append_time": st.booleans(),
+        "epoch": st.integers(-1, 5),
+    }
+)
+_v2_control = st.fixed_dictionaries(
+    {
+        "kind": st.just("control"),
+        "producer_id": st.sampled_from([1, 2]),
+        "abort": st.booleans(),
+        "epoch": st.integers(-1, 5),
+    }
+)
+_legacy = st.fixed_dictionaries(
+    {
+        "kind": st.just("legacy"),
+        "magic": st.sampled_from([0, 1]),
+        "codec": st.sampled_from([c for c in _CODECS if c in (0, 1, 2, 3)]),
+        "records": st.lists(_record, min_size=1, max_size=5),
+    }
+)
+
+
+def _v2_batch(spec: dict[str, Any], base: int) -> tuple[bytes, int]:
+    pid = spec["producer_id"]
+    control = spec["kind"] == "control"
+    transactional = pid != -1 and (control or spec["transactional"])
+    builder = DefaultRecordBatchBuilder(
+        2,
+        0 if control else spec["codec"],
+        transactional,
+        pid,
+        0 if pid != -1 else -1,
+        0 if pid != -1 else -1,
+        1 << 24,
+    )
+    if control:
+        key = struct.pack(">hh", 0, 0 if spec["abort"] else 1)
+        builder.append(0, 1000, key, b"\x00\x00\x00\x00\x00\x00", [])
+        last = 0
+    else:
+        delta, ts0 = -1, spec["records"][0][1][0]
+        for gap, (ts, key, value, headers) in spec["records"]:
+            delta += 1 + gap
+            builder.append(delta, ts0 + (ts - ts0) % 2**31, key, value, headers)
+        last = delta
+    buf = builder.build()
+    struct.pack_into(">q", buf, 0, base)
+    struct.pack_into(">i", buf, DefaultRecordBatch.AFTER_LEN_OFFSET, spec["epoch"])
+    bits = DefaultRecordBatch.CONTROL_MASK if control else 0
+    if not control and spec["append_time"]:
+        bits |= DefaultRecordBatch.TIMESTAMP_TYPE_MASK
+    return with_attributes(bytes(buf), bits), base + last + 1
+
+
+def _fetch_response(segments: list[dict[str, Any]]) -> tuple[bytes, list[int], int]:
+    """The concatenated batches, where each starts, and the offset after the last one."""
+    data, starts, offset = b"", [], 0
+    for spec in segments:
+        starts.append(len(data))
+        if spec["kind"] == "legacy":
+            recs: list[Rec] = [(ts % 2**40, k, v, []) for ts, k, v, _ in spec["records"]]
+            data += batch(recs, offset=offset, magic=spec["magic"], compression=spec["codec"])
+            offset += len(recs)
+        else:
+            raw, offset = _v2_batch(spec, offset)
+            data += raw
+    return data, starts, offset
+
+
+def drain(cls: Any, data: bytes, chunk: int | None, **kwargs: Any) -> Any:
+    """Everything a consumer observes reading ``data`` ``chunk`` records at a time."""
+    part = cls(kwargs.pop("fetch_offset"), TP, MemoryRecords(data), **kwargs)
+    seen: list[Any] = []
+    error = None
+    for _ in range(10_000):
+        if not part:
+            break
+        try:
+            got = part.take(chunk)
+        except Exception as exc:  # the exact type and message are compared
+            error = (type(exc), str(exc))
+            break
+        seen.extend(got)
+        if not got and chunk is not None and not part:
+            break
+    return seen, error, part.next_fetch_offset, part.records_read, part.bytes_read, bool(part)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(
+    segments=st.lists(st.one_of(_v2_data, _v2_data, _v2_control, _legacy), min_size=1, max_size=5),
+    fetch_at=st.floats(0, 1.1),
+    read_committed=st.booleans(),
+    aborted=st.lists(st.tuples(st.sampled_from([1, 2]), st.floats(0, 1)), max_size=3),
+    damage=st.sampled_from(["none", "cut", "flip", "flip+crc", "record", "record"]),
+    inside=st.floats(0, 1, exclude_max=True),
+    where=st.floats(0, 1, exclude_max=True),
+    xor=st.integers(1, 255),
+    check_crcs=st.booleans(),
+    chunk=st.sampled_from([None, 1, 3]),
+)
+def test_any_fetch_response_is_read_identically(
+    segments: list[dict[str, Any]],
+    fetch_at: float,
+    read_committed: bool,
+    aborted: list[tuple[int, float]],
+    damage: str,
+    where: float,
+    inside: float,
+    xor: int,
+    check_crcs: bool,
+    chunk: int | None,
+) -> None:
+    data, starts, end = _fetch_response(segments)
+    buf = bytearray(data)
+    at = int(where * len(buf))
+    if damage == "cut":
+        del buf[at:]
+    elif damage == "record":  # a byte of a v2 batch's records, its CRC refreshed
+        start = starts[int(where * len(starts))]
+        size = struct.unpack_from(">i", buf, start + 8)[0] + 12
+        if buf[start + 16] == 2 and size > DefaultRecordBatch.HEADER_STRUCT.size:
+            first = DefaultRecordBatch.HEADER_STRUCT.size
+            buf[start + first + int(inside * (size - first))] ^= xor
+            buf[start : start + size] = with_crc(buf[start : start + size])
+    elif damage.startswith("flip"):
+        buf[at] ^= xor
+        if damage == "flip+crc":
+            for start in starts:  # refresh the CRC of the v2 batch hit, to parse its records
+                if start <= at and buf[start + 16] == 2 and at >= start + 21:
+                    size = struct.unpack_from(">i", buf, start + 8)[0] + 12
+                    if 0 < size <= len(buf) - start:
+                        buf[start : start + size] = with_crc(buf[start : start + size])
+    kwargs = {
+        "fetch_offset": int(fetch_at * end),
+        "check_crcs": check_crcs,
+        "isolation_level": IsolationLevel.READ_COMMITTED
+        if read_committed
+        else IsolationLevel.READ_UNCOMMITTED,
+        "aborted_transactions": [_Aborted(pid, int(f * end)) for pid, f in aborted],
+    }
+    stock = drain(Fetcher.PartitionRecords, bytes(buf), chunk, **dict(kwargs))
+    fast = drain(FastPartitionRecords, bytes(buf), chunk, **dict(kwargs))
+    assert fast == stock
