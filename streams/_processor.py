@@ -20,21 +20,23 @@ import heapq
 import json
 import logging
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Protocol
 
-from revocation_events import SIGNATURE_HEADER, EventCodec, MalformedEventError
+from revocation_events import SIGNATURE_HEADER, Event, EventCodec, MalformedEventError
 from streams._records import (
+    Headers,
     Output,
     decode_stored_rule,
     encode_stored_rule,
     marker_record,
     rule_record,
+    signature_of,
     stored_expiry,
     tombstone,
 )
-from streams._rules import Outcome, Rule, merge, rule_key
+from streams._rules import Merge, Outcome, Rule, merge
 from streams._windows import WindowCounts, window_key, window_start
 
 __all__ = ["SEED_STEP", "Pending", "Processor"]
@@ -54,8 +56,6 @@ never start with ``__``."""
 _SYNCED_BYTES = _SYNCED.encode()
 SEED_STEP = 2_000
 """State records :meth:`Processor.seed_step` merges per call (the agent yields between)."""
-
-Headers = Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None
 
 
 class Pending(Protocol):
@@ -80,16 +80,6 @@ def _split_table_key(table_key: bytes) -> tuple[int, str]:
 
 def _is_synced_key(table_key: bytes) -> bool:
     return table_key.partition(b"|")[2] == _SYNCED_BYTES
-
-
-def _signature(headers: Headers) -> bytes | None:
-    if headers is None:
-        return None
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    for name, value in items:
-        if name == SIGNATURE_HEADER:
-            return value
-    return None
 
 
 class Processor:
@@ -220,28 +210,17 @@ class Processor:
             budget -= 1
             value, signature = queue.popleft()
             try:
-                event = self._codec.decode(
-                    value, () if signature is None else ((SIGNATURE_HEADER, signature),)
-                )
+                event = self._decode(value, signature)
             except MalformedEventError as exc:
                 self.counters[f"seed_skipped.{exc.reason}"] += 1
                 logger.warning("skipped a state record of partition %d: %s", partition, exc)
                 continue
-            table_key = _table_key(partition, rule_key(event))
-            stored = self._rules.get(table_key)
-            existing = None if stored is None else decode_stored_rule(stored)
-            result = merge(existing, Rule(event, value, signature), now)
+            # A duplicate is written again, as a replayed log record is: a rebalance may have
+            # dropped the repair of this entry's failed changelog write, and the next marker
+            # is recorded as synced once this write lands.
+            result = self._merge(partition, Rule(event, value, signature), now)
             if result.outcome is Outcome.REPLACED:
-                assert result.winner is not None
-                self._rules[table_key] = encode_stored_rule(result.winner)
-                self._index(partition, table_key, result.winner.expires_at)
                 self.counters["seeded"] += 1
-            elif result.outcome is Outcome.DUPLICATE:
-                # Written again, as a replayed log record is: a rebalance may have dropped the
-                # repair of this entry's failed changelog write, and the next marker is
-                # recorded as synced once this write lands.
-                assert stored is not None
-                self._rules[table_key] = stored
         if not queue:
             del self._seeds[partition]
             logger.info("log partition %d: rules table seeded from the state topic", partition)
@@ -311,11 +290,9 @@ class Processor:
     def _apply(
         self, partition: int, offset: int, timestamp: float, value: bytes | None, headers: Headers
     ) -> list[Output]:
-        signature = _signature(headers)
+        signature = signature_of(headers)
         try:
-            event = self._codec.decode(
-                value, () if signature is None else ((SIGNATURE_HEADER, signature),)
-            )
+            event = self._decode(value, signature)
         except MalformedEventError as exc:
             self.counters[f"skipped.{exc.reason}"] += 1
             logger.warning("skipped record %s@%d: %s: %s", partition, offset, exc.reason, exc)
@@ -335,34 +312,43 @@ class Processor:
                 )
             return []
         assert value is not None  # decode() refuses tombstones
-        key = rule_key(event)
-        table_key = _table_key(partition, key)
-        stored = self._rules.get(table_key)
-        existing = None if stored is None else decode_stored_rule(stored)
-        now = self._now()
-        result = merge(existing, Rule(event, value, signature), now)
+        result = self._merge(partition, Rule(event, value, signature), self._now())
         self.counters[result.outcome.value] += 1
         outputs: list[Output] = []
-        if result.outcome is Outcome.REPLACED:
+        if result.outcome is Outcome.REPLACED or result.outcome is Outcome.DUPLICATE:
+            # A new winner, even an unblock that wins already expired (it still orders older
+            # blocks): as a record, not a tombstone, so that readers skipping tombstones see
+            # it lift the block; the next sweep tombstones it. A duplicate re-asserts the
+            # winner: after a crash the table changelog may hold it while the state topic
+            # does not, and this replayed event is the only trace of it.
             assert result.winner is not None
-            self._rules[table_key] = encode_stored_rule(result.winner)
-            self._index(partition, table_key, result.winner.expires_at)
-            # Even an unblock that wins already expired (it still orders older blocks): as a
-            # record, not a tombstone, so that readers skipping tombstones see it lift the
-            # block. The next sweep tombstones it.
-            outputs.append(rule_record(result.winner, partition))
-        elif result.outcome is Outcome.DUPLICATE:
-            # Re-assert the winner: after a crash the table changelog may hold it while the
-            # state topic does not, and this replayed event is the only trace of it. Write
-            # the table again too: after a rebalance the in-memory table may hold a winner
-            # whose changelog write failed after the worker stopped tracking it.
-            assert result.winner is not None
-            assert stored is not None
-            self._rules[table_key] = stored
             outputs.append(rule_record(result.winner, partition))
         if result.outcome is not Outcome.DUPLICATE:
             outputs.extend(self._count(partition, offset, timestamp, event.type, event.reason))
         return outputs
+
+    def _decode(self, value: bytes | None, signature: bytes | None) -> Event:
+        return self._codec.decode(
+            value, () if signature is None else ((SIGNATURE_HEADER, signature),)
+        )
+
+    def _merge(self, partition: int, rule: Rule, now: float) -> Merge:
+        """Merge ``rule`` into its table entry: a new winner is written and indexed for the
+        sweep; a duplicate of the winner is written again (after a rebalance the in-memory
+        table may hold a winner whose changelog write failed after the worker stopped
+        tracking it)."""
+        table_key = _table_key(partition, rule.key)
+        stored = self._rules.get(table_key)
+        existing = None if stored is None else decode_stored_rule(stored)
+        result = merge(existing, rule, now)
+        if result.outcome is Outcome.REPLACED:
+            assert result.winner is not None
+            self._rules[table_key] = encode_stored_rule(result.winner)
+            self._index(partition, table_key, result.winner.expires_at)
+        elif result.outcome is Outcome.DUPLICATE:
+            assert stored is not None
+            self._rules[table_key] = stored
+        return result
 
     def _advance(self, partition: int, offset: int) -> None:
         if partition in self._unverifiable:

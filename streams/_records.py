@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -11,6 +12,7 @@ from streams._rules import Rule
 
 __all__ = [
     "OFFSETS_KEY_PREFIX",
+    "Headers",
     "Output",
     "decode_stored_rule",
     "encode_stored_rule",
@@ -18,6 +20,7 @@ __all__ = [
     "marker_record",
     "parse_marker",
     "rule_record",
+    "signature_of",
     "stored_expiry",
     "tombstone",
 ]
@@ -26,6 +29,20 @@ OFFSETS_KEY_PREFIX = "__offsets__:"
 _MARKER_KEY_PREFIX = OFFSETS_KEY_PREFIX.encode()
 
 Sink = Literal["state", "stats", "alerts"]
+
+Headers = Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None
+"""Record headers as faust (a mapping) or kafka-python (a list of pairs) gives them."""
+
+
+def signature_of(headers: Headers) -> bytes | None:
+    """The ``revocast-sig`` header of a record, if any."""
+    if headers is None:
+        return None
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in items:
+        if name == SIGNATURE_HEADER:
+            return value
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from revocation_events import SIGNATURE_HEADER
+from streams._records import signature_of
 from streams._settings import StreamsSettings
 from streams._topics import StreamsError
 
@@ -72,7 +72,7 @@ def read_state(
                             continue
                         if record.key.startswith(b"__"):
                             continue  # offset markers and reserved keys
-                        into.append((record.value, _signature(record.headers)))
+                        into.append((record.value, signature_of(record.headers)))
                 for tp in list(left):
                     if consumer.position(tp) >= ends[tp]:
                         left.discard(tp)
@@ -86,10 +86,3 @@ def read_state(
         wanted,
     )
     return found
-
-
-def _signature(headers: Iterable[tuple[str, bytes]] | None) -> bytes | None:
-    for name, value in headers or ():
-        if name == SIGNATURE_HEADER:
-            return value
-    return None

@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -61,7 +61,7 @@ from revocation_events import (
     closing_on_failure,
 )
 from streams import Rule, StreamsSettings, merge
-from streams._records import Output, marker_record, rule_record, tombstone
+from streams._records import Output, marker_record, rule_record, signature_of, tombstone
 from streams._topics import state_topic_config
 
 __all__ = [
@@ -146,13 +146,6 @@ def running_workers(admin: Any, log_topic: str) -> list[str]:
     return sorted(running)
 
 
-def _signature(headers: Iterable[tuple[str, bytes]] | None) -> bytes | None:
-    for name, value in headers or ():
-        if name == SIGNATURE_HEADER:
-            return value
-    return None
-
-
 class _Rules:
     """The worker's rules table without faust: ``(partition, rule key) -> winner``."""
 
@@ -163,7 +156,7 @@ class _Rules:
         self.winners: dict[tuple[int, str], Rule] = {}
 
     def add(self, partition: int, value: bytes | None, headers: Any, *, origin: str) -> None:
-        signature = _signature(headers)
+        signature = signature_of(headers)
         try:
             event = self._codec.decode(
                 value, () if signature is None else ((SIGNATURE_HEADER, signature),)
