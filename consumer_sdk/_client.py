@@ -320,10 +320,7 @@ class Revocast:
         status = self.status_provider.current
         if status.state is _VALID:
             return
-        if (
-            status.state is DataSourceState.INTERRUPTED
-            and self._stale_for(status) <= self._max_staleness
-        ):
+        if self.status_provider.serving_stale(status, self._max_staleness):
             return
         # A closed client is OFF for good: its state is never updated again, so even the
         # fail-open policy (meant for an outage) must not accept on it.
@@ -336,13 +333,14 @@ class Revocast:
             return
         raise StateUnavailableError(
             f"revocation state is {status.state.value}"
-            + (f" since {self._stale_for(status):.1f}s" if status.state is not _VALID else "")
+            + (
+                f" since {self.status_provider.elapsed(status):.1f}s"
+                if status.state is not _VALID
+                else ""
+            )
         )
 
     # -- status, listeners, stats ----------------------------------------------------------
-
-    def _stale_for(self, status: SourceStatus) -> float:
-        return self.status_provider.elapsed(status)  # wall and monotonic: see there
 
     @property
     def status(self) -> SourceStatus:

@@ -118,3 +118,8 @@ class StatusProvider:
         if status.since_monotonic is None:
             return wall
         return max(wall, self._monotonic() - status.since_monotonic)
+
+    def serving_stale(self, status: SourceStatus, max_staleness: float) -> bool:
+        """Whether ``status`` is an interruption young enough (``max_staleness``) for the
+        last state to keep serving: what ``verify()`` and readiness both go by."""
+        return status.state is DataSourceState.INTERRUPTED and self.elapsed(status) <= max_staleness

@@ -69,9 +69,8 @@ def health_report(revocast: Revocast) -> tuple[int, dict[str, Any]]:
     last = status.last_event_at
     valid = status.state is DataSourceState.VALID
     # What verify() serves from: the state, or the last one for max_staleness after it broke.
-    serving = valid or (
-        status.state is DataSourceState.INTERRUPTED
-        and revocast.status_provider.elapsed(status) <= revocast.settings.max_staleness
+    serving = valid or revocast.status_provider.serving_stale(
+        status, revocast.settings.max_staleness
     )
     body = {
         "status": status.state.value,
