@@ -35,6 +35,7 @@ with warnings.catch_warnings():
 
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -71,13 +72,18 @@ class MakeTopic(Protocol):
 # -- helpers usable from any test -------------------------------------------
 
 
+_POLL_PAUSE = threading.Event()
+"""Never set: its ``wait`` is the pause between two polls."""
+
+
 def wait_until(condition: Callable[[], bool], *, timeout: float, message: str) -> None:
-    """Poll ``condition`` until true; fail the test with ``message`` after ``timeout`` s."""
+    """Poll ``condition`` every 50 ms until true; fail the test with ``message`` once the
+    deadline ``timeout`` s away has passed."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s: {message}")
-        time.sleep(0.05)
+        _POLL_PAUSE.wait(0.05)
 
 
 def pid_alive(pid: int) -> bool:
