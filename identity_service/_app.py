@@ -121,12 +121,14 @@ def create_app(
         )
     store = Store(settings.db_path)
     keys = KeyRing(store, clock)
+    cost = settings.scrypt
     for username, password in (users or {}).items():
         if store.user(username) is None:  # a restart keeps changed passwords, versions, blocks
-            store.add_user(username, hash_password(password))
+            store.add_user(username, hash_password(password, cost))
 
-    # Hashed once: verified for an unknown username, so it costs what a known one costs.
-    no_user_hash = hash_password(secrets.token_urlsafe(16))
+    # Hashed once: verified for an unknown username, so it costs what a known one costs (one
+    # hashed at the current cost; a user whose hash predates it costs less until next login).
+    no_user_hash = hash_password(secrets.token_urlsafe(16), cost)
 
     app = FastAPI(title="Revocast reference identity service")
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -211,6 +213,10 @@ def create_app(
         tokens = issue(user, uuid.uuid4().hex)
         if tokens is None:  # the password changed or the user was blocked meanwhile
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="invalid credentials")
+        if cost.needs_rehash(user.password_hash):
+            # After issue(): it checks the hash it read is still stored. A change since then
+            # keeps the new password (compare-and-set), and this hash waits for the next login.
+            store.rehash_password(user.username, user.password_hash, cost.hash(body.password))
         return tokens
 
     @app.post("/token/refresh")
@@ -252,7 +258,7 @@ def create_app(
         user = store.user(claims["sub"])
         if user is None or not verify_password(body.old_password, user.password_hash):
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail="wrong password")
-        store.set_password(user.username, hash_password(body.new_password))
+        store.set_password(user.username, hash_password(body.new_password, cost))
         store.revoke_families_of(user.username)
         try:
             publisher.revoke_subject(

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from revocation_events import SettingsError, env_float, env_str
+from identity_service._passwords import OWASP_SCRYPT, Scrypt
+from revocation_events import SettingsError, env_float, env_int, env_str
 
 __all__ = ["IdentitySettings"]
 
@@ -23,6 +24,12 @@ class IdentitySettings:
     refresh_token_ttl: float = 86_400.0
     admin_token: str = field(repr=False)
     """Bearer token for the /admin endpoints."""
+    scrypt_n: int = OWASP_SCRYPT.n
+    """scrypt cost of new password hashes (a power of two >= 1024); with ``scrypt_r`` and
+    ``scrypt_p``, the OWASP minimum by default. A login re-hashes a password stored with other
+    parameters. Memory per hash is about 128 * n * r bytes: 128 MiB, ~0.5 s of one core."""
+    scrypt_r: int = OWASP_SCRYPT.r
+    scrypt_p: int = OWASP_SCRYPT.p
 
     def __post_init__(self) -> None:
         for name in ("access_token_ttl", "refresh_token_ttl"):
@@ -34,6 +41,15 @@ class IdentitySettings:
                 raise SettingsError(f"{name} must be a finite number of seconds >= 1, got {ttl}")
         if len(self.admin_token) < 16:
             raise SettingsError("admin_token must be at least 16 characters")
+        try:
+            self.scrypt  # noqa: B018 - validates the three parameters together
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+
+    @property
+    def scrypt(self) -> Scrypt:
+        """The cost of new password hashes."""
+        return Scrypt(n=self.scrypt_n, r=self.scrypt_r, p=self.scrypt_p)
 
     @classmethod
     def from_env(
@@ -55,6 +71,10 @@ class IdentitySettings:
             number = env_float(env, f"{prefix}{name.upper()}")
             if number is not None:
                 kwargs[name] = number
+        for name in ("scrypt_n", "scrypt_r", "scrypt_p"):
+            integer = env_int(env, f"{prefix}{name.upper()}")
+            if integer is not None:
+                kwargs[name] = integer
         try:
             return cls(**kwargs)  # type: ignore[arg-type]
         except SettingsError as exc:

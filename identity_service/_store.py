@@ -137,6 +137,17 @@ class Store:
                 "UPDATE users SET password_hash = ? WHERE username = ?", (password_hash, username)
             )
 
+    def rehash_password(self, username: str, old_hash: str, new_hash: str) -> bool:
+        """Replace ``old_hash`` by ``new_hash`` (the same password at another cost) unless the
+        password changed since it was read: a login re-hashing the old password must never
+        undo a password change that committed meanwhile."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE users SET password_hash = ? WHERE username = ? AND password_hash = ?",
+                (new_hash, username, old_hash),
+            )
+        return cur.rowcount == 1
+
     def bump_version(self, username: str) -> int:
         with self._write() as db:
             db.execute("UPDATE users SET version = version + 1 WHERE username = ?", (username,))

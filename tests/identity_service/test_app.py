@@ -15,10 +15,18 @@ from fastapi.testclient import TestClient
 
 from consumer_sdk import ConsumerSettings, Revocast, TokenRevokedError
 from consumer_sdk.testing import InMemorySource
-from identity_service import IdentitySettings, create_app, hash_password, verify_password
+from identity_service import IdentitySettings, Scrypt, create_app, hash_password, verify_password
 from revocation_events import SettingsError, SigningKey, SubjectTokensRevoked
 
 ADMIN = "admin-token-for-tests-0123456789"
+FAST = 2**10
+SEED = {"alice": "correct horse"}
+"""scrypt cost of the tests: the OWASP default costs ~0.5 s a hash."""
+
+
+def idp_settings(tmp_path: Path, **overrides: Any) -> IdentitySettings:
+    fields: dict[str, Any] = {"db_path": tmp_path / "idp.sqlite3", "admin_token": ADMIN}
+    return IdentitySettings(**{"scrypt_n": FAST, **fields, **overrides})
 
 
 class RecordingPublisher:
@@ -72,7 +80,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def client(tmp_path: Path, publisher: RecordingPublisher, clock: Clock) -> TestClient:
-    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN)
+    settings = idp_settings(tmp_path)
     app = create_app(settings, publisher, clock=clock, users={"alice": "correct horse"})
     return TestClient(app)
 
@@ -107,7 +115,7 @@ def test_iat_is_the_unrounded_issue_time_so_it_orders_against_a_watermark(
 
 
 def test_passwords_are_hashed_with_scrypt_and_verified() -> None:
-    stored = hash_password("s3cret")
+    stored = hash_password("s3cret", Scrypt(n=FAST))
     assert stored.startswith("scrypt$")
     assert "s3cret" not in stored
     assert verify_password("s3cret", stored)
@@ -160,7 +168,7 @@ def test_reusing_a_rotated_refresh_token_revokes_the_whole_family_and_publishes_
 def test_a_reuse_whose_revocation_fails_is_published_when_the_token_is_reused_again(
     tmp_path: Path, publisher: RecordingPublisher, clock: Clock
 ) -> None:
-    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN)
+    settings = idp_settings(tmp_path)
     app = create_app(settings, publisher, clock=clock, users={"alice": "correct horse"})
     client = TestClient(app, raise_server_exceptions=False)
     first = login(client)
@@ -239,7 +247,7 @@ def test_a_password_change_whose_revocation_fails_can_be_retried_with_the_old_pa
 ) -> None:
     # The new password must not take effect unless the watermark reached Kafka: otherwise the
     # retry is refused (wrong old password) and the tokens of whoever stole the old one live on.
-    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN)
+    settings = idp_settings(tmp_path)
     app = create_app(settings, publisher, clock=clock, users={"alice": "correct horse"})
     client = TestClient(app, raise_server_exceptions=False)
     tokens = login(client)
@@ -371,7 +379,7 @@ def test_login_costs_one_scrypt_whether_or_not_the_user_exists(
 
 
 def test_a_non_ascii_admin_header_is_refused_not_a_server_error(tmp_path: Path) -> None:
-    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN)
+    settings = idp_settings(tmp_path)
     client = TestClient(create_app(settings, RecordingPublisher()), raise_server_exceptions=False)
     header = [(b"authorization", "Bearer é-not-the-token".encode("latin-1"))]
     assert client.post("/admin/users/alice/block", headers=header).status_code == 403
@@ -379,7 +387,7 @@ def test_a_non_ascii_admin_header_is_refused_not_a_server_error(tmp_path: Path) 
 
 @pytest.mark.parametrize("field", ["username", "password"])
 def test_a_lone_surrogate_in_the_login_body_is_a_client_error(tmp_path: Path, field: str) -> None:
-    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN)
+    settings = idp_settings(tmp_path)
     client = TestClient(create_app(settings, RecordingPublisher()), raise_server_exceptions=False)
     body = {"username": "alice", "password": "x"}
     raw = json.dumps(body).replace(f'"{body[field]}"', '"\\ud800"', 1).encode()
@@ -388,7 +396,7 @@ def test_a_lone_surrogate_in_the_login_body_is_a_client_error(tmp_path: Path, fi
 
 
 def test_a_lone_surrogate_in_a_refresh_token_is_a_client_error(tmp_path: Path) -> None:
-    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN)
+    settings = idp_settings(tmp_path)
     client = TestClient(create_app(settings, RecordingPublisher()), raise_server_exceptions=False)
     raw = b'{"refresh_token": "\\udfff"}'
     response = client.post(
@@ -443,7 +451,7 @@ def test_a_login_that_verified_the_old_password_during_a_password_change_keeps_n
 ) -> None:
     # Race: login checks the old password (scrypt: tens of ms) while the change commits and
     # publishes its watermark; the login then mints tokens after the watermark.
-    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN)
+    settings = idp_settings(tmp_path)
     app = create_app(settings, publisher, clock=clock, users={"alice": "correct horse"})
     client = TestClient(app)
     victim = login(client)
@@ -474,7 +482,7 @@ def test_a_login_that_verified_the_old_password_during_a_password_change_keeps_n
 def test_a_refresh_racing_a_password_change_mints_no_token_past_the_watermark(
     tmp_path: Path, publisher: RecordingPublisher, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN)
+    settings = idp_settings(tmp_path)
     app = create_app(settings, publisher, clock=clock, users={"alice": "correct horse"})
     client = TestClient(app)
     tokens = login(client)
@@ -535,7 +543,7 @@ def test_the_sdk_refuses_a_token_from_the_instant_before_a_password_change_not_o
 ) -> None:
     source = InMemorySource()
     publisher = SdkPublisher(source)
-    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN)
+    settings = idp_settings(tmp_path)
     client = TestClient(create_app(settings, publisher, clock=clock, users={"alice": "pw-old!"}))
     jwt_keys = {
         k["kid"]: jwt.PyJWK(k).key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
@@ -568,14 +576,10 @@ def test_tokens_that_would_outlive_their_revocation_entries_are_refused_at_start
     # forget it then: a longer access-token TTL would let revoked tokens work again.
     publisher = RecordingPublisher()
     publisher.settings = SimpleNamespace(max_token_lifetime=900.0)  # type: ignore[attr-defined]
-    too_long = IdentitySettings(
-        db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN, access_token_ttl=3600
-    )
+    too_long = idp_settings(tmp_path, access_token_ttl=3600)
     with pytest.raises(SettingsError, match="access_token_ttl"):
         create_app(too_long, publisher)
-    fits = IdentitySettings(
-        db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN, access_token_ttl=900
-    )
+    fits = idp_settings(tmp_path, access_token_ttl=900)
     create_app(fits, publisher)
 
 
@@ -584,7 +588,7 @@ def test_a_restart_with_the_seed_users_keeps_their_password_version_and_block(
 ) -> None:
     # Seeding used INSERT OR REPLACE: every restart reset a changed (perhaps leaked) password to
     # the seed, unblocked the user and reset ver to 0, below the min_version services enforce.
-    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token=ADMIN)
+    settings = idp_settings(tmp_path)
     seed = {"alice": "correct horse", "bob": "bob-password"}
     first = TestClient(create_app(settings, publisher, clock=clock, users=seed))
     tokens = login(first)
@@ -600,3 +604,59 @@ def test_a_restart_with_the_seed_users_keeps_their_password_version_and_block(
     assert claims_of(restarted, login(restarted, "battery staple")["access_token"])["ver"] == 1
     bob = restarted.post("/login", json={"username": "bob", "password": "bob-password"})
     assert bob.status_code == 403
+
+
+def stored_hash(client: TestClient, username: str = "alice") -> str:
+    user = client.app.state.store.user(username)  # type: ignore[attr-defined]
+    assert user is not None
+    password_hash: str = user.password_hash
+    return password_hash
+
+
+def test_a_password_hashed_at_an_older_cost_still_logs_in_and_is_rehashed_at_the_current_one(
+    tmp_path: Path, publisher: RecordingPublisher, clock: Clock
+) -> None:
+    old = TestClient(create_app(idp_settings(tmp_path), publisher, clock=clock, users=SEED))
+    assert stored_hash(old).startswith(f"scrypt${FAST}$8$1$")
+    raised = idp_settings(tmp_path, scrypt_n=FAST * 2, scrypt_r=4)
+
+    client = TestClient(create_app(raised, publisher, clock=clock, users=SEED))
+
+    assert stored_hash(client).startswith(f"scrypt${FAST}$8$1$")  # no password to re-hash yet
+    refused = client.post("/login", json={"username": "alice", "password": "wrong"})
+    assert refused.status_code == 401
+    assert stored_hash(client).startswith(f"scrypt${FAST}$8$1$")
+    login(client)
+    assert stored_hash(client).startswith(f"scrypt${FAST * 2}$4$1$")
+    login(client)  # and the new hash verifies
+
+
+def test_a_login_rehashing_the_old_password_does_not_undo_a_password_change_meanwhile(
+    tmp_path: Path, publisher: RecordingPublisher, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The re-hash is written after the tokens are issued; a password change committing in
+    # between must keep the new password, or whoever knew the old one gets the account back.
+    TestClient(create_app(idp_settings(tmp_path), publisher, clock=clock, users=SEED))
+    app = create_app(idp_settings(tmp_path, scrypt_n=FAST * 2), publisher, clock=clock)
+    client = TestClient(app)
+    store = app.state.store
+    victim = login(client)  # re-hashed now; put the old-cost hash back for the race
+    store.set_password("alice", hash_password("correct horse", Scrypt(n=FAST)))
+    real_add = store.add_refresh_token
+    change = {"old_password": "correct horse", "new_password": "battery staple"}
+
+    def add_then_the_password_changes(*args: Any, **kwargs: Any) -> bool:
+        added: bool = real_add(*args, **kwargs)
+        monkeypatch.setattr(store, "add_refresh_token", real_add)
+        changed = client.post("/password", headers=auth(victim["access_token"]), json=change)
+        assert changed.is_success
+        return added
+
+    monkeypatch.setattr(store, "add_refresh_token", add_then_the_password_changes)
+    raced = client.post("/login", json={"username": "alice", "password": "correct horse"})
+    assert raced.status_code == 200
+
+    assert store.add_refresh_token == real_add  # the race ran
+    assert verify_password("battery staple", stored_hash(client))
+    old = client.post("/login", json={"username": "alice", "password": "correct horse"})
+    assert old.status_code == 401

@@ -16,7 +16,9 @@ class NoPublisher:
 
 @pytest.fixture
 def client(tmp_path: Path) -> TestClient:
-    settings = IdentitySettings(db_path=tmp_path / "idp.sqlite3", admin_token="a" * 32)
+    settings = IdentitySettings(
+        db_path=tmp_path / "idp.sqlite3", admin_token="a" * 32, scrypt_n=2**10
+    )
     return TestClient(create_app(settings, NoPublisher()))  # type: ignore[arg-type]
 
 
