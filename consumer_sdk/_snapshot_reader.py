@@ -41,9 +41,11 @@ from revocation_events import SIGNATURE_HEADER, EventVerifier
 __all__ = [
     "SnapshotLoad",
     "SnapshotRead",
+    "SnapshotTail",
     "covers",
     "load_snapshots",
     "read_snapshots",
+    "read_tails",
     "snapshot_topic",
 ]
 
@@ -223,6 +225,60 @@ def read_snapshots(
             continue
         read.accepted[p] = (manifest, chunks)
     return read
+
+
+@dataclass(frozen=True)
+class SnapshotTail:
+    """What a writer taking over a snapshot partition must know (:func:`read_tails`)."""
+
+    end: int
+    """The partition's end offset when it was read."""
+    generation: int
+    """The highest generation found there (-1: none): a new one must be above it."""
+    garbage: tuple[bytes, ...]
+    """Keys of the live chunks a new generation replaces: those the last manifest lists
+    (verified or not: it is being replaced) and those of unfinished writes after it."""
+
+
+def read_tails(
+    consumer: Any,
+    topic: str,
+    partitions: Iterable[int],
+    *,
+    timeout_ms: int,
+    poll_timeout_ms: int,
+    stop: threading.Event,
+) -> dict[int, SnapshotTail]:
+    """Per partition of ``topic``, what another writer may have left there since this one
+    last wrote (a rebalance moved the partition). Reads the tails only, not the chunks.
+    Leaves ``consumer`` assigned to the snapshot topic."""
+    tps = {p: TopicPartition(topic, p) for p in partitions}
+    if not tps:
+        return {}
+    ends = consumer.end_offsets(list(tps.values()), timeout_ms=timeout_ms)
+    read = SnapshotRead()
+    found = _find_manifests(consumer, tps, ends, timeout_ms, poll_timeout_ms, stop, read)
+    tails = {}
+    for p, tp in tps.items():
+        generation, count = _listed(found.get(p))
+        orphans = read.orphans.get(p, [])
+        listed = [f"{p}/{generation}/{i}".encode() for i in range(count)]
+        orphaned = [key[1] for key in map(parse_key, orphans) if key and key[1] is not None]
+        tails[p] = SnapshotTail(
+            end=ends[tp],
+            generation=max([generation, *orphaned]),
+            garbage=tuple(dict.fromkeys([*listed, *orphans])),
+        )
+    return tails
+
+
+def _listed(record: Any) -> tuple[int, int]:
+    """The generation and chunk count of an unverified manifest record (-1, 0: none)."""
+    generation = _generation(record)
+    if generation is None:
+        return -1, 0
+    chunks = json.loads(record.value).get("chunks")  # a dict: _generation read it
+    return generation, len(chunks) if isinstance(chunks, list) else 0
 
 
 def _signature(headers: Any) -> bytes | None:

@@ -19,7 +19,11 @@ per-process hashes).
 * At most every ``snapshot_interval_seconds``, each owned partition whose rules changed (its
   log moved, or rules aged out) gets a new generation: chunks, flushed, then the signed
   manifest listing their offsets and hashes, then tombstones for the chunks of the generation
-  it replaced and for chunks of a write that was interrupted.
+  it replaced and for chunks of a write that was interrupted. The generation it replaced may
+  be another worker's (a rebalance moved the partition): when a snapshot partition's end is
+  not where this snapshotter's last write left it, it first reads that partition's tail to
+  find the last manifest and unfinished writes there
+  (:func:`consumer_sdk._snapshot_reader.read_tails`).
 * Chunks are written whole every time: with 1M live jtis a snapshot is ~37 MB, so the
   interval bounds the write load (the topic is compacted; an SDK reads only the chunks the
   latest manifest lists, however much the active segment still holds).
@@ -51,7 +55,7 @@ from consumer_sdk._snapshot import (
     manifest_key,
     sign_manifest,
 )
-from consumer_sdk._snapshot_reader import read_snapshots
+from consumer_sdk._snapshot_reader import read_snapshots, read_tails
 from revocation_events import (
     EventVerifier,
     MalformedEventError,
@@ -89,6 +93,36 @@ def write_snapshot(
 ) -> Manifest:
     """Write one snapshot generation of ``partition``: its chunks, then (once they are
     acknowledged, so the manifest can list their offsets) the signed manifest."""
+    return _send_snapshot(
+        producer,
+        topic=topic,
+        log_topic=log_topic,
+        partition=partition,
+        offset=offset,
+        generation=generation,
+        rules=rules,
+        key=key,
+        created_at=created_at,
+        chunk_bytes=chunk_bytes,
+        timeout=timeout,
+    )[0]
+
+
+def _send_snapshot(
+    producer: Any,
+    *,
+    topic: str,
+    log_topic: str,
+    partition: int,
+    offset: int,
+    generation: int,
+    rules: PartitionRules,
+    key: SigningKey,
+    created_at: float,
+    chunk_bytes: int,
+    timeout: float,
+) -> tuple[Manifest, int]:
+    """:func:`write_snapshot`, and the offset of the manifest record."""
     data = rules.chunks(chunk_bytes)
     sent = [
         producer.send(topic, key=chunk_key(partition, generation, i), value=d, partition=partition)
@@ -110,22 +144,22 @@ def write_snapshot(
         chunks=refs,
     )
     value = manifest.encode()
-    producer.send(
+    sent_manifest = producer.send(
         topic,
         key=manifest_key(partition),
         value=value,
         partition=partition,
         headers=[sign_manifest(value, key)],
-    ).get(timeout)
-    return manifest
+    )
+    return manifest, sent_manifest.get(timeout).offset
 
 
-def _tombstone(producer: Any, topic: str, partition: int, keys: Iterable[bytes]) -> int:
-    count = 0
+def _tombstone(producer: Any, topic: str, partition: int, keys: Iterable[bytes]) -> Any:
+    """Send tombstones for ``keys``; return the future of the last one (``None``: none)."""
+    future = None
     for key in keys:
-        producer.send(topic, key=key, value=None, partition=partition)
-        count += 1
-    return count
+        future = producer.send(topic, key=key, value=None, partition=partition)
+    return future
 
 
 # -- the snapshotter ----------------------------------------------------------------------------
@@ -162,6 +196,13 @@ class Snapshotter:
         """Per log partition with a record signed by a key this snapshotter does not know,
         the last offset a snapshot may cover: the one before that record."""
         self._garbage: dict[int, list[bytes]] = {}
+        """Per log partition, chunk keys to tombstone after its next generation."""
+        self._ends: dict[int, int] = {}
+        """Per snapshot partition, its end offset after this snapshotter's last write: if it
+        moved, another writer wrote there (a rebalance) and its generation must be found."""
+        self._floor: dict[int, int] = {}
+        """Per snapshot partition, the highest generation another writer left there."""
+        self._log_tps: dict[int, TopicPartition] = {}
         self._owned: frozenset[int] | None = None if owned is None else frozenset(owned)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -196,7 +237,7 @@ class Snapshotter:
                 if time.monotonic() > deadline:
                     raise StreamsError(f"the snapshotter did not catch up within {timeout:.0f}s")
                 self._poll(consumer)
-            self._write(producer)
+            self._write(consumer, producer)
             return dict(self._written)
         finally:
             self._close_clients(consumer, producer)
@@ -218,7 +259,7 @@ class Snapshotter:
                 while not self._stop.is_set():
                     self._poll(consumer)
                     if time.monotonic() >= next_write:
-                        self._write(producer)
+                        self._write(consumer, producer)
                         next_write = time.monotonic() + interval
                         backoff = _BACKOFF_MIN
             except Exception as exc:  # the thread must survive anything; log and retry
@@ -281,10 +322,15 @@ class Snapshotter:
         new = [p for p in tps if p not in self._rules]
         if new:
             self._resume(consumer, producer, {p: tps[p] for p in new})
-        consumer.assign(list(tps.values()))
-        for p, tp in tps.items():
-            consumer.seek(tp, self._offsets[p] + 1)
+        self._log_tps = tps
+        self._position(consumer)
         return tps
+
+    def _position(self, consumer: Any) -> None:
+        """Assign the log to ``consumer``, each partition after its last applied offset."""
+        consumer.assign(list(self._log_tps.values()))
+        for p, tp in self._log_tps.items():
+            consumer.seek(tp, self._offsets[p] + 1)
 
     def _resume(self, consumer: Any, producer: Any, tps: dict[int, TopicPartition]) -> None:
         s = self._settings
@@ -362,34 +408,52 @@ class Snapshotter:
             exc,
         )
 
-    def _write(self, producer: Any) -> None:
+    def _write(self, consumer: Any, producer: Any) -> None:
         """A new generation of every owned partition whose rules changed since the last."""
         s = self._settings
         owned = self._owned
+        due = []
         for p, rules in sorted(self._rules.items()):
             if owned is not None and p not in owned:
                 continue
-            now = self._clock()
             pruned = rules.prune()
             last = self._written.get(p)
-            if last is not None and last.offset == self._offsets[p] and not pruned:
-                continue
-            manifest = write_snapshot(
+            if last is None or last.offset != self._offsets[p] or pruned:
+                due.append(p)
+        if not due:
+            return
+        self._take_over(consumer, due)
+        if self._stop.is_set():
+            return  # a take-over cut short may have missed another writer's generation
+        sent = []
+        for p in due:
+            now = self._clock()
+            last = self._written.get(p)
+            generation = max(
+                int(now * 1000),
+                last.generation + 1 if last else 0,
+                self._floor.get(p, -1) + 1,
+            )
+            manifest, manifest_offset = _send_snapshot(
                 producer,
                 topic=s.snapshot_topic,
                 log_topic=s.log_topic,
                 partition=p,
                 offset=self._offsets[p],
-                generation=max(int(now * 1000), last.generation + 1 if last else 0),
-                rules=rules,
+                generation=generation,
+                rules=self._rules[p],
                 key=self._key,
                 created_at=now,
                 chunk_bytes=s.snapshot_chunk_bytes,
+                timeout=60.0,
             )
-            stale = self._garbage.pop(p, [])
+            # Kept as garbage until the tombstones are acknowledged: a failed flush retries.
+            stale = self._garbage.setdefault(p, [])
             if last is not None:
                 stale += [chunk_key(p, last.generation, i) for i in range(len(last.chunks))]
-            _tombstone(producer, s.snapshot_topic, p, stale)
+            prefix = f"{p}/{generation}/".encode()
+            keys = [k for k in dict.fromkeys(stale) if not k.startswith(prefix)]
+            sent.append((p, manifest_offset, _tombstone(producer, s.snapshot_topic, p, keys)))
             self._written[p] = manifest
             self.counters["snapshots"] += 1
             logger.info(
@@ -400,6 +464,34 @@ class Snapshotter:
                 len(manifest.chunks),
             )
         producer.flush(60)
+        for p, manifest_offset, future in sent:
+            self._ends[p] = (manifest_offset if future is None else future.get(60).offset) + 1
+            del self._garbage[p]
+
+    def _take_over(self, consumer: Any, partitions: list[int]) -> None:
+        """Find what other writers left in these snapshot partitions since this snapshotter
+        last wrote them: a rebalance moves log partitions between workers (and both may
+        write one for a moment), and the generation the other one wrote last is replaced by
+        the next one written here, so it must be tombstoned here too. Reads only the tails
+        of partitions whose end moved, and leaves ``consumer`` positioned on the log."""
+        s = self._settings
+        tps = {p: TopicPartition(s.snapshot_topic, p) for p in partitions}
+        ends = consumer.end_offsets(list(tps.values()), timeout_ms=self._timeout_ms)
+        moved = [p for p, tp in tps.items() if ends[tp] != self._ends.get(p)]
+        if not moved:
+            return
+        tails = read_tails(
+            consumer,
+            s.snapshot_topic,
+            moved,
+            timeout_ms=self._timeout_ms,
+            poll_timeout_ms=500,
+            stop=self._stop,
+        )
+        for p, tail in tails.items():
+            self._garbage[p] = [*self._garbage.get(p, []), *tail.garbage]
+            self._floor[p] = max(self._floor.get(p, -1), tail.generation)
+        self._position(consumer)
 
 
 def _ensure_topic(settings: StreamsSettings, partitions: int) -> None:

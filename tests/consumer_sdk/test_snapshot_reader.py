@@ -4,7 +4,9 @@ to ``<log>.snapshots`` can make a reader do."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
+import json
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,7 +24,12 @@ from consumer_sdk._snapshot import (
     manifest_key,
     sign_manifest,
 )
-from consumer_sdk._snapshot_reader import SnapshotRead, load_snapshots, read_snapshots
+from consumer_sdk._snapshot_reader import (
+    SnapshotRead,
+    load_snapshots,
+    read_snapshots,
+    read_tails,
+)
 from revocation_events import SIGNATURE_HEADER, EventVerifier, SigningKey
 from tests.consumer_sdk._helpers import settings
 
@@ -317,3 +324,39 @@ def test_a_snapshot_read_but_not_loaded_when_stopping_promises_no_offset() -> No
     )
     assert sink.restored == []
     assert load.offsets == {}
+
+
+def tails(writer: Writer) -> Any:
+    return read_tails(
+        FakeConsumer({writer.partition: writer.records}),
+        TOPIC,
+        [writer.partition],
+        timeout_ms=1000,
+        poll_timeout_ms=10,
+        stop=threading.Event(),
+    )[writer.partition]
+
+
+def test_a_writer_taking_over_finds_the_last_generation_and_unfinished_writes_after_it() -> None:
+    # Another worker's last generation, signed by a key this writer may not hold (a
+    # rotation): its chunks are replaced all the same. Then a write cut short, by a clock
+    # ahead: the next generation must be above it, and its chunks are garbage too.
+    writer = Writer()
+    writer.snapshot(5, 10, ["a"])
+    other = SigningKey.hmac("other", b"o" * 32)
+    last = writer.snapshot(7, 20, [f"{i:0500d}" for i in range(3000)])
+    writer.records[-1] = dataclasses.replace(
+        last, headers=[sign_manifest(last.value or b"", other)]
+    )
+    writer.append(chunk_key(0, 9, 0), b"{}")
+    tail = tails(writer)
+    assert tail.end == len(writer.records)
+    assert tail.generation == 9
+    chunks = len(json.loads(last.value or b"")["chunks"])
+    assert chunks > 1
+    assert tail.garbage == (*(chunk_key(0, 7, i) for i in range(chunks)), chunk_key(0, 9, 0))
+
+
+def test_an_empty_snapshot_partition_has_no_garbage_and_no_generation() -> None:
+    tail = tails(Writer())
+    assert (tail.end, tail.generation, tail.garbage) == (0, -1, ())

@@ -427,3 +427,57 @@ def test_a_record_signed_by_a_key_the_snapshotter_lacks_stays_after_the_snapshot
     manifests = snapshotter.catch_up(60)
     assert manifests[0].offset == 0, "the snapshot covers a record it could not verify"
     assert snapshotter.counters["skipped.unknown_key"] == 1
+
+
+def live_chunk_keys(bootstrap: str, topic: str, partition: int) -> set[bytes]:
+    """The chunk keys of snapshot partition ``partition`` that compaction would keep: the
+    last record of each key, unless it is a tombstone."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        tp = TopicPartition(f"{topic}.snapshots", partition)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        end: int = consumer.end_offsets([tp])[tp]
+        live: dict[bytes, bool] = {}
+
+        def read_to_end() -> bool:
+            for records in consumer.poll(timeout_ms=200).values():
+                live.update({r.key: r.value is not None for r in records})
+            return bool(consumer.position(tp) >= end)
+
+        wait_until(read_to_end, timeout=30, message="the snapshot partition read to its end")
+    finally:
+        consumer.close()
+    return {key for key, alive in live.items() if alive and not key.endswith(b"/manifest")}
+
+
+def assert_only_the_latest_generation_is_live(
+    bootstrap: str, topic: str, manifests: dict[int, Manifest]
+) -> None:
+    for p, manifest in manifests.items():
+        listed = {chunk_key(p, manifest.generation, i) for i in range(len(manifest.chunks))}
+        assert live_chunk_keys(bootstrap, topic, p) == listed, f"partition {p}"
+
+
+@pytest.mark.kafka
+def test_a_partition_changing_owner_leaves_no_generation_behind(
+    kafka_bootstrap: str, log_topic: str
+) -> None:
+    """A rebalance moves the log partitions to another worker, then back: each new owner
+    tombstones the generation the previous owner wrote last, not only its own last one."""
+    s = streams_settings(kafka_bootstrap, log_topic)
+    fill(kafka_bootstrap, log_topic, "owner-a", 200, seed=9)
+    a = Snapshotter(s)
+    b = Snapshotter(s, owned=())
+    a.catch_up(60)
+    assert b.catch_up(60)  # b resumed from a's snapshots, wrote nothing
+    fill(kafka_bootstrap, log_topic, "owner-a-again", 100, seed=10)
+    a.catch_up(60)
+    a.own(())
+    b.own(None)
+    fill(kafka_bootstrap, log_topic, "owner-b", 100, seed=11)
+    assert_only_the_latest_generation_is_live(kafka_bootstrap, log_topic, b.catch_up(60))
+    b.own(())
+    a.own(None)
+    fill(kafka_bootstrap, log_topic, "owner-a-back", 100, seed=12)
+    assert_only_the_latest_generation_is_live(kafka_bootstrap, log_topic, a.catch_up(60))
