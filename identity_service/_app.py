@@ -25,6 +25,7 @@ from identity_service._keys import ALGORITHM, KeyRing
 from identity_service._passwords import hash_password, verify_password
 from identity_service._settings import IdentitySettings
 from identity_service._store import Store, User
+from identity_service._throttle import LoginThrottle, TooManyFailures, client_key
 from revocation_events import SettingsError
 
 __all__ = ["RevocationPublisher", "create_app"]
@@ -129,12 +130,20 @@ def create_app(
     # Hashed once: verified for an unknown username, so it costs what a known one costs (one
     # hashed at the current cost; a user whose hash predates it costs less until next login).
     no_user_hash = hash_password(secrets.token_urlsafe(16), cost)
+    throttle = LoginThrottle(
+        per_user=settings.login_failures_per_user,
+        per_client=settings.login_failures_per_client,
+        window=settings.login_failure_window,
+        max_keys=settings.login_throttle_max_keys,
+        clock=clock,
+    )
 
     app = FastAPI(title="Revocast reference identity service")
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodyLimit)
     app.state.store = store
     app.state.keys = keys
+    app.state.login_throttle = throttle
 
     def issue(user: User, sid: str) -> TokenPair | None:
         """Tokens for ``user`` as read (None if its password, block or session changed since).
@@ -202,12 +211,24 @@ def create_app(
     Claims = Annotated[dict[str, Any], Depends(bearer_claims)]
 
     @app.post("/login")
-    def login(body: Credentials) -> TokenPair:
+    def login(body: Credentials, request: Request) -> TokenPair:
+        # Before the store is read: known and unknown names are throttled alike, unhashed.
+        try:
+            charge = throttle.charge(
+                body.username, client_key(request.client.host if request.client else None)
+            )
+        except TooManyFailures as exc:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                detail="too many failed logins; try again later",
+                headers={"Retry-After": str(exc.retry_after)},
+            ) from None
         user = store.user(body.username)
         # Hash even for unknown users so timing does not reveal which usernames exist.
         stored = user.password_hash if user else no_user_hash
         if not verify_password(body.password, stored) or user is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="invalid credentials")
+        throttle.refund(charge)  # the right password; a failure's charge stays
         if user.blocked:
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail="account blocked")
         tokens = issue(user, uuid.uuid4().hex)

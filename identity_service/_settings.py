@@ -30,6 +30,16 @@ class IdentitySettings:
     parameters. Memory per hash is about 128 * n * r bytes: 128 MiB, ~0.5 s of one core."""
     scrypt_r: int = OWASP_SCRYPT.r
     scrypt_p: int = OWASP_SCRYPT.p
+    login_failures_per_user: int = 5
+    """Failed logins a username may have within ``login_failure_window``; then 429 until the
+    oldest leaves it. Counted alike for names that do not exist. A success resets nothing."""
+    login_failures_per_client: int = 50
+    """The same per client address (an IPv6 /64). Behind a proxy, run uvicorn with
+    ``--proxy-headers --forwarded-allow-ips`` so the address is the client's, not the proxy's."""
+    login_failure_window: float = 900.0
+    login_throttle_max_keys: int = 100_000
+    """Usernames (and, separately, clients) tracked at once; the least recently used is
+    dropped beyond it. Each costs an attacker one password hash here."""
 
     def __post_init__(self) -> None:
         for name in ("access_token_ttl", "refresh_token_ttl"):
@@ -41,6 +51,18 @@ class IdentitySettings:
                 raise SettingsError(f"{name} must be a finite number of seconds >= 1, got {ttl}")
         if len(self.admin_token) < 16:
             raise SettingsError("admin_token must be at least 16 characters")
+        for name in ("login_failures_per_user", "login_failures_per_client"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.login_throttle_max_keys < 1000:
+            raise SettingsError(
+                f"login_throttle_max_keys must be at least 1000, got {self.login_throttle_max_keys}"
+            )
+        if not (1 <= self.login_failure_window < math.inf):
+            raise SettingsError(
+                f"login_failure_window must be a finite number of seconds >= 1, "
+                f"got {self.login_failure_window}"
+            )
         try:
             self.scrypt  # noqa: B018 - validates the three parameters together
         except ValueError as exc:
@@ -67,11 +89,18 @@ class IdentitySettings:
         db = env_str(env, f"{prefix}DB_PATH")
         if db is not None:
             kwargs["db_path"] = Path(db)
-        for name in ("access_token_ttl", "refresh_token_ttl"):
+        for name in ("access_token_ttl", "refresh_token_ttl", "login_failure_window"):
             number = env_float(env, f"{prefix}{name.upper()}")
             if number is not None:
                 kwargs[name] = number
-        for name in ("scrypt_n", "scrypt_r", "scrypt_p"):
+        for name in (
+            "scrypt_n",
+            "scrypt_r",
+            "scrypt_p",
+            "login_failures_per_user",
+            "login_failures_per_client",
+            "login_throttle_max_keys",
+        ):
             integer = env_int(env, f"{prefix}{name.upper()}")
             if integer is not None:
                 kwargs[name] = integer

@@ -660,3 +660,83 @@ def test_a_login_rehashing_the_old_password_does_not_undo_a_password_change_mean
     assert verify_password("battery staple", stored_hash(client))
     old = client.post("/login", json={"username": "alice", "password": "correct horse"})
     assert old.status_code == 401
+
+
+def attempt(client: TestClient, username: str, password: str) -> Any:
+    return client.post("/login", json={"username": username, "password": password})
+
+
+@pytest.mark.parametrize("username", ["alice", "mallory"])
+def test_online_password_guessing_is_refused_with_429_after_five_failures_known_user_or_not(
+    client: TestClient, clock: Clock, monkeypatch: pytest.MonkeyPatch, username: str
+) -> None:
+    for guess in range(5):
+        assert attempt(client, username, f"guess-{guess}").status_code == 401
+    hashes: list[int] = []
+    real = hashlib.scrypt
+
+    def counting(*args: Any, **kwargs: Any) -> bytes:
+        hashes.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hashlib, "scrypt", counting)
+    clock.now += 100
+    refused = attempt(client, username, "correct horse")  # even the right password
+    assert refused.status_code == 429
+    assert refused.json() == {"detail": "too many failed logins; try again later"}
+    assert refused.headers["Retry-After"] == "800"  # same answer and cost for every name
+    assert hashes == []
+    monkeypatch.undo()
+    clock.now += 800
+    assert attempt(client, username, "correct horse").status_code == (
+        200 if username == "alice" else 401
+    )
+
+
+def test_one_client_spraying_a_password_over_many_usernames_is_refused(
+    tmp_path: Path, publisher: RecordingPublisher, clock: Clock
+) -> None:
+    settings = idp_settings(tmp_path, login_failures_per_client=3)
+    app = create_app(settings, publisher, clock=clock, users=SEED)
+    sprayer = TestClient(app, client=("203.0.113.7", 4000))
+    for name in ("bob", "carol", "dave"):
+        assert attempt(sprayer, name, "Summer2026!").status_code == 401
+    assert attempt(sprayer, "alice", "Summer2026!").status_code == 429
+    login(TestClient(app, client=("198.51.100.2", 4000)))  # others are not locked out
+
+
+def test_a_success_does_not_reset_failures_so_logins_cannot_buy_more_guesses(
+    tmp_path: Path, publisher: RecordingPublisher, clock: Clock
+) -> None:
+    # Neither the victim's own logins (which would reset the username's count for an attacker
+    # elsewhere) nor the attacker's logins to an account of their own (the client's count).
+    settings = idp_settings(tmp_path, login_failures_per_client=6)
+    users = {"alice": "correct horse", "mallory": "mallory-pw"}
+    app = create_app(settings, publisher, clock=clock, users=users)
+    attacker = TestClient(app, client=("203.0.113.7", 4000))
+    victim = TestClient(app, client=("198.51.100.2", 4000))
+    for guess in range(5):
+        login(victim)
+        assert attempt(attacker, "alice", f"guess-{guess}").status_code == 401
+    assert attempt(attacker, "alice", "guess-5").status_code == 429  # alice's 5, not reset
+    assert attempt(attacker, "mallory", "mallory-pw").status_code == 200
+    assert attempt(attacker, "bob", "guess-6").status_code == 401  # the client's 6th failure
+    assert attempt(attacker, "mallory", "mallory-pw").status_code == 429
+
+
+def test_guesses_sent_while_earlier_ones_are_still_hashing_count_against_the_limit(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Counting only failures that finished would let a burst of parallel requests (one per
+    # threadpool worker) all pass the check before the first scrypt ends.
+    statuses: list[int] = []
+
+    def verify_while_more_guesses_arrive(password: str, stored: str) -> bool:
+        if not statuses:
+            statuses.append(0)
+            statuses.extend(attempt(client, "alice", f"burst-{i}").status_code for i in range(5))
+        return verify_password(password, stored)
+
+    monkeypatch.setattr("identity_service._app.verify_password", verify_while_more_guesses_arrive)
+    assert attempt(client, "alice", "first").status_code == 401
+    assert statuses[1:] == [401, 401, 401, 401, 429]

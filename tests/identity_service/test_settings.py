@@ -38,3 +38,36 @@ def test_a_bad_scrypt_cost_names_the_setting(name: str, value: str) -> None:
     env = {"REVOCAST_IDP_ADMIN_TOKEN": ADMIN, f"REVOCAST_IDP_{name}": value}
     with pytest.raises(SettingsError, match=f"(?i){name}"):
         IdentitySettings.from_env(environ=env)
+
+
+def test_the_login_throttle_is_read_from_the_environment() -> None:
+    env = {
+        "REVOCAST_IDP_ADMIN_TOKEN": ADMIN,
+        "REVOCAST_IDP_LOGIN_FAILURES_PER_USER": "3",
+        "REVOCAST_IDP_LOGIN_FAILURES_PER_CLIENT": "30",
+        "REVOCAST_IDP_LOGIN_FAILURE_WINDOW": "600",
+        "REVOCAST_IDP_LOGIN_THROTTLE_MAX_KEYS": "5000",
+    }
+    settings = IdentitySettings.from_env(environ=env)
+    assert settings.login_failures_per_user == 3
+    assert settings.login_failures_per_client == 30
+    assert settings.login_failure_window == 600.0
+    assert settings.login_throttle_max_keys == 5000
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LOGIN_FAILURES_PER_USER", "0"),  # would refuse every login
+        ("LOGIN_FAILURES_PER_CLIENT", "five"),
+        ("LOGIN_FAILURE_WINDOW", "inf"),  # one failure would lock a name forever
+        ("LOGIN_FAILURE_WINDOW", "nan"),
+        ("LOGIN_THROTTLE_MAX_KEYS", "10"),  # a handful of names would evict a victim's count
+    ],
+)
+def test_a_login_throttle_that_locks_everyone_out_or_is_trivially_evicted_is_refused(
+    name: str, value: str
+) -> None:
+    env = {"REVOCAST_IDP_ADMIN_TOKEN": ADMIN, f"REVOCAST_IDP_{name}": value}
+    with pytest.raises(SettingsError, match=f"(?i){name}"):
+        IdentitySettings.from_env(environ=env)
