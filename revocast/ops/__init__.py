@@ -13,16 +13,23 @@ from revocast.ops._replay import ReplayReport, replay_log
 from revocast.ops._settings import OpsSettings
 from revocast.ops._status import (
     HEARTBEAT_RETENTION,
+    CheckThresholds,
+    Finding,
     Instance,
     LogStatus,
+    Severity,
     StateStatus,
+    StatusCheck,
     StatusReport,
+    check_status,
     collect_status,
     ensure_heartbeat_topic,
 )
 
 __all__ = [
     "HEARTBEAT_RETENTION",
+    "CheckThresholds",
+    "Finding",
     "Instance",
     "LogRange",
     "LogStatus",
@@ -30,11 +37,14 @@ __all__ = [
     "OpsSettings",
     "RebuildReport",
     "ReplayReport",
+    "Severity",
     "StateStatus",
+    "StatusCheck",
     "StatusReport",
     "StreamsWorkerRunningError",
     "TokenCheck",
     "UnverifiableRecordsError",
+    "check_status",
     "check_token",
     "collect_status",
     "decode_untrusted",

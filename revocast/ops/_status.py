@@ -3,10 +3,15 @@
 Three sources, each read without a consumer group: the log topic's metadata, offsets and
 configs; the last offset marker per state partition (see :mod:`streams`); and the heartbeats
 SDK instances publish (see :mod:`consumer_sdk._heartbeat`) during the last ``window``.
+
+:func:`check_status` turns a report into a verdict for monitoring (``revocast status
+--check``): :class:`Severity` follows the Nagios plugin exit codes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import math
 import time
@@ -24,6 +29,7 @@ from revocast.ops._reader import OpsKafkaError, _consumer, read_range
 from revocation_events import (
     KafkaSettings,
     KafkaUnreachableError,
+    SettingsError,
     closing_on_failure,
     require_reachable,
 )
@@ -31,10 +37,15 @@ from streams._records import marker_offset
 
 __all__ = [
     "HEARTBEAT_RETENTION",
+    "CheckThresholds",
+    "Finding",
     "Instance",
     "LogStatus",
+    "Severity",
     "StateStatus",
+    "StatusCheck",
     "StatusReport",
+    "check_status",
     "collect_status",
     "ensure_heartbeat_topic",
     "kafka_admin",
@@ -156,6 +167,10 @@ class Instance:
     """When the broker appended the heartbeat (a topic with ``LogAppendTime``, as ``--create``
     makes it), else its ``sent_at``: staleness and the window read this, so that an instance
     host's clock skew cannot make it look dead or hide that it is."""
+    status_since: float
+    """``heard_at`` of the first heartbeat in the window of the unbroken run reporting
+    ``status``: a lower bound of when the instance entered it (by up to one ``interval``,
+    and never earlier than the window's start)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +190,46 @@ class StatusReport:
 
     def render(self) -> str:
         return "\n".join([*_render_log(self.log), *_render_state(self.state), *_render_sdks(self)])
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (``revocast status --json``)."""
+        log, state = self.log, self.state
+        return {
+            "now": self.now,
+            "log": {
+                "topic": log.topic,
+                "retention_ms": log.retention_ms,
+                "max_token_lifetime": log.max_token_lifetime,
+                "unsafe": log.unsafe,
+                "problems": list(log.problems),
+                "partitions": [
+                    {"partition": p, "earliest": log.earliest[p], "latest": log.latest[p]}
+                    for p in sorted(log.latest)
+                ],
+            },
+            "state": {
+                "topic": state.topic,
+                "exists": state.exists,
+                "partitions": [
+                    {
+                        "partition": p,
+                        "marker": state.markers.get(p),
+                        "log_end": state.log_ends[p],
+                        "lag": state.lag(p),
+                    }
+                    for p in sorted(state.log_ends)
+                ]
+                if state.exists
+                else [],
+            },
+            "heartbeats": {
+                "topic": self.heartbeat_topic,
+                "exists": self.heartbeat_topic_exists,
+                "window": self.window,
+                "unreadable": self.unreadable_heartbeats,
+                "instances": [dataclasses.asdict(i) for i in self.instances],
+            },
+        }
 
 
 def _human(seconds: float) -> str:
@@ -250,6 +305,193 @@ def _render_sdks(report: StatusReport) -> list[str]:
     ]
     header = ("SERVICE", "INSTANCE", "HOST/PID", "STATUS", "LAG", "ENTRIES", "LAST HEARD")
     return lines + (_table(header, rows) if rows else ["  (none)"])
+
+
+# -- checking ----------------------------------------------------------------------------
+
+
+class Severity(enum.IntEnum):
+    """How bad a finding is; the value is the exit code of ``revocast status --check``, as
+    for a Nagios plugin."""
+
+    OK = 0
+    WARNING = 1
+    """Degraded: an SDK instance not VALID (or INTERRUPTED within ``max_interrupted``), one
+    or the state topic lagging past its limit."""
+    CRITICAL = 2
+    """Revocations can be missed: an unsafe log topic, an instance INTERRUPTED past
+    ``max_interrupted`` or silent (stale), fewer live instances than ``min_instances``."""
+    UNKNOWN = 3
+    """No verdict: Kafka unreachable, the log topic missing, bad settings. Never returned by
+    :func:`check_status`; the command exits with it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckThresholds:
+    """Limits of :func:`check_status`; a value equal to its limit is still fine."""
+
+    max_lag: int = 1_000
+    """Log records an SDK instance may be behind (measured against the log end now, so
+    records published since its last heartbeat count too)."""
+    max_state_lag: int = 10_000
+    """Log records the state topic's markers may be behind, summed over partitions."""
+    max_interrupted: float = 30.0
+    """Seconds an instance may report INTERRUPTED before it is critical: the SDK's default
+    ``max_staleness``, after which its failure policy decides every token."""
+    min_instances: int = 1
+    """Live (heard, not stale, not OFF) instances expected in the window; 0: none needed."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_lag", "max_state_lag", "min_instances"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise SettingsError(f"{name} must be a whole number >= 0, got {value!r}")
+        if not (math.isfinite(self.max_interrupted) and self.max_interrupted >= 0):
+            raise SettingsError(
+                f"max_interrupted must be finite seconds >= 0, got {self.max_interrupted!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One reason the check is not OK."""
+
+    severity: Severity
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCheck:
+    """The verdict on a :class:`StatusReport`: the worst severity among its findings."""
+
+    findings: tuple[Finding, ...]
+
+    @property
+    def severity(self) -> Severity:
+        return max((f.severity for f in self.findings), default=Severity.OK)
+
+    @property
+    def exit_code(self) -> int:
+        return int(self.severity)
+
+    def _worst_first(self) -> list[Finding]:
+        return sorted(self.findings, key=lambda f: -f.severity)
+
+    def summary(self, *, limit: int = 3) -> str:
+        """One line: the verdict and the ``limit`` worst findings."""
+        ordered = self._worst_first()
+        if not ordered:
+            return "OK"
+        text = "; ".join(f.message for f in ordered[:limit])
+        more = f" (and {len(ordered) - limit} more)" if len(ordered) > limit else ""
+        return f"{self.severity.name}: {text}{more}"
+
+    def render(self) -> str:
+        lines = [f"check: {self.severity.name}"]
+        lines += [f"  {f.severity.name}: {f.message}" for f in self._worst_first()]
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.severity.name,
+            "exit_code": self.exit_code,
+            "findings": [
+                {"severity": f.severity.name, "message": f.message} for f in self._worst_first()
+            ],
+        }
+
+
+def check_status(report: StatusReport, thresholds: CheckThresholds | None = None) -> StatusCheck:
+    """Whether ``report`` is healthy, by the rules :class:`Severity` lists."""
+    limits = thresholds or CheckThresholds()
+    findings = [
+        Finding(Severity.CRITICAL, f"log topic {report.log.topic}: {problem}")
+        for problem in report.log.problems
+    ]
+    findings += _state_findings(report.state, limits)
+    findings += _sdk_findings(report, limits)
+    return StatusCheck(tuple(findings))
+
+
+def _state_findings(state: StateStatus, limits: CheckThresholds) -> list[Finding]:
+    # An absent state topic is a supported set-up: SDKs bootstrap by replaying the log.
+    if not state.exists:
+        return []
+    findings = []
+    unmarked = [str(p) for p in sorted(state.log_ends) if state.lag(p) is None]
+    if unmarked:
+        findings.append(
+            Finding(
+                Severity.WARNING,
+                f"state topic {state.topic}: no offset marker for log partitions "
+                f"{', '.join(unmarked)}",
+            )
+        )
+    behind = sum(state.lag(p) or 0 for p in state.log_ends)
+    if behind > limits.max_state_lag:
+        findings.append(
+            Finding(
+                Severity.WARNING,
+                f"state topic {state.topic} is {behind} log records behind "
+                f"(limit {limits.max_state_lag})",
+            )
+        )
+    return findings
+
+
+def _sdk_findings(report: StatusReport, limits: CheckThresholds) -> list[Finding]:
+    if not report.heartbeat_topic_exists:
+        if not limits.min_instances:
+            return []
+        return [
+            Finding(
+                Severity.CRITICAL,
+                f"heartbeat topic {report.heartbeat_topic} absent: no SDK instance can be seen",
+            )
+        ]
+    findings = []
+    live = 0
+    for i in report.instances:
+        who = f"{i.service} instance {i.instance} ({i.host}/{i.pid})"
+        status = i.status.upper()
+        if i.status == "off":
+            continue
+        if i.stale:
+            # Silent: dead, or cut off from Kafka and serving an ageing state; no telling.
+            silent = _human(max(0.0, report.now - i.heard_at))
+            findings.append(
+                Finding(Severity.CRITICAL, f"{who}: no heartbeat for {silent} (was {status})")
+            )
+            continue
+        live += 1
+        if i.status == "interrupted":
+            lasted = max(0.0, report.now - i.status_since)
+            past = lasted > limits.max_interrupted
+            findings.append(
+                Finding(
+                    Severity.CRITICAL if past else Severity.WARNING,
+                    f"{who}: INTERRUPTED for {_human(lasted)} "
+                    f"(limit {_human(limits.max_interrupted)})",
+                )
+            )
+        elif i.status != "valid":
+            findings.append(Finding(Severity.WARNING, f"{who}: {status}, not VALID"))
+        if i.lag is not None and i.lag > limits.max_lag:
+            findings.append(
+                Finding(
+                    Severity.WARNING,
+                    f"{who}: {i.lag} log records behind (limit {limits.max_lag})",
+                )
+            )
+    if live < limits.min_instances:
+        findings.append(
+            Finding(
+                Severity.CRITICAL,
+                f"{live} live SDK instances heard in the last {_human(report.window)} "
+                f"(expected at least {limits.min_instances})",
+            )
+        )
+    return findings
 
 
 # -- collecting ---------------------------------------------------------------------------
@@ -384,6 +626,7 @@ def _instance(
         # A closed instance said goodbye: it is off, not stale.
         stale=status != "off" and now - heard_at > threshold,
         heard_at=heard_at,
+        status_since=heard_at,
     )
 
 
@@ -424,6 +667,8 @@ def _instances(
             or previous[0] == record.partition
             or beat.heard_at >= previous[1].heard_at
         ):
+            if previous is not None and previous[1].status == beat.status:
+                beat = dataclasses.replace(beat, status_since=previous[1].status_since)
             latest[beat.instance] = (record.partition, beat)
     found = [beat for _, beat in latest.values()]
     found.sort(key=lambda i: (i.service, i.host, i.pid or 0, i.instance))

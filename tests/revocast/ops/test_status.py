@@ -186,3 +186,23 @@ def test_a_deeply_nested_heartbeat_record_is_unreadable_not_a_crash(
     found = collect_status(kafka, max_token_lifetime=3600, heartbeat_topic=beats, clock=lambda: NOW)
     assert [i.instance for i in found.instances] == ["ok"]
     assert found.unreadable_heartbeats == 1
+
+
+@pytest.mark.kafka
+def test_an_instance_is_interrupted_since_its_first_interrupted_heartbeat_in_the_window(
+    kafka_bootstrap: str, topics: tuple[str, str]
+) -> None:
+    found = report(
+        kafka_bootstrap,
+        topics,
+        beat("i1", sent_at=NOW - 90, status="valid"),
+        beat("i1", sent_at=NOW - 60, status="interrupted"),
+        beat("i2", sent_at=NOW - 50, status="interrupted"),
+        beat("i1", sent_at=NOW - 30, status="interrupted"),
+        beat("i2", sent_at=NOW - 20, status="valid"),
+        beat("i2", sent_at=NOW - 10, status="interrupted"),
+        beat("i1", sent_at=NOW - 1, status="interrupted"),
+        beat("i2", sent_at=NOW - 1, status="interrupted"),
+    )
+    since = {i.instance: (i.status, NOW - i.status_since) for i in found.instances}
+    assert since == {"i1": ("interrupted", 60), "i2": ("interrupted", 10)}
