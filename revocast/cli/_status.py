@@ -3,18 +3,25 @@ state topic.
 
 ``status`` exits 1 when the log topic is unsafe (retention shorter than twice the max token
 lifetime, size-based deletion, compaction); stale SDK instances are flagged in the table but
-do not change the exit code. Both exit 1 with one line for an unreachable broker or a
-missing topic.
+do not change the exit code. With ``--check`` it exits as a Nagios plugin does instead (see
+:class:`revocast.ops.Severity`) and prints a one-line verdict to stderr when not OK. Both
+commands exit 1 with one line for an unreachable broker or a missing topic (``--check``: 3).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
+from typing import TYPE_CHECKING
 
 from revocast.cli._common import CommandError
 from revocast.cli._oparg import ops_settings, parse_time, progress
 from revocast.cli._topic import parse_duration
+
+if TYPE_CHECKING:
+    from revocast.ops import CheckThresholds
 
 __all__ = ["register"]
 
@@ -25,7 +32,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="log topic offsets and retention, state topic lag, live SDK instances",
         description="Settings: KAFKA_BOOTSTRAP_SERVERS, REVOCAST_TOPIC, "
         "REVOCAST_MAX_TOKEN_LIFETIME (default 1h), REVOCAST_HEARTBEAT_TOPIC "
-        "(default <topic>.heartbeats). Exit 1 when the log topic is UNSAFE.",
+        "(default <topic>.heartbeats). Exit 1 when the log topic is UNSAFE or Kafka cannot "
+        "be read; with --check, the exit codes below.",
+        epilog=_CHECK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     status.add_argument(
         "--window", default="10m", help="heartbeats from this far back (default 10m)"
@@ -41,6 +51,41 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="create the heartbeat topic if missing (delete policy, 1h retention, "
         "broker timestamps)",
+    )
+    status.add_argument(
+        "--check",
+        action="store_true",
+        help="exit with the health verdict (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN) and "
+        "print why to stderr",
+    )
+    status.add_argument(
+        "--json", action="store_true", help="print the report and the verdict as JSON"
+    )
+    status.add_argument(
+        "--max-lag",
+        default="1000",
+        metavar="N",
+        help="WARNING when an SDK instance is more than N log records behind (default 1000)",
+    )
+    status.add_argument(
+        "--max-state-lag",
+        default="10000",
+        metavar="N",
+        help="WARNING when the state topic is more than N log records behind (default 10000)",
+    )
+    status.add_argument(
+        "--max-interrupted",
+        default="30s",
+        metavar="DURATION",
+        help="CRITICAL when an instance has been INTERRUPTED longer than this, else WARNING "
+        "(default 30s, the SDK's default max_staleness)",
+    )
+    status.add_argument(
+        "--min-instances",
+        default="1",
+        metavar="N",
+        help="CRITICAL when fewer than N live SDK instances were heard in the window "
+        "(default 1; 0 to expect none)",
     )
     status.set_defaults(func=_status)
 
@@ -71,13 +116,56 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     rebuild.set_defaults(func=_rebuild)
 
 
+_CHECK_EPILOG = """\
+--check exit codes (Nagios plugin conventions):
+  0 OK        no finding
+  1 WARNING   an SDK instance INITIALIZING, INTERRUPTED up to --max-interrupted or more
+              than --max-lag records behind; the state topic past --max-state-lag or
+              missing an offset marker
+  2 CRITICAL  the log topic UNSAFE (retention, retention.bytes, compaction); an instance
+              INTERRUPTED past --max-interrupted or STALE (no heartbeat); fewer than
+              --min-instances live instances in --window, or no heartbeat topic
+  3 UNKNOWN   Kafka unreachable, the log topic missing, bad settings or option values
+"""
+
+
+def _count(text: str, option: str) -> int:
+    if not text.strip().isdecimal():
+        raise CommandError(f"{option}: {text!r} is not a whole number >= 0")
+    return int(text)
+
+
+def _thresholds(args: argparse.Namespace) -> CheckThresholds:
+    from revocast.ops import CheckThresholds
+
+    return CheckThresholds(
+        max_lag=_count(args.max_lag, "--max-lag"),
+        max_state_lag=_count(args.max_state_lag, "--max-state-lag"),
+        max_interrupted=parse_duration(args.max_interrupted, option="--max-interrupted"),
+        min_instances=_count(args.min_instances, "--min-instances"),
+    )
+
+
 def _status(args: argparse.Namespace) -> int:
-    from revocast.ops import OpsKafkaError, collect_status, ensure_heartbeat_topic
+    from revocast.ops import Severity
+
+    try:
+        return _run_status(args)
+    except CommandError as exc:
+        if args.check:
+            # 1 and 2 mean WARNING and CRITICAL to a monitor: no verdict is UNKNOWN.
+            raise CommandError(str(exc), exit_code=int(Severity.UNKNOWN)) from exc
+        raise
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from revocast.ops import OpsKafkaError, check_status, collect_status, ensure_heartbeat_topic
     from revocation_events import KafkaSettings, SettingsError, env_float, env_str
 
     window = parse_duration(args.window, option="--window")
     stale = None if args.stale is None else parse_duration(args.stale, option="--stale")
     try:
+        thresholds = _thresholds(args)
         kafka = KafkaSettings.from_env()
         lifetime = env_float(os.environ, "REVOCAST_MAX_TOKEN_LIFETIME") or 3600.0
         beats = env_str(os.environ, "REVOCAST_HEARTBEAT_TOPIC") or f"{kafka.topic}.heartbeats"
@@ -85,14 +173,25 @@ def _status(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     try:
         if args.create and ensure_heartbeat_topic(kafka, beats):
-            print(f"created heartbeat topic {beats}")
+            # stdout may be the JSON document.
+            print(f"created heartbeat topic {beats}", file=sys.stderr if args.json else None)
         report = collect_status(
             kafka, max_token_lifetime=lifetime, heartbeat_topic=beats, window=window, stale=stale
         )
     except OpsKafkaError as exc:
         raise CommandError(str(exc), exit_code=1) from exc
-    print(report.render())
-    return 0 if report.ok else 1
+    verdict = check_status(report, thresholds)
+    if args.json:
+        print(json.dumps({**report.as_dict(), "check": verdict.as_dict()}, indent=2))
+    else:
+        print(report.render())
+        if args.check:
+            print(verdict.render())
+    if not args.check:
+        return 0 if report.ok else 1
+    if verdict.findings:
+        print(f"revocast status: {verdict.summary()}", file=sys.stderr)
+    return verdict.exit_code
 
 
 def _rebuild(args: argparse.Namespace) -> int:
