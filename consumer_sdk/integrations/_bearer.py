@@ -10,7 +10,7 @@ import inspect
 import json
 import logging
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +20,16 @@ from consumer_sdk._client import Revocast
 from consumer_sdk._errors import StateUnavailableError, TokenRevokedError
 
 __all__ = [
+    "NO_TOKEN",
     "RETRY_AFTER_SECONDS",
     "Claims",
     "Rejection",
     "authenticate",
     "bearer_token",
+    "environ_header",
     "exempt_set",
     "is_exempt",
+    "is_preflight",
     "refused",
     "rejection_for",
 ]
@@ -79,7 +82,8 @@ class Rejection:
         return json.dumps(self.body_dict, separators=(",", ":")).encode()
 
 
-_MISSING = Rejection(401, None, "bearer token required")
+NO_TOKEN = Rejection(401, None, "bearer token required")
+"""The refusal of a request that did not attempt bearer authentication."""
 _UNAVAILABLE = Rejection(503, "temporarily_unavailable", "revocation state unavailable")
 _EXPIRED = Rejection(401, "invalid_token", "token expired")
 _INVALID = Rejection(401, "invalid_token", "invalid token")
@@ -98,7 +102,7 @@ def bearer_token(values: Sequence[str]) -> str | Rejection:
     """
     present = [v.strip() for v in values if v.strip()]
     if not present:
-        return _MISSING
+        return NO_TOKEN
     if len(present) > 1:
         return _malformed("more than one Authorization header")
     match = _CREDENTIALS.fullmatch(present[0])
@@ -106,7 +110,7 @@ def bearer_token(values: Sequence[str]) -> str | Rejection:
         return _malformed("malformed Authorization header")
     scheme, rest = match.group(1), (match.group(2) or "").strip(" ")
     if scheme.lower() != "bearer":
-        return _MISSING  # another scheme: the client did not try bearer auth (§3.1)
+        return NO_TOKEN  # another scheme: the client did not try bearer auth (§3.1)
     if not rest:
         return _malformed("bearer token missing")
     if _B64TOKEN.fullmatch(rest) is None:
@@ -144,6 +148,29 @@ def is_exempt(path: str, exempt_paths: Collection[str]) -> bool:
     if path in exempt_paths:
         return True
     return any(p.endswith("/") and p != "/" and path.startswith(p) for p in exempt_paths)
+
+
+HeaderLookup = Callable[[str], str | None]
+"""A request header by its lower-case name, or ``None`` when the request has none."""
+
+
+def is_preflight(method: str, header: HeaderLookup) -> bool:
+    """Whether a request is a CORS preflight (Fetch standard, "CORS-preflight request"): an
+    ``OPTIONS`` carrying ``Origin`` and ``Access-Control-Request-Method`` and no
+    ``Authorization`` header. A browser never sends credentials on a preflight, so one that
+    carries any is not a genuine preflight and is verified like any other request; so is a
+    plain ``OPTIONS``. Methods are case-sensitive (RFC 9110 §9.1): ``options`` is not one."""
+    return (
+        method == "OPTIONS"
+        and bool(header("origin"))
+        and bool(header("access-control-request-method"))
+        and header("authorization") is None
+    )
+
+
+def environ_header(environ: Mapping[str, Any]) -> HeaderLookup:
+    """:data:`HeaderLookup` over a WSGI environ (or Django's ``request.META``)."""
+    return lambda name: environ.get("HTTP_" + name.upper().replace("-", "_"))
 
 
 OnClaims = Callable[[Claims], object]

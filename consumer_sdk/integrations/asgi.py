@@ -11,9 +11,10 @@
         claims = request.state.revocast_claims
 
 CORS: put ``CORSMiddleware`` outside this one (Starlette: listed before it; FastAPI: its
-``add_middleware`` call after this one's). Inside, a browser's preflight (an ``OPTIONS`` without
-``Authorization``) gets 401, and refusals lack the CORS headers that let a browser app read
-them (to tell an expired or revoked token from a network error).
+``add_middleware`` call after this one's), so refusals carry the CORS headers that let a browser
+app read them (to tell an expired or revoked token from a network error). Wherever it sits, a
+browser's preflight passes this middleware unauthenticated (``allow_preflight``, below), with
+no claims, so a CORS layer inside can answer it.
 
 Claims land on ``scope["state"]["revocast_claims"]``, which Starlette exposes as
 ``request.state.revocast_claims``; ``scope["state"]`` is per request (servers copy the lifespan
@@ -50,6 +51,7 @@ from consumer_sdk.integrations._bearer import (
     authenticate,
     exempt_set,
     is_exempt,
+    is_preflight,
     refused,
 )
 
@@ -78,6 +80,14 @@ class RevocastMiddleware:
     ``on_claims(claims, scope)`` runs after a token is accepted, before the app; raise a
     :class:`jwt.InvalidTokenError` there to refuse the token (401 ``invalid_token``). It may be
     ``async``: its result is awaited.
+    ``allow_preflight`` (default on): a CORS preflight (``OPTIONS`` with ``Origin`` and
+    ``Access-Control-Request-Method``, without ``Authorization``: browsers send preflights
+    without credentials) goes to the app unverified and without claims (any
+    ``revocast_claims`` in ``scope["state"]`` is removed), for a CORS layer inside to answer. A
+    plain ``OPTIONS``, or one carrying ``Authorization``, is verified as usual. The app is
+    called as is, so a handler that itself accepts ``OPTIONS`` (a mounted ASGI app, a route
+    listing ``OPTIONS``) runs for a preflight without a token: turn this off if one does more
+    than answer it.
     """
 
     def __init__(
@@ -87,15 +97,21 @@ class RevocastMiddleware:
         *,
         exempt_paths: Collection[str] = (),
         on_claims: Callable[[Claims, Scope], object] | None = None,
+        allow_preflight: bool = True,
     ) -> None:
         self.app = app
         self.revocast = revocast
         self.exempt_paths = exempt_set(exempt_paths)
         self.on_claims = on_claims
+        self.allow_preflight = allow_preflight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind not in ("http", "websocket") or is_exempt(route_path(scope), self.exempt_paths):
+            await self.app(scope, receive, send)
+            return
+        if kind == "http" and self.allow_preflight and _is_preflight(scope):
+            scope.get("state", {}).pop(CLAIMS_STATE_KEY, None)
             await self.app(scope, receive, send)
             return
         values = [v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"authorization"]
@@ -111,6 +127,13 @@ class RevocastMiddleware:
             return
         scope.setdefault("state", {})[CLAIMS_STATE_KEY] = result
         await self.app(scope, receive, send)
+
+
+def _is_preflight(scope: Scope) -> bool:
+    if scope["method"] != "OPTIONS":
+        return False
+    headers = {k.lower().decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    return is_preflight("OPTIONS", headers.get)
 
 
 async def _run_hook(

@@ -53,6 +53,13 @@ class RevocastBearer(SecurityBase):
     """A dependency that verifies the request's bearer token and returns its claims.
 
     It runs inline on the event loop (``async``): verification is CPU-only and short.
+
+    CORS preflights: a dependency runs only when its route's handler is about to, so it cannot
+    let a request through without running the handler; it has no ``allow_preflight`` and
+    refuses a preflight like any request without a token. ``CORSMiddleware`` answers
+    preflights before routing, so they never get here; with
+    :class:`~consumer_sdk.integrations.asgi.RevocastMiddleware` in front of it, use that
+    middleware's ``allow_preflight``.
     """
 
     def __init__(

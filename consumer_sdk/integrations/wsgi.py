@@ -24,7 +24,15 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from consumer_sdk._client import Revocast
-from consumer_sdk.integrations._bearer import Claims, Rejection, authenticate, exempt_set, is_exempt
+from consumer_sdk.integrations._bearer import (
+    Claims,
+    Rejection,
+    authenticate,
+    environ_header,
+    exempt_set,
+    is_exempt,
+    is_preflight,
+)
 
 __all__ = ["CLAIMS_ENVIRON_KEY", "RevocastWSGIMiddleware"]
 
@@ -64,6 +72,14 @@ class RevocastWSGIMiddleware:
     ``on_claims(claims, environ)`` runs after a token is accepted; raise a
     :class:`jwt.InvalidTokenError` there to refuse it (401 ``invalid_token``). A plain function:
     an ``async`` one raises :class:`TypeError`, as nothing here would run its check.
+    ``allow_preflight`` (default on): a CORS preflight (``OPTIONS`` with ``Origin`` and
+    ``Access-Control-Request-Method``, without ``Authorization``: browsers send preflights
+    without credentials) goes to the app unverified and without claims, for a CORS layer
+    inside to answer. A plain ``OPTIONS``, or one carrying ``Authorization``, is verified as
+    usual. The app is called as is, so a handler that itself accepts ``OPTIONS`` runs for a
+    preflight without a token: turn this off if one does more than answer it (Django function
+    views accept every method: use :mod:`.django`'s middleware, which never lets a preflight
+    reach a view).
     """
 
     def __init__(
@@ -73,14 +89,21 @@ class RevocastWSGIMiddleware:
         *,
         exempt_paths: Collection[str] = (),
         on_claims: Callable[[Claims, Environ], object] | None = None,
+        allow_preflight: bool = True,
     ) -> None:
         self.app = app
         self.revocast = revocast
         self.exempt_paths = exempt_set(exempt_paths)
         self.on_claims = on_claims
+        self.allow_preflight = allow_preflight
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if is_exempt(environ.get("PATH_INFO", ""), self.exempt_paths):
+            return self.app(environ, start_response)
+        if self.allow_preflight and is_preflight(
+            environ.get("REQUEST_METHOD", ""), environ_header(environ)
+        ):
+            environ.pop(CLAIMS_ENVIRON_KEY, None)
             return self.app(environ, start_response)
         header = environ.get("HTTP_AUTHORIZATION")
         hook = self.on_claims

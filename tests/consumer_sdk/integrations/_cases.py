@@ -35,6 +35,9 @@ from tests.consumer_sdk._helpers import FakeClock, dt, settings, token
 
 __all__ = [
     "CASES",
+    "NOT_PREFLIGHTS",
+    "ORIGIN",
+    "PREFLIGHT",
     "Case",
     "Harness",
     "Headers",
@@ -298,3 +301,21 @@ def join_headers(headers: Headers) -> dict[str, str]:
     for name, value in headers:
         joined[name] = f"{joined[name]},{value}" if name in joined else value
     return joined
+
+
+ORIGIN = "https://app.example"
+PREFLIGHT: Headers = [
+    ("Origin", ORIGIN),
+    ("Access-Control-Request-Method", "GET"),
+    ("Access-Control-Request-Headers", "authorization"),
+]
+"""What a browser sends on a CORS preflight: no credentials."""
+
+NOT_PREFLIGHTS: dict[str, Headers] = {
+    "plain-options": [],
+    "origin-only": PREFLIGHT[:1],
+    "request-method-only": PREFLIGHT[1:],
+    "preflight-with-bearer": [*PREFLIGHT, ("Authorization", "Bearer not.a.jwt")],
+    "preflight-with-basic": [*PREFLIGHT, ("Authorization", "Basic dXNlcjpwdw==")],
+}
+"""``OPTIONS`` requests that are not genuine preflights, so are verified (and refused)."""

@@ -12,6 +12,7 @@ import jwt
 import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -23,6 +24,9 @@ from revocation_events import TokenRevoked
 from tests.consumer_sdk.integrations._cases import (
     CASES,
     ISSUER,
+    NOT_PREFLIGHTS,
+    ORIGIN,
+    PREFLIGHT,
     Case,
     Harness,
     Headers,
@@ -277,3 +281,75 @@ def test_async_on_claims_is_awaited(ready: Harness) -> None:
         assert refused.status_code == 401
         assert refused.json()["error_description"] == "invalid token"
         assert client.get("/who", headers=ready.bearer(role="admin")).json()["user"] == ready.sub
+
+
+def cors_app(harness: Harness, **options: Any) -> Starlette:
+    """The guard outside, CORSMiddleware inside it: the layout that used to refuse preflights."""
+    return Starlette(
+        routes=[Route("/me", me)],
+        middleware=[
+            Middleware(RevocastMiddleware, revocast=harness.revocast, **options),
+            Middleware(CORSMiddleware, allow_origins=[ORIGIN], allow_headers=["authorization"]),
+        ],
+    )
+
+
+def test_cors_preflight_reaches_a_cors_layer_behind_the_middleware(ready: Harness) -> None:
+    with TestClient(cors_app(ready)) as client:
+        response = client.options("/me", headers=PREFLIGHT)
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == ORIGIN
+
+
+@pytest.mark.parametrize("headers", NOT_PREFLIGHTS.values(), ids=NOT_PREFLIGHTS.keys())
+def test_options_that_is_not_a_genuine_preflight_is_verified(
+    ready: Harness, headers: Headers
+) -> None:
+    with TestClient(build_app(ready)) as client:
+        response = client.options("/me", headers=headers)
+    assert response.status_code == 401
+
+
+def test_preflight_is_verified_when_allow_preflight_is_off(ready: Harness) -> None:
+    with TestClient(cors_app(ready, allow_preflight=False)) as client:
+        response = client.options("/me", headers=PREFLIGHT)
+    assert response.status_code == 401
+
+
+def test_preflight_reaching_a_handler_carries_no_claims(ready: Harness) -> None:
+    """A route that accepts OPTIONS itself runs for a preflight, but never as anyone."""
+    app = Starlette(
+        routes=[Route("/any", open_endpoint, methods=["GET", "OPTIONS"])],
+        middleware=[Middleware(RevocastMiddleware, revocast=ready.revocast)],
+    )
+    with TestClient(app) as client:
+        assert client.get("/any", headers=ready.bearer()).json()["claims"] is True
+        response = client.options("/any", headers=PREFLIGHT)
+    assert response.status_code == 200
+    assert response.json()["claims"] is False
+
+
+def test_preflight_drops_claims_a_server_put_in_the_request_state(ready: Harness) -> None:
+    # Servers copy the lifespan state into each request's scope: claims stored there (by
+    # mistake, or by an outer layer) must not reach the app as this preflight's identity.
+    seen: list[Any] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(dict(scope["state"]))
+
+    async def receive() -> Any:
+        raise AssertionError("not called")
+
+    async def send(message: Any) -> None:
+        raise AssertionError("not called")
+
+    headers = [(k.lower().encode(), v.encode()) for k, v in PREFLIGHT]
+    scope = {
+        "type": "http",
+        "method": "OPTIONS",
+        "path": "/me",
+        "headers": headers,
+        "state": {"revocast_claims": {"sub": "someone"}, "db": "pool"},
+    }
+    asyncio.run(RevocastMiddleware(inner, ready.revocast)(scope, receive, send))
+    assert seen == [{"db": "pool"}]

@@ -5,7 +5,7 @@ Django is configured once, here, for this module: its URLconf is this module.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import django
@@ -20,6 +20,9 @@ from consumer_sdk import Revocast
 from consumer_sdk.integrations.django import RevocastDjangoMiddleware, set_revocast
 from tests.consumer_sdk.integrations._cases import (
     CASES,
+    NOT_PREFLIGHTS,
+    ORIGIN,
+    PREFLIGHT,
     Case,
     Harness,
     Headers,
@@ -55,7 +58,16 @@ def healthz(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"claims": hasattr(request, "revocast_claims")})
 
 
-urlpatterns = [path("me", me), path("healthz", healthz)]
+ran: list[str] = []
+
+
+def listing(request: HttpRequest) -> HttpResponse:
+    """A view that relies on the middleware alone, and answers every method."""
+    ran.append("listing")
+    return JsonResponse({"users": ["alice", "bob"]})
+
+
+urlpatterns = [path("me", me), path("healthz", healthz), path("listing", listing)]
 
 _from_settings: Revocast | None = None
 
@@ -139,5 +151,82 @@ def test_one_string_as_exempt_paths_setting_is_improperly_configured(ready: Harn
     with (
         override_settings(REVOCAST_EXEMPT_PATHS="/healthz"),
         pytest.raises(ImproperlyConfigured, match="REVOCAST_EXEMPT_PATHS"),
+    ):
+        RevocastDjangoMiddleware(me, revocast=ready.revocast)
+
+
+class PreflightAnswerer:
+    """What django-cors-headers' middleware does with a preflight: answers it, before any
+    view, when listed after the Revocast middleware."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
+            response = HttpResponse()
+            response["Access-Control-Allow-Origin"] = request.headers["origin"]
+            return response
+        return self.get_response(request)
+
+
+WITH_CORS = [MIDDLEWARE, f"{__name__}.PreflightAnswerer"]
+
+
+def options(path_: str, headers: Headers) -> TestResponse:
+    return Client().options(path_, headers=dict(headers))
+
+
+def test_cors_preflight_reaches_a_cors_middleware_listed_after_it(configured: Harness) -> None:
+    configured.source.set_ready()
+    with override_settings(MIDDLEWARE=WITH_CORS):
+        response = options("/me", PREFLIGHT)
+    assert response.status_code == 200
+    assert response["Access-Control-Allow-Origin"] == ORIGIN
+
+
+def test_preflight_that_nothing_answers_never_reaches_a_view(configured: Harness) -> None:
+    """Django function views accept every method: one that does not check would run for an
+    unauthenticated preflight and return its data."""
+    configured.source.set_ready()
+    ran.clear()
+    response = options("/listing", PREFLIGHT)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Bearer"
+    assert ran == []
+    assert options("/listing", configured.bearer()).status_code == 200
+    assert ran == ["listing"]
+
+
+@pytest.mark.parametrize("headers", NOT_PREFLIGHTS.values(), ids=NOT_PREFLIGHTS.keys())
+def test_options_that_is_not_a_genuine_preflight_is_verified(
+    configured: Harness, headers: Headers
+) -> None:
+    configured.source.set_ready()
+    with override_settings(MIDDLEWARE=WITH_CORS):
+        assert options("/me", headers).status_code == 401
+
+
+def test_preflight_is_verified_when_the_setting_is_off(configured: Harness) -> None:
+    configured.source.set_ready()
+    with override_settings(MIDDLEWARE=WITH_CORS, REVOCAST_ALLOW_PREFLIGHT=False):
+        assert options("/me", PREFLIGHT).status_code == 401
+
+
+def test_preflight_is_verified_when_the_argument_is_off(ready: Harness) -> None:
+    middleware = RevocastDjangoMiddleware(
+        PreflightAnswerer(me), revocast=ready.revocast, allow_preflight=False
+    )
+    request = RequestFactory().options("/me", headers=dict(PREFLIGHT))
+    assert middleware(request).status_code == 401
+
+
+def test_allow_preflight_setting_that_is_not_a_bool_is_improperly_configured(
+    ready: Harness,
+) -> None:
+    # "False" is a true value: taken as is, it would let preflights through.
+    with (
+        override_settings(REVOCAST_ALLOW_PREFLIGHT="False"),
+        pytest.raises(ImproperlyConfigured, match="REVOCAST_ALLOW_PREFLIGHT"),
     ):
         RevocastDjangoMiddleware(me, revocast=ready.revocast)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import httpx2
 import pytest
 from fastapi import Depends, FastAPI, WebSocket
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
@@ -17,6 +18,9 @@ from consumer_sdk.integrations.asgi import RevocastMiddleware
 from consumer_sdk.integrations.fastapi import RevocastBearer, verified_claims
 from tests.consumer_sdk.integrations._cases import (
     CASES,
+    NOT_PREFLIGHTS,
+    ORIGIN,
+    PREFLIGHT,
     Case,
     Harness,
     Headers,
@@ -160,3 +164,52 @@ def test_dependency_refuses_a_websocket_handshake_with_a_close_code(
     ):
         pytest.fail("the handshake was accepted")
     assert closed.value.code == code
+
+
+def cors_app(harness: Harness) -> FastAPI:
+    """RevocastMiddleware outermost, CORSMiddleware added before it (so inside it)."""
+    app = FastAPI()
+
+    @app.get("/me")
+    async def me(claims: Annotated[Claims, Depends(verified_claims)]) -> Claims:
+        return {"sub": claims["sub"]}
+
+    app.add_middleware(CORSMiddleware, allow_origins=[ORIGIN], allow_headers=["authorization"])
+    app.add_middleware(RevocastMiddleware, revocast=harness.revocast)
+    return app
+
+
+def test_cors_preflight_reaches_cors_middleware_added_inside_revocast_middleware(
+    ready: Harness,
+) -> None:
+    with TestClient(cors_app(ready)) as client:
+        response = client.options("/me", headers=PREFLIGHT)
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == ORIGIN
+
+
+@pytest.mark.parametrize("headers", NOT_PREFLIGHTS.values(), ids=NOT_PREFLIGHTS.keys())
+def test_options_that_is_not_a_genuine_preflight_is_verified(
+    ready: Harness, headers: Headers
+) -> None:
+    with TestClient(cors_app(ready)) as client:
+        assert client.options("/me", headers=headers).status_code == 401
+
+
+def test_dependency_refuses_a_preflight_rather_than_run_its_handler(ready: Harness) -> None:
+    # A dependency cannot pass a request on without running its route's handler, which would
+    # then run without a token.
+    app = FastAPI()
+    bearer = RevocastBearer(ready.revocast)
+    ran: list[str] = []
+
+    @app.api_route("/own-options", methods=["GET", "OPTIONS"])
+    async def own_options(claims: Annotated[Claims, Depends(bearer)]) -> Claims:
+        ran.append("own-options")
+        return {"sub": claims["sub"]}
+
+    with TestClient(app) as client:
+        assert client.options("/own-options", headers=PREFLIGHT).status_code == 401
+        assert ran == []
+        assert client.options("/own-options", headers=ready.bearer()).status_code == 200
+    assert ran == ["own-options"]

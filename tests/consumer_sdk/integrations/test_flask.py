@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 import pytest
-from flask import Flask, Response, g
+from flask import Flask, Response, g, request
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
@@ -15,6 +15,9 @@ from revocation_events import TokenRevoked
 from tests.consumer_sdk.integrations._cases import (
     CASES,
     ISSUER,
+    NOT_PREFLIGHTS,
+    ORIGIN,
+    PREFLIGHT,
     Case,
     Harness,
     Headers,
@@ -129,3 +132,62 @@ def test_one_string_as_exempt_paths_is_refused(harness: Harness) -> None:
     # Iterated, "/healthz" is its characters: "/" among them exempted every path.
     with pytest.raises(TypeError, match="not one string"):
         RevocastFlask(Flask(__name__), harness.revocast, exempt_paths="/healthz")
+
+
+def cors_app(harness: Harness, **options: Any) -> tuple[Flask, list[str]]:
+    """A guarded app whose CORS handling is an ``after_request`` hook (as flask-cors's
+    ``CORS(app)`` adds its headers), with a view that handles ``OPTIONS`` itself."""
+    app = Flask(__name__)
+    RevocastFlask(app, harness.revocast, **options)
+    ran: list[str] = []
+
+    @app.get("/me")
+    def me() -> dict[str, Any]:
+        ran.append("me")
+        return {"sub": g.revocast_claims["sub"]}
+
+    @app.route("/own-options", methods=["GET", "OPTIONS"])
+    def own_options() -> dict[str, Any]:
+        ran.append("own-options")
+        return {"claims": "revocast_claims" in g}
+
+    @app.after_request
+    def cors(response: Response) -> Response:
+        ran.append(f"after_request claims={'revocast_claims' in g}")
+        if request.headers.get("Origin") == ORIGIN:
+            response.headers["Access-Control-Allow-Origin"] = ORIGIN
+        return response
+
+    return app, ran
+
+
+def test_cors_preflight_gets_flasks_automatic_answer_through_the_guard(ready: Harness) -> None:
+    app, ran = cors_app(ready)
+    response = app.test_client().options("/me", headers=PREFLIGHT)
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert "GET" in response.headers["Allow"]
+    assert ran == ["after_request claims=False"]  # no view ran, no claims on g
+
+
+def test_preflight_to_a_view_that_handles_options_itself_is_refused(ready: Harness) -> None:
+    # The view would run for it, without a token: verify (and refuse) instead.
+    app, ran = cors_app(ready)
+    client = app.test_client()
+    assert client.options("/own-options", headers=PREFLIGHT).status_code == 401
+    assert "own-options" not in ran
+    assert client.options("/own-options", headers=ready.bearer()).get_json() == {"claims": True}
+
+
+@pytest.mark.parametrize("headers", NOT_PREFLIGHTS.values(), ids=NOT_PREFLIGHTS.keys())
+def test_options_that_is_not_a_genuine_preflight_is_verified(
+    ready: Harness, headers: Headers
+) -> None:
+    app, ran = cors_app(ready)
+    assert app.test_client().options("/me", headers=headers).status_code == 401
+    assert "me" not in ran
+
+
+def test_preflight_is_verified_when_allow_preflight_is_off(ready: Harness) -> None:
+    app, _ = cors_app(ready, allow_preflight=False)
+    assert app.test_client().options("/me", headers=PREFLIGHT).status_code == 401

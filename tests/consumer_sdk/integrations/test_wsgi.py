@@ -13,6 +13,8 @@ from werkzeug.test import Client, TestResponse
 from consumer_sdk.integrations.wsgi import CLAIMS_ENVIRON_KEY, RevocastWSGIMiddleware, StartResponse
 from tests.consumer_sdk.integrations._cases import (
     CASES,
+    NOT_PREFLIGHTS,
+    PREFLIGHT,
     Case,
     Harness,
     Headers,
@@ -104,3 +106,26 @@ def test_async_on_claims_fails_closed(ready: Harness) -> None:
     client = make_client(ready, on_claims=needs_admin)
     with pytest.raises(TypeError, match="on_claims returned an awaitable"):
         client.get("/me", headers=ready.bearer())
+
+
+def test_cors_preflight_reaches_the_app_unverified_and_without_claims(ready: Harness) -> None:
+    response = make_client(ready).open(
+        "/me",
+        method="OPTIONS",
+        headers=PREFLIGHT,
+        environ_overrides={CLAIMS_ENVIRON_KEY: {"sub": "someone"}},  # left by an outer layer
+    )
+    assert response.status_code == 200
+    assert response.get_json() == {"claims": None}
+
+
+@pytest.mark.parametrize("headers", NOT_PREFLIGHTS.values(), ids=NOT_PREFLIGHTS.keys())
+def test_options_that_is_not_a_genuine_preflight_is_verified(
+    ready: Harness, headers: Headers
+) -> None:
+    assert make_client(ready).open("/me", method="OPTIONS", headers=headers).status_code == 401
+
+
+def test_preflight_is_verified_when_allow_preflight_is_off(ready: Harness) -> None:
+    client = make_client(ready, allow_preflight=False)
+    assert client.open("/me", method="OPTIONS", headers=PREFLIGHT).status_code == 401
