@@ -17,8 +17,15 @@ answers 503 otherwise (INITIALIZING, INTERRUPTED past ``max_staleness``, OFF, or
 so a load balancer routes only to instances that have caught up with the revocation topic and
 can verify tokens, and a broker blip shorter than ``max_staleness`` does not take every
 instance of a service out of rotation at once. The body reports the state, since when, the
-last error, whether the JWT keys are loaded (``null`` while no state is served), the age of
-the last applied event, the state's entries by kind and the skipped records by reason.
+kind of the last error, whether the JWT keys are loaded (``null`` while no state is served),
+the age of the last applied event, the state's entries by kind and the skipped records by
+reason.
+
+These endpoints are usually served without a token, so ``last_error`` is a fixed category,
+never the error's text (which may name brokers, SASL users or file paths): ``null``,
+``"kafka_unreachable"``, ``"kafka_error"``, ``"topic_missing"``, ``"sync_stalled"``,
+``"forked"`` or ``"source_error"`` (any other). The text stays in
+``Revocast.status.last_error``, and the Kafka source logs it (warning).
 
 The metrics helpers serve ``prometheus_client``'s registry (the SDK's collectors register on
 the default one); they need the ``metrics`` extra (``prometheus-client``).
@@ -27,6 +34,7 @@ the default one); they need the ``metrics`` extra (``prometheus-client``).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -42,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "asgi_health_app",
     "asgi_metrics_app",
+    "error_category",
     "health_report",
     "metrics_report",
     "wsgi_health_app",
@@ -53,6 +62,27 @@ _REASONS = {200: "OK", 503: "Service Unavailable"}
 
 Payload = Callable[[], tuple[int, list[tuple[str, str]], bytes]]
 """Produces ``(status code, headers, body)`` for one request."""
+
+
+# The messages of the SDK's own Kafka source, stall detector and fork handling
+# (consumer_sdk._kafka_source, _stall, _status); anything else is "source_error".
+_ERROR_KINDS = (
+    (re.compile(r"cannot connect to Kafka: "), "kafka_unreachable"),
+    (re.compile(r"Kafka: "), "kafka_error"),
+    (re.compile(r"topic .* does not exist or has no partitions\Z", re.DOTALL), "topic_missing"),
+    (re.compile(r"revocation sync thread stalled "), "sync_stalled"),
+    (re.compile(r"forked\Z"), "forked"),
+)
+
+
+def error_category(error: str | None) -> str | None:
+    """A fixed name for ``SourceStatus.last_error`` that keeps nothing of its text."""
+    if error is None:
+        return None
+    for pattern, category in _ERROR_KINDS:
+        if pattern.match(error):
+            return category
+    return "source_error"
 
 
 def health_report(revocast: Revocast) -> tuple[int, dict[str, Any]]:
@@ -75,7 +105,7 @@ def health_report(revocast: Revocast) -> tuple[int, dict[str, Any]]:
     body = {
         "status": status.state.value,
         "since": datetime.fromtimestamp(status.since, UTC).isoformat(),
-        "last_error": status.last_error,
+        "last_error": error_category(status.last_error),
         "jwt_keys_loaded": caught_up if serving else None,
         "last_event_age_seconds": None if last is None else round(max(now - last, 0.0), 3),
         "entries": stats["entries"],

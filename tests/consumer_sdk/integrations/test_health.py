@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from consumer_sdk import Revocast, StateUnavailableError
 from consumer_sdk.integrations.health import (
     asgi_health_app,
     asgi_metrics_app,
+    error_category,
     health_report,
     wsgi_health_app,
     wsgi_metrics_app,
@@ -85,7 +87,7 @@ def test_interrupted_sdk_stays_ready_within_max_staleness_then_says_why_not(
     code, body = health_report(ready.revocast)
     assert code == 200
     assert body["status"] == "interrupted"
-    assert body["last_error"] == "broker gone"
+    assert body["last_error"] == "source_error"
     assert body["jwt_keys_loaded"] is True
     ready.revocast.verify(ready.token())  # serving, as readiness says
     ready.clock.advance(bound + 1)
@@ -94,6 +96,66 @@ def test_interrupted_sdk_stays_ready_within_max_staleness_then_says_why_not(
     assert body["status"] == "interrupted"
     with pytest.raises(StateUnavailableError):
         ready.revocast.verify(ready.token())
+
+
+LEAKY_ERROR = (
+    "Kafka: KafkaConnectionError: SASL SCRAM-SHA-512 authentication failed for user "
+    "'svc-billing' at kafka-3.corp.internal:9094 (ssl_cafile=/etc/revocast/ca.pem)"
+)
+SECRETS_IN_IT = ("svc-billing", "kafka-3.corp.internal", "9094", "SCRAM", "/etc/revocast")
+
+
+@pytest.mark.parametrize("served", ["function", "asgi", "wsgi"])
+def test_unauthenticated_health_endpoint_does_not_leak_brokers_users_or_paths(
+    ready: Harness, served: str
+) -> None:
+    """Health endpoints are served without a token: the Kafka error's text (broker hosts, SASL
+    users, file paths) is reconnaissance for anyone who can reach them."""
+    ready.source.interrupt(LEAKY_ERROR)
+    if served == "function":
+        code, body = health_report(ready.revocast)
+        raw = json.dumps(body)
+    elif served == "asgi":
+        with TestClient(asgi_health_app(ready.revocast)) as client:
+            response = client.get("/healthz")
+        code, body, raw = response.status_code, response.json(), response.text
+    else:
+        wsgi = Client(wsgi_health_app(ready.revocast)).get("/healthz")
+        code, body, raw = wsgi.status_code, wsgi.get_json(), wsgi.get_data(as_text=True)
+    assert code == 200
+    assert body["last_error"] == "kafka_error"
+    for secret in SECRETS_IN_IT:
+        assert secret not in raw
+    assert ready.revocast.status.last_error == LEAKY_ERROR  # the detail stays in the SDK
+
+
+@pytest.mark.parametrize(
+    ("error", "category"),
+    [
+        (None, None),
+        ("cannot connect to Kafka: NoBrokersAvailable at 10.0.0.7:9092", "kafka_unreachable"),
+        ("Kafka: KafkaTimeoutError: timed out after 30s", "kafka_error"),
+        ("topic 'revocations' does not exist or has no partitions", "topic_missing"),
+        (
+            "revocation sync thread stalled for 42s (no event applied since; a revocation "
+            "listener that blocks?)",
+            "sync_stalled",
+        ),
+        ("forked", "forked"),
+        ("ValueError: kafka-3.corp.internal:9094", "source_error"),
+        ("topic 'x' at kafka-3.corp.internal", "source_error"),
+        ("forked at kafka-3.corp.internal", "source_error"),
+    ],
+)
+def test_error_category_names_the_kind_and_drops_the_text(
+    error: str | None, category: str | None
+) -> None:
+    assert error_category(error) == category
+
+
+def test_a_forked_worker_reports_the_forked_category(ready: Harness) -> None:
+    ready.revocast.status_provider.after_fork()
+    assert health_report(ready.revocast)[1]["last_error"] == "forked"
 
 
 def test_closed_sdk_is_not_ready(ready: Harness) -> None:
