@@ -82,8 +82,10 @@ class ConsumerSettings:
     max_token_lifetime: float = 3600.0
     """Seconds; the longest ``exp - iat`` of any token. Bounds the replay window."""
     replay_from_beginning: bool = False
-    """Replay the whole topic rather than ``max_token_lifetime`` back (see the README note on
-    key revocations and blocks, which never expire by time)."""
+    """Replay the whole retained topic rather than ``max_token_lifetime`` back. Key
+    revocations and blocks never expire by time, yet a log replay reaches only as far back
+    as it reads (and retention keeps): ``bootstrap="state"`` keeps them whatever their age
+    (README, "Fast bootstrap"; docs/operations.md, bootstrap modes)."""
     bootstrap: Literal["log", "state"] = "log"
     """``"log"``: replay the log (``max_token_lifetime`` back). ``"state"``: load the
     compacted state topic the streams worker maintains, then replay the log only from where

@@ -72,7 +72,8 @@ class StreamsSettings:
     """Largest chunk value; must stay below the topic's ``max.message.bytes``."""
     max_token_lifetime: float = 3600.0
     """``REVOCAST_MAX_TOKEN_LIFETIME``: snapshots keep every rule that still matters to an
-    SDK whose ``max_token_lifetime`` is at most this; SDKs configured longer refuse them."""
+    SDK whose ``max_token_lifetime`` is this; an SDK configured with any other value (longer
+    or shorter) refuses them (``lifetime``) and bootstraps from the state topic or the log."""
     expiry_margin_seconds: float = MAX_LEEWAY
     """How long past its ``expires_at`` a rule stays in the state topic (and a late event is
     still accepted). An SDK with a ``leeway`` keeps its entries that long past
