@@ -31,7 +31,9 @@ Every adapter answers the same way (RFC 6750):
 Bodies are JSON: ``{"error": ..., "error_description": ...}``.
 
 A CORS preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``, without
-``Authorization``) passes the ASGI, WSGI, Flask and Django guards unverified and without claims,
-so a CORS layer behind them can answer it; their ``allow_preflight`` keyword (Django:
-``REVOCAST_ALLOW_PREFLIGHT``) turns this off. Each module says what may still see the preflight.
+``Authorization``) passes the Flask and Django guards unverified and without claims, so a CORS
+layer behind them can answer it (they never let it run a view); their ``allow_preflight``
+keyword (Django: ``REVOCAST_ALLOW_PREFLIGHT``) turns this off. The generic ASGI and WSGI
+middlewares cannot tell whether a handler behind them runs for the preflight, so there it is
+opt-in (``allow_preflight=True``). Each module says what may still see the preflight.
 """

@@ -12,9 +12,8 @@
 
 CORS: put ``CORSMiddleware`` outside this one (Starlette: listed before it; FastAPI: its
 ``add_middleware`` call after this one's), so refusals carry the CORS headers that let a browser
-app read them (to tell an expired or revoked token from a network error). Wherever it sits, a
-browser's preflight passes this middleware unauthenticated (``allow_preflight``, below), with
-no claims, so a CORS layer inside can answer it.
+app read them (to tell an expired or revoked token from a network error); it then answers
+preflights itself. A CORS layer inside this one needs ``allow_preflight=True`` (below).
 
 Claims land on ``scope["state"]["revocast_claims"]``, which Starlette exposes as
 ``request.state.revocast_claims``; ``scope["state"]`` is per request (servers copy the lifespan
@@ -80,14 +79,15 @@ class RevocastMiddleware:
     ``on_claims(claims, scope)`` runs after a token is accepted, before the app; raise a
     :class:`jwt.InvalidTokenError` there to refuse the token (401 ``invalid_token``). It may be
     ``async``: its result is awaited.
-    ``allow_preflight`` (default on): a CORS preflight (``OPTIONS`` with ``Origin`` and
+    ``allow_preflight`` (default off): a CORS preflight (``OPTIONS`` with ``Origin`` and
     ``Access-Control-Request-Method``, without ``Authorization``: browsers send preflights
     without credentials) goes to the app unverified and without claims (any
     ``revocast_claims`` in ``scope["state"]`` is removed), for a CORS layer inside to answer. A
     plain ``OPTIONS``, or one carrying ``Authorization``, is verified as usual. The app is
     called as is, so a handler that itself accepts ``OPTIONS`` (a mounted ASGI app, a route
-    listing ``OPTIONS``) runs for a preflight without a token: turn this off if one does more
-    than answer it.
+    listing ``OPTIONS``) runs for a preflight without a token. This middleware cannot tell
+    which will answer, so it is opt-in (fail safe): turn it on when a CORS layer inside
+    answers preflights and no handler does more for an ``OPTIONS`` than answer it.
     """
 
     def __init__(
@@ -97,7 +97,7 @@ class RevocastMiddleware:
         *,
         exempt_paths: Collection[str] = (),
         on_claims: Callable[[Claims, Scope], object] | None = None,
-        allow_preflight: bool = True,
+        allow_preflight: bool = False,
     ) -> None:
         self.app = app
         self.revocast = revocast

@@ -72,14 +72,15 @@ class RevocastWSGIMiddleware:
     ``on_claims(claims, environ)`` runs after a token is accepted; raise a
     :class:`jwt.InvalidTokenError` there to refuse it (401 ``invalid_token``). A plain function:
     an ``async`` one raises :class:`TypeError`, as nothing here would run its check.
-    ``allow_preflight`` (default on): a CORS preflight (``OPTIONS`` with ``Origin`` and
+    ``allow_preflight`` (default off): a CORS preflight (``OPTIONS`` with ``Origin`` and
     ``Access-Control-Request-Method``, without ``Authorization``: browsers send preflights
     without credentials) goes to the app unverified and without claims, for a CORS layer
     inside to answer. A plain ``OPTIONS``, or one carrying ``Authorization``, is verified as
     usual. The app is called as is, so a handler that itself accepts ``OPTIONS`` runs for a
-    preflight without a token: turn this off if one does more than answer it (Django function
-    views accept every method: use :mod:`.django`'s middleware, which never lets a preflight
-    reach a view).
+    preflight without a token. This middleware cannot tell which will answer, so it is opt-in
+    (fail safe): turn it on when a CORS layer inside answers preflights and nothing does more
+    for an ``OPTIONS`` than answer it (Django function views accept every method: use
+    :mod:`.django`'s middleware, which never lets a preflight reach a view).
     """
 
     def __init__(
@@ -89,7 +90,7 @@ class RevocastWSGIMiddleware:
         *,
         exempt_paths: Collection[str] = (),
         on_claims: Callable[[Claims, Environ], object] | None = None,
-        allow_preflight: bool = True,
+        allow_preflight: bool = False,
     ) -> None:
         self.app = app
         self.revocast = revocast

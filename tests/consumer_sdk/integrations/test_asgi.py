@@ -295,7 +295,7 @@ def cors_app(harness: Harness, **options: Any) -> Starlette:
 
 
 def test_cors_preflight_reaches_a_cors_layer_behind_the_middleware(ready: Harness) -> None:
-    with TestClient(cors_app(ready)) as client:
+    with TestClient(cors_app(ready, allow_preflight=True)) as client:
         response = client.options("/me", headers=PREFLIGHT)
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == ORIGIN
@@ -316,11 +316,18 @@ def test_preflight_is_verified_when_allow_preflight_is_off(ready: Harness) -> No
     assert response.status_code == 401
 
 
+def test_preflight_is_verified_by_default(ready: Harness) -> None:
+    # Opt-in: the middleware cannot tell whether a handler behind it runs for the preflight.
+    with TestClient(cors_app(ready)) as client:
+        response = client.options("/me", headers=PREFLIGHT)
+    assert response.status_code == 401
+
+
 def test_preflight_reaching_a_handler_carries_no_claims(ready: Harness) -> None:
     """A route that accepts OPTIONS itself runs for a preflight, but never as anyone."""
     app = Starlette(
         routes=[Route("/any", open_endpoint, methods=["GET", "OPTIONS"])],
-        middleware=[Middleware(RevocastMiddleware, revocast=ready.revocast)],
+        middleware=[Middleware(RevocastMiddleware, revocast=ready.revocast, allow_preflight=True)],
     )
     with TestClient(app) as client:
         assert client.get("/any", headers=ready.bearer()).json()["claims"] is True
@@ -351,5 +358,6 @@ def test_preflight_drops_claims_a_server_put_in_the_request_state(ready: Harness
         "headers": headers,
         "state": {"revocast_claims": {"sub": "someone"}, "db": "pool"},
     }
-    asyncio.run(RevocastMiddleware(inner, ready.revocast)(scope, receive, send))
+    middleware = RevocastMiddleware(inner, ready.revocast, allow_preflight=True)
+    asyncio.run(middleware(scope, receive, send))
     assert seen == [{"db": "pool"}]

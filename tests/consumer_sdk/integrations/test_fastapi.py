@@ -175,7 +175,7 @@ def cors_app(harness: Harness) -> FastAPI:
         return {"sub": claims["sub"]}
 
     app.add_middleware(CORSMiddleware, allow_origins=[ORIGIN], allow_headers=["authorization"])
-    app.add_middleware(RevocastMiddleware, revocast=harness.revocast)
+    app.add_middleware(RevocastMiddleware, revocast=harness.revocast, allow_preflight=True)
     return app
 
 

@@ -109,7 +109,7 @@ def test_async_on_claims_fails_closed(ready: Harness) -> None:
 
 
 def test_cors_preflight_reaches_the_app_unverified_and_without_claims(ready: Harness) -> None:
-    response = make_client(ready).open(
+    response = make_client(ready, allow_preflight=True).open(
         "/me",
         method="OPTIONS",
         headers=PREFLIGHT,
@@ -129,3 +129,8 @@ def test_options_that_is_not_a_genuine_preflight_is_verified(
 def test_preflight_is_verified_when_allow_preflight_is_off(ready: Harness) -> None:
     client = make_client(ready, allow_preflight=False)
     assert client.open("/me", method="OPTIONS", headers=PREFLIGHT).status_code == 401
+
+
+def test_preflight_is_verified_by_default(ready: Harness) -> None:
+    # Opt-in: the middleware cannot tell whether the app behind it runs a handler for it.
+    assert make_client(ready).open("/me", method="OPTIONS", headers=PREFLIGHT).status_code == 401
