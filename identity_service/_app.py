@@ -1,5 +1,5 @@
 """The reference identity service: login, refresh rotation with reuse detection, logout,
-logout everywhere, password change, permission change, admin block/unblock, JWKS with key
+logout everywhere, password change, permission change, admin block/unblock/delete, JWKS with key
 rotation and key revocation. Every state change that must reach the services is published
 through the Revocast producer before the endpoint answers.
 
@@ -40,6 +40,7 @@ class RevocationPublisher(Protocol):
     ) -> object: ...
     def block_subject(self, sub: str, *, reason: str = ...) -> object: ...
     def unblock_subject(self, sub: str, *, reason: str = ...) -> object: ...
+    def delete_subject(self, sub: str, *, reason: str = ...) -> object: ...
     def bump_subject_version(self, sub: str, *, min_version: int, reason: str = ...) -> object: ...
     def revoke_key(self, kid: str, *, reason: str = ...) -> object: ...
 
@@ -311,6 +312,17 @@ def create_app(
         if not store.set_blocked(username, False):
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such user")
         publisher.unblock_subject(username, reason="admin_unblock")
+
+    @app.delete("/admin/users/{username}", status_code=204, dependencies=[Depends(admin)])
+    def delete_user(username: str) -> None:
+        if store.user(username) is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such user")
+        # Published first: if that fails the account stays, so the admin's retry publishes it
+        # (deleting first would answer that retry 404 with the tokens still accepted). The
+        # event refuses the name's tokens whatever their iat, so one minted in between is
+        # refused too, and its refresh token goes with the account.
+        publisher.delete_subject(username, reason="account_deleted")
+        store.delete_user(username)
 
     @app.post("/admin/keys/rotate", dependencies=[Depends(admin)])
     def rotate_key() -> dict[str, str]:

@@ -148,6 +148,15 @@ class Store:
             )
         return cur.rowcount == 1
 
+    def delete_user(self, username: str) -> bool:
+        """Delete the account with its sessions and refresh tokens; False if there was none.
+        A login or refresh minting tokens meanwhile finds no user and adds nothing."""
+        with self._write() as db:
+            db.execute("DELETE FROM refresh_tokens WHERE username = ?", (username,))
+            db.execute("DELETE FROM families WHERE username = ?", (username,))
+            cur = db.execute("DELETE FROM users WHERE username = ?", (username,))
+        return cur.rowcount == 1
+
     def bump_version(self, username: str) -> int:
         with self._write() as db:
             db.execute("UPDATE users SET version = version + 1 WHERE username = ?", (username,))

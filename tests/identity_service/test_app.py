@@ -3,7 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,10 +13,10 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi.testclient import TestClient
 
-from consumer_sdk import ConsumerSettings, Revocast, TokenRevokedError
+from consumer_sdk import ConsumerSettings, Revocast, RevokedBy, TokenRevokedError
 from consumer_sdk.testing import InMemorySource
 from identity_service import IdentitySettings, Scrypt, create_app, hash_password, verify_password
-from revocation_events import SettingsError, SigningKey, SubjectTokensRevoked
+from revocation_events import SettingsError, SigningKey, SubjectDeleted, SubjectTokensRevoked
 
 ADMIN = "admin-token-for-tests-0123456789"
 FAST = 2**10
@@ -47,6 +47,9 @@ class RecordingPublisher:
 
     def unblock_subject(self, sub: str, **kw: Any) -> None:
         self._record("unblock_subject", sub, **kw)
+
+    def delete_subject(self, sub: str, **kw: Any) -> None:
+        self._record("delete_subject", sub, **kw)
 
     def bump_subject_version(self, sub: str, **kw: Any) -> None:
         self._record("bump_subject_version", sub, **kw)
@@ -537,6 +540,26 @@ class SdkPublisher(RecordingPublisher):
             )
         )
 
+    def delete_subject(self, sub: str, **kw: Any) -> None:
+        super().delete_subject(sub, **kw)
+        until = datetime.now(UTC) + timedelta(hours=1)
+        self.source.publish(SubjectDeleted(issuer="idp", sub=sub, expires_at=until))
+
+
+def sdk_settings_for(client: TestClient, settings: IdentitySettings) -> ConsumerSettings:
+    """A service's SDK that trusts the identity service's current JWKS."""
+    jwt_keys = {
+        k["kid"]: jwt.PyJWK(k).key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+        for k in client.get("/.well-known/jwks.json").json()["keys"]
+    }
+    return ConsumerSettings(
+        algorithms=("RS256",),
+        jwt_keys=jwt_keys,
+        event_keys=(SigningKey.hmac("ev1", b"e" * 32).verification_key(),),
+        audience=("revocast-demo",),
+        issuer=settings.issuer,
+    )
+
 
 def test_the_sdk_refuses_a_token_from_the_instant_before_a_password_change_not_one_after(
     tmp_path: Path, clock: Clock
@@ -545,18 +568,7 @@ def test_the_sdk_refuses_a_token_from_the_instant_before_a_password_change_not_o
     publisher = SdkPublisher(source)
     settings = idp_settings(tmp_path)
     client = TestClient(create_app(settings, publisher, clock=clock, users={"alice": "pw-old!"}))
-    jwt_keys = {
-        k["kid"]: jwt.PyJWK(k).key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
-        for k in client.get("/.well-known/jwks.json").json()["keys"]
-    }
-    sdk_settings = ConsumerSettings(
-        algorithms=("RS256",),
-        jwt_keys=jwt_keys,
-        event_keys=(SigningKey.hmac("ev1", b"e" * 32).verification_key(),),
-        audience=("revocast-demo",),
-        issuer=settings.issuer,
-    )
-    with Revocast(sdk_settings, source=source, clock=clock) as sdk:
+    with Revocast(sdk_settings_for(client, settings), source=source, clock=clock) as sdk:
         source.set_ready()
         before = login(client, "pw-old!")["access_token"]
         change = {"old_password": "pw-old!", "new_password": "pw-new-123"}
@@ -740,3 +752,92 @@ def test_guesses_sent_while_earlier_ones_are_still_hashing_count_against_the_lim
     monkeypatch.setattr("identity_service._app.verify_password", verify_while_more_guesses_arrive)
     assert attempt(client, "alice", "first").status_code == 401
     assert statuses[1:] == [401, 401, 401, 401, 429]
+
+
+def test_deleting_an_account_makes_services_refuse_its_tokens_and_ends_its_refresh_tokens(
+    tmp_path: Path, clock: Clock
+) -> None:
+    source = InMemorySource()
+    publisher = SdkPublisher(source)
+    settings = idp_settings(tmp_path)
+    client = TestClient(create_app(settings, publisher, clock=clock, users=SEED))
+    with Revocast(sdk_settings_for(client, settings), source=source, clock=clock) as sdk:
+        source.set_ready()
+        tokens = login(client)
+        assert sdk.verify(tokens["access_token"])["sub"] == "alice"
+
+        deleted = client.delete("/admin/users/alice", headers=auth(ADMIN))
+
+        assert deleted.status_code == 204
+        assert publisher.calls == [("delete_subject", ("alice",), {"reason": "account_deleted"})]
+        with pytest.raises(TokenRevokedError) as refused:
+            sdk.verify(tokens["access_token"])
+        assert refused.value.rule is RevokedBy.DELETED
+    refresh = client.post("/token/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert refresh.status_code == 401
+    assert client.post("/logout", headers=auth(tokens["access_token"])).status_code == 401
+    assert attempt(client, "alice", "correct horse").status_code == 401
+    assert client.delete("/admin/users/alice", headers=auth(ADMIN)).status_code == 404
+
+
+def test_deleting_an_account_needs_the_admin_token(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    user_token = login(client)["access_token"]
+    for headers in ({}, auth("x" * 32), auth(user_token)):
+        assert client.delete("/admin/users/alice", headers=headers).status_code == 403
+    assert publisher.calls == []
+    login(client)
+
+
+def test_an_account_whose_deletion_was_not_published_stays_so_the_retry_publishes_it(
+    tmp_path: Path, publisher: RecordingPublisher, clock: Clock
+) -> None:
+    # Deleted first, the retry would answer 404 while every service still accepts its tokens.
+    app = create_app(idp_settings(tmp_path), publisher, clock=clock, users=SEED)
+    client = TestClient(app, raise_server_exceptions=False)
+    tokens = login(client)
+
+    def broken(sub: str, **kw: Any) -> None:
+        raise RuntimeError("Kafka is down")
+
+    publisher.delete_subject = broken  # type: ignore[method-assign]
+    assert client.delete("/admin/users/alice", headers=auth(ADMIN)).status_code == 500
+    del publisher.delete_subject
+
+    assert client.delete("/admin/users/alice", headers=auth(ADMIN)).status_code == 204
+    assert publisher.names() == ["delete_subject"]
+    refresh = client.post("/token/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert refresh.status_code == 401
+
+
+def test_a_login_that_verified_the_password_while_the_account_was_deleted_gets_no_session(
+    tmp_path: Path, publisher: RecordingPublisher, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(idp_settings(tmp_path), publisher, clock=clock, users=SEED)
+    client = TestClient(app)
+
+    def verify_while_the_account_is_deleted(password: str, stored: str) -> bool:
+        assert client.delete("/admin/users/alice", headers=auth(ADMIN)).status_code == 204
+        return verify_password(password, stored)
+
+    monkeypatch.setattr(
+        "identity_service._app.verify_password", verify_while_the_account_is_deleted
+    )
+    assert attempt(client, "alice", "correct horse").status_code == 401
+
+
+def test_a_deleted_accounts_refresh_token_does_not_resume_for_an_account_recreated_by_its_name(
+    tmp_path: Path, publisher: RecordingPublisher, clock: Clock
+) -> None:
+    # The refresh token outlives the services' deletion rule (a day against the access-token
+    # lifetime): kept in the store, it would open a session for whoever holds the name next.
+    first = TestClient(create_app(idp_settings(tmp_path), publisher, clock=clock, users=SEED))
+    tokens = login(first)
+    assert first.delete("/admin/users/alice", headers=auth(ADMIN)).status_code == 204
+
+    again = TestClient(create_app(idp_settings(tmp_path), publisher, clock=clock, users=SEED))
+
+    refresh = again.post("/token/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert refresh.status_code == 401
+    login(again)  # the re-created account itself works
