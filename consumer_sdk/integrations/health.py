@@ -14,7 +14,8 @@ Remember to exempt these paths from the token middleware.
 keys loaded (a ``jwks_url`` fetched): the source is VALID, or INTERRUPTED for no longer than
 ``max_staleness`` (the SDK keeps serving its last state that long, as ``verify()`` does). It
 answers 503 otherwise (INITIALIZING, INTERRUPTED past ``max_staleness``, OFF, or no keys yet),
-so a load balancer routes only to instances that have caught up with the revocation topic and
+except that with ``failure_policy=accept`` an instance that has caught up once stays ready for a
+whole outage, since its ``verify()`` keeps accepting tokens; so a load balancer routes only to instances that have caught up with the revocation topic and
 can verify tokens, and a broker blip shorter than ``max_staleness`` does not take every
 instance of a service out of rotation at once. The body reports the state, since when, the
 kind of the last error, whether the JWT keys are loaded (``null`` while no state is served),
@@ -40,6 +41,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from consumer_sdk._client import Revocast
+from consumer_sdk._settings import FailurePolicy
 from consumer_sdk._status import DataSourceState
 from consumer_sdk.integrations.asgi import ASGIApp, Receive, Scope, Send
 from consumer_sdk.integrations.wsgi import Environ, StartResponse, WSGIApp
@@ -86,8 +88,9 @@ def error_category(error: str | None) -> str | None:
 
 
 def health_report(revocast: Revocast) -> tuple[int, dict[str, Any]]:
-    """``(status code, JSON-able body)``: 200 when the SDK's state is VALID, or INTERRUPTED
-    within ``max_staleness``, and its JWT keys are loaded; else 503."""
+    """``(status code, JSON-able body)``: 200 when ``verify()`` answers from a caught-up state
+    with its JWT keys loaded: the state is VALID, or INTERRUPTED within ``max_staleness`` (with
+    ``failure_policy=accept``: for as long as it lasts); else 503."""
     # In a forked worker this starts the process's own sync thread if no request has yet
     # (documented behaviour of wait_until_ready); it never blocks with a zero timeout. Once the
     # state is VALID, it is False only while the JWKS keys are not loaded: every token would
@@ -98,9 +101,16 @@ def health_report(revocast: Revocast) -> tuple[int, dict[str, Any]]:
     now = revocast.clock()
     last = status.last_event_at
     valid = status.state is DataSourceState.VALID
-    # What verify() serves from: the state, or the last one for max_staleness after it broke.
-    serving = valid or revocast.status_provider.serving_stale(
-        status, revocast.settings.max_staleness
+    # What verify() serves from: the state, or the last one for max_staleness after it broke,
+    # or (failure_policy=accept, after the first catch-up: ``caught_up``) for the whole outage.
+    settings = revocast.settings
+    serving = (
+        valid
+        or revocast.status_provider.serving_stale(status, settings.max_staleness)
+        or (
+            settings.failure_policy is FailurePolicy.ACCEPT
+            and status.state is DataSourceState.INTERRUPTED
+        )
     )
     body = {
         "status": status.state.value,

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from werkzeug.test import Client
 
-from consumer_sdk import Revocast, StateUnavailableError
+from consumer_sdk import FailurePolicy, Revocast, StateUnavailableError
 from consumer_sdk.integrations.health import (
     asgi_health_app,
     asgi_metrics_app,
@@ -25,7 +25,7 @@ from consumer_sdk.integrations.health import (
 from consumer_sdk.testing import InMemorySource
 from revocation_events import SubjectBlocked, TokenRevoked
 from tests.consumer_sdk._helpers import FakeClock, settings
-from tests.consumer_sdk.integrations._cases import ISSUER, Harness
+from tests.consumer_sdk.integrations._cases import ISSUER, MAX_STALENESS, Harness
 
 
 def test_initializing_sdk_is_not_ready(harness: Harness) -> None:
@@ -96,6 +96,33 @@ def test_interrupted_sdk_stays_ready_within_max_staleness_then_says_why_not(
     assert body["status"] == "interrupted"
     with pytest.raises(StateUnavailableError):
         ready.revocast.verify(ready.token())
+
+
+def test_fail_open_sdk_stays_ready_through_an_outage_past_max_staleness() -> None:
+    """With failure_policy=accept, verify() keeps accepting tokens after max_staleness:
+    readiness follows it, rather than pull every instance out of rotation while each still
+    serves. Not before the first catch-up: fail-open is for an outage, not a replay."""
+    clock = FakeClock()
+    source = InMemorySource()
+    rc = Revocast(
+        settings(max_staleness=MAX_STALENESS, failure_policy=FailurePolicy.ACCEPT),
+        source=source,
+        clock=clock,
+    )
+    try:
+        h = Harness(rc, source, clock)
+        assert health_report(rc)[0] == 503  # initializing: not in rotation yet
+        source.set_ready()
+        source.interrupt("broker gone")
+        clock.advance(MAX_STALENESS + 1)
+        rc.verify(h.token())  # fail-open: still accepting
+        code, body = health_report(rc)
+        assert code == 200
+        assert body["status"] == "interrupted"
+        rc.close()
+        assert health_report(rc)[0] == 503  # closed: verify() refuses even fail-open
+    finally:
+        rc.close()
 
 
 LEAKY_ERROR = (
