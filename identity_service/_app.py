@@ -25,7 +25,7 @@ from identity_service._keys import ALGORITHM, KeyRing
 from identity_service._passwords import hash_password, verify_password
 from identity_service._settings import IdentitySettings
 from identity_service._store import Store, User
-from identity_service._throttle import LoginThrottle, TooManyFailures, client_key
+from identity_service._throttle import Charge, LoginThrottle, TooManyFailures, client_key
 from revocation_events import SettingsError
 
 __all__ = ["RevocationPublisher", "create_app"]
@@ -211,12 +211,12 @@ def create_app(
 
     Claims = Annotated[dict[str, Any], Depends(bearer_claims)]
 
-    @app.post("/login")
-    def login(body: Credentials, request: Request) -> TokenPair:
-        # Before the store is read: known and unknown names are throttled alike, unhashed.
+    def charge_attempt(username: str, request: Request) -> Charge:
+        """A password check against ``username``, counted as failed until refunded; 429 when
+        the name or the client has too many failures."""
         try:
-            charge = throttle.charge(
-                body.username, client_key(request.client.host if request.client else None)
+            return throttle.charge(
+                username, client_key(request.client.host if request.client else None)
             )
         except TooManyFailures as exc:
             raise HTTPException(
@@ -224,6 +224,11 @@ def create_app(
                 detail="too many failed logins; try again later",
                 headers={"Retry-After": str(exc.retry_after)},
             ) from None
+
+    @app.post("/login")
+    def login(body: Credentials, request: Request) -> TokenPair:
+        # Before the store is read: known and unknown names are throttled alike, unhashed.
+        charge = charge_attempt(body.username, request)
         user = store.user(body.username)
         # Hash even for unknown users so timing does not reveal which usernames exist.
         stored = user.password_hash if user else no_user_hash
@@ -276,10 +281,14 @@ def create_app(
         )
 
     @app.post("/password", status_code=204)
-    def change_password(body: PasswordChange, claims: Claims) -> None:
+    def change_password(body: PasswordChange, claims: Claims, request: Request) -> None:
+        # The old password is guessed here as at /login (by whoever holds a stolen access
+        # token): the same counters.
+        charge = charge_attempt(claims["sub"], request)
         user = store.user(claims["sub"])
         if user is None or not verify_password(body.old_password, user.password_hash):
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail="wrong password")
+        throttle.refund(charge)
         store.set_password(user.username, hash_password(body.new_password, cost))
         store.revoke_families_of(user.username)
         try:

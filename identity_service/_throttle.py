@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from cachetools import TTLCache
 
-__all__ = ["LoginThrottle", "TooManyFailures", "client_key"]
+__all__ = ["Charge", "LoginThrottle", "TooManyFailures", "client_key"]
 
 
 class TooManyFailures(Exception):
@@ -40,6 +40,8 @@ class TooManyFailures(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Charge:
+    """One password check, counted as a failure until refunded."""
+
     username: str
     client: str
     at: float

@@ -841,3 +841,24 @@ def test_a_deleted_accounts_refresh_token_does_not_resume_for_an_account_recreat
     refresh = again.post("/token/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert refresh.status_code == 401
     login(again)  # the re-created account itself works
+
+
+def test_guessing_the_old_password_with_a_stolen_access_token_is_throttled_like_login(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stolen = login(client)["access_token"]
+    for guess in range(5):
+        change = {"old_password": f"guess-{guess}", "new_password": "attacker-chosen"}
+        assert client.post("/password", headers=auth(stolen), json=change).status_code == 403
+    hashes: list[int] = []
+    real = hashlib.scrypt
+
+    def counting(*args: Any, **kwargs: Any) -> bytes:
+        hashes.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hashlib, "scrypt", counting)
+    right = {"old_password": "correct horse", "new_password": "attacker-chosen"}
+    assert client.post("/password", headers=auth(stolen), json=right).status_code == 429
+    assert attempt(client, "alice", "correct horse").status_code == 429  # one budget for both
+    assert hashes == []
