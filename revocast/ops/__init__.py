@@ -13,17 +13,19 @@ from revocast.ops._replay import ReplayReport, replay_log
 from revocast.ops._settings import OpsSettings
 from revocast.ops._status import (
     HEARTBEAT_RETENTION,
-    CheckThresholds,
-    Finding,
     Instance,
     LogStatus,
-    Severity,
     StateStatus,
-    StatusCheck,
     StatusReport,
-    check_status,
     collect_status,
     ensure_heartbeat_topic,
+)
+from revocast.ops._status_check import (
+    CheckThresholds,
+    Finding,
+    Severity,
+    StatusCheck,
+    check_status,
 )
 
 __all__ = [

@@ -3,15 +3,12 @@
 Three sources, each read without a consumer group: the log topic's metadata, offsets and
 configs; the last offset marker per state partition (see :mod:`streams`); and the heartbeats
 SDK instances publish (see :mod:`consumer_sdk._heartbeat`) during the last ``window``.
-
-:func:`check_status` turns a report into a verdict for monitoring (``revocast status
---check``): :class:`Severity` follows the Nagios plugin exit codes.
+Judging a report for monitoring is :mod:`revocast.ops._status_check`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
 import math
 import time
@@ -29,7 +26,6 @@ from revocast.ops._reader import OpsKafkaError, _consumer, read_range
 from revocation_events import (
     KafkaSettings,
     KafkaUnreachableError,
-    SettingsError,
     closing_on_failure,
     require_reachable,
 )
@@ -37,17 +33,13 @@ from streams._records import marker_offset
 
 __all__ = [
     "HEARTBEAT_RETENTION",
-    "CheckThresholds",
-    "Finding",
     "Instance",
     "LogStatus",
-    "Severity",
     "StateStatus",
-    "StatusCheck",
     "StatusReport",
-    "check_status",
     "collect_status",
     "ensure_heartbeat_topic",
+    "human_duration",
     "kafka_admin",
 ]
 
@@ -232,7 +224,8 @@ class StatusReport:
         }
 
 
-def _human(seconds: float) -> str:
+def human_duration(seconds: float) -> str:
+    """``90`` -> ``1.5m``: three significant digits in the largest unit that fits."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds / size:.3g}{unit}"
@@ -248,12 +241,12 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str
 
 
 def _render_log(log: LogStatus) -> list[str]:
-    retention = "unlimited" if log.retention_ms is None else _human(log.retention_ms / 1000)
+    retention = "unlimited" if log.retention_ms is None else human_duration(log.retention_ms / 1000)
     verdict = "UNSAFE" if log.unsafe else "ok"
     lines = [
         f"log topic {log.topic}: {len(log.latest)} partitions, retention {retention} "
-        f"(max token lifetime {_human(log.max_token_lifetime)}, needs >= "
-        f"{_human(min_retention(log.max_token_lifetime))}): {verdict}"
+        f"(max token lifetime {human_duration(log.max_token_lifetime)}, needs >= "
+        f"{human_duration(min_retention(log.max_token_lifetime))}): {verdict}"
     ]
     lines += [f"  UNSAFE: {problem}" for problem in log.problems]
     rows = [(str(p), str(log.earliest[p]), str(log.latest[p])) for p in sorted(log.latest)]
@@ -284,7 +277,8 @@ def _render_state(state: StateStatus) -> list[str]:
 
 
 def _render_sdks(report: StatusReport) -> list[str]:
-    head = f"SDK instances (heartbeats on {report.heartbeat_topic}, last {_human(report.window)})"
+    window = human_duration(report.window)
+    head = f"SDK instances (heartbeats on {report.heartbeat_topic}, last {window})"
     if not report.heartbeat_topic_exists:
         return [f"{head}: heartbeat topic absent (create it: revocast status --create)"]
     stale = sum(i.stale for i in report.instances)
@@ -299,199 +293,13 @@ def _render_sdks(report: StatusReport) -> list[str]:
             i.status.upper(),
             "-" if i.lag is None else str(i.lag),
             str(i.entries),
-            f"{_human(max(0.0, report.now - i.heard_at))} ago" + (" STALE" if i.stale else ""),
+            f"{human_duration(max(0.0, report.now - i.heard_at))} ago"
+            + (" STALE" if i.stale else ""),
         )
         for i in report.instances
     ]
     header = ("SERVICE", "INSTANCE", "HOST/PID", "STATUS", "LAG", "ENTRIES", "LAST HEARD")
     return lines + (_table(header, rows) if rows else ["  (none)"])
-
-
-# -- checking ----------------------------------------------------------------------------
-
-
-class Severity(enum.IntEnum):
-    """How bad a finding is; the value is the exit code of ``revocast status --check``, as
-    for a Nagios plugin."""
-
-    OK = 0
-    WARNING = 1
-    """Degraded: an SDK instance not VALID (or INTERRUPTED within ``max_interrupted``), one
-    or the state topic lagging past its limit."""
-    CRITICAL = 2
-    """Revocations can be missed: an unsafe log topic, an instance INTERRUPTED past
-    ``max_interrupted`` or silent (stale), fewer live instances than ``min_instances``."""
-    UNKNOWN = 3
-    """No verdict: Kafka unreachable, the log topic missing, bad settings. Never returned by
-    :func:`check_status`; the command exits with it."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CheckThresholds:
-    """Limits of :func:`check_status`; a value equal to its limit is still fine."""
-
-    max_lag: int = 1_000
-    """Log records an SDK instance may be behind (measured against the log end now, so
-    records published since its last heartbeat count too)."""
-    max_state_lag: int = 10_000
-    """Log records the state topic's markers may be behind, summed over partitions."""
-    max_interrupted: float = 30.0
-    """Seconds an instance may report INTERRUPTED before it is critical: the SDK's default
-    ``max_staleness``, after which its failure policy decides every token."""
-    min_instances: int = 1
-    """Live (heard, not stale, not OFF) instances expected in the window; 0: none needed."""
-
-    def __post_init__(self) -> None:
-        for name in ("max_lag", "max_state_lag", "min_instances"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise SettingsError(f"{name} must be a whole number >= 0, got {value!r}")
-        if not (math.isfinite(self.max_interrupted) and self.max_interrupted >= 0):
-            raise SettingsError(
-                f"max_interrupted must be finite seconds >= 0, got {self.max_interrupted!r}"
-            )
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One reason the check is not OK."""
-
-    severity: Severity
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class StatusCheck:
-    """The verdict on a :class:`StatusReport`: the worst severity among its findings."""
-
-    findings: tuple[Finding, ...]
-
-    @property
-    def severity(self) -> Severity:
-        return max((f.severity for f in self.findings), default=Severity.OK)
-
-    @property
-    def exit_code(self) -> int:
-        return int(self.severity)
-
-    def _worst_first(self) -> list[Finding]:
-        return sorted(self.findings, key=lambda f: -f.severity)
-
-    def summary(self, *, limit: int = 3) -> str:
-        """One line: the verdict and the ``limit`` worst findings."""
-        ordered = self._worst_first()
-        if not ordered:
-            return "OK"
-        text = "; ".join(f.message for f in ordered[:limit])
-        more = f" (and {len(ordered) - limit} more)" if len(ordered) > limit else ""
-        return f"{self.severity.name}: {text}{more}"
-
-    def render(self) -> str:
-        lines = [f"check: {self.severity.name}"]
-        lines += [f"  {f.severity.name}: {f.message}" for f in self._worst_first()]
-        return "\n".join(lines)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.severity.name,
-            "exit_code": self.exit_code,
-            "findings": [
-                {"severity": f.severity.name, "message": f.message} for f in self._worst_first()
-            ],
-        }
-
-
-def check_status(report: StatusReport, thresholds: CheckThresholds | None = None) -> StatusCheck:
-    """Whether ``report`` is healthy, by the rules :class:`Severity` lists."""
-    limits = thresholds or CheckThresholds()
-    findings = [
-        Finding(Severity.CRITICAL, f"log topic {report.log.topic}: {problem}")
-        for problem in report.log.problems
-    ]
-    findings += _state_findings(report.state, limits)
-    findings += _sdk_findings(report, limits)
-    return StatusCheck(tuple(findings))
-
-
-def _state_findings(state: StateStatus, limits: CheckThresholds) -> list[Finding]:
-    # An absent state topic is a supported set-up: SDKs bootstrap by replaying the log.
-    if not state.exists:
-        return []
-    findings = []
-    unmarked = [str(p) for p in sorted(state.log_ends) if state.lag(p) is None]
-    if unmarked:
-        findings.append(
-            Finding(
-                Severity.WARNING,
-                f"state topic {state.topic}: no offset marker for log partitions "
-                f"{', '.join(unmarked)}",
-            )
-        )
-    behind = sum(state.lag(p) or 0 for p in state.log_ends)
-    if behind > limits.max_state_lag:
-        findings.append(
-            Finding(
-                Severity.WARNING,
-                f"state topic {state.topic} is {behind} log records behind "
-                f"(limit {limits.max_state_lag})",
-            )
-        )
-    return findings
-
-
-def _sdk_findings(report: StatusReport, limits: CheckThresholds) -> list[Finding]:
-    if not report.heartbeat_topic_exists:
-        if not limits.min_instances:
-            return []
-        return [
-            Finding(
-                Severity.CRITICAL,
-                f"heartbeat topic {report.heartbeat_topic} absent: no SDK instance can be seen",
-            )
-        ]
-    findings = []
-    live = 0
-    for i in report.instances:
-        who = f"{i.service} instance {i.instance} ({i.host}/{i.pid})"
-        status = i.status.upper()
-        if i.status == "off":
-            continue
-        if i.stale:
-            # Silent: dead, or cut off from Kafka and serving an ageing state; no telling.
-            silent = _human(max(0.0, report.now - i.heard_at))
-            findings.append(
-                Finding(Severity.CRITICAL, f"{who}: no heartbeat for {silent} (was {status})")
-            )
-            continue
-        live += 1
-        if i.status == "interrupted":
-            lasted = max(0.0, report.now - i.status_since)
-            past = lasted > limits.max_interrupted
-            findings.append(
-                Finding(
-                    Severity.CRITICAL if past else Severity.WARNING,
-                    f"{who}: INTERRUPTED for {_human(lasted)} "
-                    f"(limit {_human(limits.max_interrupted)})",
-                )
-            )
-        elif i.status != "valid":
-            findings.append(Finding(Severity.WARNING, f"{who}: {status}, not VALID"))
-        if i.lag is not None and i.lag > limits.max_lag:
-            findings.append(
-                Finding(
-                    Severity.WARNING,
-                    f"{who}: {i.lag} log records behind (limit {limits.max_lag})",
-                )
-            )
-    if live < limits.min_instances:
-        findings.append(
-            Finding(
-                Severity.CRITICAL,
-                f"{live} live SDK instances heard in the last {_human(report.window)} "
-                f"(expected at least {limits.min_instances})",
-            )
-        )
-    return findings
 
 
 # -- collecting ---------------------------------------------------------------------------
@@ -516,8 +324,8 @@ def _log_status(
     problems = []
     if retention_ms != -1 and retention_ms < floor * 1000:
         problems.append(
-            f"retention {_human(retention_ms / 1000)} is shorter than twice the max token "
-            f"lifetime ({_human(floor)}): an SDK replaying the log misses revocations of "
+            f"retention {human_duration(retention_ms / 1000)} is shorter than twice the max token "
+            f"lifetime ({human_duration(floor)}): an SDK replaying the log misses revocations of "
             "tokens that are still valid"
         )
     if int(configs.get("retention.bytes", "-1")) != -1:

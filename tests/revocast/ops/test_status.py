@@ -1,5 +1,5 @@
 """``collect_status``: what ``revocast status`` reports about the SDK heartbeats on the topic
-(which every service may write to)."""
+(which every service may write to), and the report as JSON."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from revocast.ops import StatusReport, collect_status
+from revocast.ops import Instance, LogStatus, StateStatus, StatusReport, collect_status
 from revocation_events import KafkaSettings
 from tests._kafka_fixtures import MakeTopic, produce
 
@@ -206,3 +206,43 @@ def test_an_instance_is_interrupted_since_its_first_interrupted_heartbeat_in_the
     )
     since = {i.instance: (i.status, NOW - i.status_since) for i in found.instances}
     assert since == {"i1": ("interrupted", 60), "i2": ("interrupted", 10)}
+
+
+def test_the_report_as_json_carries_the_instances_and_the_state_lag() -> None:
+    instance = Instance(
+        service="orders",
+        instance="i1",
+        host="web-1",
+        pid=7,
+        status="valid",
+        lag=3,
+        entries=0,
+        sent_at=NOW - 1,
+        interval=10.0,
+        failures=0,
+        stale=False,
+        heard_at=NOW - 1,
+        status_since=NOW - 300,
+    )
+    log = LogStatus(
+        topic="revocations",
+        earliest={0: 0},
+        latest={0: 10},
+        retention_ms=None,
+        max_token_lifetime=3600.0,
+        problems=(),
+    )
+    built = StatusReport(
+        now=NOW,
+        log=log,
+        state=StateStatus("revocations.state", exists=True, markers={0: 9}, log_ends={0: 10}),
+        heartbeat_topic="revocations.heartbeats",
+        heartbeat_topic_exists=True,
+        window=600.0,
+        instances=(instance,),
+    )
+    data = json.loads(json.dumps(built.as_dict()))
+    (beat,) = data["heartbeats"]["instances"]
+    assert (beat["instance"], beat["status"], beat["lag"]) == ("i1", "valid", 3)
+    assert data["state"]["partitions"] == [{"partition": 0, "marker": 9, "log_end": 10, "lag": 0}]
+    assert data["log"]["unsafe"] is False

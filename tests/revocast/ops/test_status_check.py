@@ -205,14 +205,6 @@ def test_the_verdict_as_json_lists_every_finding_worst_first() -> None:
     assert [f["severity"] for f in with_lag.as_dict()["findings"]] == ["CRITICAL", "WARNING"]
 
 
-def test_the_report_as_json_carries_the_instances_and_the_state_lag() -> None:
-    data = json.loads(json.dumps(report(instance(lag=3)).as_dict()))
-    (beat,) = data["heartbeats"]["instances"]
-    assert (beat["instance"], beat["status"], beat["lag"]) == ("i1", "valid", 3)
-    assert data["state"]["partitions"] == [{"partition": 0, "marker": 9, "log_end": 10, "lag": 0}]
-    assert data["log"]["unsafe"] is False
-
-
 @pytest.mark.parametrize(
     "bad",
     [
