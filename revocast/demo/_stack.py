@@ -111,6 +111,9 @@ def service_specs(cfg: StackConfig) -> list[ServiceSpec]:
                 "REVOCAST_IDP_ACCESS_TOKEN_TTL": str(cfg.access_token_ttl),
                 "REVOCAST_IDP_ADMIN_TOKEN": cfg.admin_token,
                 "REVOCAST_DEMO_USERS": ",".join(DEMO_USERS),
+                # The default is OWASP's n=2^17 (~0.6 s and 128 MiB per hash on a small box);
+                # the demo's ~17 hashes would add ~10 s. Set the default in production.
+                "REVOCAST_IDP_SCRYPT_N": "16384",
             },
             framework="FastAPI",
         ),
