@@ -65,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--max-lag",
         default="1000",
         metavar="N",
-        help="WARNING when an SDK instance is more than N log records behind (default 1000)",
+        help="WARNING when an SDK instance was more than N log records behind at its last "
+        "heartbeat, by its own count (default 1000)",
     )
     status.add_argument(
         "--max-state-lag",
@@ -120,8 +121,8 @@ _CHECK_EPILOG = """\
 --check exit codes (Nagios plugin conventions):
   0 OK        no finding
   1 WARNING   an SDK instance INITIALIZING, INTERRUPTED up to --max-interrupted or more
-              than --max-lag records behind; the state topic past --max-state-lag or
-              missing an offset marker
+              than --max-lag records behind at its last heartbeat; the state topic past
+              --max-state-lag or missing an offset marker
   2 CRITICAL  the log topic UNSAFE (retention, retention.bytes, compaction); an instance
               INTERRUPTED past --max-interrupted or STALE (no heartbeat); fewer than
               --min-instances live instances in --window, or no heartbeat topic

@@ -150,6 +150,9 @@ class Instance:
     pid: int | None
     status: str
     lag: int | None
+    """Log records the instance had not applied at its last heartbeat, counted against the
+    log's end *now*: records published since that heartbeat count too (``None``: it
+    reported no offsets)."""
     entries: int
     sent_at: float
     interval: float
@@ -163,6 +166,11 @@ class Instance:
     """``heard_at`` of the first heartbeat in the window of the unbroken run reporting
     ``status``: a lower bound of when the instance entered it (by up to one ``interval``,
     and never earlier than the window's start)."""
+    reported_lag: int | None = None
+    """The lag the instance reported itself at its last heartbeat: the log ends it had seen
+    then (``end_offsets``) minus its offsets, summed over partitions; unlike :attr:`lag`,
+    not inflated by what was published since (``None``: no ``end_offsets`` in the
+    heartbeat)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,13 +415,9 @@ def _instance(
     doc: dict[str, Any], log: LogStatus, now: float, stale: float | None, appended: float | None
 ) -> Instance:
     offsets = {int(p): int(o) for p, o in (doc.get("offsets") or {}).items()}
-    # A log partition the instance reports no offset for (one added since it last looked)
-    # is lag too: it has applied none of it.
-    lag = (
-        sum(max(0, end - offsets.get(p, log.earliest.get(p, 0))) for p, end in log.latest.items())
-        if offsets
-        else None
-    )
+    ends = {int(p): int(o) for p, o in (doc.get("end_offsets") or {}).items()}
+    lag = _behind(offsets, {}, log) if offsets else None
+    reported_lag = _behind(offsets, ends, log) if offsets and ends else None
     interval = _finite(doc.get("interval") or 0.0)
     sent_at = _finite(doc["sent_at"])
     heard_at = sent_at if appended is None else appended
@@ -435,6 +439,17 @@ def _instance(
         stale=status != "off" and now - heard_at > threshold,
         heard_at=heard_at,
         status_since=heard_at,
+        reported_lag=reported_lag,
+    )
+
+
+def _behind(offsets: dict[int, int], ends: dict[int, int], log: LogStatus) -> int:
+    """Log records not applied, summed over the log's partitions: the end in ``ends`` (else
+    the log's end now) minus the instance's offset. A log partition the instance reports no
+    offset for (one added since it last looked) counts whole: it has applied none of it."""
+    return sum(
+        max(0, ends.get(p, end) - offsets.get(p, log.earliest.get(p, 0)))
+        for p, end in log.latest.items()
     )
 
 

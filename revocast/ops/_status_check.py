@@ -38,8 +38,11 @@ class CheckThresholds:
     """Limits of :func:`check_status`; a value equal to its limit is still fine."""
 
     max_lag: int = 1_000
-    """Log records an SDK instance may be behind (measured against the log end now, so
-    records published since its last heartbeat count too)."""
+    """Log records an SDK instance may be behind, as it reported at its last heartbeat
+    (:attr:`Instance.reported_lag`): records published since do not count, so a busy topic
+    does not make a healthy instance look behind. An instance whose sync thread is stuck
+    keeps reporting the lag it had, but the SDK's stall watch reports it INTERRUPTED. A
+    heartbeat without ``end_offsets`` is measured against the log's end now instead."""
     max_state_lag: int = 10_000
     """Log records the state topic's markers may be behind, summed over partitions."""
     max_interrupted: float = 30.0
@@ -183,11 +186,16 @@ def _sdk_findings(report: StatusReport, limits: CheckThresholds) -> list[Finding
             )
         elif i.status != "valid":
             findings.append(Finding(Severity.WARNING, f"{who}: {status}, not VALID"))
-        if i.lag is not None and i.lag > limits.max_lag:
+        lag, when = (
+            (i.reported_lag, "at its last heartbeat")
+            if i.reported_lag is not None
+            else (i.lag, "the log end now")
+        )
+        if lag is not None and lag > limits.max_lag:
             findings.append(
                 Finding(
                     Severity.WARNING,
-                    f"{who}: {i.lag} log records behind (limit {limits.max_lag})",
+                    f"{who}: {lag} log records behind {when} (limit {limits.max_lag})",
                 )
             )
     if live < limits.min_instances:

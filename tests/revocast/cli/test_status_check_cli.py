@@ -127,15 +127,14 @@ def test_check_exits_2_for_an_instance_interrupted_past_the_bound_and_1_within_i
 def test_check_exits_1_for_an_instance_lagging_past_max_lag(
     kafka_bootstrap: str, env: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    produce(kafka_bootstrap, env, b"a", b"b", b"c")
-    send_beats(
-        kafka_bootstrap,
-        {"instance": "i1", "status": "valid", "sent_at": time.time(), "offsets": {"0": 0}},
-    )
+    produce(kafka_bootstrap, env, b"a", b"b", b"c", b"published-since-the-beat")
+    beat = {"status": "valid", "sent_at": time.time(), "offsets": {"0": 0}}
+    send_beats(kafka_bootstrap, {**beat, "instance": "i1", "end_offsets": {"0": 3}})
     code, _, err = status(capsys, "--check", "--max-lag", "2")
     assert code == 1
     assert err == (
-        "revocast status: WARNING: orders instance i1 (web-1/7): 3 log records behind (limit 2)\n"
+        "revocast status: WARNING: orders instance i1 (web-1/7): 3 log records behind at its "
+        "last heartbeat (limit 2)\n"
     )
     assert status(capsys, "--check", "--max-lag", "3")[0] == 0
 

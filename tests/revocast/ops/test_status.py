@@ -9,7 +9,16 @@ from typing import Any
 
 import pytest
 
-from revocast.ops import Instance, LogStatus, StateStatus, StatusReport, collect_status
+from revocast.ops import (
+    CheckThresholds,
+    Instance,
+    LogStatus,
+    Severity,
+    StateStatus,
+    StatusReport,
+    check_status,
+    collect_status,
+)
 from revocation_events import KafkaSettings
 from tests._kafka_fixtures import MakeTopic, produce
 
@@ -120,6 +129,31 @@ def test_the_lag_counts_log_partitions_the_instance_reports_no_offset_for(
     found = report(kafka_bootstrap, topics, beat("i1", offsets={"0": 0}))
     (instance,) = found.instances
     assert instance.lag == 3
+
+
+@pytest.mark.kafka
+def test_on_a_busy_topic_the_lag_check_reads_the_lag_an_instance_reported_not_the_log_end_now(
+    kafka_bootstrap: str, topics: tuple[str, str]
+) -> None:
+    """30 records published since both heartbeats (a busy topic between two beats): the
+    instance caught up at its beat is fine, the one 20 behind at its beat is not."""
+    log, _ = topics
+    produce(kafka_bootstrap, log, *(b"e%d" % n for n in range(30)))
+    at_beat = {"0": 5, "1": 0}
+    found = report(
+        kafka_bootstrap,
+        topics,
+        beat("healthy", offsets=at_beat, end_offsets=at_beat),
+        beat("lagging", offsets=at_beat, end_offsets={"0": 25, "1": 0}),
+    )
+    healthy, lagging = sorted(found.instances, key=lambda i: i.instance)
+    assert (healthy.lag, healthy.reported_lag) == (25, 0)  # the table still shows 25
+    assert (lagging.lag, lagging.reported_lag) == (25, 20)
+    verdict = check_status(found, CheckThresholds(max_lag=10))
+    assert verdict.severity is Severity.WARNING
+    assert [f.message for f in verdict.findings] == [
+        "svc instance lagging (web-1/7): 20 log records behind at its last heartbeat (limit 10)"
+    ]
 
 
 @pytest.mark.kafka

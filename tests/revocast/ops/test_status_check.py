@@ -38,6 +38,7 @@ def instance(name: str = "i1", **fields: Any) -> Instance:
         "stale": False,
         "heard_at": NOW - 1,
         "status_since": NOW - 300,
+        "reported_lag": 0,
     }
     return Instance(**{**values, **fields})
 
@@ -83,14 +84,30 @@ def test_a_valid_caught_up_instance_with_a_safe_log_is_ok_and_exits_0() -> None:
 # -- WARNING (1) ----------------------------------------------------------------------------
 
 
-def test_an_instance_lagging_past_max_lag_is_a_warning_and_at_the_limit_is_not() -> None:
-    assert severity(report(instance(lag=1_001)), max_lag=1_000) is Severity.WARNING
-    assert severity(report(instance(lag=1_000)), max_lag=1_000) is Severity.OK
-    verdict = check_status(report(instance(lag=5)), CheckThresholds(max_lag=2))
+def test_an_instance_lagging_past_max_lag_at_its_heartbeat_is_a_warning_and_at_it_is_not() -> None:
+    lagging = instance(lag=1_001, reported_lag=1_001)
+    assert severity(report(lagging), max_lag=1_000) is Severity.WARNING
+    assert severity(report(instance(lag=1_000, reported_lag=1_000)), max_lag=1_000) is Severity.OK
+    verdict = check_status(report(instance(lag=9, reported_lag=5)), CheckThresholds(max_lag=2))
     assert verdict.exit_code == 1
     assert verdict.summary() == (
-        "WARNING: orders instance i1 (web-1/7): 5 log records behind (limit 2)"
+        "WARNING: orders instance i1 (web-1/7): 5 log records behind at its last heartbeat "
+        "(limit 2)"
     )
+
+
+def test_on_a_busy_topic_records_published_since_a_caught_up_heartbeat_are_not_a_warning() -> None:
+    """At 1000 events/s and 10 s heartbeats, a healthy instance's last heartbeat is up to
+    10 000 records behind the log end by the time ``status`` reads it."""
+    busy = instance(lag=10_000, reported_lag=12)
+    assert check_status(report(busy), CheckThresholds(max_lag=1_000)).findings == ()
+
+
+def test_a_heartbeat_without_end_offsets_is_judged_against_the_log_end_now() -> None:
+    older_sdk = instance(lag=5, reported_lag=None)
+    verdict = check_status(report(older_sdk), CheckThresholds(max_lag=2))
+    assert verdict.severity is Severity.WARNING
+    assert verdict.summary().endswith("5 log records behind the log end now (limit 2)")
 
 
 @pytest.mark.parametrize("status", ["initializing", "some-future-state"])
@@ -179,7 +196,7 @@ def test_fewer_live_instances_than_min_instances_is_critical() -> None:
 
 def test_the_worst_finding_decides_and_the_summary_puts_it_first_on_one_line() -> None:
     r = report(
-        instance("i1", lag=5),
+        instance("i1", reported_lag=5),
         instance("i2", status="initializing"),
         instance("i3", stale=True),
         instance("i4", status="initializing"),
@@ -194,13 +211,14 @@ def test_the_worst_finding_decides_and_the_summary_puts_it_first_on_one_line() -
 
 
 def test_the_verdict_as_json_lists_every_finding_worst_first() -> None:
-    verdict = check_status(report(instance("i1", lag=5), instance("i2", stale=True)))
+    verdict = check_status(report(instance("i1", reported_lag=5), instance("i2", stale=True)))
     data = json.loads(json.dumps(verdict.as_dict()))
     assert data["status"] == "CRITICAL"
     assert data["exit_code"] == 2
     assert [f["severity"] for f in data["findings"]] == ["CRITICAL"]
     with_lag = check_status(
-        report(instance("i1", lag=5), instance("i2", stale=True)), CheckThresholds(max_lag=1)
+        report(instance("i1", reported_lag=5), instance("i2", stale=True)),
+        CheckThresholds(max_lag=1),
     )
     assert [f["severity"] for f in with_lag.as_dict()["findings"]] == ["CRITICAL", "WARNING"]
 
