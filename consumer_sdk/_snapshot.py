@@ -36,9 +36,14 @@ Manifest — key ``<p>/manifest``, written after its chunks, header ``revocast-s
 signature format) over ``b"revocast.snapshot.manifest.v1\\n" + value`` — the prefix keeps a
 manifest signature from ever passing as an event signature — value JSON::
 
-    {"format": 1, "topic": "<log>", "partition": p, "offset": o, "generation": g,
-     "created_at": t, "max_token_lifetime": L_w, "rules": n,
+    {"format": 1, "topic": "<log>", "topic_id": "<uuid>", "partition": p, "offset": o,
+     "generation": g, "created_at": t, "max_token_lifetime": L_w, "rules": n,
      "chunks": [[chunk_offset, size, "<sha256 hex>"], ...]}
+
+``topic_id`` is the id Kafka gave the incarnation of the log the snapshot was computed from
+(KIP-516: a log deleted and recreated under the same name gets a new one, and its offsets
+mean other records). It is absent only when the broker gives no topic ids (before 2.8) —
+and in manifests written before it existed, which readers that know the log's id refuse.
 
 It promises: the chunks, at those offsets of snapshot partition *p*, hold exactly the rules
 that applying log partition *p* from its start up to and including offset *o* gives (``o =
@@ -55,7 +60,9 @@ Reading partition *p* (:func:`consumer_sdk._snapshot_reader.load_snapshots`):
 2. refuse it — the partition then falls back to the state topic, then to the log, with the
    reason logged and counted — when it is unsigned or not signed by a key in
    ``snapshot_keys`` (``unsigned``, ``unknown_key``, ``bad_signature``), not a manifest
-   (``malformed``, ``format``), for another topic or partition (``other_topic``), covers an
+   (``malformed``, ``format``), for another topic or partition (``other_topic``), for
+   another incarnation of the log (``other_incarnation``: its ``topic_id`` is not the log's
+   current one; ``no_topic_id``: one of them has no id, so nothing tells), covers an
    offset at or beyond the log's end (``beyond_end``) or before the log's start minus one
    (``before_log_start``: the records in between are gone), or was computed for another
    ``max_token_lifetime`` than the reader's (``lifetime``: deadlines depend on it);
@@ -173,6 +180,10 @@ def _sha(value: object) -> str:
     return text
 
 
+def _uuid(value: object) -> uuid.UUID | None:
+    return None if value is None else uuid.UUID(_str(value))
+
+
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number")
 
@@ -222,9 +233,11 @@ class Manifest:
     max_token_lifetime: float
     rules: int
     chunks: tuple[ChunkRef, ...]
+    topic_id: uuid.UUID | None = None
+    """The id of the log's incarnation (``None``: the broker gives none)."""
 
     def encode(self) -> bytes:
-        doc = {
+        doc: dict[str, Any] = {
             "format": FORMAT,
             "topic": self.topic,
             "partition": self.partition,
@@ -235,6 +248,8 @@ class Manifest:
             "rules": self.rules,
             "chunks": [[c.offset, c.size, c.sha256] for c in self.chunks],
         }
+        if self.topic_id is not None:
+            doc["topic_id"] = str(self.topic_id)
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
@@ -256,6 +271,7 @@ class Manifest:
                 max_token_lifetime=_num(doc["max_token_lifetime"]),
                 rules=_int(doc["rules"]),
                 chunks=chunks,
+                topic_id=_uuid(doc.get("topic_id")),
             )
         except SnapshotError:
             raise

@@ -8,8 +8,11 @@ at the manifest's offset + 1. A refused snapshot is logged and counted by reason
 (``stats()["bootstrap"]["snapshot_refused"]``). The streams worker's snapshotter
 (:mod:`streams._snapshot`) resumes from its own snapshots with :func:`read_snapshots` too.
 
-A snapshot at or beyond the log's end, or older than the log's first offset (the records in
-between are gone), is not used (:func:`covers`).
+A snapshot of another incarnation of the log (deleted and recreated under the same name: its
+offsets now mean other records) is not used: the manifest names the log's topic id, compared
+with the one Kafka gives now (:func:`topic_id`, one metadata request per bootstrap). Nor is a
+snapshot at or beyond the log's end, or older than the log's first offset (the records in
+between are gone) (:func:`covers`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -47,16 +51,42 @@ __all__ = [
     "read_snapshots",
     "read_tails",
     "snapshot_topic",
+    "topic_id",
 ]
 
 _log = logging.getLogger("consumer_sdk")
 
 _FIRST_WINDOW = 64
 """Records read back from a snapshot partition's end to find its last manifest."""
+_FRESH_MS = 2000
+"""Cluster metadata younger than this is recent enough to name a topic's incarnation."""
 
 
 def snapshot_topic(settings: ConsumerSettings) -> str:
     return settings.snapshot_topic or f"{settings.kafka.topic}.snapshots"
+
+
+def topic_id(consumer: Any, topic: str) -> uuid.UUID | None:
+    """The id Kafka gives the current incarnation of ``topic`` (KIP-516, brokers 2.8+), or
+    ``None`` when it gives none (an older broker, or the topic does not exist).
+
+    kafka-python 3.0 keeps topic ids in the consumer's cluster metadata, with no public
+    accessor. Metadata refreshed in the last :data:`_FRESH_MS` (a consumer just created, as
+    at an SDK's start) is used as is; older metadata is asked afresh with ``topics()`` (one
+    request, which kafka-python delays by ``retry_backoff_ms`` after the previous one), so
+    a topic recreated since shows its new id.
+    """
+    cluster = getattr(consumer, "_cluster", None)
+    lookup = getattr(cluster, "topic_id", None)
+    if not callable(lookup):
+        # Another kafka-python: no id, so snapshots that name one are refused (logged).
+        return None
+    refreshed = getattr(cluster, "_last_successful_refresh_ms", 0)
+    found = lookup(topic)
+    if found is None or not 0 <= time.monotonic() * 1000 - refreshed <= _FRESH_MS:
+        consumer.topics()
+        found = lookup(topic)
+    return found if isinstance(found, uuid.UUID) and found.int != 0 else None
 
 
 def covers(offset: int, bounds: tuple[int, int]) -> bool:
@@ -130,6 +160,7 @@ def load_snapshots(
         [p for p in bounds if p in parts],
         EventVerifier(settings.snapshot_keys),
         bounds=bounds,
+        topic_id=topic_id(consumer, settings.kafka.topic),
         lifetime=settings.max_token_lifetime,
         timeout_ms=settings.kafka.request_timeout_ms,
         poll_timeout_ms=settings.poll_timeout_ms,
@@ -170,14 +201,16 @@ def read_snapshots(
     verifier: EventVerifier,
     *,
     bounds: Mapping[int, tuple[int, int]] | None,
+    topic_id: uuid.UUID | None,
     lifetime: float,
     timeout_ms: int,
     poll_timeout_ms: int,
     stop: threading.Event,
 ) -> SnapshotRead:
     """Find, verify and read the latest snapshot of each partition (``bounds``: the log's
-    beginning and end offsets, to refuse a snapshot that would leave a gap; ``None`` skips
-    that check). Leaves ``consumer`` assigned to the snapshot topic."""
+    beginning and end offsets, to refuse a snapshot that would leave a gap, and ``topic_id``
+    the id of its current incarnation, to refuse one of another; ``bounds=None`` skips both
+    checks). Leaves ``consumer`` assigned to the snapshot topic."""
     read = SnapshotRead()
     tps = {p: TopicPartition(topic, p) for p in partitions}
     if not tps:
@@ -190,6 +223,11 @@ def read_snapshots(
             manifest = verify_manifest(record.value, _signature(record.headers), verifier)
             if manifest.topic != log_topic or manifest.partition != p:
                 raise SnapshotError("other_topic", "the manifest is for another log partition")
+            if bounds is not None and manifest.topic_id != topic_id:
+                raise SnapshotError(
+                    "no_topic_id" if None in (manifest.topic_id, topic_id) else "other_incarnation",
+                    f"written for log topic id {manifest.topic_id}, the log's is {topic_id}",
+                )
             if bounds is not None and not covers(manifest.offset, bounds[p]):
                 begin, end = bounds[p]
                 raise SnapshotError(

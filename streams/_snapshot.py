@@ -24,6 +24,10 @@ per-process hashes).
   not where this snapshotter's last write left it, it first reads that partition's tail to
   find the last manifest and unfinished writes there
   (:func:`consumer_sdk._snapshot_reader.read_tails`).
+* Snapshots name the incarnation of the log they come from (its topic id). A log deleted and
+  recreated under the same name is noticed before each write and on reconnecting: the rules
+  of the old one are dropped and the new one is replayed from its start (its own older
+  snapshots are refused as of another incarnation).
 * Chunks are written whole every time: with 1M live jtis a snapshot is ~37 MB, so the
   interval bounds the write load (the topic is compacted; an SDK reads only the chunks the
   latest manifest lists, however much the active segment still holds).
@@ -36,6 +40,7 @@ import hashlib
 import logging
 import threading
 import time
+import uuid
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -55,7 +60,7 @@ from consumer_sdk._snapshot import (
     manifest_key,
     sign_manifest,
 )
-from consumer_sdk._snapshot_reader import read_snapshots, read_tails
+from consumer_sdk._snapshot_reader import read_snapshots, read_tails, topic_id
 from revocation_events import (
     EventVerifier,
     MalformedEventError,
@@ -88,11 +93,15 @@ def write_snapshot(
     rules: PartitionRules,
     key: SigningKey,
     created_at: float,
+    topic_id: uuid.UUID | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     timeout: float = 60.0,
 ) -> Manifest:
     """Write one snapshot generation of ``partition``: its chunks, then (once they are
-    acknowledged, so the manifest can list their offsets) the signed manifest."""
+    acknowledged, so the manifest can list their offsets) the signed manifest.
+    ``topic_id``: the id of the log's incarnation the rules come from
+    (:func:`consumer_sdk._snapshot_reader.topic_id`); SDKs that know the log's id refuse a
+    manifest without it."""
     return _send_snapshot(
         producer,
         topic=topic,
@@ -103,6 +112,7 @@ def write_snapshot(
         rules=rules,
         key=key,
         created_at=created_at,
+        topic_id=topic_id,
         chunk_bytes=chunk_bytes,
         timeout=timeout,
     )[0]
@@ -119,6 +129,7 @@ def _send_snapshot(
     rules: PartitionRules,
     key: SigningKey,
     created_at: float,
+    topic_id: uuid.UUID | None,
     chunk_bytes: int,
     timeout: float,
 ) -> tuple[Manifest, int]:
@@ -142,6 +153,7 @@ def _send_snapshot(
         max_token_lifetime=rules.lifetime,
         rules=len(rules),
         chunks=refs,
+        topic_id=topic_id,
     )
     value = manifest.encode()
     sent_manifest = producer.send(
@@ -203,6 +215,8 @@ class Snapshotter:
         self._floor: dict[int, int] = {}
         """Per snapshot partition, the highest generation another writer left there."""
         self._log_tps: dict[int, TopicPartition] = {}
+        self._topic_id: uuid.UUID | None = None
+        """The id of the log's incarnation the rules come from."""
         self._owned: frozenset[int] | None = None if owned is None else frozenset(owned)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -318,6 +332,10 @@ class Snapshotter:
         if not parts:
             raise StreamsError(f"log topic {s.log_topic!r} does not exist")
         _ensure_topic(s, len(parts))
+        current = topic_id(consumer, s.log_topic)
+        if self._rules and current != self._topic_id:
+            self._forget(current)
+        self._topic_id = current
         tps = {p: TopicPartition(s.log_topic, p) for p in sorted(parts)}
         new = [p for p in tps if p not in self._rules]
         if new:
@@ -325,6 +343,22 @@ class Snapshotter:
         self._log_tps = tps
         self._position(consumer)
         return tps
+
+    def _forget(self, current: uuid.UUID | None) -> None:
+        """The log was deleted and recreated: its offsets now mean other records, and the
+        rules of the old one must not reach snapshots of the new one. Start over."""
+        logger.warning(
+            "log topic %r was recreated (topic id %s, was %s): replaying it from its start",
+            self._settings.log_topic,
+            current,
+            self._topic_id,
+        )
+        self.counters["log_recreated"] += 1
+        self._rules.clear()
+        self._offsets.clear()
+        self._written.clear()
+        self._unverifiable.clear()
+        self._ends.clear()  # the next write finds the old generations by reading the tails
 
     def _position(self, consumer: Any) -> None:
         """Assign the log to ``consumer``, each partition after its last applied offset."""
@@ -343,6 +377,7 @@ class Snapshotter:
             list(tps),
             self._verifier,
             bounds={p: (begins[tp], ends[tp]) for p, tp in tps.items()},
+            topic_id=self._topic_id,
             lifetime=s.max_token_lifetime,
             timeout_ms=self._timeout_ms,
             poll_timeout_ms=500,
@@ -422,6 +457,13 @@ class Snapshotter:
                 due.append(p)
         if not due:
             return
+        current = topic_id(consumer, s.log_topic)
+        if current != self._topic_id:
+            # Rules from the old log may have been merged with records of the new one.
+            raise StreamsError(
+                f"log topic {s.log_topic!r} was recreated (topic id {current}, "
+                f"was {self._topic_id}): starting over"
+            )
         self._take_over(consumer, due)
         if self._stop.is_set():
             return  # a take-over cut short may have missed another writer's generation
@@ -444,6 +486,7 @@ class Snapshotter:
                 rules=self._rules[p],
                 key=self._key,
                 created_at=now,
+                topic_id=self._topic_id,
                 chunk_bytes=s.snapshot_chunk_bytes,
                 timeout=60.0,
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from array import array
 from typing import Any
 
@@ -145,6 +146,14 @@ def test_a_signed_manifest_round_trips() -> None:
     assert verify_manifest(value, signature, VERIFIER) == manifest()
 
 
+def test_a_manifest_names_the_incarnation_of_its_log_topic() -> None:
+    bound = manifest(topic_id=uuid.UUID("8992b4ef-73f7-4e3a-b980-4c8c10c42e1d"))
+    value = bound.encode()
+    assert json.loads(value)["topic_id"] == "8992b4ef-73f7-4e3a-b980-4c8c10c42e1d"
+    assert verify_manifest(value, sign_manifest(value, KEY)[1], VERIFIER) == bound
+    assert "topic_id" not in json.loads(manifest().encode())  # a broker without topic ids
+
+
 @pytest.mark.parametrize(
     ("signer", "reason"),
     [
@@ -195,6 +204,8 @@ def test_an_event_signature_never_passes_as_a_manifest_signature() -> None:
         ({"offset": "41"}, "malformed"),
         ({"chunks": [[0, 10, "zz"]]}, "malformed"),
         ({"topic": None}, "malformed"),
+        ({"topic_id": "not-a-uuid"}, "malformed"),
+        ({"topic_id": 5}, "malformed"),
     ],
 )
 def test_a_manifest_with_unexpected_fields_is_refused(change: dict[str, Any], reason: str) -> None:

@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import threading
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,11 +51,27 @@ class Record:
 class FakeConsumer:
     """The part of ``KafkaConsumer`` the reader uses, over in-memory partitions."""
 
-    def __init__(self, partitions: dict[int, list[Record]]) -> None:
+    def __init__(
+        self, partitions: dict[int, list[Record]], log_id: uuid.UUID | None = None
+    ) -> None:
         self.partitions = partitions
+        self.log_id = log_id
+        """The id the cluster gives the log now; the consumer's metadata may be older."""
+        self._cached_log_id: uuid.UUID | None = None
         self._position: dict[int, int] = {}
         self._paused: set[int] = set()
         self._assigned: set[int] = set()
+
+    @property
+    def _cluster(self) -> FakeConsumer:  # kafka-python keeps topic ids there
+        return self
+
+    def topics(self) -> set[str]:
+        self._cached_log_id = self.log_id
+        return {LOG, TOPIC}
+
+    def topic_id(self, topic: str) -> uuid.UUID | None:
+        return self._cached_log_id if topic == LOG else None
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         return set(self.partitions) if topic == TOPIC else None
@@ -116,7 +133,9 @@ class Writer:
         self.records.append(record)
         return record
 
-    def snapshot(self, generation: int, offset: int, jtis: list[str]) -> Record:
+    def snapshot(
+        self, generation: int, offset: int, jtis: list[str], topic_id: uuid.UUID | None = None
+    ) -> Record:
         data = encode_chunks([(j, 2_000_000_000, 1_700_000_000) for j in jtis], [])
         refs = []
         for i, d in enumerate(data):
@@ -131,11 +150,14 @@ class Writer:
             max_token_lifetime=LIFETIME,
             rules=len(jtis),
             chunks=tuple(refs),
+            topic_id=topic_id,
         ).encode()
         return self.append(manifest_key(self.partition), value, [sign_manifest(value, KEY)])
 
 
-def read(writer: Writer, log_bounds: tuple[int, int] = (0, 1000)) -> SnapshotRead:
+def read(
+    writer: Writer, log_bounds: tuple[int, int] = (0, 1000), log_id: uuid.UUID | None = None
+) -> SnapshotRead:
     return read_snapshots(
         FakeConsumer({writer.partition: writer.records}),
         TOPIC,
@@ -143,6 +165,7 @@ def read(writer: Writer, log_bounds: tuple[int, int] = (0, 1000)) -> SnapshotRea
         [writer.partition],
         EventVerifier([KEY.verification_key()]),
         bounds={writer.partition: log_bounds},
+        topic_id=log_id,
         lifetime=LIFETIME,
         timeout_ms=1000,
         poll_timeout_ms=10,
@@ -360,3 +383,52 @@ def test_a_writer_taking_over_finds_the_last_generation_and_unfinished_writes_af
 def test_an_empty_snapshot_partition_has_no_garbage_and_no_generation() -> None:
     tail = tails(Writer())
     assert (tail.end, tail.generation, tail.garbage) == (0, -1, ())
+
+
+OLD_LOG = uuid.UUID("11111111-1111-4111-8111-111111111111")
+NEW_LOG = uuid.UUID("22222222-2222-4222-8222-222222222222")
+
+
+@pytest.mark.parametrize(
+    ("written_for", "log_now", "refused"),
+    [
+        (NEW_LOG, NEW_LOG, None),
+        (OLD_LOG, NEW_LOG, "other_incarnation"),
+        (None, NEW_LOG, "no_topic_id"),  # written before manifests named the incarnation
+        (NEW_LOG, None, "no_topic_id"),
+        (None, None, None),  # a broker without topic ids: the offset checks only
+    ],
+    ids=["same-log", "recreated-log", "manifest-without-id", "log-without-id", "no-ids"],
+)
+def test_a_snapshot_of_another_incarnation_of_the_log_is_refused(
+    written_for: uuid.UUID | None, log_now: uuid.UUID | None, refused: str | None
+) -> None:
+    # A log deleted and recreated under the same name, long enough again that the offset
+    # checks pass: the snapshot's offsets would make the reader skip the new log's records.
+    writer = Writer()
+    writer.snapshot(1, 10, ["a"], topic_id=written_for)
+    got = read(writer, log_bounds=(0, 500), log_id=log_now)
+    assert got.refused == ({} if refused is None else {0: refused})
+    assert (0 in got.accepted) is (refused is None)
+
+
+def test_the_sdk_compares_with_the_log_s_id_asked_afresh_not_the_cached_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    writer = Writer(0)
+    writer.snapshot(1, 4, ["a"], topic_id=OLD_LOG)
+    consumer = FakeConsumer({0: writer.records}, log_id=OLD_LOG)
+    consumer.topics()  # metadata fetched before the log was recreated
+    consumer.log_id = NEW_LOG
+    sink = Sink()
+    load = load_snapshots(
+        consumer,
+        settings(snapshot_keys=(KEY.verification_key(),)),
+        sink,  # type: ignore[arg-type]
+        {0: (0, 100)},
+        log_partitions=1,
+        stop=threading.Event(),
+    )
+    assert (load.offsets, sink.restored) == ({}, [])
+    assert load.refused == {"other_incarnation": 1}
+    assert "snapshot of log partition 0 refused (other_incarnation)" in caplog.text

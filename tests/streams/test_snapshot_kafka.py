@@ -18,10 +18,12 @@ from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
 
 from consumer_sdk import Revocast
 from consumer_sdk._snapshot import ChunkRef, Manifest, chunk_key, manifest_key, sign_manifest
-from consumer_sdk._snapshot_reader import read_snapshots
+from consumer_sdk._snapshot_reader import read_snapshots, topic_id
 from revocation_events import (
     EventCodec,
     EventSigner,
@@ -194,6 +196,7 @@ def _forge(
             max_token_lifetime=manifest.max_token_lifetime,
             rules=manifest.rules,
             chunks=refs,
+            topic_id=manifest.topic_id,
         )
         value = forged.encode()
         producer.send(
@@ -268,6 +271,7 @@ def _chunks(bootstrap: str, topic: str, partition: int) -> list[bytes]:
             [partition],
             EventVerifier([SNAPSHOT_KEY.verification_key()]),
             bounds=None,
+            topic_id=None,
             lifetime=_LIFETIME,
             timeout_ms=10_000,
             poll_timeout_ms=200,
@@ -375,6 +379,7 @@ def test_the_streams_worker_writes_snapshots_an_sdk_bootstraps_from(
                     range(3),
                     EventVerifier([SNAPSHOT_KEY.verification_key()]),
                     bounds=None,
+                    topic_id=None,
                     lifetime=_LIFETIME,
                     timeout_ms=10_000,
                     poll_timeout_ms=200,
@@ -481,3 +486,136 @@ def test_a_partition_changing_owner_leaves_no_generation_behind(
     a.own(None)
     fill(kafka_bootstrap, log_topic, "owner-a-back", 100, seed=12)
     assert_only_the_latest_generation_is_live(kafka_bootstrap, log_topic, a.catch_up(60))
+
+
+def recreate(bootstrap: str, topic: str, partitions: int = 3) -> None:
+    """Delete ``topic`` and create it again under the same name, as an operator might."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="revocast-tests")
+    try:
+        admin.delete_topics([topic], timeout_ms=30_000)
+
+        def created() -> bool:
+            try:  # refused while the deletion is still in progress
+                admin.create_topics([NewTopic(topic, partitions, 1)], timeout_ms=30_000)
+            except TopicAlreadyExistsError:
+                return False
+            return True
+
+        def led() -> bool:
+            (info,) = admin.describe_topics([topic])
+            ok = [p for p in info["partitions"] if p["error_code"] == 0 and p["leader_id"] >= 0]
+            return bool(info["error_code"] == 0 and len(ok) == partitions)
+
+        wait_until(created, timeout=60, message=f"{topic} created again")
+        wait_until(led, timeout=30, message=f"leaders for the new {topic}")
+    finally:
+        admin.close()
+
+
+def log_id(bootstrap: str, topic: str) -> Any:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        return topic_id(consumer, topic)
+    finally:
+        consumer.close()
+
+
+@pytest.mark.kafka
+def test_snapshots_of_a_deleted_and_recreated_log_are_refused(
+    kafka_bootstrap: str, log_topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    fill(kafka_bootstrap, log_topic, "old-log", 150, seed=13)
+    writer = Snapshotter(streams_settings(kafka_bootstrap, log_topic))
+    old = writer.catch_up(60)
+    old_id = log_id(kafka_bootstrap, log_topic)
+    assert old_id is not None, "kafka-python no longer exposes topic ids where we look"
+    assert {m.topic_id for m in old.values()} == {old_id}
+    recreate(kafka_bootstrap, log_topic)
+    assert log_id(kafka_bootstrap, log_topic) not in (None, old_id)
+    fill(kafka_bootstrap, log_topic, "new-log", 600, seed=14)
+    ends = end_offsets(kafka_bootstrap, log_topic)
+    # Longer than the old log: the offset checks alone would take the old snapshots and
+    # skip the new log's records up to their offsets.
+    assert all(ends[p] > m.offset + 1 for p, m in old.items())
+    clock = FakeClock()
+    with client(kafka_bootstrap, log_topic, clock) as rc:
+        assert rc.wait_until_ready(60)
+        boot = rc.stats()["bootstrap"]
+        assert boot["snapshot_refused"] == {"other_incarnation": 3}
+        assert set(boot["partitions"].values()) == {"log"}
+        assert rc.state.snapshot() == log_replay(kafka_bootstrap, log_topic, clock)
+    assert "snapshot of log partition 0 refused (other_incarnation)" in caplog.text
+    # The snapshotter that wrote them starts over on the new log, and its snapshots load.
+    new = writer.catch_up(60)
+    assert writer.counters["log_recreated"] == 1
+    assert {p: m.offset for p, m in new.items()} == {p: end - 1 for p, end in ends.items()}
+    with client(kafka_bootstrap, log_topic, clock) as rc:
+        assert rc.wait_until_ready(60)
+        assert rc.stats()["bootstrap"]["partitions"] == {
+            0: "snapshot",
+            1: "snapshot",
+            2: "snapshot",
+        }
+        assert rc.state.snapshot() == log_replay(kafka_bootstrap, log_topic, clock)
+    assert_only_the_latest_generation_is_live(kafka_bootstrap, log_topic, new)
+
+
+@pytest.mark.kafka
+def test_a_running_snapshotter_starts_over_when_its_log_is_recreated(
+    kafka_bootstrap: str, log_topic: str
+) -> None:
+    fill(kafka_bootstrap, log_topic, "old-running", 150, seed=15)
+    s = dataclasses.replace(
+        streams_settings(kafka_bootstrap, log_topic), snapshot_interval_seconds=0.2
+    )
+    running = Snapshotter(s)
+    old_id = log_id(kafka_bootstrap, log_topic)
+
+    def snapshots_of(expected_id: Any, ends: dict[int, int]) -> Callable[[], bool]:
+        def covered() -> bool:
+            consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
+            try:
+                read = read_snapshots(
+                    consumer,
+                    f"{log_topic}.snapshots",
+                    log_topic,
+                    range(3),
+                    EventVerifier([SNAPSHOT_KEY.verification_key()]),
+                    bounds=None,
+                    topic_id=None,
+                    lifetime=_LIFETIME,
+                    timeout_ms=10_000,
+                    poll_timeout_ms=200,
+                    stop=threading.Event(),
+                )
+            finally:
+                consumer.close()
+            return all(
+                p in read.accepted
+                and read.accepted[p][0].topic_id == expected_id
+                and read.accepted[p][0].offset == end - 1
+                for p, end in ends.items()
+            )
+
+        return covered
+
+    running.start()
+    try:
+        ends = end_offsets(kafka_bootstrap, log_topic)
+        wait_until(snapshots_of(old_id, ends), timeout=60, message="snapshots of the old log")
+        recreate(kafka_bootstrap, log_topic)
+        fill(kafka_bootstrap, log_topic, "new-running", 600, seed=16)
+        ends = end_offsets(kafka_bootstrap, log_topic)
+        new_id = log_id(kafka_bootstrap, log_topic)
+        wait_until(snapshots_of(new_id, ends), timeout=90, message="snapshots of the new log")
+    finally:
+        running.close(30)
+    clock = FakeClock()
+    with client(kafka_bootstrap, log_topic, clock) as rc:
+        assert rc.wait_until_ready(60)
+        assert rc.stats()["bootstrap"]["partitions"] == {
+            0: "snapshot",
+            1: "snapshot",
+            2: "snapshot",
+        }
+        assert rc.state.snapshot() == log_replay(kafka_bootstrap, log_topic, clock)
