@@ -95,8 +95,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="re-derive the compacted state topic from the log (safe while SDKs run)",
         description="Replays the log (and, unless --log-only, the existing state topic) "
         "with the streams worker's rule logic and writes the winning records, tombstones and "
-        "offset markers to <topic>.state, creating it if missing. Refuses while a streams "
-        "worker consumes the log. Settings: as for 'revocast replay'.",
+        "offset markers to <topic>.state, creating it if missing as the streams worker would "
+        "(REVOCAST_STREAMS_REPLICATION_FACTOR, REVOCAST_STREAMS_STATE_*). Refuses while a "
+        "streams worker consumes the log. Settings: as for 'revocast replay'.",
     )
     rebuild.add_argument(
         "--since",

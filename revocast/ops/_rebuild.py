@@ -60,7 +60,7 @@ from revocation_events import (
     MalformedEventError,
     closing_on_failure,
 )
-from streams import Rule, StreamsSettings, merge
+from streams import Rule, merge
 from streams._records import Output, marker_record, rule_record, signature_of, tombstone
 from streams._topics import state_topic_config
 
@@ -203,21 +203,23 @@ def _prepare_state_topic(
                     f"{partitions}; delete it and run again"
                 )
             return partitions, False
-        streams = StreamsSettings(
-            kafka=kafka,
-            verification_keys=settings.event_keys,
-            allow_unsigned=settings.allow_unsigned_events,
-        )
-        brokers = len(admin.describe_cluster()["brokers"])
+        # Exactly as the worker creates it (streams/_topics.py), from its own settings.
+        worker = settings.worker_settings()
         spec = {
             "num_partitions": partitions,
-            "replication_factor": max(1, min(3, brokers)),
-            "configs": state_topic_config(streams),
+            "replication_factor": worker.replication_factor,
+            "configs": state_topic_config(worker),
         }
         try:
             admin.create_topics({state_topic: spec}, wait_for_metadata=True)
         except TopicAlreadyExistsError:
             return partitions, False
+        except KafkaError as exc:
+            raise OpsKafkaError(
+                f"cannot create state topic {state_topic!r} with replication factor "
+                f"{worker.replication_factor} (REVOCAST_STREAMS_REPLICATION_FACTOR): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         return partitions, True
 
 

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, NewTopic
 from kafka.errors import UnknownTopicOrPartitionError
 
 from consumer_sdk import RevocationState, decode_and_apply
 from revocast.ops import (
+    OpsKafkaError,
     OpsSettings,
     StreamsWorkerRunningError,
     UnverifiableRecordsError,
@@ -39,6 +40,8 @@ from revocation_events import (
     SubjectUnblocked,
     TokenRevoked,
 )
+from streams import StreamsSettings
+from streams._topics import state_topic_config
 from tests._kafka_fixtures import MakeTopic
 
 KEY = SigningKey.hmac("rebuild", os.urandom(32))
@@ -299,3 +302,54 @@ def test_records_signed_by_a_key_the_command_lacks_stop_the_rebuild_before_any_w
     with pytest.raises(UnverifiableRecordsError, match="1 record"):
         rebuild_state(settings, log_only=True, clock=clock)
     assert list(state_records(settings)) == [], "a marker or rule was written"
+
+
+def with_worker(settings: OpsSettings, **worker: Any) -> OpsSettings:
+    streams = StreamsSettings(kafka=settings.kafka, verification_keys=settings.event_keys, **worker)
+    return OpsSettings(
+        kafka=settings.kafka,
+        event_keys=settings.event_keys,
+        max_token_lifetime=settings.max_token_lifetime,
+        streams=streams,
+    )
+
+
+@pytest.mark.kafka
+def test_a_missing_state_topic_is_created_with_the_workers_compaction_settings(
+    kafka_bootstrap: str, log: str
+) -> None:
+    settings = with_worker(
+        ops_settings(kafka_bootstrap, log),
+        state_segment_ms=123_000,
+        state_min_compaction_lag_ms=4_000,
+        state_delete_retention_ms=5_000,
+    )
+    assert rebuild_state(settings, clock=clock).created_topic
+    wanted = state_topic_config(settings.worker_settings())
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        described = admin.describe_configs([ConfigResource("TOPIC", f"{log}.state", list(wanted))])
+        (meta,) = admin.describe_topics([f"{log}.state"])
+    finally:
+        admin.close()
+    got = described["topic"][f"{log}.state"]
+    assert {name: str(got[name]["value"]) for name in wanted} == wanted
+    assert wanted["segment.ms"] == "123000"
+    assert len(meta["partitions"]) == 3
+    assert {len(p["replica_nodes"]) for p in meta["partitions"]} == {1}
+
+
+@pytest.mark.kafka
+def test_a_replication_factor_the_cluster_cannot_meet_is_refused_as_the_worker_would(
+    kafka_bootstrap: str, log: str
+) -> None:
+    """The worker asks for ``REVOCAST_STREAMS_REPLICATION_FACTOR`` replicas and fails when the
+    cluster has too few brokers; the rebuild must not quietly settle for fewer."""
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        brokers = len(admin.describe_cluster()["brokers"])
+    finally:
+        admin.close()
+    settings = with_worker(ops_settings(kafka_bootstrap, log), replication_factor=brokers + 1)
+    with pytest.raises(OpsKafkaError, match=f"replication factor {brokers + 1}"):
+        rebuild_state(settings, clock=clock)
