@@ -97,7 +97,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "with the streams worker's rule logic and writes the winning records, tombstones and "
         "offset markers to <topic>.state, creating it if missing as the streams worker would "
         "(REVOCAST_STREAMS_REPLICATION_FACTOR, REVOCAST_STREAMS_STATE_*). Refuses while a "
-        "streams worker consumes the log. Settings: as for 'revocast replay'.",
+        "streams worker consumes the log, or when it cannot tell (no Describe on the worker's "
+        "group, REVOCAST_STREAMS_APP_ID). Settings: as for 'revocast replay'.",
     )
     rebuild.add_argument(
         "--since",
@@ -112,7 +113,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     rebuild.add_argument(
         "--force",
         action="store_true",
-        help="run even while a streams worker consumes the log (it races with this)",
+        help="skip the streams worker check: run even while a worker consumes the log (it "
+        "races with this) or when this principal cannot see the worker's consumer group",
     )
     rebuild.add_argument("--no-progress", action="store_true", help="no progress bar")
     rebuild.set_defaults(func=_rebuild)

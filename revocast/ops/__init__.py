@@ -5,6 +5,7 @@ from revocast.ops._reader import LogRange, OpsKafkaError, read_range
 from revocast.ops._rebuild import (
     RebuildReport,
     StreamsWorkerRunningError,
+    StreamsWorkerUnknownError,
     UnverifiableRecordsError,
     rebuild_state,
     running_workers,
@@ -44,6 +45,7 @@ __all__ = [
     "StatusCheck",
     "StatusReport",
     "StreamsWorkerRunningError",
+    "StreamsWorkerUnknownError",
     "TokenCheck",
     "UnverifiableRecordsError",
     "check_status",

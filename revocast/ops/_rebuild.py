@@ -30,11 +30,14 @@ Running SDKs stay correct while this runs:
 
 A running streams worker is another writer: it would keep its own (possibly wrong) table and
 could tombstone a rule between our read and our write, or re-assert a winner we replaced.
-So the rebuild refuses while a faust consumer group is active on the log topic;
-``force=True`` skips the check (only when you know the worker's table is right, e.g. only
-the state topic was lost). After a bug in the worker's rules, its table needs resetting
-(delete ``<app id>-rules-changelog`` and its data directory, then rebuild): the worker
-seeds an empty table from the state topic on assignment (see :mod:`streams`).
+So the rebuild refuses while a faust consumer group is active on the log topic, and also when
+it cannot tell: Kafka leaves a group this principal may not Describe out of the listing, so
+the worker's own group (its app id) is described by name, and any group that cannot be
+described stops the rebuild. ``force=True`` skips the check (only when you know no worker
+runs, or that its table is right, e.g. only the state topic was lost). After a bug in the
+worker's rules, its table needs resetting (delete ``<app id>-rules-changelog`` and its data
+directory, then rebuild): the worker seeds an empty table from the state topic on
+assignment (see :mod:`streams`).
 """
 
 from __future__ import annotations
@@ -42,13 +45,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import GroupIdNotFoundError, KafkaError, TopicAlreadyExistsError
 
 from consumer_sdk._settings import MAX_LEEWAY
 from revocast.ops._reader import LogRange, OpsKafkaError, read_range
@@ -67,12 +70,16 @@ from streams._topics import state_topic_config
 __all__ = [
     "RebuildReport",
     "StreamsWorkerRunningError",
+    "StreamsWorkerUnknownError",
     "UnverifiableRecordsError",
     "rebuild_state",
     "running_workers",
 ]
 
 _INACTIVE_GROUP_STATES = frozenset({"Empty", "Dead"})
+_GROUP_NOT_FOUND = f"[Error {GroupIdNotFoundError.errno}] "
+"""How kafka-python words a group's error code 69 (newer brokers' answer for a group that
+does not exist)."""
 
 
 class UnverifiableRecordsError(OpsKafkaError):
@@ -82,6 +89,11 @@ class UnverifiableRecordsError(OpsKafkaError):
 
 class StreamsWorkerRunningError(OpsKafkaError):
     """A streams worker is consuming the log; the rebuild would race with it."""
+
+
+class StreamsWorkerUnknownError(OpsKafkaError):
+    """Whether a streams worker consumes the log cannot be told (no Describe on a consumer
+    group, groups that cannot be listed): the rebuild refuses rather than risk racing one."""
 
 
 @dataclass
@@ -119,23 +131,47 @@ class _DropWarnings(logging.Filter):
         return record.levelno > logging.WARNING
 
 
-def running_workers(admin: Any, log_topic: str) -> list[str]:
-    """Active faust consumer groups with a member assigned to ``log_topic``."""
-    groups = [g["group_id"] for g in admin.list_groups()]
-    if not groups:
+def running_workers(admin: Any, log_topic: str, *, groups: Iterable[str] = ()) -> list[str]:
+    """Active faust consumer groups with a member assigned to ``log_topic``, among the listed
+    groups and ``groups`` (described by name: the listing leaves out groups this principal
+    may not Describe).
+
+    Raises :class:`StreamsWorkerUnknownError` when groups cannot be listed, or a group cannot
+    be described and no running worker was found otherwise.
+    """
+    try:
+        listed = {g["group_id"] for g in admin.list_groups()}
+    except KafkaError as exc:
+        raise StreamsWorkerUnknownError(
+            f"cannot list consumer groups: {type(exc).__name__}: {exc}"
+        ) from exc
+    ids = sorted(listed.union(groups))
+    if not ids:
         return []
-    running = []
     groups_log = logging.getLogger("kafka.admin._groups")
     quiet = _DropWarnings()
     # kafka-python cannot decode faust's member metadata and warns about every member.
     groups_log.addFilter(quiet)
     try:
-        described = admin.describe_groups(groups)
+        described = admin.describe_groups(ids)
+    except KafkaError as exc:  # e.g. no Describe on a group: finding its coordinator fails
+        raise StreamsWorkerUnknownError(
+            f"cannot describe consumer groups {', '.join(ids)}: {type(exc).__name__}: {exc}"
+        ) from exc
     finally:
         groups_log.removeFilter(quiet)
-    for group_id, info in described.items():
-        if info.get("protocol_data") != "faust" or info.get("group_state") in (
-            _INACTIVE_GROUP_STATES
+    running: list[str] = []
+    unknown: list[str] = []
+    for group_id in ids:
+        info = described.get(group_id)
+        error = None if info is None else info.get("error")
+        if info is None or (error and not str(error).startswith(_GROUP_NOT_FOUND)):
+            unknown.append(f"{group_id} ({error or 'not described'})")
+            continue
+        if (
+            error
+            or info.get("protocol_data") != "faust"
+            or info.get("group_state") in _INACTIVE_GROUP_STATES
         ):
             continue
         for member in info.get("members") or ():
@@ -143,7 +179,9 @@ def running_workers(admin: Any, log_topic: str) -> list[str]:
             if any(a.get("topic") == log_topic for a in assigned):
                 running.append(group_id)
                 break
-    return sorted(running)
+    if unknown and not running:
+        raise StreamsWorkerUnknownError(f"cannot describe consumer group(s) {'; '.join(unknown)}")
+    return running
 
 
 class _Rules:
@@ -189,7 +227,16 @@ def _prepare_state_topic(
         if partitions is None:
             raise OpsKafkaError(f"topic {kafka.topic!r} does not exist")
         if not force:
-            workers = running_workers(admin, kafka.topic)
+            app_id = settings.worker_settings().app_id
+            try:
+                workers = running_workers(admin, kafka.topic, groups=(app_id,))
+            except StreamsWorkerUnknownError as exc:
+                raise StreamsWorkerUnknownError(
+                    f"cannot tell whether a streams worker consumes {kafka.topic!r}: {exc}. "
+                    f"Give this principal Describe on the worker's group {app_id!r} "
+                    "(REVOCAST_STREAMS_APP_ID) and on the groups named, or use --force once you "
+                    "know no worker runs"
+                ) from exc
             if workers:
                 raise StreamsWorkerRunningError(
                     f"streams worker group(s) {', '.join(workers)} consume {kafka.topic!r}: "

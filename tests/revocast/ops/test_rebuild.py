@@ -14,13 +14,18 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import ConfigResource, NewTopic
-from kafka.errors import UnknownTopicOrPartitionError
+from kafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
 
 from consumer_sdk import RevocationState, decode_and_apply
 from revocast.ops import (
     OpsKafkaError,
     OpsSettings,
     StreamsWorkerRunningError,
+    StreamsWorkerUnknownError,
     UnverifiableRecordsError,
     read_range,
     rebuild_state,
@@ -229,14 +234,38 @@ def test_rules_only_the_old_state_holds_are_kept_unless_log_only_and_expired_one
 
 
 class FakeAdmin:
-    def __init__(self, groups: dict[str, dict[str, Any]]) -> None:
+    """Groups as Kafka shows them to one principal: ``groups`` are listed and described;
+    ``unlisted`` ones (no Describe on them) are left out of the listing and described with
+    their error, as Kafka does."""
+
+    def __init__(
+        self,
+        groups: dict[str, dict[str, Any]],
+        *,
+        unlisted: dict[str, dict[str, Any]] | None = None,
+        list_error: Exception | None = None,
+    ) -> None:
         self.groups = groups
+        self.unlisted = unlisted or {}
+        self.list_error = list_error
 
     def list_groups(self) -> list[dict[str, str]]:
+        if self.list_error is not None:
+            raise self.list_error
         return [{"group_id": g} for g in self.groups]
 
     def describe_groups(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        return {g: self.groups[g] for g in ids}
+        known = {**self.groups, **self.unlisted}
+        return {g: known[g] for g in ids}
+
+
+def failed(error: str) -> dict[str, Any]:
+    """A group DescribeGroups answers with an error code (kafka-python's wording)."""
+    return {"group_state": "Dead", "protocol_data": "", "members": [], "error": error}
+
+
+DENIED = "[Error 30] GroupAuthorizationFailedError: Not authorized to access group"
+NOT_FOUND = "[Error 69] GroupIdNotFoundError: Group revocast-streams not found."
 
 
 def group(state: str, protocol: str, *topics: str) -> dict[str, Any]:
@@ -257,13 +286,96 @@ def test_only_an_active_faust_group_on_the_log_counts_as_a_running_worker() -> N
     assert running_workers(admin, "log") == ["worker"]
 
 
+def test_a_worker_group_this_principal_may_not_describe_is_not_taken_for_no_worker() -> None:
+    """Without Describe on the worker's group, Kafka leaves it out of the listing: the group
+    is described by name, and its authorization error stops the rebuild."""
+    admin = FakeAdmin({}, unlisted={"revocast-streams": failed(DENIED)})
+    with pytest.raises(StreamsWorkerUnknownError, match="GroupAuthorizationFailedError"):
+        running_workers(admin, "log", groups=["revocast-streams"])
+
+
+def test_a_listed_group_that_cannot_be_described_stops_the_rebuild_unless_a_worker_is_found() -> (
+    None
+):
+    admin = FakeAdmin({"other": failed("[Error 15] CoordinatorNotAvailableError: ")})
+    with pytest.raises(StreamsWorkerUnknownError, match="other"):
+        running_workers(admin, "log")
+    admin.groups["worker"] = group("Stable", "faust", "log")
+    assert running_workers(admin, "log") == ["worker"]
+
+
+def test_groups_that_cannot_be_listed_stop_the_rebuild() -> None:
+    admin = FakeAdmin({}, list_error=ClusterAuthorizationFailedError("no Describe on cluster"))
+    with pytest.raises(StreamsWorkerUnknownError, match="cannot list consumer groups"):
+        running_workers(admin, "log", groups=["revocast-streams"])
+
+
+def test_a_worker_group_that_does_not_exist_is_no_running_worker() -> None:
+    admin = FakeAdmin({}, unlisted={"revocast-streams": failed(NOT_FOUND)})
+    assert running_workers(admin, "log", groups=["revocast-streams"]) == []
+
+
+@pytest.mark.kafka
+def test_the_broker_answer_for_a_worker_group_that_does_not_exist_is_no_running_worker(
+    kafka_bootstrap: str, log: str
+) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert running_workers(admin, log, groups=[f"{log}-no-such-worker"]) == []
+    finally:
+        admin.close()
+
+
+class DeniedGroups:
+    """A real admin client, as a principal without Describe on ``denied`` sees the cluster:
+    those groups are missing from the listing, and asking about them is refused."""
+
+    def __init__(self, admin: Any, denied: set[str]) -> None:
+        self._admin = admin
+        self._denied = denied
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._admin, name)
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        return [g for g in self._admin.list_groups() if g["group_id"] not in self._denied]
+
+    def describe_groups(self, ids: list[str]) -> dict[str, Any]:
+        if self._denied.intersection(ids):
+            raise GroupAuthorizationFailedError("FindCoordinator refused")
+        return dict(self._admin.describe_groups(ids))
+
+
+@pytest.mark.kafka
+def test_rebuild_refuses_when_it_cannot_see_the_workers_group_and_runs_with_force(
+    kafka_bootstrap: str, log: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import revocast.ops._rebuild as rebuild
+    from revocast.ops._status import kafka_admin
+
+    @contextlib.contextmanager
+    def denied(kafka: KafkaSettings) -> Iterator[Any]:
+        with kafka_admin(kafka) as admin:
+            yield DeniedGroups(admin, {"revocast-streams"})
+
+    monkeypatch.setattr(rebuild, "kafka_admin", denied)
+    settings = ops_settings(kafka_bootstrap, log)
+    with pytest.raises(StreamsWorkerUnknownError, match="Describe on the worker's group"):
+        rebuild_state(settings, clock=clock)
+    with pytest.raises(OpsKafkaError, match="does not exist"):
+        state_records(settings)  # refused before creating or writing anything
+    assert rebuild_state(settings, force=True, clock=clock).created_topic
+
+
 @pytest.mark.kafka
 def test_rebuild_refuses_while_a_streams_worker_consumes_the_log(
     kafka_bootstrap: str, log: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import revocast.ops._rebuild as rebuild
 
-    monkeypatch.setattr(rebuild, "running_workers", lambda admin, topic: ["revocast-streams"])
+    monkeypatch.setattr(
+        rebuild, "running_workers", lambda admin, topic, groups: ["revocast-streams"]
+    )
     with pytest.raises(StreamsWorkerRunningError, match="revocast-streams"):
         rebuild_state(ops_settings(kafka_bootstrap, log), clock=clock)
 
