@@ -60,7 +60,8 @@ from consumer_sdk._snapshot import (
     manifest_key,
     sign_manifest,
 )
-from consumer_sdk._snapshot_reader import read_snapshots, read_tails, topic_id
+from consumer_sdk._snapshot_reader import read_snapshots, read_tails
+from consumer_sdk._snapshot_reader import topic_id as current_topic_id
 from revocation_events import (
     EventVerifier,
     MalformedEventError,
@@ -332,7 +333,7 @@ class Snapshotter:
         if not parts:
             raise StreamsError(f"log topic {s.log_topic!r} does not exist")
         _ensure_topic(s, len(parts))
-        current = topic_id(consumer, s.log_topic)
+        current = current_topic_id(consumer, s.log_topic)
         if self._rules and current != self._topic_id:
             self._forget(current)
         self._topic_id = current
@@ -457,7 +458,7 @@ class Snapshotter:
                 due.append(p)
         if not due:
             return
-        current = topic_id(consumer, s.log_topic)
+        current = current_topic_id(consumer, s.log_topic)
         if current != self._topic_id:
             # Rules from the old log may have been merged with records of the new one.
             raise StreamsError(
