@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,19 +106,33 @@ class KafkaSender:
         return futures
 
     @staticmethod
-    def wait(futures: Sequence[Any], timeout: float) -> list[Ack | PublishError]:
-        """Wait for every future, all within one deadline."""
+    def wait(
+        futures: Sequence[Any],
+        timeout: float,
+        *,
+        heartbeat: Callable[[], object] | None = None,
+        every: float = 1.0,
+    ) -> list[Ack | PublishError]:
+        """Wait for every future, all within one deadline, calling ``heartbeat`` at least
+        every ``every`` seconds while one is still in flight."""
         deadline = time.monotonic() + timeout
         results: list[Ack | PublishError] = []
         for future in futures:
-            try:
-                meta = future.get(timeout=max(0.0, deadline - time.monotonic()))
-            except KafkaError as exc:
-                err = PublishError(f"not acknowledged by Kafka: {exc}")
-                err.__cause__ = exc
-                results.append(err)
-            else:
-                results.append(Ack(partition=meta.partition, offset=meta.offset))
+            while True:
+                left = max(0.0, deadline - time.monotonic())
+                step = left if heartbeat is None else min(left, every)
+                try:
+                    meta = future.get(timeout=step)
+                except KafkaError as exc:
+                    if heartbeat is not None and not future.is_done and step < left:
+                        heartbeat()
+                        continue
+                    err = PublishError(f"not acknowledged by Kafka: {exc}")
+                    err.__cause__ = exc
+                    results.append(err)
+                else:
+                    results.append(Ack(partition=meta.partition, offset=meta.offset))
+                break
         return results
 
     def reset(self) -> None:

@@ -6,11 +6,13 @@ import signal
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from producer import PublishError, PublisherSettings, ensure_topic
-from producer._kafka import KafkaSender, producer_config, require_reachable
+from producer._kafka import Ack, KafkaSender, producer_config, require_reachable
 from revocast.localkafka import LocalKafkaBroker
 from revocation_events import EventCodec, EventSigner, KafkaSettings, SigningKey, TokenRevoked
 from tests.producer._support import UNREACHABLE
@@ -110,3 +112,40 @@ def test_shared_kafka_options_of_other_client_kinds_do_not_reach_the_producer() 
     config = producer_config(PublisherSettings(issuer="i", allow_unsigned=True, kafka=kafka))
     assert "isolation_level" not in config
     assert config["ssl_check_hostname"] is False
+
+
+class LateFuture:
+    """A send future still in flight for ``polls`` waits, then acknowledged (or failed)."""
+
+    def __init__(self, polls: int, *, error: KafkaError | None = None) -> None:
+        self.polls = polls
+        self.error = error
+        self.is_done = False
+
+    def get(self, timeout: float) -> SimpleNamespace:
+        if self.polls > 0:
+            self.polls -= 1
+            raise KafkaTimeoutError(f"not done after {timeout}s")
+        self.is_done = True
+        if self.error is not None:
+            raise self.error
+        return SimpleNamespace(partition=2, offset=41)
+
+
+def test_wait_calls_the_heartbeat_while_a_batch_is_in_flight() -> None:
+    # The drainer renews its outbox lease there: a slow ack is not a dead holder.
+    beats: list[None] = []
+    outcomes = KafkaSender.wait(
+        [LateFuture(3), LateFuture(0)], 30.0, heartbeat=lambda: beats.append(None), every=0.01
+    )
+    assert outcomes == [Ack(partition=2, offset=41), Ack(partition=2, offset=41)]
+    assert len(beats) == 3
+
+
+def test_wait_reports_a_failed_send_at_once_despite_a_heartbeat() -> None:
+    beats: list[None] = []
+    failed = LateFuture(0, error=KafkaTimeoutError("delivery timed out"))
+    (outcome,) = KafkaSender.wait([failed], 30.0, heartbeat=lambda: beats.append(None))
+    assert isinstance(outcome, PublishError)
+    assert isinstance(outcome.__cause__, KafkaTimeoutError)
+    assert beats == []
