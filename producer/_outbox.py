@@ -3,6 +3,10 @@
 Rows are appended in one fsync'd transaction per publish call and deleted only after the
 broker acknowledged them, in rowid order. Records are stored already signed, so a later key
 rotation does not change what a queued event says.
+
+Several processes may share the file. Beside the rows it holds the drain lease (which process
+sends; see :mod:`producer._lease`) and the acks the drainer recorded for rows it did not write
+itself, so that the process waiting for them can report where they went.
 """
 
 from __future__ import annotations
@@ -18,17 +22,37 @@ from pathlib import Path
 from producer._errors import PublishError
 from revocation_events import EncodedEvent
 
-__all__ = ["Outbox", "OutboxRow"]
+__all__ = ["ACK_RETENTION", "Outbox", "OutboxRow"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL,
-    record_key BLOB NOT NULL,
-    record_value BLOB NOT NULL,
-    headers TEXT NOT NULL
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL,
+        record_key BLOB NOT NULL,
+        record_value BLOB NOT NULL,
+        headers TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS drain_lease (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        owner TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS acks (
+        event_id TEXT PRIMARY KEY,
+        partition INTEGER NOT NULL,
+        "offset" INTEGER NOT NULL,
+        acked_at REAL NOT NULL
+    )
+    """,
 )
-"""
+
+ACK_RETENTION = 3600.0
+"""Seconds an ack nobody collected stays (its publisher gave up waiting, or died)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +77,8 @@ class Outbox:
             # crash.
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
-            db.execute(_SCHEMA)
+            for statement in _SCHEMA:
+                db.execute(statement)
         except (OSError, sqlite3.Error) as exc:
             if db is not None:
                 db.close()
@@ -107,18 +132,100 @@ class Outbox:
             for seq, event_id, key, value, headers in rows
         ]
 
-    def delete(self, seqs: Iterable[int]) -> None:
+    def delete(
+        self,
+        seqs: Iterable[int],
+        acks: Sequence[tuple[uuid.UUID, int, int]] = (),
+        *,
+        now: float = 0.0,
+    ) -> None:
+        """Delete acknowledged rows; in the same transaction, record ``acks`` (event id,
+        partition, offset) acknowledged at ``now`` for the processes waiting for them, and drop
+        acks older than :data:`ACK_RETENTION`."""
         params = [(s,) for s in seqs]
-        if not params:
+        if not params and not acks:
             return
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany("DELETE FROM outbox WHERE seq = ?", params)
+                if acks:
+                    self._db.execute("DELETE FROM acks WHERE acked_at < ?", (now - ACK_RETENTION,))
+                    self._db.executemany(
+                        'INSERT OR REPLACE INTO acks (event_id, partition, "offset", acked_at)'
+                        " VALUES (?, ?, ?, ?)",
+                        [(str(event_id), p, o, now) for event_id, p, o in acks],
+                    )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def take_acks(self, event_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, tuple[int, int]]:
+        """The (partition, offset) another process's drainer recorded for these events, each
+        given out once."""
+        found: dict[uuid.UUID, tuple[int, int]] = {}
+        with self._lock:
+            for event_id in event_ids:
+                row = self._db.execute(
+                    'SELECT partition, "offset" FROM acks WHERE event_id = ?', (str(event_id),)
+                ).fetchone()
+                if row is not None:
+                    found[event_id] = (int(row[0]), int(row[1]))
+            if found:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany(
+                        "DELETE FROM acks WHERE event_id = ?", [(str(e),) for e in found]
+                    )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        return found
+
+    def claim_lease(self, owner: str, *, now: float, until: float) -> bool:
+        """Take or renew the drain lease for ``owner`` until ``until``: only if it is free,
+        already ``owner``'s, or expired at ``now``. Under SQLite's write lock, so two processes
+        cannot both take it."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT owner, expires_at FROM drain_lease WHERE id = 0"
+                ).fetchone()
+                taken = row is None or row[0] == owner or row[1] <= now
+                if taken:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO drain_lease (id, owner, expires_at)"
+                        " VALUES (0, ?, ?)",
+                        (owner, until),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        return taken
+
+    def lease(self) -> tuple[str, float] | None:
+        """The drain lease's (owner, expiry), read without taking the write lock."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT owner, expires_at FROM drain_lease WHERE id = 0"
+            ).fetchone()
+        return None if row is None else (str(row[0]), float(row[1]))
+
+    def release_lease(self, owner: str) -> None:
+        """Give the lease up, if ``owner`` holds it, so another process can take it at once."""
+        with self._lock:
+            self._db.execute("DELETE FROM drain_lease WHERE id = 0 AND owner = ?", (owner,))
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits to the file (SQLite ``data_version``)."""
+        with self._lock:
+            (version,) = self._db.execute("PRAGMA data_version").fetchone()
+        return int(version)
 
     def count(self) -> int:
         with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 import uuid
@@ -23,6 +24,7 @@ from producer._events import (
     utc_now,
 )
 from producer._kafka import Ack, KafkaSender
+from producer._lease import DrainLease
 from producer._outbox import Outbox, OutboxRow
 from producer._settings import PublisherSettings
 from revocation_events import (
@@ -45,7 +47,9 @@ __all__ = ["PublishResult", "Publisher"]
 log = logging.getLogger("producer")
 
 _DRAIN_BATCH = 500
-_IDLE_POLL = 1.0
+_POLL = 0.05
+"""How often the drainer looks at the outbox file for other processes' rows, acks and lease
+(a cheap read: SQLite's ``data_version`` and the lease row)."""
 _MAX_BACKOFF = 5.0
 
 
@@ -88,6 +92,10 @@ class Publisher:
     delete re-sends the event after restart. Consumers apply events idempotently (dedupe by
     ``id``), so the duplicate has no effect.
 
+    Processes may share one outbox file: only the holder of its drain lease sends, the others'
+    rows included (it polls the file for them), and each call still returns its own event's
+    ack. See :mod:`producer._lease` for takeover when the holder dies or stalls.
+
     Bad arguments raise :class:`InvalidRevocationError` before anything is written or sent.
     """
 
@@ -100,12 +108,14 @@ class Publisher:
         self._lock = threading.Lock()
         self._closed = False
         self._outbox: Outbox | None = None
+        self._lease: DrainLease | None = None
         self._drainer: threading.Thread | None = None
         self._waiters: dict[uuid.UUID, _Waiter] = {}
         self._wakeup = threading.Event()
         self._stop = threading.Event()
         if settings.delivery == "outbox":
             self._outbox = Outbox(settings.outbox_path)
+            self._lease = DrainLease(self._outbox, duration=settings.outbox_lease)
             self._wakeup.set()  # resume what a previous process left behind
             self._drainer = threading.Thread(
                 target=self._drain_loop, name="revocast-outbox-drainer", daemon=True
@@ -296,6 +306,11 @@ class Publisher:
             self._drainer.join(bound)
         self._sender.close(timeout=0 if timeout is None else timeout)
         if self._outbox is not None and not (self._drainer and self._drainer.is_alive()):
+            if self._lease is not None:
+                try:
+                    self._lease.release()
+                except sqlite3.Error as exc:  # it expires on its own
+                    log.warning("cannot release the outbox drain lease: %s", exc)
             self._outbox.close()
 
     def __enter__(self) -> Self:
@@ -373,14 +388,27 @@ class Publisher:
         )
 
     def _drain_loop(self) -> None:
+        assert self._outbox is not None
+        assert self._lease is not None
+        outbox, lease = self._outbox, self._lease
         backoff = 0.1
+        seen: int | None = None
         while not self._stop.is_set():
-            if not self._wakeup.wait(_IDLE_POLL):
-                continue
+            woken = self._wakeup.wait(_POLL)
             self._wakeup.clear()
             if self._stop.is_set():
                 return
             try:
+                # Other processes' commits wake nobody here: data_version is how they show.
+                version = outbox.data_version()
+                changed, seen = version != seen, version
+                if changed:
+                    self._collect_acks(outbox)
+                was_held = lease.held
+                if not lease.hold():
+                    continue
+                if was_held and not (woken or changed):
+                    continue
                 delivered_all = self._drain_once()
             except PublishError as exc:
                 log.warning("outbox delivery failed, retrying in %.1fs: %s", backoff, exc)
@@ -397,14 +425,22 @@ class Publisher:
             self._wakeup.set()
 
     def _drain_once(self) -> bool:
-        """Send the oldest pending rows; delete the acknowledged prefix. True if all went."""
+        """Send the oldest pending rows; delete the acknowledged prefix. True if all went.
+
+        Only called right after the drain lease was checked."""
         assert self._outbox is not None
         rows = self._outbox.head(_DRAIN_BATCH)
         if not rows:
             return True
         s = self._settings
         futures = self._sender.send([row.record for row in rows])
-        outcomes = self._sender.wait(futures, s.delivery_timeout + s.max_block)
+        # Renewed while the batch is in flight: a slow broker is not a dead holder.
+        outcomes = self._sender.wait(
+            futures,
+            s.delivery_timeout + s.max_block,
+            heartbeat=self._renew,
+            every=min(1.0, s.outbox_lease / 6),
+        )
         acked: list[tuple[OutboxRow, Ack]] = []
         for row, outcome in zip(rows, outcomes, strict=True):
             if isinstance(outcome, PublishError):
@@ -413,18 +449,43 @@ class Publisher:
                 log.warning("outbox event %s not acknowledged: %s", row.event_id, outcome)
                 break
             acked.append((row, outcome))
-        self._outbox.delete(row.seq for row, _ in acked)
         with self._lock:
-            for row, ack in acked:
-                waiter = self._waiters.pop(row.event_id, None)
-                if waiter is not None:
-                    waiter.ack = ack
-                    waiter.done.set()
+            # Rows nobody here waits for: another process (or a caller that gave up) may.
+            others = [
+                (row.event_id, ack.partition, ack.offset)
+                for row, ack in acked
+                if row.event_id not in self._waiters
+            ]
+        self._outbox.delete((row.seq for row, _ in acked), others, now=time.time())
+        self._resolve({row.event_id: ack for row, ack in acked})
         if len(acked) < len(rows):
             return False
         if len(rows) == _DRAIN_BATCH:
             self._wakeup.set()
         return True
+
+    def _renew(self) -> None:
+        assert self._lease is not None
+        try:
+            self._lease.hold()
+        except sqlite3.Error as exc:  # the batch in flight must still be waited for
+            log.warning("cannot renew the outbox drain lease: %s", exc)
+
+    def _collect_acks(self, outbox: Outbox) -> None:
+        """Resolve waiters whose rows another process's drainer delivered."""
+        with self._lock:
+            waiting = list(self._waiters)
+        if waiting:
+            found = outbox.take_acks(waiting)
+            self._resolve({e: Ack(partition=p, offset=o) for e, (p, o) in found.items()})
+
+    def _resolve(self, acks: dict[uuid.UUID, Ack]) -> None:
+        with self._lock:
+            for event_id, ack in acks.items():
+                waiter = self._waiters.pop(event_id, None)
+                if waiter is not None:
+                    waiter.ack = ack
+                    waiter.done.set()
 
 
 def _optional_id(name: str, value: str | None) -> str | None:

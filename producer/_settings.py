@@ -28,6 +28,10 @@ __all__ = ["DEFAULT_OUTBOX_PATH", "DeliveryMode", "PublisherSettings"]
 DeliveryMode = Literal["outbox", "direct"]
 _MAX_DURATION = 100 * 365 * 86_400.0
 DEFAULT_OUTBOX_PATH = Path(".revocast") / "publisher-outbox.sqlite3"
+_DURATIONS = ("max_token_lifetime", "ack_timeout", "delivery_timeout", "max_block", "outbox_lease")
+_MIN_LEASE = 1.0
+"""The drainer looks at the file every 50 ms and renews during a batch; a shorter lease would
+expire between two renewals and let a second process send the same rows."""
 
 # Options that would silently weaken delivery: acks=1 turns idempotence off in kafka-python 3.
 _FORBIDDEN_OPTIONS = {
@@ -48,10 +52,11 @@ class PublisherSettings:
 
     ``delivery="outbox"`` (default) writes every event to the SQLite file ``outbox_path``
     before sending it, so nothing is lost while Kafka is down; ``"direct"`` sends straight to
-    Kafka and raises :class:`~producer.PublishError` on failure. Give each process its own
-    ``outbox_path`` (one per gunicorn worker, say): publishers sharing a file each deliver
-    the other's rows too, which consumers absorb (applying an event is idempotent) but
-    doubles the traffic, and a publish whose row the other process sent reports ``queued``.
+    Kafka and raises :class:`~producer.PublishError` on failure. Processes may share one
+    ``outbox_path`` (gunicorn workers, or an old and a new process during a restart): only the
+    one holding the file's drain lease sends, in publish order, and the others' calls return
+    its acks. A holder that is killed keeps the lease for up to ``outbox_lease`` seconds; one
+    that stalls longer than that may have its last batch sent again by the next holder.
     """
 
     issuer: str
@@ -67,6 +72,9 @@ class PublisherSettings:
     """Upper bound for one send attempt to be acknowledged (kafka ``delivery_timeout_ms``)."""
     max_block: float = 10.0
     """Upper bound to connect and to fetch metadata (``max_block_ms``, ``bootstrap_timeout_ms``)."""
+    outbox_lease: float = 30.0
+    """How long the drain lease of a shared outbox outlives its holder's last renewal (>= 1):
+    how long the other processes wait for a killed holder before one of them sends."""
     producer_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
     """Extra kafka-python producer options (``linger_ms``, ``compression_type``…)."""
 
@@ -79,8 +87,9 @@ class PublisherSettings:
             )
         if self.delivery not in get_args(DeliveryMode):
             raise SettingsError(f"delivery must be 'outbox' or 'direct', got {self.delivery!r}")
-        for name in ("max_token_lifetime", "ack_timeout", "delivery_timeout", "max_block"):
+        for name in _DURATIONS:
             _check_positive(name, getattr(self, name))
+        _check_lease("outbox_lease", self.outbox_lease)
         _check_producer_options("producer_options", self.producer_options)
         # Read-only: a mutation after validation (acks=0) would skip the check above.
         object.__setattr__(self, "producer_options", MappingProxyType(dict(self.producer_options)))
@@ -99,7 +108,8 @@ class PublisherSettings:
         ``EVENT_ISSUER`` (required; the consumer SDK's ``ISSUER`` is the JWT issuer, a
         different thing), ``SIGNING_KEY`` (``kid:hmac:…`` or ``kid:ed25519:…``; required
         unless ``ALLOW_UNSIGNED=true``), ``MAX_TOKEN_LIFETIME``, ``DELIVERY``, ``OUTBOX_PATH``,
-        ``ACK_TIMEOUT``, ``DELIVERY_TIMEOUT``, ``MAX_BLOCK``, ``PRODUCER_OPTIONS`` (JSON object)
+        ``ACK_TIMEOUT``, ``DELIVERY_TIMEOUT``, ``MAX_BLOCK``, ``OUTBOX_LEASE``,
+        ``PRODUCER_OPTIONS`` (JSON object)
         and the Kafka variables of :meth:`KafkaSettings.from_env`. Errors name the variable.
         """
         env = os.environ if environ is None else environ
@@ -134,12 +144,13 @@ class PublisherSettings:
         path = env_str(env, f"{prefix}OUTBOX_PATH")
         if path is not None:
             kwargs["outbox_path"] = Path(path)
-        for name in ("max_token_lifetime", "ack_timeout", "delivery_timeout", "max_block"):
+        for name in _DURATIONS:
             var = f"{prefix}{name.upper()}"
             value = env_float(env, var)
             if value is not None:
                 _check_positive(var, value)
                 kwargs[name] = value
+        _check_lease(f"{prefix}OUTBOX_LEASE", kwargs.get("outbox_lease", _MIN_LEASE))
         options = env_str(env, f"{prefix}PRODUCER_OPTIONS")
         if options is not None:
             var = f"{prefix}PRODUCER_OPTIONS"
@@ -171,6 +182,11 @@ def _check_positive(label: str, value: float) -> None:
             f"{label} must be a number of seconds > 0 and <= {_MAX_DURATION:.0f} (100 years), "
             f"got {value!r}"
         )
+
+
+def _check_lease(label: str, value: float) -> None:
+    if value < _MIN_LEASE:
+        raise SettingsError(f"{label} must be at least {_MIN_LEASE:g} second, got {value!r}")
 
 
 def _check_producer_options(label: str, options: Mapping[str, Any]) -> None:

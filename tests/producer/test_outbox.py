@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from producer import Publisher, PublishError, ensure_topic
-from producer._outbox import Outbox
+from producer._outbox import ACK_RETENTION, Outbox
 from revocast.localkafka import LocalKafkaBroker
 from revocation_events import EncodedEvent, KafkaSettings, SigningKey
 from tests._kafka_fixtures import MakeTopic
@@ -46,6 +47,54 @@ def test_delete_removes_only_the_given_rows(tmp_path: Path) -> None:
     outbox.delete(seqs[:2])
     assert outbox.count() == 2
     assert [r.seq for r in outbox.head(10)] == seqs[2:]
+    outbox.close()
+
+
+def test_acks_recorded_for_another_process_are_given_out_once(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    drainer, publisher = Outbox(path), Outbox(path)
+    items = [record(n) for n in range(3)]
+    ids = [event_id for event_id, _ in items]
+    seqs = publisher.append(items)
+
+    drainer.delete(seqs, [(ids[0], 1, 10), (ids[1], 1, 11)], now=1_000.0)
+    assert publisher.count() == 0
+    assert publisher.take_acks(ids) == {ids[0]: (1, 10), ids[1]: (1, 11)}
+    assert publisher.take_acks(ids) == {}
+    drainer.close()
+    publisher.close()
+
+
+def test_acks_nobody_collects_are_dropped_after_the_retention(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db")
+    stale, fresh = uuid.uuid4(), uuid.uuid4()
+    outbox.delete([], [(stale, 0, 1)], now=1_000.0)
+    outbox.delete([], [(fresh, 0, 2)], now=1_000.0 + ACK_RETENTION + 1)
+    assert outbox.take_acks([stale, fresh]) == {fresh: (0, 2)}
+    outbox.close()
+
+
+def test_an_outbox_file_of_the_previous_version_keeps_its_rows_and_gains_the_lease(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "o.db"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL,"
+        " record_key BLOB NOT NULL, record_value BLOB NOT NULL, headers TEXT NOT NULL)"
+    )
+    event_id = uuid.uuid4()
+    db.execute(
+        "INSERT INTO outbox (event_id, record_key, record_value, headers) VALUES (?, ?, ?, ?)",
+        (str(event_id), b"k", b"v", "[]"),
+    )
+    db.commit()
+    db.close()
+
+    outbox = Outbox(path)
+    assert [r.event_id for r in outbox.head(10)] == [event_id]
+    assert outbox.claim_lease("me", now=0.0, until=30.0)
+    assert outbox.lease() == ("me", 30.0)
     outbox.close()
 
 

@@ -30,6 +30,7 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
             REVOCAST_ACK_TIMEOUT="1.5",
             REVOCAST_DELIVERY_TIMEOUT="20",
             REVOCAST_MAX_BLOCK="3",
+            REVOCAST_OUTBOX_LEASE="12.5",
             REVOCAST_PRODUCER_OPTIONS='{"linger_ms": 5}',
         )
     )
@@ -42,6 +43,7 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
     assert settings.delivery == "direct"
     assert settings.outbox_path == tmp_path / "o.db"
     assert (settings.ack_timeout, settings.delivery_timeout, settings.max_block) == (1.5, 20, 3)
+    assert settings.outbox_lease == 12.5
     assert settings.producer_options == {"linger_ms": 5}
 
 
@@ -55,6 +57,9 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
         ({"REVOCAST_MAX_TOKEN_LIFETIME": "0"}, "REVOCAST_MAX_TOKEN_LIFETIME"),
         ({"REVOCAST_ACK_TIMEOUT": "soon"}, "REVOCAST_ACK_TIMEOUT"),
         ({"REVOCAST_DELIVERY_TIMEOUT": "-1"}, "REVOCAST_DELIVERY_TIMEOUT"),
+        ({"REVOCAST_OUTBOX_LEASE": "0"}, "REVOCAST_OUTBOX_LEASE"),
+        ({"REVOCAST_OUTBOX_LEASE": "inf"}, "REVOCAST_OUTBOX_LEASE"),
+        ({"REVOCAST_OUTBOX_LEASE": "0.5"}, "REVOCAST_OUTBOX_LEASE"),
         ({"REVOCAST_ALLOW_UNSIGNED": "maybe"}, "REVOCAST_ALLOW_UNSIGNED"),
         ({"REVOCAST_PRODUCER_OPTIONS": "{"}, "REVOCAST_PRODUCER_OPTIONS"),
         ({"REVOCAST_PRODUCER_OPTIONS": '{"acks": 1}'}, "REVOCAST_PRODUCER_OPTIONS"),
@@ -104,12 +109,20 @@ def test_producer_options_that_weaken_delivery_are_refused(options: dict[str, An
 
 
 @pytest.mark.parametrize(
-    "field", ["max_token_lifetime", "ack_timeout", "delivery_timeout", "max_block"]
+    "field", ["max_token_lifetime", "ack_timeout", "delivery_timeout", "max_block", "outbox_lease"]
 )
 def test_durations_must_be_positive(field: str) -> None:
     kwargs: dict[str, Any] = {field: 0}
     with pytest.raises(SettingsError, match=field):
         PublisherSettings(issuer="i", signing_key=KEY, **kwargs)
+
+
+def test_an_outbox_lease_shorter_than_its_renewals_is_refused() -> None:
+    # Under a second, the lease could expire between two renewals of a live holder and a
+    # second process would send the same rows.
+    with pytest.raises(SettingsError, match="outbox_lease must be at least 1"):
+        PublisherSettings(issuer="i", signing_key=KEY, outbox_lease=0.5)
+    assert PublisherSettings(issuer="i", signing_key=KEY, outbox_lease=1).outbox_lease == 1
 
 
 @pytest.mark.parametrize(
