@@ -6,12 +6,19 @@ hashes, SQLite storage, a JWKS endpoint with key rotation and revocation.
 """
 
 from identity_service._app import RevocationPublisher, create_app
-from identity_service._passwords import OWASP_SCRYPT, Scrypt, hash_password, verify_password
+from identity_service._passwords import (
+    OWASP_SCRYPT,
+    PasswordHasher,
+    Scrypt,
+    hash_password,
+    verify_password,
+)
 from identity_service._settings import IdentitySettings
 
 __all__ = [
     "OWASP_SCRYPT",
     "IdentitySettings",
+    "PasswordHasher",
     "RevocationPublisher",
     "Scrypt",
     "create_app",

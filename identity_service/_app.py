@@ -21,8 +21,9 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
 
 from identity_service._body_limit import BodyLimit
+from identity_service._hash_slots import HashSlot, HashSlots, NoHashSlot
 from identity_service._keys import ALGORITHM, KeyRing
-from identity_service._passwords import hash_password, verify_password
+from identity_service._passwords import PasswordHasher
 from identity_service._settings import IdentitySettings
 from identity_service._store import Store, User
 from identity_service._throttle import Charge, LoginThrottle, TooManyFailures, client_key
@@ -108,9 +109,11 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     users: dict[str, str] | None = None,
+    hasher: PasswordHasher | None = None,
 ) -> FastAPI:
     """Build the app. ``users`` seeds ``username -> password`` (demo and tests) for the
-    names the database does not hold yet.
+    names the database does not hold yet. ``hasher`` replaces the scrypt of ``settings``
+    (a test double); it runs ``settings.max_concurrent_hashes`` hashes at a time.
 
     Raises :class:`SettingsError` if access tokens would outlive the revocations published for
     them: :class:`producer.Publisher` stamps each one ``expires_at = now +
@@ -123,14 +126,22 @@ def create_app(
         )
     store = Store(settings.db_path)
     keys = KeyRing(store, clock)
-    cost = settings.scrypt
-    for username, password in (users or {}).items():
-        if store.user(username) is None:  # a restart keeps changed passwords, versions, blocks
-            store.add_user(username, hash_password(password, cost))
-
-    # Hashed once: verified for an unknown username, so it costs what a known one costs (one
-    # hashed at the current cost; a user whose hash predates it costs less until next login).
-    no_user_hash = hash_password(secrets.token_urlsafe(16), cost)
+    hashing = HashSlots(
+        settings.scrypt if hasher is None else hasher,
+        limit=settings.max_concurrent_hashes,
+        wait=settings.hash_slot_wait,
+    )
+    with hashing.take() as seeding:
+        # Only new names: a restart keeps changed passwords, versions and blocks.
+        seeds = {
+            name: seeding.hash(password)
+            for name, password in (users or {}).items()
+            if store.user(name) is None
+        }
+        # Hashed once: verified for an unknown username, so it costs what a known one costs.
+        no_user_hash = seeding.hash(secrets.token_urlsafe(16))
+    for name, password_hash in seeds.items():
+        store.add_user(name, password_hash)
     throttle = LoginThrottle(
         per_user=settings.login_failures_per_user,
         per_client=settings.login_failures_per_client,
@@ -145,6 +156,7 @@ def create_app(
     app.state.store = store
     app.state.keys = keys
     app.state.login_throttle = throttle
+    app.state.hash_slots = hashing
 
     def issue(user: User, sid: str) -> TokenPair | None:
         """Tokens for ``user`` as read (None if its password, block or session changed since).
@@ -225,14 +237,34 @@ def create_app(
                 headers={"Retry-After": str(exc.retry_after)},
             ) from None
 
+    def hash_slot(charge: Charge) -> HashSlot:
+        """A slot to hash in, taken before the store is read so that a refusal says nothing
+        about the name; 503 if none frees in time, and the charge is refunded: no password
+        was checked."""
+        try:
+            return hashing.take()
+        except NoHashSlot as exc:
+            throttle.refund(charge)
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                detail="too many logins in progress; try again shortly",
+                headers={"Retry-After": str(exc.retry_after)},
+            ) from None
+
     @app.post("/login")
     def login(body: Credentials, request: Request) -> TokenPair:
         # Before the store is read: known and unknown names are throttled alike, unhashed.
         charge = charge_attempt(body.username, request)
-        user = store.user(body.username)
-        # Hash even for unknown users so timing does not reveal which usernames exist.
-        stored = user.password_hash if user else no_user_hash
-        if not verify_password(body.password, stored) or user is None:
+        with hash_slot(charge) as hasher:
+            user = store.user(body.username)
+            # Hash even for unknown users so timing does not reveal which usernames exist.
+            stored = user.password_hash if user else no_user_hash
+            right = hasher.verify(body.password, stored)
+            # In the same slot: stored once the tokens are issued.
+            rehashed = (
+                hasher.hash(body.password) if right and hashing.needs_rehash(stored) else None
+            )
+        if not right or user is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="invalid credentials")
         throttle.refund(charge)  # the right password; a failure's charge stays
         if user.blocked:
@@ -240,10 +272,10 @@ def create_app(
         tokens = issue(user, uuid.uuid4().hex)
         if tokens is None:  # the password changed or the user was blocked meanwhile
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="invalid credentials")
-        if cost.needs_rehash(user.password_hash):
+        if rehashed is not None:
             # After issue(): it checks the hash it read is still stored. A change since then
             # keeps the new password (compare-and-set), and this hash waits for the next login.
-            store.rehash_password(user.username, user.password_hash, cost.hash(body.password))
+            store.rehash_password(user.username, user.password_hash, rehashed)
         return tokens
 
     @app.post("/token/refresh")
@@ -285,11 +317,13 @@ def create_app(
         # The old password is guessed here as at /login (by whoever holds a stolen access
         # token): the same counters.
         charge = charge_attempt(claims["sub"], request)
-        user = store.user(claims["sub"])
-        if user is None or not verify_password(body.old_password, user.password_hash):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, detail="wrong password")
-        throttle.refund(charge)
-        store.set_password(user.username, hash_password(body.new_password, cost))
+        with hash_slot(charge) as hasher:
+            user = store.user(claims["sub"])
+            if user is None or not hasher.verify(body.old_password, user.password_hash):
+                raise HTTPException(status.HTTP_403_FORBIDDEN, detail="wrong password")
+            throttle.refund(charge)
+            new_hash = hasher.hash(body.new_password)
+        store.set_password(user.username, new_hash)
         store.revoke_families_of(user.username)
         try:
             publisher.revoke_subject(

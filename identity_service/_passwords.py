@@ -11,13 +11,32 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["OWASP_SCRYPT", "Scrypt", "hash_password", "verify_password"]
+__all__ = ["OWASP_SCRYPT", "PasswordHasher", "Scrypt", "hash_password", "verify_password"]
 
 _LEN = 16, 32  # salt, digest
 _MAX_MEMORY = 1 << 30
 """A stored hash asking for more than this is refused, not computed: one crafted row must not
 make each login of that name allocate gigabytes."""
+
+
+class PasswordHasher(Protocol):
+    """How the identity service hashes passwords: :class:`Scrypt` at the configured cost, or a
+    test double. The service runs :meth:`hash` and :meth:`verify` a bounded number at a time."""
+
+    def hash(self, password: str) -> str:
+        """A new salted hash of ``password`` at the current cost."""
+        ...
+
+    def verify(self, password: str, stored: str) -> bool:
+        """Whether ``password`` matches ``stored``, at the cost ``stored`` records."""
+        ...
+
+    def needs_rehash(self, stored: str) -> bool:
+        """Whether ``stored`` was made at another cost than :meth:`hash` uses. Computes no
+        hash."""
+        ...
 
 
 def _memory(n: int, r: int, p: int) -> int:
@@ -49,6 +68,10 @@ class Scrypt:
         digest = _scrypt(password, salt, self.n, self.r, self.p, _LEN[1])
         salt_b64, digest_b64 = base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
         return f"scrypt${self.n}${self.r}${self.p}${salt_b64}${digest_b64}"
+
+    def verify(self, password: str, stored: str) -> bool:
+        """:func:`verify_password`: at the cost ``stored`` records, whatever these are."""
+        return verify_password(password, stored)
 
     def needs_rehash(self, stored: str) -> bool:
         """Whether ``stored`` was made with other parameters than these (or is unreadable)."""

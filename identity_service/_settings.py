@@ -30,6 +30,13 @@ class IdentitySettings:
     parameters. Memory per hash is about 128 * n * r bytes: 128 MiB, ~0.5 s of one core."""
     scrypt_r: int = OWASP_SCRYPT.r
     scrypt_p: int = OWASP_SCRYPT.p
+    max_concurrent_hashes: int = 4
+    """Password hashes computed at once, over all requests (login, password change, re-hash).
+    Peak memory is about this times 128 * n * r bytes: 512 MiB at the default cost. Lower it
+    when raising the cost; more than the CPU cores adds latency, not throughput."""
+    hash_slot_wait: float = 1.0
+    """Seconds a request waits for one of those; then 503 with Retry-After, and the attempt is
+    not counted as a failed login. Each waiting request holds a worker thread."""
     login_failures_per_user: int = 5
     """Failed logins a username may have within ``login_failure_window``; then 429 until the
     oldest leaves it. Counted alike for names that do not exist. A success resets nothing."""
@@ -63,6 +70,15 @@ class IdentitySettings:
                 f"login_failure_window must be a finite number of seconds >= 1, "
                 f"got {self.login_failure_window}"
             )
+        if self.max_concurrent_hashes < 1:
+            raise SettingsError(
+                f"max_concurrent_hashes must be at least 1, got {self.max_concurrent_hashes}"
+            )
+        if not (0 <= self.hash_slot_wait <= 60):
+            raise SettingsError(
+                f"hash_slot_wait must be a number of seconds from 0 to 60, "
+                f"got {self.hash_slot_wait}"
+            )
         try:
             self.scrypt  # noqa: B018 - validates the three parameters together
         except ValueError as exc:
@@ -89,7 +105,12 @@ class IdentitySettings:
         db = env_str(env, f"{prefix}DB_PATH")
         if db is not None:
             kwargs["db_path"] = Path(db)
-        for name in ("access_token_ttl", "refresh_token_ttl", "login_failure_window"):
+        for name in (
+            "access_token_ttl",
+            "refresh_token_ttl",
+            "login_failure_window",
+            "hash_slot_wait",
+        ):
             number = env_float(env, f"{prefix}{name.upper()}")
             if number is not None:
                 kwargs[name] = number
@@ -97,6 +118,7 @@ class IdentitySettings:
             "scrypt_n",
             "scrypt_r",
             "scrypt_p",
+            "max_concurrent_hashes",
             "login_failures_per_user",
             "login_failures_per_client",
             "login_throttle_max_keys",

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -470,7 +472,9 @@ def test_a_login_that_verified_the_old_password_during_a_password_change_keeps_n
             clock.now += 0.001
         return ok
 
-    monkeypatch.setattr("identity_service._app.verify_password", verify_while_the_password_changes)
+    monkeypatch.setattr(
+        "identity_service._passwords.verify_password", verify_while_the_password_changes
+    )
     attacker = client.post("/login", json={"username": "alice", "password": "correct horse"})
     monkeypatch.undo()
 
@@ -749,7 +753,9 @@ def test_guesses_sent_while_earlier_ones_are_still_hashing_count_against_the_lim
             statuses.extend(attempt(client, "alice", f"burst-{i}").status_code for i in range(5))
         return verify_password(password, stored)
 
-    monkeypatch.setattr("identity_service._app.verify_password", verify_while_more_guesses_arrive)
+    monkeypatch.setattr(
+        "identity_service._passwords.verify_password", verify_while_more_guesses_arrive
+    )
     assert attempt(client, "alice", "first").status_code == 401
     assert statuses[1:] == [401, 401, 401, 401, 429]
 
@@ -822,7 +828,7 @@ def test_a_login_that_verified_the_password_while_the_account_was_deleted_gets_n
         return verify_password(password, stored)
 
     monkeypatch.setattr(
-        "identity_service._app.verify_password", verify_while_the_account_is_deleted
+        "identity_service._passwords.verify_password", verify_while_the_account_is_deleted
     )
     assert attempt(client, "alice", "correct horse").status_code == 401
 
@@ -862,3 +868,81 @@ def test_guessing_the_old_password_with_a_stolen_access_token_is_throttled_like_
     assert client.post("/password", headers=auth(stolen), json=right).status_code == 429
     assert attempt(client, "alice", "correct horse").status_code == 429  # one budget for both
     assert hashes == []
+
+
+class BlockingHasher:
+    """scrypt at the tests' cost; once ``armed``, each verify signals ``entered`` and waits for
+    ``release``, so a test knows exactly how many hashes are running."""
+
+    def __init__(self) -> None:
+        self.cost = Scrypt(n=FAST)
+        self.armed = False
+        self.entered = threading.Semaphore(0)
+        self.release = threading.Event()
+        self.verified: list[str] = []
+
+    def hash(self, password: str) -> str:
+        return self.cost.hash(password)
+
+    def verify(self, password: str, stored: str) -> bool:
+        if self.armed:
+            self.verified.append(password)
+            self.entered.release()
+            assert self.release.wait(timeout=10), "the test never released the hash"
+        return self.cost.verify(password, stored)
+
+    def needs_rehash(self, stored: str) -> bool:
+        return self.cost.needs_rehash(stored)
+
+
+@pytest.mark.parametrize("username", ["alice", "mallory"])
+def test_a_login_beyond_the_hashes_allowed_at_once_gets_503_and_is_not_counted_as_a_failure(
+    tmp_path: Path, publisher: RecordingPublisher, clock: Clock, username: str
+) -> None:
+    # Memory DoS: each hash holds 128 MiB at the default cost, and 40 worker threads hashing at
+    # once need ~5 GiB. The answer must be the same for a known and an unknown name.
+    hasher = BlockingHasher()
+    settings = idp_settings(tmp_path, max_concurrent_hashes=2, hash_slot_wait=0.01)
+    client = TestClient(create_app(settings, publisher, clock=clock, users=SEED, hasher=hasher))
+    hasher.armed = True
+    with ThreadPoolExecutor(2) as pool:
+        running = [pool.submit(attempt, client, username, f"guess-{i}") for i in range(2)]
+        for _ in running:
+            assert hasher.entered.acquire(timeout=10)
+        refused = attempt(client, username, "correct horse")
+        hasher.release.set()
+        assert [f.result(timeout=10).status_code for f in running] == [401, 401]
+
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.json() == {"detail": "too many logins in progress; try again shortly"}
+    assert sorted(hasher.verified) == ["guess-0", "guess-1"]  # no password checked
+    # Not a failure: the window's 5 are the 2 above and 3 more, then 429.
+    for guess in range(2, 5):
+        assert attempt(client, username, f"guess-{guess}").status_code == 401
+    assert attempt(client, username, "guess-5").status_code == 429
+
+
+def test_a_password_change_beyond_the_hashes_allowed_at_once_gets_503_and_changes_nothing(
+    tmp_path: Path, publisher: RecordingPublisher, clock: Clock
+) -> None:
+    hasher = BlockingHasher()
+    settings = idp_settings(tmp_path, max_concurrent_hashes=1, hash_slot_wait=0.01)
+    client = TestClient(create_app(settings, publisher, clock=clock, users=SEED, hasher=hasher))
+    tokens = login(client)
+    hasher.armed = True
+    change = {"old_password": "correct horse", "new_password": "battery staple"}
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(attempt, client, "mallory", "guess")
+        assert hasher.entered.acquire(timeout=10)
+        refused = client.post("/password", headers=auth(tokens["access_token"]), json=change)
+        hasher.release.set()
+        assert running.result(timeout=10).status_code == 401
+
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "1"
+    assert publisher.calls == []
+    assert hasher.verified == ["guess"]
+    login(client)  # the old password still works, and alice's count has room left
+    for guess in range(5):
+        assert attempt(client, "alice", f"guess-{guess}").status_code == 401

@@ -71,3 +71,35 @@ def test_a_login_throttle_that_locks_everyone_out_or_is_trivially_evicted_is_ref
     env = {"REVOCAST_IDP_ADMIN_TOKEN": ADMIN, f"REVOCAST_IDP_{name}": value}
     with pytest.raises(SettingsError, match=f"(?i){name}"):
         IdentitySettings.from_env(environ=env)
+
+
+def test_hashes_run_four_at_a_time_by_default_waiting_a_second_and_read_from_the_environment() -> (
+    None
+):
+    # 4 x 128 MiB at the default cost: 512 MiB at peak, whatever the number of requests.
+    settings = IdentitySettings(admin_token=ADMIN)
+    assert (settings.max_concurrent_hashes, settings.hash_slot_wait) == (4, 1.0)
+    env = {
+        "REVOCAST_IDP_ADMIN_TOKEN": ADMIN,
+        "REVOCAST_IDP_MAX_CONCURRENT_HASHES": "2",
+        "REVOCAST_IDP_HASH_SLOT_WAIT": "0.5",
+    }
+    settings = IdentitySettings.from_env(environ=env)
+    assert (settings.max_concurrent_hashes, settings.hash_slot_wait) == (2, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MAX_CONCURRENT_HASHES", "0"),
+        ("MAX_CONCURRENT_HASHES", "four"),
+        ("HASH_SLOT_WAIT", "-1"),
+        ("HASH_SLOT_WAIT", "nan"),
+        ("HASH_SLOT_WAIT", "inf"),
+        ("HASH_SLOT_WAIT", "61"),
+    ],
+)
+def test_a_bad_hashing_bound_names_the_setting(name: str, value: str) -> None:
+    env = {"REVOCAST_IDP_ADMIN_TOKEN": ADMIN, f"REVOCAST_IDP_{name}": value}
+    with pytest.raises(SettingsError, match=f"(?i){name}"):
+        IdentitySettings.from_env(environ=env)
