@@ -37,6 +37,7 @@ with warnings.catch_warnings():
 
 from bench._common import EVENT_KEY, create_topic, delete_topic, settings, temp_topic
 from consumer_sdk import Revocast
+from consumer_sdk._snapshot_reader import topic_id
 from revocation_events import (
     SIGNATURE_HEADER,
     EventCodec,
@@ -142,6 +143,7 @@ def _write_markers_and_snapshots(
     try:
         tps = [TopicPartition(kafka.topic, p) for p in range(_PARTITIONS)]
         ends = {tp.partition: end for tp, end in consumer.end_offsets(tps).items()}
+        log_id = topic_id(consumer, kafka.topic)  # the worker stamps it; SDKs check it
     finally:
         consumer.close()
     producer = KafkaProducer(bootstrap_servers=list(kafka.bootstrap_servers), linger_ms=5)
@@ -161,6 +163,7 @@ def _write_markers_and_snapshots(
                 rules=derived.rules[p],
                 key=SNAPSHOT_KEY,
                 created_at=time.time(),
+                topic_id=log_id,
             )
             size += sum(c.size for c in manifest.chunks)
             chunks += len(manifest.chunks)
