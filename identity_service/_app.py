@@ -260,10 +260,10 @@ def create_app(
             # Hash even for unknown users so timing does not reveal which usernames exist.
             stored = user.password_hash if user else no_user_hash
             right = hasher.verify(body.password, stored)
-            # In the same slot: stored once the tokens are issued.
-            rehashed = (
-                hasher.hash(body.password) if right and hashing.needs_rehash(stored) else None
-            )
+            # A hash older than the current cost (cheaper, until its user logs in again) must
+            # not make a failure quicker than an unknown name's: hash the candidate at the
+            # current cost whether it was right or not, and store it if it was.
+            rehashed = hasher.hash(body.password) if hashing.needs_rehash(stored) else None
         if not right or user is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="invalid credentials")
         throttle.refund(charge)  # the right password; a failure's charge stays

@@ -946,3 +946,38 @@ def test_a_password_change_beyond_the_hashes_allowed_at_once_gets_503_and_change
     login(client)  # the old password still works, and alice's count has room left
     for guess in range(5):
         assert attempt(client, "alice", f"guess-{guess}").status_code == 401
+
+
+def test_a_wrong_password_costs_a_current_hash_even_for_an_account_stored_at_an_older_cost(
+    tmp_path: Path, publisher: RecordingPublisher, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Timing user enumeration during a cost migration: a hash from before the upgrade failed a
+    # wrong password in a fraction of the current-cost decoy an unknown name costs, telling
+    # which accounts exist (and have not logged in since).
+    TestClient(create_app(idp_settings(tmp_path), publisher, clock=clock, users=SEED))
+    current = FAST * 4
+    app = create_app(idp_settings(tmp_path, scrypt_n=current), publisher, clock=clock)
+    client = TestClient(app)
+    costs: list[int] = []
+    real = hashlib.scrypt
+
+    def recording(*args: Any, **kwargs: Any) -> bytes:
+        costs.append(kwargs["n"])
+        return real(*args, **kwargs)
+
+    def cost_of(username: str, password: str, status_code: int) -> list[int]:
+        costs.clear()
+        assert attempt(client, username, password).status_code == status_code
+        return sorted(costs)
+
+    monkeypatch.setattr(hashlib, "scrypt", recording)
+    assert cost_of("mallory", "wrong", 401) == [current]
+    assert cost_of("alice", "wrong", 401) == [FAST, current]
+    assert stored_hash(client).startswith(f"scrypt${FAST}$")  # a failure stores nothing
+    # Verified at its own cost, stored again at the current one: the same work as a failure.
+    assert cost_of("alice", "correct horse", 200) == [FAST, current]
+    assert stored_hash(client).startswith(f"scrypt${current}$")
+    assert cost_of("alice", "wrong", 401) == [current]
+    assert cost_of("alice", "correct horse", 200) == [current]
+    app.state.store.set_password("alice", "unreadable")  # refused without computing it
+    assert cost_of("alice", "wrong", 401) == [current]
