@@ -4,7 +4,9 @@ Each area of the system registers its own subcommands from a small module
 (``_kafka.py``, ``_publish.py`` …) listed in :data:`_COMMAND_MODULES`; a module
 exposes ``register(subparsers)`` and sets ``func`` on each parser it adds.
 Handlers return the process exit code. Errors that users can fix raise
-:class:`CommandError` with a one-line message.
+:class:`CommandError` with a one-line message. Usage errors exit 2 as argparse's do, except
+under ``status --check``, a Nagios plugin, for which 2 means CRITICAL: there they exit 3
+(UNKNOWN).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from revocast.cli._common import CommandError
+from revocast.cli._status import usage_exit_code
 
 __all__ = ["CommandError", "main"]
 
@@ -32,8 +36,23 @@ _COMMAND_MODULES = (
 )
 
 
+class _UsageError(Exception):
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """Leaves the exit code of a usage error to :func:`main` (subcommand parsers are of this
+    class too), which knows the whole command line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(self, message)
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="revocast",
         description="Revocast: JWT revocation broadcast over Kafka, verified locally.",
     )
@@ -46,7 +65,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        exc.parser.print_usage(sys.stderr)
+        usage_code = usage_exit_code(sys.argv[1:] if argv is None else argv)
+        exc.parser.exit(usage_code, f"{exc.parser.prog}: error: {exc.message}\n")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

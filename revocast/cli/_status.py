@@ -5,7 +5,8 @@ state topic.
 lifetime, size-based deletion, compaction); stale SDK instances are flagged in the table but
 do not change the exit code. With ``--check`` it exits as a Nagios plugin does instead (see
 :class:`revocast.ops.Severity`) and prints a one-line verdict to stderr when not OK. Both
-commands exit 1 with one line for an unreachable broker or a missing topic (``--check``: 3).
+commands exit 1 with one line for an unreachable broker or a missing topic (``--check``: 3,
+as for bad option values and usage errors).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import argparse
 import json
 import os
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NoReturn
 
 from revocast.cli._common import CommandError
 from revocast.cli._oparg import ops_settings, parse_time, progress
@@ -23,7 +25,11 @@ from revocast.cli._topic import parse_duration
 if TYPE_CHECKING:
     from revocast.ops import CheckThresholds
 
-__all__ = ["register"]
+__all__ = ["register", "usage_exit_code"]
+
+_USAGE_ERROR = 2
+_UNKNOWN = 3
+"""``Severity.UNKNOWN``, without importing the ops package for a usage error."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -129,8 +135,33 @@ _CHECK_EPILOG = """\
   2 CRITICAL  the log topic UNSAFE (retention, retention.bytes, compaction); an instance
               INTERRUPTED past --max-interrupted or STALE (no heartbeat); fewer than
               --min-instances live instances in --window, or no heartbeat topic
-  3 UNKNOWN   Kafka unreachable, the log topic missing, bad settings or option values
+  3 UNKNOWN   Kafka unreachable, the log topic missing, bad settings, option values or
+              usage (an unknown option, a missing value)
 """
+
+
+def usage_exit_code(argv: Sequence[str]) -> int:
+    """The exit code of a usage error in ``argv``: 3 (UNKNOWN) when it asks for ``status
+    --check``, whose monitor would read argparse's 2 as CRITICAL; else 2.
+
+    ``--check`` is recognised as argparse recognises it, abbreviations included (``--che``;
+    ``--c`` could also be ``--create``).
+    """
+    probe = _Probe(add_help=False)
+    probe.add_argument("command", nargs="?")
+    probe.add_argument("--check", action="store_true")
+    probe.add_argument("--create", action="store_true")
+    try:
+        known, _ = probe.parse_known_args(argv)
+        check = known.command == "status" and known.check
+    except argparse.ArgumentError:  # ``--check=yes``, an ambiguous ``--c``
+        check = "status" in argv and any(arg.startswith("--check") for arg in argv)
+    return _UNKNOWN if check else _USAGE_ERROR
+
+
+class _Probe(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise argparse.ArgumentError(None, message)
 
 
 def _count(text: str, option: str) -> int:

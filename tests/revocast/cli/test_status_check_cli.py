@@ -241,3 +241,42 @@ def test_a_bad_threshold_exits_3_unknown_with_check_and_2_without(
     assert code == 3
     assert err.startswith(f"revocast: error: {option[0]}: ")
     assert status(capsys, *option)[0] == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--check", "--bogus"),  # unrecognised: the top-level parser's error
+        ("--check", "--max-lag"),  # no value: the status parser's error
+        ("--max-lag", "--check"),
+        ("--che", "--bogus"),  # an abbreviation argparse takes for --check
+        ("--check=yes",),
+    ],
+)
+def test_a_usage_error_under_check_exits_3_unknown_not_2_which_a_monitor_reads_as_critical(
+    args: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["status", *args])
+    assert exited.value.code == 3
+    err = capsys.readouterr().err
+    assert err.startswith("usage: revocast")
+    assert "error: " in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status", "--bogus"],
+        ["status", "--c"],  # ambiguous: --check or --create
+        ["replay", "--check"],
+        ["no-such-command", "--check"],
+    ],
+)
+def test_other_usage_errors_still_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "error: " in capsys.readouterr().err
