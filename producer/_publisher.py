@@ -392,6 +392,8 @@ class Publisher:
         assert self._lease is not None
         outbox, lease = self._outbox, self._lease
         backoff = 0.1
+        # A holder retrying a Kafka outage keeps its lease: it loops at least thrice a lease.
+        max_backoff = min(_MAX_BACKOFF, self._settings.outbox_lease / 3)
         seen: int | None = None
         while not self._stop.is_set():
             woken = self._wakeup.wait(_POLL)
@@ -421,7 +423,7 @@ class Publisher:
                 continue
             self._sender.reset()
             self._stop.wait(backoff)
-            backoff = min(backoff * 2, _MAX_BACKOFF)
+            backoff = min(backoff * 2, max_backoff)
             self._wakeup.set()
 
     def _drain_once(self) -> bool:
