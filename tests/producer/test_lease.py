@@ -157,36 +157,7 @@ def test_owner_ids_name_the_process_and_differ_per_publisher(
     assert first.owner.split("-")[0].isdigit()
 
 
-def test_a_closed_publisher_hands_the_lease_over_at_once(
-    make_settings: MakeSettings, tmp_path: Path
-) -> None:
-    settings = make_settings(outbox_lease=600.0)  # an expiry the test could not wait for
-    path = settings.outbox_path
-
-    def owner() -> str | None:
-        outbox = Outbox(path)
-        try:
-            lease = outbox.lease()
-        finally:
-            outbox.close()
-        return None if lease is None else lease[0]
-
-    first = Publisher(settings)
-    try:
-        assert first._lease is not None
-        first_owner = first._lease.owner
-        wait_until(lambda: owner() == first_owner, timeout=10, message="first takes the lease")
-        with Publisher(settings) as second:
-            assert second._lease is not None
-            second_owner = second._lease.owner
-            first.close()
-            wait_until(lambda: owner() == second_owner, timeout=10, message="second takes over")
-    finally:
-        first.close()
-    assert owner() is None
-
-
-# -- processes sharing one outbox file, against the real broker -----------------
+# -- publishers sharing one outbox file ---------------------------------------------
 
 
 def process_env(bootstrap: str, topic: str, outbox: Path, **settings: str) -> dict[str, str]:
@@ -206,13 +177,18 @@ def process_env(bootstrap: str, topic: str, outbox: Path, **settings: str) -> di
     return env
 
 
-def lease_owner_pid(path: Path) -> int | None:
+def lease_owner(path: Path) -> str | None:
     outbox = Outbox(path)
     try:
         lease = outbox.lease()
     finally:
         outbox.close()
-    return None if lease is None else int(lease[0].split("-")[0])
+    return None if lease is None else lease[0]
+
+
+def lease_owner_pid(path: Path) -> int | None:
+    owner = lease_owner(path)
+    return None if owner is None else int(owner.split("-")[0])
 
 
 def holds_for(condition: Callable[[], bool], *, seconds: float) -> None:
@@ -225,6 +201,26 @@ def holds_for(condition: Callable[[], bool], *, seconds: float) -> None:
 
 def event_ids(records: list[Any], key: str) -> list[str]:
     return [r.value.split(b'"id":"')[1][:36].decode() for r in records if r.key == key.encode()]
+
+
+def test_a_closed_publisher_hands_the_lease_over_at_once(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    settings = make_settings(outbox_lease=600.0)  # an expiry the test could not wait for
+    path = settings.outbox_path
+    first = Publisher(settings)
+    try:
+        assert first._lease is not None
+        first_owner = first._lease.owner
+        wait_until(lambda: lease_owner(path) == first_owner, timeout=10, message="first holds it")
+        with Publisher(settings) as second:
+            assert second._lease is not None
+            second_owner = second._lease.owner
+            first.close()
+            wait_until(lambda: lease_owner(path) == second_owner, timeout=10, message="handed over")
+    finally:
+        first.close()
+    assert lease_owner(path) is None
 
 
 @pytest.mark.kafka
