@@ -119,7 +119,8 @@ def _run(action: _Action, args: argparse.Namespace) -> int:
     if result.queued:
         print(
             f"queued {result.event_id} (Kafka did not ack in time; {pending} event(s) wait in "
-            f"{settings.outbox_path} and are sent by the next publisher on that path)"
+            f"{settings.outbox_path} and are sent by the publisher holding its drain lease, or the "
+            f"next one on that path)"
         )
         return EXIT_QUEUED
     print(
