@@ -15,9 +15,10 @@ keys loaded (a ``jwks_url`` fetched): the source is VALID, or INTERRUPTED for no
 ``max_staleness`` (the SDK keeps serving its last state that long, as ``verify()`` does). It
 answers 503 otherwise (INITIALIZING, INTERRUPTED past ``max_staleness``, OFF, or no keys yet),
 except that with ``failure_policy=accept`` an instance that has caught up once stays ready for a
-whole outage, since its ``verify()`` keeps accepting tokens; so a load balancer routes only to instances that have caught up with the revocation topic and
-can verify tokens, and a broker blip shorter than ``max_staleness`` does not take every
-instance of a service out of rotation at once. The body reports the state, since when, the
+whole outage, since its ``verify()`` keeps accepting tokens. So a load balancer routes only to
+instances that have caught up with the revocation topic and can verify tokens, and a broker
+blip shorter than ``max_staleness`` does not take every instance of a service out of rotation
+at once. The body reports the state, since when, the
 kind of the last error, whether the JWT keys are loaded (``null`` while no state is served),
 the age of the last applied event, the state's entries by kind and the skipped records by
 reason.
