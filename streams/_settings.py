@@ -66,6 +66,10 @@ class StreamsSettings:
     snapshot_signing_key: SigningKey | None = field(default=None, repr=False)
     """Signs snapshots (``REVOCAST_SNAPSHOT_SIGNING_KEY``); without it no snapshot is
     written. Give SDKs its verification key as ``REVOCAST_SNAPSHOT_KEYS``."""
+    snapshot_previous_keys: tuple[VerificationKey, ...] = field(default=(), repr=False)
+    """``REVOCAST_SNAPSHOT_PREVIOUS_KEYS``: verification keys of earlier snapshot signing keys.
+    After a rotation the snapshotter still resumes from its own snapshots signed by one of
+    them; they never sign, and nothing else is read with them."""
     snapshot_interval_seconds: float = 60.0
     """At most this often, a log partition that changed gets a new snapshot."""
     snapshot_chunk_bytes: int = 1_000_000
@@ -108,6 +112,13 @@ class StreamsSettings:
         for name, ok in checks.items():
             if not ok:
                 raise SettingsError(f"{name} has an invalid value: {getattr(self, name)!r}")
+        signing = self.snapshot_signing_key
+        if signing is not None and any(k.kid == signing.kid for k in self.snapshot_previous_keys):
+            # A verifier keeps one key per kid: the previous one would shadow the current one.
+            raise SettingsError(
+                "snapshot_previous_keys (REVOCAST_SNAPSHOT_PREVIOUS_KEYS) reuses the id "
+                f"{signing.kid!r} of the snapshot signing key: give a new key a new id"
+            )
         if not self.verification_keys and not self.allow_unsigned:
             raise SettingsError(
                 "no verification keys: set REVOCAST_EVENT_KEYS, or allow unsigned events "
@@ -154,7 +165,8 @@ class StreamsSettings:
         cls, prefix: str = "REVOCAST_", environ: Mapping[str, str] | None = None
     ) -> StreamsSettings:
         """Read Kafka settings as :meth:`KafkaSettings.from_env` does, ``{prefix}EVENT_KEYS``,
-        ``{prefix}SNAPSHOT_SIGNING_KEY``, ``{prefix}MAX_TOKEN_LIFETIME``, and
+        ``{prefix}SNAPSHOT_SIGNING_KEY``, ``{prefix}SNAPSHOT_PREVIOUS_KEYS``,
+        ``{prefix}MAX_TOKEN_LIFETIME``, and
         ``{prefix}STREAMS_*``: ``APP_ID``, ``DATA_DIR``, ``REPLICATION_FACTOR``,
         ``ALLOW_UNSIGNED``, ``WINDOW_SECONDS``, ``WINDOW_GRACE_SECONDS``,
         ``ALERT_BLOCKS_PER_WINDOW``, ``ALERT_GLOBAL_PER_WINDOW``, ``TICK_SECONDS``,
@@ -170,6 +182,9 @@ class StreamsSettings:
         signing = env_signing_key(env, f"{prefix}SNAPSHOT_SIGNING_KEY")
         if signing is not None:
             kwargs["snapshot_signing_key"] = signing
+        previous = env_verification_keys(env, f"{prefix}SNAPSHOT_PREVIOUS_KEYS")
+        if previous is not None:
+            kwargs["snapshot_previous_keys"] = previous
         lifetime = env_float(env, f"{prefix}MAX_TOKEN_LIFETIME")
         if lifetime is not None:
             kwargs["max_token_lifetime"] = lifetime

@@ -13,9 +13,27 @@ outside faust's consumer group, applying each verified event to :class:`Partitio
 which merge as ``RevocationState`` does but keyed by strings (an SDK's jti fingerprints are
 per-process hashes).
 
-* It reads every log partition from the beginning, or, after a restart, from right after its
-  own latest snapshot (verified with its own key); it writes only the partitions faust assigns
-  to this worker (all of them when run on its own), so two workers never write one partition.
+* It writes only the partitions faust assigns to this worker (all of them when run on its
+  own), so two workers never write one partition.
+* A snapshot must hold every rule still in force, including blocks and revoked keys whose
+  log records retention deleted long ago. So each log partition starts from the first of:
+
+  1. its own latest snapshot, verified with its signing key or one of
+     ``snapshot_previous_keys`` (a rotation), then the log after the manifest's offset;
+  2. the log from offset 0, when the partition's log start offset is 0: the log is
+     delete-only (``revocast status`` flags compaction on it), and only retention or
+     ``DeleteRecords`` remove records, both by moving the start offset, so nothing before
+     any record is missing;
+  3. the state topic, as the worker's processor seeds from it: the partition's last offset
+     marker (:func:`streams._topics.resume_offsets`), then its rule records up to its end
+     (:func:`streams._seed.read_state`: they include every effect the marker covers),
+     verified with the event keys, then the log after the marker. By
+     :mod:`streams._rules`, one winner per rule merges to what every event does;
+  4. none: the partition is *held*, logged and counted (``holds.<reason>``), and no
+     snapshot of it is written, since the retained log alone would claim completeness for
+     rules it cannot know. SDKs fall back to the state topic or the log. A hold is retried
+     every ``snapshot_interval_seconds`` (and on reconnecting), except ``unknown_key``, which
+     needs a restart with the key.
 * At most every ``snapshot_interval_seconds``, each owned partition whose rules changed (its
   log moved, or rules aged out) gets a new generation: chunks, flushed, then the signed
   manifest listing their offsets and hashes, then tombstones for the chunks of the generation
@@ -60,17 +78,19 @@ from consumer_sdk._snapshot import (
     manifest_key,
     sign_manifest,
 )
-from consumer_sdk._snapshot_reader import read_snapshots, read_tails
+from consumer_sdk._snapshot_reader import SnapshotRead, covers, read_snapshots, read_tails
 from consumer_sdk._snapshot_reader import topic_id as current_topic_id
 from revocation_events import (
+    SIGNATURE_HEADER,
     EventVerifier,
     MalformedEventError,
     SigningKey,
     closing_on_failure,
 )
+from streams._seed import read_state
 from streams._settings import StreamsSettings
 from streams._snapshot_rules import PartitionRules
-from streams._topics import StreamsError, state_topic_config
+from streams._topics import StreamsError, resume_offsets, state_topic_config
 
 __all__ = ["Snapshotter", "write_snapshot"]
 
@@ -199,12 +219,24 @@ class Snapshotter:
         self._settings = settings
         self._key = key
         self._verifier = EventVerifier([key.verification_key()])
+        # Previous keys only read this snapshotter's own earlier generations (a rotation).
+        self._previous = (
+            EventVerifier(settings.snapshot_previous_keys)
+            if settings.snapshot_previous_keys
+            else None
+        )
         self._codec = settings.codec()
         self._clock = clock
         self._rules: dict[int, PartitionRules] = {}
         self._offsets: dict[int, int] = {}
         """Per log partition, the last offset applied (its beginning - 1 before any)."""
         self._written: dict[int, Manifest] = {}
+        self._resign: set[int] = set()
+        """Log partitions whose latest snapshot a previous key signed: SDKs that trust only
+        the current key refuse it, so it is rewritten even if nothing changed."""
+        self._held: dict[int, str] = {}
+        """Log partitions with no complete source (module docstring), and why: no snapshot
+        of them is written."""
         self._unverifiable: dict[int, int] = {}
         """Per log partition with a record signed by a key this snapshotter does not know,
         the last offset a snapshot may cover: the one before that record."""
@@ -247,6 +279,7 @@ class Snapshotter:
         consumer, producer = self._open()
         try:
             tps = self._prepare(consumer, producer)
+            tps = {p: tp for p, tp in tps.items() if p not in self._held}
             ends = consumer.end_offsets(list(tps.values()), timeout_ms=self._timeout_ms)
             while any(consumer.position(tp) < ends[tp] for tp in tps.values()):
                 if time.monotonic() > deadline:
@@ -271,8 +304,12 @@ class Snapshotter:
                 consumer, producer = clients
                 self._prepare(consumer, producer)
                 next_write = time.monotonic()
+                next_retry = next_write + interval
                 while not self._stop.is_set():
                     self._poll(consumer)
+                    if self._held and time.monotonic() >= next_retry:
+                        self._retry_held(consumer, producer)
+                        next_retry = time.monotonic() + interval
                     if time.monotonic() >= next_write:
                         self._write(consumer, producer)
                         next_write = time.monotonic() + interval
@@ -338,10 +375,10 @@ class Snapshotter:
             self._forget(current)
         self._topic_id = current
         tps = {p: TopicPartition(s.log_topic, p) for p in sorted(parts)}
+        self._log_tps = tps
         new = [p for p in tps if p not in self._rules]
         if new:
             self._resume(consumer, producer, {p: tps[p] for p in new})
-        self._log_tps = tps
         self._position(consumer)
         return tps
 
@@ -358,56 +395,187 @@ class Snapshotter:
         self._rules.clear()
         self._offsets.clear()
         self._written.clear()
+        self._resign.clear()
         self._unverifiable.clear()
+        self._held.clear()
         self._ends.clear()  # the next write finds the old generations by reading the tails
 
     def _position(self, consumer: Any) -> None:
-        """Assign the log to ``consumer``, each partition after its last applied offset."""
-        consumer.assign(list(self._log_tps.values()))
-        for p, tp in self._log_tps.items():
+        """Assign the log to ``consumer``, each partition after its last applied offset
+        (held partitions left out)."""
+        tps = {p: tp for p, tp in self._log_tps.items() if p not in self._held}
+        consumer.assign(list(tps.values()))
+        for p, tp in tps.items():
             consumer.seek(tp, self._offsets[p] + 1)
 
+    def _retry_held(self, consumer: Any, producer: Any) -> None:
+        """Look again for a complete source of the held partitions that may have one now
+        (the processor has written its first marker, or caught up with the log start)."""
+        retry = {
+            p: self._log_tps[p]
+            for p, why in self._held.items()
+            if why != "unknown_key" and p in self._log_tps
+        }
+        if retry:
+            self._resume(consumer, producer, retry)
+            self._position(consumer)
+
     def _resume(self, consumer: Any, producer: Any, tps: dict[int, TopicPartition]) -> None:
+        """Start these log partitions from the first complete source (module docstring)."""
         s = self._settings
         begins = consumer.beginning_offsets(list(tps.values()), timeout_ms=self._timeout_ms)
         ends = consumer.end_offsets(list(tps.values()), timeout_ms=self._timeout_ms)
-        read = read_snapshots(
+        bounds = {p: (begins[tp], ends[tp]) for p, tp in tps.items()}
+        read = self._read_snapshots(consumer, list(tps), bounds, self._verifier)
+        rotated = [p for p in tps if read.refused.get(p) == "unknown_key"]
+        if rotated and self._previous is not None:
+            again = self._read_snapshots(consumer, rotated, bounds, self._previous)
+            for p in rotated:
+                read.orphans[p] = again.orphans.get(p, [])
+                if p in again.accepted:
+                    read.accepted[p] = again.accepted[p]
+                    self._resign.add(p)
+                else:
+                    read.refused[p] = again.refused.get(p, "missing")
+        source: dict[int, str] = {}
+        rest = []
+        for p in tps:
+            self._garbage[p] = read.orphans.get(p, [])
+            accepted = read.accepted.get(p)
+            if accepted is not None:
+                manifest, chunks = accepted
+                rules = PartitionRules.from_chunks(chunks, s.max_token_lifetime, self._clock)
+                self._start(p, rules, manifest.offset, "snapshot")
+                self._written[p] = manifest
+                source[p] = "snapshot"
+                continue
+            reason = read.refused.get(p, "missing")
+            if reason != "missing":
+                logger.warning("own snapshot of log partition %d unusable (%s)", p, reason)
+            if bounds[p][0] == 0:
+                self._start(p, PartitionRules(s.max_token_lifetime, self._clock), -1, "log")
+                source[p] = "log"
+            else:
+                rest.append(p)
+        if rest:
+            source.update(self._from_state(consumer, rest, bounds))
+        logger.info("snapshotter resumed log partitions: %s", source)
+
+    def _read_snapshots(
+        self,
+        consumer: Any,
+        partitions: list[int],
+        bounds: dict[int, tuple[int, int]],
+        verifier: EventVerifier,
+    ) -> SnapshotRead:
+        s = self._settings
+        return read_snapshots(
             consumer,
             s.snapshot_topic,
             s.log_topic,
-            list(tps),
-            self._verifier,
-            bounds={p: (begins[tp], ends[tp]) for p, tp in tps.items()},
+            partitions,
+            verifier,
+            bounds=bounds,
             topic_id=self._topic_id,
             lifetime=s.max_token_lifetime,
             timeout_ms=self._timeout_ms,
             poll_timeout_ms=500,
             stop=self._stop,
         )
-        for p, tp in tps.items():
-            accepted = read.accepted.get(p)
-            if accepted is not None:
-                manifest, chunks = accepted
-                self._rules[p] = PartitionRules.from_chunks(
-                    chunks, s.max_token_lifetime, self._clock
+
+    def _from_state(
+        self, consumer: Any, partitions: list[int], bounds: dict[int, tuple[int, int]]
+    ) -> dict[int, str]:
+        """Start these log partitions, whose log lost its first records, from the state
+        topic; hold those it cannot start. Returns each one's source."""
+        s = self._settings
+        parts = consumer.partitions_for_topic(s.state_topic)
+        if not parts or len(parts) != len(self._log_tps):
+            for p in partitions:
+                found = f"{len(parts)} partitions" if parts else "does not exist"
+                self._hold(p, "no_state_topic", f"state topic {s.state_topic!r} {found}")
+            return dict.fromkeys(partitions, "held")
+        try:
+            markers = {p: r.marker for p, r in resume_offsets(s, partitions).items()}
+            usable = [
+                p for p in partitions if (m := markers.get(p)) is not None and covers(m, bounds[p])
+            ]
+            records = read_state(s, usable)
+        except StreamsError as exc:
+            for p in partitions:
+                self._hold(p, "state_unreadable", str(exc))
+            return dict.fromkeys(partitions, "held")
+        source = {}
+        for p in partitions:
+            marker = markers.get(p)
+            if marker is None:
+                self._hold(p, "no_marker", f"state topic {s.state_topic!r} has no offset marker")
+            elif p not in usable:
+                begin, end = bounds[p]
+                self._hold(
+                    p,
+                    "marker_outside_log",
+                    f"the state topic's marker {marker} is outside the log's {begin}..{end}",
                 )
-                self._offsets[p] = manifest.offset
-                self._written[p] = manifest
+            elif p not in records:
+                # read_state leaves out a partition it must not be seeded from.
+                self._hold(p, "state_refused", "the state partition cannot be used")
             else:
-                reason = read.refused.get(p, "missing")
-                if reason != "missing":
-                    logger.warning(
-                        "own snapshot of log partition %d unusable (%s): replaying the partition",
+                rules = PartitionRules(s.max_token_lifetime, self._clock)
+                unknown = self._apply_state(rules, records[p])
+                if unknown is not None:
+                    self._hold(
                         p,
-                        reason,
+                        "unknown_key",
+                        f"a state record is signed by a key this worker does not know ({unknown}): "
+                        "restart it with that key in REVOCAST_EVENT_KEYS",
                     )
-                self._rules[p] = PartitionRules(s.max_token_lifetime, self._clock)
-                self._offsets[p] = begins[tp] - 1
-            self._garbage[p] = read.orphans.get(p, [])
-        logger.info(
-            "snapshotter resumed log partitions %s from snapshots, %s from the log",
-            sorted(read.accepted),
-            sorted(set(tps) - set(read.accepted)),
+                else:
+                    self._start(p, rules, marker, "state")
+                    source[p] = "state"
+                    continue
+            source[p] = "held"
+        return source
+
+    def _apply_state(
+        self, rules: PartitionRules, records: list[tuple[bytes, bytes | None]]
+    ) -> MalformedEventError | None:
+        """Merge state records (verified as log records are); stop at one signed by a key
+        this snapshotter does not know: services that know it would enforce that rule."""
+        for value, signature in records:
+            headers = () if signature is None else ((SIGNATURE_HEADER, signature),)
+            try:
+                event = self._codec.decode(value, headers)
+            except MalformedEventError as exc:
+                if exc.reason == "unknown_key":
+                    return exc
+                self.counters[f"state_skipped.{exc.reason}"] += 1
+                continue
+            rules.apply(event)
+        return None
+
+    def _start(self, partition: int, rules: PartitionRules, offset: int, source: str) -> None:
+        """Keep ``rules`` as those of ``partition`` up to ``offset`` of its log."""
+        self._rules[partition] = rules
+        self._offsets[partition] = offset
+        self._held.pop(partition, None)
+        self.counters[f"resumed.{source}"] += 1
+
+    def _hold(self, partition: int, reason: str, detail: str) -> None:
+        """No complete source for ``partition``: write no snapshot of it (module docstring)."""
+        self._rules.pop(partition, None)
+        self._offsets.pop(partition, None)
+        if self._held.get(partition) == reason:
+            return  # logged when it started
+        self._held[partition] = reason
+        self.counters[f"holds.{reason}"] += 1
+        logger.log(
+            logging.ERROR if reason == "unknown_key" else logging.WARNING,
+            "log partition %d: no snapshot is written (%s): no trusted snapshot of it, its log "
+            "lost its first records, and %s; SDKs bootstrap it from the state topic or the log",
+            partition,
+            reason,
+            detail,
         )
 
     def _poll(self, consumer: Any) -> None:
@@ -454,7 +622,7 @@ class Snapshotter:
                 continue
             pruned = rules.prune()
             last = self._written.get(p)
-            if last is None or last.offset != self._offsets[p] or pruned:
+            if last is None or last.offset != self._offsets[p] or pruned or p in self._resign:
                 due.append(p)
         if not due:
             return
@@ -499,6 +667,7 @@ class Snapshotter:
             keys = [k for k in dict.fromkeys(stale) if not k.startswith(prefix)]
             sent.append((p, manifest_offset, _tombstone(producer, s.snapshot_topic, p, keys)))
             self._written[p] = manifest
+            self._resign.discard(p)
             self.counters["snapshots"] += 1
             logger.info(
                 "snapshot of log partition %d up to offset %d: %d rules in %d chunks",

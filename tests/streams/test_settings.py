@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from revocation_events import SettingsError
+from revocation_events import SettingsError, SigningKey, public_key_spec
 from streams import StreamsSettings
 from tests.streams._support import KEY_SPEC
 
@@ -94,4 +94,41 @@ def test_an_infinite_max_token_lifetime_is_refused() -> None:
     with pytest.raises(SettingsError, match="max_token_lifetime"):
         StreamsSettings.from_env(
             environ={"REVOCAST_EVENT_KEYS": KEY_SPEC, "REVOCAST_MAX_TOKEN_LIFETIME": "inf"}
+        )
+
+
+def test_previous_snapshot_keys_are_read_from_the_environment() -> None:
+    # An HMAC key's signing spec is its verification spec: public_key_spec serves both.
+    snap_2 = SigningKey.hmac("snap-2", b"2" * 32)
+    snap_1 = SigningKey.hmac("snap-1", b"1" * 32)
+    settings = StreamsSettings.from_env(
+        environ={
+            "REVOCAST_EVENT_KEYS": KEY_SPEC,
+            "REVOCAST_SNAPSHOT_SIGNING_KEY": public_key_spec(snap_2),
+            "REVOCAST_SNAPSHOT_PREVIOUS_KEYS": public_key_spec(snap_1),
+        }
+    )
+    assert [k.kid for k in settings.snapshot_previous_keys] == ["snap-1"]
+    assert "snapshot_previous_keys" not in repr(settings)
+
+
+def test_a_previous_snapshot_key_with_the_signing_keys_id_is_refused() -> None:
+    # A verifier keeps one key per id: the old one would stand in for the current one.
+    snap = SigningKey.hmac("snap-1", b"1" * 32)
+    with pytest.raises(SettingsError, match="REVOCAST_SNAPSHOT_PREVIOUS_KEYS"):
+        StreamsSettings.from_env(
+            environ={
+                "REVOCAST_EVENT_KEYS": KEY_SPEC,
+                "REVOCAST_SNAPSHOT_SIGNING_KEY": public_key_spec(snap),
+                "REVOCAST_SNAPSHOT_PREVIOUS_KEYS": public_key_spec(
+                    SigningKey.hmac("snap-1", b"x" * 32)
+                ),
+            }
+        )
+
+
+def test_malformed_previous_snapshot_keys_name_the_variable() -> None:
+    with pytest.raises(SettingsError, match="REVOCAST_SNAPSHOT_PREVIOUS_KEYS"):
+        StreamsSettings.from_env(
+            environ={"REVOCAST_EVENT_KEYS": KEY_SPEC, "REVOCAST_SNAPSHOT_PREVIOUS_KEYS": "x"}
         )
