@@ -423,9 +423,7 @@ class Snapshotter:
     def _resume(self, consumer: Any, producer: Any, tps: dict[int, TopicPartition]) -> None:
         """Start these log partitions from the first complete source (module docstring)."""
         s = self._settings
-        begins = consumer.beginning_offsets(list(tps.values()), timeout_ms=self._timeout_ms)
-        ends = consumer.end_offsets(list(tps.values()), timeout_ms=self._timeout_ms)
-        bounds = {p: (begins[tp], ends[tp]) for p, tp in tps.items()}
+        bounds = self._bounds(consumer, list(tps))
         read = self._read_snapshots(consumer, list(tps), bounds, self._verifier)
         rotated = [p for p in tps if read.refused.get(p) == "unknown_key"]
         if rotated and self._previous is not None:
@@ -458,7 +456,7 @@ class Snapshotter:
             else:
                 rest.append(p)
         if rest:
-            source.update(self._from_state(consumer, rest, bounds))
+            source.update(self._from_state(consumer, rest))
         logger.info("snapshotter resumed log partitions: %s", source)
 
     def _read_snapshots(
@@ -483,9 +481,14 @@ class Snapshotter:
             stop=self._stop,
         )
 
-    def _from_state(
-        self, consumer: Any, partitions: list[int], bounds: dict[int, tuple[int, int]]
-    ) -> dict[int, str]:
+    def _bounds(self, consumer: Any, partitions: list[int]) -> dict[int, tuple[int, int]]:
+        """Per log partition, its first offset and its end."""
+        tps = [self._log_tps[p] for p in partitions]
+        begins = consumer.beginning_offsets(tps, timeout_ms=self._timeout_ms)
+        ends = consumer.end_offsets(tps, timeout_ms=self._timeout_ms)
+        return {tp.partition: (begins[tp], ends[tp]) for tp in tps}
+
+    def _from_state(self, consumer: Any, partitions: list[int]) -> dict[int, str]:
         """Start these log partitions, whose log lost its first records, from the state
         topic; hold those it cannot start. Returns each one's source."""
         s = self._settings
@@ -497,6 +500,8 @@ class Snapshotter:
             return dict.fromkeys(partitions, "held")
         try:
             markers = {p: r.marker for p, r in resume_offsets(s, partitions).items()}
+            # Asked after the markers: a live processor may have marked past an older end.
+            bounds = self._bounds(consumer, partitions)
             usable = [
                 p for p in partitions if (m := markers.get(p)) is not None and covers(m, bounds[p])
             ]

@@ -31,6 +31,7 @@ from revocation_events import (
 from streams import StreamsSettings
 from streams._records import marker_record
 from streams._snapshot import Snapshotter
+from streams._topics import resume_offsets
 from tests._kafka_fixtures import MakeTopic, wait_until
 from tests.consumer_sdk._helpers import FakeClock, settings, token
 from tests.streams._support import KEY, SIGNING_CODEC
@@ -232,7 +233,7 @@ def write_state(bootstrap: str, topic: str, records: list[Any], markers: dict[in
         admin.close()
     producer = KafkaProducer(bootstrap_servers=bootstrap)
     try:
-        for p, marker in markers.items():
+        for p in markers:
             for n, record in enumerate(records):
                 producer.send(
                     f"{topic}.state",
@@ -241,6 +242,16 @@ def write_state(bootstrap: str, topic: str, records: list[Any], markers: dict[in
                     headers=list(record.headers),
                     partition=p,
                 )
+        producer.flush(30)
+    finally:
+        producer.close(timeout=10)
+    write_markers(bootstrap, topic, markers)
+
+
+def write_markers(bootstrap: str, topic: str, markers: dict[int, int]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        for p, marker in markers.items():
             out = marker_record(topic, p, marker)
             producer.send(f"{topic}.state", key=out.key, value=out.value, partition=p)
         producer.flush(30)
@@ -317,4 +328,33 @@ def test_a_held_partition_is_snapshotted_once_the_state_topic_has_a_marker(
     finally:
         running.close(30)
     assert running.counters["resumed.state"] == 3
+    assert_the_snapshot_refuses_the_tokens(kafka_bootstrap, log_topic, SNAP_1)
+
+
+@pytest.mark.kafka
+def test_a_marker_past_the_log_end_read_at_start_is_usable(
+    kafka_bootstrap: str, log_topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live processor marks records published while the snapshotter starts: the marker is
+    judged against the log as it is after the marker was read, not before."""
+    publish_rules(kafka_bootstrap, log_topic)
+    delete_log_head(kafka_bootstrap, log_topic)
+    rules = [
+        SIGNING_CODEC.encode(SubjectBlocked(issuer="t", sub=BLOCKED)),
+        SIGNING_CODEC.encode(KeyRevoked(issuer="t", kid=LEAKED)),
+    ]
+    ends = end_offsets(kafka_bootstrap, log_topic)
+    write_state(kafka_bootstrap, log_topic, rules, {p: e - 1 for p, e in ends.items()})
+
+    def meanwhile(settings: StreamsSettings, partitions: Any) -> Any:
+        publish_rules(kafka_bootstrap, log_topic)
+        moved = end_offsets(kafka_bootstrap, log_topic)
+        write_markers(kafka_bootstrap, log_topic, {p: e - 1 for p, e in moved.items()})
+        return resume_offsets(settings, partitions)
+
+    monkeypatch.setattr("streams._snapshot.resume_offsets", meanwhile)
+    snapshotter = Snapshotter(snapshotter_settings(kafka_bootstrap, log_topic, SNAP_1))
+    snapshotter.catch_up(60)
+
+    assert snapshotter.counters["resumed.state"] == 3
     assert_the_snapshot_refuses_the_tokens(kafka_bootstrap, log_topic, SNAP_1)
