@@ -12,6 +12,10 @@ The table also remembers, per partition, the last marker it is in step with
 new app id, a deleted or lagging changelog), the worker reads the state partition and the
 processor merges it into the table (:meth:`Processor.seed`) before it handles anything else
 of that partition, so later events are judged against every winner the state topic holds.
+
+Markers, and the table's record of them, name the incarnation of the log (its topic id,
+KIP-516). A table whose record names another one holds the rules of a log deleted since and
+recreated under the same name: :meth:`Processor.restart` empties that partition of it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from datetime import UTC, datetime
@@ -128,6 +133,7 @@ class Processor:
         alert_thresholds: Mapping[str, int] | None = None,
         clock: Callable[[], float],
         expiry_margin: float = 0.0,
+        topic_id: uuid.UUID | None = None,
     ) -> None:
         if expiry_margin < 0:
             raise ValueError(f"expiry_margin must be >= 0, got {expiry_margin}")
@@ -140,6 +146,9 @@ class Processor:
         self._thresholds = dict(alert_thresholds or {})
         self._clock = clock
         self._margin = expiry_margin
+        self.topic_id = topic_id
+        """The id of the log's incarnation (``None``: the broker gives none), stamped on
+        markers."""
         self.counters: Counter[str] = Counter()
         self._expiry: dict[int, list[tuple[float, bytes]]] = {}
         self._next: dict[int, int] = {}
@@ -158,6 +167,10 @@ class Processor:
         self._held: set[int] = set()
         self._cut: set[int] = set()
         """Partitions whose seeding a rebalance cut short: held until armed again."""
+        self._restarts: set[int] = set()
+        """Partitions whose table entries are of a deleted log: emptied before anything else."""
+        self._unmarked: set[int] = set()
+        """Partitions whose state partition holds a deleted log's rules: no markers."""
 
     def forget_partitions(self) -> None:
         """Drop in-memory indexes and marker bookkeeping after a rebalance; the indexes are
@@ -176,14 +189,43 @@ class Processor:
         # against a half-seeded table. The worker arms the partition again once it is
         # assigned and has decided about seeding it.
         self._cut.update(self._seeds)
+        self._cut.update(self._restarts)
         self._seeds.clear()
+        self._restarts.clear()
+        self._unmarked.clear()
         self._held.clear()
 
     def synced(self, partition: int) -> int | None:
         """The last offset marker of ``partition`` the table is known to hold every effect
-        of, or ``None``."""
+        of, or ``None`` (also when that marker was of another incarnation of the log)."""
         stored = self._rules.get(_table_key(partition, _SYNCED))
-        return None if stored is None else int(json.loads(stored)["marker"])
+        if stored is None or self.other_incarnation(partition):
+            return None
+        return int(json.loads(stored)["marker"])
+
+    def other_incarnation(self, partition: int) -> bool:
+        """Whether the table's entries of ``partition`` come from another incarnation of the
+        log (its record of the last marker names another topic id). A record without an id
+        was written before markers named one: it is taken to be of this log."""
+        stored = self._rules.get(_table_key(partition, _SYNCED))
+        if stored is None or self.topic_id is None:
+            return False
+        named = json.loads(stored).get("topic_id")
+        return named is not None and named != str(self.topic_id)
+
+    def restart(self, partition: int, *, state_usable: bool) -> None:
+        """The log was deleted and recreated: before anything else of ``partition`` is
+        processed, drop its table entries (the old log's rules) and any seed queued for it;
+        the worker re-reads the new log from its start (:meth:`arm`).
+
+        ``state_usable=False``: the state partition still holds the old log's rule records,
+        which no later marker may vouch for (SDKs would load them as the new log's): write
+        none for ``partition`` until it is assigned again. SDKs replay it from the log, as
+        they do while its last marker names the old log."""
+        self._seeds.pop(partition, None)
+        self._restarts.add(partition)
+        if not state_usable:
+            self._unmarked.add(partition)
 
     def seed(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> None:
         """Merge these state records of ``partition`` (value, ``revocast-sig`` header) into
@@ -226,12 +268,28 @@ class Processor:
             logger.info("log partition %d: rules table seeded from the state topic", partition)
 
     def _ready_for(self, partition: int) -> bool:
-        """Finish seeding ``partition``; false while it is held."""
+        """Finish restarting and seeding ``partition``; false while it is held."""
         if partition in self._held or partition in self._cut:
             return False
+        if partition in self._restarts:
+            self._restarts.discard(partition)
+            self._drop_entries(partition)
         while partition in self._seeds:
             self.seed_step(partition)
         return True
+
+    def _drop_entries(self, partition: int) -> None:
+        prefix = f"{partition}|".encode()
+        dropped = [k for k in list(self._rules.keys()) if k.startswith(prefix)]
+        for table_key in dropped:
+            del self._rules[table_key]
+        self._expiry.pop(partition, None)
+        self.counters["log_recreated"] += 1
+        logger.warning(
+            "log partition %d: dropped %d table entries of a deleted incarnation of the log",
+            partition,
+            len(dropped),
+        )
 
     def arm(self, partition: int, start: int) -> None:
         """The worker re-reads ``partition`` from offset ``start``: cover it from there."""
@@ -387,12 +445,17 @@ class Processor:
             outputs.extend(self._repair(partition, now))
         outputs.extend(self._close_windows(partition, self._clock()))
         ready = self._ready.pop(partition, None)
+        if partition in self._unmarked:
+            ready = None
         if ready is not None and ready > self._marked.get(partition, -1):
-            outputs.append(marker_record(self._log_topic, partition, ready))
+            outputs.append(marker_record(self._log_topic, partition, ready, topic_id=self.topic_id))
             self._marked[partition] = ready
             # Every effect up to ``ready`` is in the table (its changelog writes were
             # acknowledged before the marker became ready).
-            synced = json.dumps({"marker": ready}, separators=(",", ":")).encode()
+            doc: dict[str, object] = {"marker": ready}
+            if self.topic_id is not None:
+                doc["topic_id"] = str(self.topic_id)
+            synced = json.dumps(doc, separators=(",", ":")).encode()
             self._rules[_table_key(partition, _SYNCED)] = synced
         return outputs
 

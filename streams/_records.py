@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -18,6 +19,7 @@ __all__ = [
     "encode_stored_rule",
     "marker_offset",
     "marker_record",
+    "marker_topic_id",
     "parse_marker",
     "rule_record",
     "signature_of",
@@ -100,8 +102,15 @@ def tombstone(key: str, partition: int) -> Output:
     return Output("state", key.encode(), None, partition)
 
 
-def marker_record(log_topic: str, partition: int, offset: int) -> Output:
-    value = {"topic": log_topic, "partition": partition, "offset": offset}
+def marker_record(
+    log_topic: str, partition: int, offset: int, *, topic_id: uuid.UUID | None = None
+) -> Output:
+    """The offset marker of ``partition``. ``topic_id``: the id of the log's incarnation the
+    offsets are of (KIP-516; ``None``: the broker gives none), without which SDKs that know
+    the log's id do not trust the marker."""
+    value: dict[str, object] = {"topic": log_topic, "partition": partition, "offset": offset}
+    if topic_id is not None:
+        value["topic_id"] = str(topic_id)
     return Output(
         "state",
         f"{OFFSETS_KEY_PREFIX}{partition}".encode(),
@@ -133,3 +142,14 @@ def marker_offset(
     if type(offset) is not int or offset < 0:
         return None
     return offset
+
+
+def marker_topic_id(value: bytes) -> str | None:
+    """The log topic id a marker names, as written; ``None`` when it names none (written
+    before markers did, or for a broker without topic ids) or is not a JSON object."""
+    try:
+        doc = json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+    named = doc.get("topic_id") if isinstance(doc, dict) else None
+    return None if named is None else str(named)

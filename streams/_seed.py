@@ -5,22 +5,30 @@ events: a table that starts empty (a new app id, a deleted changelog) would let 
 event replace a winner in the state topic. :func:`read_state` returns the rule records of the
 given state partitions (markers, reserved keys and tombstones left out); the processor
 verifies and merges them (:meth:`streams._processor.Processor.seed`).
+
+A state partition whose last offset marker names another incarnation of the log (its topic
+id, KIP-516: the log was deleted and recreated under the same name, and the state topic left)
+holds the rules of the deleted log: :func:`read_state` leaves it out, and the worker
+re-derives that partition from the new log instead (:func:`log_incarnation` gives the log's
+id, and where its partitions begin).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Iterable
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from streams._records import signature_of
+from consumer_sdk._snapshot_reader import topic_id as current_topic_id
+from streams._records import marker_offset, marker_topic_id, signature_of
 from streams._settings import StreamsSettings
 from streams._topics import StreamsError
 
-__all__ = ["StateRecord", "read_state"]
+__all__ = ["StateRecord", "log_incarnation", "read_state"]
 
 logger = logging.getLogger("streams")
 
@@ -28,12 +36,40 @@ StateRecord = tuple[bytes, bytes | None]
 """A rule record's value and its ``revocast-sig`` header (``None``: unsigned)."""
 
 
+def log_incarnation(
+    settings: StreamsSettings, partitions: Iterable[int]
+) -> tuple[uuid.UUID | None, dict[int, int]]:
+    """The id of the log's current incarnation (``None``: the broker gives none) and the
+    first offset of each of ``partitions``."""
+    tps = [TopicPartition(settings.log_topic, p) for p in sorted(set(partitions))]
+    try:
+        consumer = KafkaConsumer(
+            **settings.kafka.client_config(KafkaConsumer.DEFAULT_CONFIG), enable_auto_commit=False
+        )
+        try:
+            found = current_topic_id(consumer, settings.log_topic)
+            begins = consumer.beginning_offsets(tps) if tps else {}
+        finally:
+            consumer.close()
+    except KafkaError as exc:
+        raise StreamsError(f"cannot read the log topic's id: {exc}") from exc
+    return found, {tp.partition: offset for tp, offset in begins.items()}
+
+
 def read_state(
-    settings: StreamsSettings, partitions: Iterable[int], timeout: float = 60.0
+    settings: StreamsSettings,
+    partitions: Iterable[int],
+    timeout: float = 60.0,
+    *,
+    topic_id: uuid.UUID | None = None,
 ) -> dict[int, list[StateRecord]]:
     """Every rule record of the given state partitions, from their first offset up to their
     end when called, in offset order (several per key where compaction has not run yet: the
     merge keeps the winner whatever the order).
+
+    With ``topic_id`` (the log's current incarnation), a partition whose last marker names
+    another id is left out of the result: its records are the rules of a deleted log. A
+    marker naming no id (written before markers did) is taken to be of this log.
 
     ``timeout`` bounds a wait without progress, not the whole read: a large state takes as
     long as it takes (about 30 µs per record here), a stalled one fails after ``timeout``."""
@@ -43,6 +79,8 @@ def read_state(
     deadline = time.monotonic() + timeout
     tps = [TopicPartition(settings.state_topic, p) for p in wanted]
     found: dict[int, list[StateRecord]] = {p: [] for p in wanted}
+    marked: dict[int, str | None] = {}
+    """Per partition, the topic id its last marker so far names."""
     try:
         consumer = KafkaConsumer(
             **settings.kafka.client_config(KafkaConsumer.DEFAULT_CONFIG), enable_auto_commit=False
@@ -70,8 +108,13 @@ def read_state(
                             break
                         if record.value is None or record.key is None:
                             continue
-                        if record.key.startswith(b"__"):
-                            continue  # offset markers and reserved keys
+                        if record.key.startswith(b"__"):  # markers and reserved keys
+                            offset = marker_offset(
+                                record.key, record.value, settings.log_topic, tp.partition
+                            )
+                            if offset is not None:
+                                marked[tp.partition] = marker_topic_id(record.value)
+                            continue
                         into.append((record.value, signature_of(record.headers)))
                 for tp in list(left):
                     if consumer.position(tp) >= ends[tp]:
@@ -80,6 +123,17 @@ def read_state(
             consumer.close()
     except KafkaError as exc:
         raise StreamsError(f"cannot read the state topic: {exc}") from exc
+    if topic_id is not None:
+        for p, named in marked.items():
+            if named is not None and named != str(topic_id):
+                logger.warning(
+                    "state partition %d is of another incarnation of the log (its last "
+                    "marker names topic id %s, the log's is %s): not seeding from it",
+                    p,
+                    named,
+                    topic_id,
+                )
+                del found[p]
     logger.info(
         "read %d state records of partitions %s",
         sum(len(records) for records in found.values()),

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import faust
@@ -28,7 +29,7 @@ from revocation_events import RevocastError
 from streams._faust_config import faust_credentials, faust_options
 from streams._processor import Processor
 from streams._records import Output
-from streams._seed import read_state
+from streams._seed import log_incarnation, read_state
 from streams._settings import StreamsSettings
 from streams._snapshot import Snapshotter
 from streams._topics import StreamsError, prepare_topics, resume_offsets
@@ -45,11 +46,21 @@ twice as long each time) between attempts, before the partitions are held: a lon
 gets no other assignment, so a blip of the cluster would hold them until a restart."""
 
 
-def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None = None) -> Any:
+def create_app(
+    settings: StreamsSettings,
+    *,
+    partitions: int,
+    broker: str | None = None,
+    topic_id: uuid.UUID | None = None,
+) -> Any:
     """Build the faust app for a log topic with ``partitions`` partitions.
 
     ``broker`` overrides the Kafka URLs (``memory://`` in offline tests). The output topics
-    must exist (see :func:`streams._topics.prepare_topics`).
+    must exist (see :func:`streams._topics.prepare_topics`). ``topic_id``: the id of the log's
+    incarnation (KIP-516), stamped on offset markers; given, it is asked afresh on every
+    assignment, and a state topic or rules table of another incarnation (the log deleted and
+    recreated under the same name) is not trusted: the partition is re-read from the new
+    log's start. ``None`` (a broker without topic ids): neither is checked.
     """
     options, left_out = faust_options(settings.kafka)
     request_timeout = options.get("broker_request_timeout")
@@ -134,6 +145,7 @@ def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None
         alert_thresholds=thresholds,
         clock=time.time,
         expiry_margin=settings.expiry_margin_seconds,
+        topic_id=topic_id,
     )
     # Markers wait for the table's changelog writes as well as for the state records: after
     # a restart the table must hold every effect up to the marker the worker resumes after.
@@ -203,11 +215,24 @@ def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None
             return
         loop = asyncio.get_running_loop()
         delay = _READ_RETRY_SECONDS
+        begins: dict[int, int] = {}
         for attempt in range(1, _READ_ATTEMPTS + 1):
             try:
+                if processor.topic_id is not None:
+                    # Markers stamped with the id of a log deleted since would be refused by
+                    # SDKs: ask which incarnation is current now.
+                    processor.topic_id, begins = await loop.run_in_executor(
+                        None, log_incarnation, settings, mine
+                    )
                 resume = await loop.run_in_executor(None, resume_offsets, settings, mine)
-                behind = [p for p in mine if processor.synced(p) != resume[p].marker]
-                seeds = await loop.run_in_executor(None, read_state, settings, behind)
+                old_table = {p for p in mine if processor.other_incarnation(p)}
+                behind = [
+                    p for p in mine if p in old_table or processor.synced(p) != resume[p].marker
+                ]
+                read = read_state
+                if processor.topic_id is not None:
+                    read = partial(read_state, topic_id=processor.topic_id)
+                seeds = await loop.run_in_executor(None, read, settings, behind)
                 break
             except StreamsError as exc:
                 if app.consumer_generation_id != generation:
@@ -235,15 +260,42 @@ def create_app(settings: StreamsSettings, *, partitions: int, broker: str | None
                 return
         if app.consumer_generation_id != generation:
             return  # another rebalance started; its own completion resumes the partitions
-        offsets = {TP(settings.log_topic, p): r.start for p, r in resume.items()}
+        # read_state leaves out a state partition of a deleted log: re-read the new log from
+        # its start, as if the state topic had no marker (begins is known: only a known topic
+        # id makes read_state judge the incarnation).
+        old_state = {p for p in behind if p not in seeds}
+        starts = {p: begins[p] if p in old_state else r.start for p, r in resume.items()}
+        offsets = {TP(settings.log_topic, p): start for p, start in starts.items()}
         # faust seeks to the committed offset next (aiokafka leaves the position alone when
         # it is 0, hence the seek as well).
         await app.consumer._commit(offsets)
         await app.consumer.seek_wait(offsets)
         if app.consumer_generation_id != generation:
             return  # revoked meanwhile: arming or seeding now would outlive this assignment
-        for p, r in resume.items():
-            processor.arm(p, r.start)
+        for p, start in starts.items():
+            processor.arm(p, start)
+        for p in sorted(old_table - old_state):
+            logger.warning(
+                "log partition %d: the rules table is of a deleted incarnation of the log "
+                "(topic id now %s): dropping its rules and re-reading the log from offset %d",
+                p,
+                processor.topic_id,
+                starts[p],
+            )
+            processor.restart(p, state_usable=True)
+        for p in sorted(old_state):
+            logger.error(
+                "log partition %d: state topic %r holds the rules of a deleted incarnation "
+                "of the log (its last marker names another topic id than %s): re-reading "
+                "the log from offset %d without writing offset markers there, so SDKs "
+                "replay the log. Delete %r and restart the worker to rebuild it.",
+                p,
+                settings.state_topic,
+                processor.topic_id,
+                starts[p],
+                settings.state_topic,
+            )
+            processor.restart(p, state_usable=False)
         for p, records in seeds.items():
             logger.info(
                 "log partition %d: the rules table is in step with marker %s, the state "
@@ -318,7 +370,16 @@ def _snapshots(app: Any, settings: StreamsSettings) -> None:
 def _default_app() -> Any:
     try:
         settings = StreamsSettings.from_env()
-        return create_app(settings, partitions=prepare_topics(settings))
+        partitions = prepare_topics(settings)
+        topic_id = log_incarnation(settings, ())[0]
+        if topic_id is None:
+            logger.warning(
+                "the cluster gives no topic id for log topic %r (Kafka before 2.8): offset "
+                "markers cannot name its incarnation, and SDKs do not trust markers without "
+                "one when they know the log's (no_topic_id)",
+                settings.log_topic,
+            )
+        return create_app(settings, partitions=partitions, topic_id=topic_id)
     except RevocastError as exc:
         # A bad setting or an unreachable cluster: faust's CLI would print a traceback.
         raise SystemExit(f"revocast streams: {exc}") from None

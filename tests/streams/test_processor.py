@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import uuid
 from collections import deque
 from collections.abc import Sequence
 
@@ -29,7 +30,7 @@ from revocation_events import (
 )
 from streams import parse_marker, rank, rule_key
 from streams._processor import Processor
-from streams._records import Output, marker_offset
+from streams._records import Output, marker_offset, marker_topic_id
 from tests.streams._support import T0, VERIFYING_CODEC, at, encode, uid
 
 
@@ -946,3 +947,86 @@ def test_no_marker_promises_a_write_a_crash_lost(
         broker.settle()
     assert _last_marker(broker) == len(log) - 1
     _assert_no_gap(broker, log)
+
+
+OLD_LOG = uuid.UUID("11111111-1111-4111-8111-111111111111")
+NEW_LOG = uuid.UUID("22222222-2222-4222-8222-222222222222")
+
+
+def test_markers_and_the_tables_record_of_them_name_the_logs_incarnation() -> None:
+    h = Harness(topic_id=NEW_LOG)
+    for send in h.publish(h.feed(_jti(1, 60))):
+        send.ack()
+    [marker] = [o for o in h.tick() if o.is_marker]
+    assert marker.value is not None
+    assert marker_topic_id(marker.value) == str(NEW_LOG)
+    assert h.processor.synced(0) == 0
+    assert not h.processor.other_incarnation(0)
+
+
+@pytest.mark.parametrize(
+    ("table_of", "now", "other"),
+    [
+        (NEW_LOG, NEW_LOG, False),
+        (OLD_LOG, NEW_LOG, True),  # the log deleted and recreated under the same name
+        (None, NEW_LOG, False),  # written before markers named an id: taken as this log's
+        (OLD_LOG, None, False),  # a broker giving no id now: nothing tells
+    ],
+    ids=["same-log", "recreated-log", "table-without-id", "log-without-id"],
+)
+def test_a_table_in_step_with_a_marker_of_a_deleted_log_is_not_in_step(
+    table_of: uuid.UUID | None, now: uuid.UUID | None, other: bool
+) -> None:
+    """The table (its changelog kept) records the old log's marker at the same offset as
+    the state topic's last marker: the worker took the table as in step, kept the old log's
+    rules and resumed the new log after that offset, skipping its records up to there."""
+    old = Harness(topic_id=table_of)
+    for send in old.publish(old.feed(_jti(1, 3600))):
+        send.ack()
+    old.tick()
+    restarted = Harness(topic_id=now)
+    restarted.rules.update(old.rules)  # the table recovered from its changelog
+    assert restarted.processor.other_incarnation(0) is other
+    assert restarted.processor.synced(0) == (None if other else 0)
+
+
+def test_a_restarted_partition_drops_the_deleted_logs_rules_before_its_next_record() -> None:
+    old = Harness(topic_id=OLD_LOG)
+    for send in old.publish(old.feed(_jti(1, 3600))):
+        send.ack()
+    old.tick()
+    old.feed(_jti(2, 3600), partition=1)
+    h = Harness(topic_id=NEW_LOG)
+    h.rules.update(old.rules)
+    h.processor.restart(0, state_usable=True)
+    h.processor.arm(0, 0)
+    # The new log's first event, weaker than the deleted log's winner of the same jti.
+    weaker = encode(TokenRevoked(id=uid(3), issuer="i", jti="j1", expires_at=at(60)))
+    h.offset = -1
+    [written] = _state(h.feed(weaker))
+    assert written.value == weaker.value, "judged against the deleted log's rule"
+    assert [k for k in h.rule_keys() if k.startswith(b"0|")] == [b"0|jti:j1"]
+    assert b"1|jti:j2" in h.rules, "another partition's entries stay"
+    assert h.processor.counters["log_recreated"] == 1
+    assert h.processor.synced(0) is None
+
+
+def test_no_marker_vouches_for_a_state_partition_holding_a_deleted_logs_rules() -> None:
+    """A marker naming the new log on top of the old log's rule records: SDKs took those
+    records for the new log's rules."""
+    h = Harness(topic_id=NEW_LOG)
+    h.processor.arm(0, 0)
+    h.processor.restart(0, state_usable=False)
+    h.processor.arm(1, 0)
+    for partition in (0, 1):
+        h.offset = -1
+        for send in h.publish(h.feed(_jti(partition + 1, 60), partition=partition)):
+            send.ack()
+    assert _markers(h.tick(0)) == []
+    assert h.processor.synced(0) is None
+    assert _markers(h.tick(1)) == [0], "other partitions are marked as before"
+    h.processor.forget_partitions()  # assigned again: decided afresh
+    h.processor.arm(0, 0)
+    h.offset = -1
+    h.feed(_jti(1, 60))
+    assert _markers(h.tick(0)) == [0]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+
 import pytest
 
-from streams._records import marker_offset, marker_record
+from streams._records import marker_offset, marker_record, marker_topic_id
 
 _KEY = b"__offsets__:2"
 
@@ -31,3 +34,17 @@ def test_a_marker_the_worker_wrote_reads_back() -> None:
 )
 def test_anything_but_an_exact_marker_is_none(value: bytes) -> None:
     assert marker_offset(_KEY, value, "revs", 2) is None
+
+
+def test_a_marker_names_the_incarnation_of_its_log_when_given_one() -> None:
+    log_id = uuid.UUID("8992b4ef-73f7-4e3a-b980-4c8c10c42e1d")
+    out = marker_record("revs", 2, 41, topic_id=log_id)
+    assert out.value is not None
+    assert json.loads(out.value)["topic_id"] == str(log_id)
+    assert marker_offset(out.key, out.value, "revs", 2) == 41
+    assert marker_topic_id(out.value) == str(log_id)
+    bare = marker_record("revs", 2, 41)  # a broker without topic ids; rebuild-state so far
+    assert bare.value is not None
+    assert "topic_id" not in json.loads(bare.value)
+    assert marker_topic_id(bare.value) is None
+    assert marker_topic_id(b"[" * 100_000) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -14,6 +15,7 @@ from kafka.admin import NewTopic
 from revocation_events import KafkaSettings, TokenRevoked
 from streams import StreamsError, StreamsSettings
 from streams import _seed as seed
+from streams._records import Output, marker_record
 from streams._seed import read_state
 from tests._kafka_fixtures import MakeTopic
 from tests.streams._support import KEY, SIGNING_CODEC, at, uid
@@ -141,3 +143,38 @@ def test_the_timeout_bounds_a_stall_not_a_long_steady_read(
         with pytest.raises(StreamsError, match="nothing read for 10s"):
             seed.read_state(settings, [0], timeout=10)
         assert 60 <= clock[0] <= 62
+
+
+def test_a_state_partition_whose_last_marker_names_another_log_incarnation_is_left_out(
+    settings: StreamsSettings,
+) -> None:
+    """The log deleted and recreated under the same name, the state topic left: its records
+    are the deleted log's rules, which the worker seeded its table with."""
+    current, begins = seed.log_incarnation(settings, [0, 1, 2])
+    assert current is not None, "kafka-python no longer exposes topic ids where we look"
+    assert begins == {0: 0, 1: 0, 2: 0}
+    old = uuid.UUID("11111111-1111-4111-8111-111111111111")
+    rule = SIGNING_CODEC.encode(TokenRevoked(id=uid(1), issuer="i", jti="j1", expires_at=at(60)))
+    log = settings.log_topic
+    producer = KafkaProducer(bootstrap_servers=list(settings.kafka.bootstrap_servers))
+    try:
+        for p, named in ((0, old), (1, current), (2, None)):
+            for out in (
+                Output("state", b"jti:j1", rule.value, p, tuple(rule.headers)),
+                marker_record(log, p, 5, topic_id=old),  # an older marker: the last counts
+                marker_record(log, p, 9, topic_id=named),
+            ):
+                producer.send(
+                    settings.state_topic,
+                    key=out.key,
+                    value=out.value,
+                    partition=out.partition,
+                    headers=list(out.headers),
+                )
+        producer.flush(timeout=30)
+    finally:
+        producer.close(timeout=10)
+    found = read_state(settings, [0, 1, 2], timeout=60, topic_id=current)
+    assert sorted(found) == [1, 2], "a marker without an id was written before they named one"
+    assert all(len(records) == 1 for records in found.values())
+    assert sorted(read_state(settings, [0, 1, 2], timeout=60)) == [0, 1, 2]

@@ -25,7 +25,8 @@ from revocation_events import (
     TokenRevoked,
 )
 from streams import OFFSETS_KEY_PREFIX, parse_marker
-from tests._kafka_fixtures import MakeTopic
+from streams._records import marker_topic_id
+from tests._kafka_fixtures import MakeTopic, wait_until
 from tests.streams._support import SIGNING_CODEC, VERIFYING_CODEC
 from tests.streams._worker import (
     Worker,
@@ -36,6 +37,7 @@ from tests.streams._worker import (
     scenario,
     worker_env,
 )
+from tests.streams.test_snapshot_kafka import log_id, recreate
 
 pytestmark = pytest.mark.kafka
 
@@ -582,3 +584,74 @@ def _one_line_failure(env: dict[str, str]) -> str:
     output = (done.stdout + done.stderr).decode()
     assert "Traceback" not in output, output
     return output
+
+
+# -- the log deleted and recreated under the same name ---------------------------------------
+
+
+def _marker_ids(setup: Setup) -> dict[int, str | None]:
+    """The log topic id the last marker of each state partition names."""
+    found: dict[int, str | None] = {}
+    for record in _read_to_end(setup.bootstrap, setup.state_topic):
+        if record.key.decode().startswith(OFFSETS_KEY_PREFIX):
+            found[record.partition] = marker_topic_id(record.value)
+    return found
+
+
+def _gone(bootstrap: str, topic: str) -> Callable[[], bool]:
+    def check() -> bool:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="revocast-tests")
+        try:
+            return topic not in admin.list_topics()
+        finally:
+            admin.close()
+
+    return check
+
+
+def test_a_worker_restarted_on_a_recreated_log_re_reads_it_and_never_vouches_for_the_old_state(
+    setup: Setup,
+) -> None:
+    """The log deleted and recreated under the same name, its state topic and the worker's
+    rules changelog left. The worker took its table (recovered from the changelog) as in step
+    with the state topic's last marker and resumed the new log after that marker's offset:
+    the new log's rules up to there never reached the state topic, and its next markers
+    vouched for them anyway, and for the old log's rules."""
+    rng = random.Random(31)
+    setup.worker.start()
+    old = scenario(rng, datetime.now(UTC), "old", 300, short_lived=1800)
+    setup.publish(old.records)
+    old_markers = _poll_state(setup, _caught_up, timeout=60).markers
+    assert setup.worker.stop() == 0
+    old_id = log_id(setup.bootstrap, setup.log_topic)
+    assert set(_marker_ids(setup).values()) == {str(old_id)}
+
+    recreate(setup.bootstrap, setup.log_topic)
+    new_id = log_id(setup.bootstrap, setup.log_topic)
+    new = scenario(rng, datetime.now(UTC), "new", 1500, short_lived=1800)
+    setup.publish(new.records)
+    ends = end_offsets(setup.bootstrap, setup.log_topic)
+    assert all(ends[p] > marker + 1 for p, marker in old_markers.items())
+    setup.worker.start()
+    winners = expected(new.events, time.time())
+
+    def re_derived(state: State) -> bool:
+        return all(k in state.live and state.live[k].id == w.id for k, w in winners.items())
+
+    state = _poll_state(setup, re_derived, timeout=60)
+    assert state.markers == old_markers, "a marker vouched for the old log's rules"
+    assert setup.worker.output().count("holds the rules of a deleted incarnation") == 3
+
+    # The remedy the worker logs: delete the state topic and restart it.
+    assert setup.worker.stop() == 0
+    admin = KafkaAdminClient(bootstrap_servers=setup.bootstrap, client_id="revocast-tests")
+    try:
+        admin.delete_topics([setup.state_topic], timeout_ms=30_000)
+    finally:
+        admin.close()
+    wait_until(_gone(setup.bootstrap, setup.state_topic), timeout=60, message="state deleted")
+    setup.worker.start()
+    state = _poll_state(setup, _caught_up, timeout=60)
+    assert set(state.live) == set(winners), "only the new log's rules"
+    assert all(state.live[k].id == w.id for k, w in winners.items())
+    assert set(_marker_ids(setup).values()) == {str(new_id)}
