@@ -17,15 +17,21 @@ starts where that source is complete:
 Events between a snapshot's or marker's offset and the end of that source are replayed
 twice, which is harmless: applying an event is idempotent. A snapshot or marker at or beyond
 the log's end, or older than the log's first offset (the records in between are gone), is
-not used. The state topic is unusable as a whole when it does not exist or has another
-partition count than the log. A source the service may not read (an ACL covering the log
-only) is skipped with a warning, as if absent: the log replay is always right.
+not used; nor is one of another incarnation of the log (deleted and recreated under the same
+name: its offsets now mean other records), told by the log's topic id (KIP-516), asked once
+per bootstrap. A state partition whose marker is refused so is not read at all (its rules may
+be the deleted log's); refusals are logged and counted by reason
+(``stats()["bootstrap"]["state_refused"]``, as ``snapshot_refused``). The state topic is
+unusable as a whole when it does not exist or has another partition count than the log. A
+source the service may not read (an ACL covering the log only) is skipped with a warning, as
+if absent: the log replay is always right.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +40,7 @@ from kafka import TopicPartition
 from kafka.errors import AuthorizationError
 
 from consumer_sdk._settings import ConsumerSettings
-from consumer_sdk._snapshot_reader import covers, load_snapshots
+from consumer_sdk._snapshot_reader import covers, load_snapshots, topic_id
 from consumer_sdk._source import UpdateSink
 from consumer_sdk._state_topic import load_state_topic
 
@@ -95,10 +101,17 @@ def plan_bootstrap(
         stats["snapshot_refused"] = {}
 
     left = [p for p in bounds if p not in starts]
+    stats["state_refused"] = {}
     if left:
         try:
             load = load_state_topic(
-                consumer, settings, sink, log_partitions=len(tps), partitions=left, stop=stop
+                consumer,
+                settings,
+                sink,
+                log_partitions=len(tps),
+                partitions=left,
+                stop=stop,
+                topic_id=topic_id(consumer, settings.kafka.topic),
             )
         except AuthorizationError as exc:
             load = None
@@ -119,6 +132,7 @@ def plan_bootstrap(
                     "no usable offset marker for log partitions %s: replaying them from the log",
                     replay,
                 )
+            stats["state_refused"] = dict(Counter(load.refused.values()))
             stats.update(
                 state_topic=load.topic,
                 state_records=load.records,

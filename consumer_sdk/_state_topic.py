@@ -11,6 +11,13 @@ which the SDK expires itself) and other reserved ``__`` keys; the log resumes at
 
 The state topic is unusable as a whole when it does not exist or has another partition count
 than the log.
+
+A marker names the incarnation of the log it counts offsets of (``topic_id``, KIP-516). The
+last marker of each partition is looked up first, from the partition's tail: a partition
+whose marker names another incarnation (``other_incarnation``: the log was deleted and
+recreated under the same name, and the state topic left) or where one side has no id
+(``no_topic_id``) is not read at all — its rules may be the deleted log's — and is replayed
+from the log, logged and counted (:attr:`StateLoad.refused`).
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Collection
+import uuid
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +47,12 @@ _log = logging.getLogger("consumer_sdk")
 
 OFFSETS_KEY_PREFIX = b"__offsets__:"
 _RESERVED_PREFIX = b"__"
+_TAIL = 256
+"""State records read back from a partition's end to find its last marker (markers are
+written every tick while the log moves), then four times more each round."""
+
+Marker = tuple[int, uuid.UUID | None]
+"""A marker's offset and the log topic id it names."""
 
 
 def state_topic(settings: ConsumerSettings) -> str:
@@ -55,6 +69,11 @@ class StateLoad:
     records: int = 0
     tombstones: int = 0
     ignored: int = 0
+    refused: dict[int, str] = field(default_factory=dict)
+    """Log partition -> why its state partition was not used (``other_incarnation``,
+    ``no_topic_id``): its marker is of another incarnation of the log, or cannot tell."""
+    seen: dict[int, Marker] = field(default_factory=dict)
+    """The last well-formed marker read per partition, whatever incarnation it names."""
 
 
 def load_state_topic(
@@ -64,10 +83,12 @@ def load_state_topic(
     *,
     log_partitions: int,
     stop: threading.Event,
+    topic_id: uuid.UUID | None,
     partitions: Collection[int] | None = None,
 ) -> StateLoad | None:
     """Read the state topic (only ``partitions`` of it, if given) into ``sink``; ``None``
-    (logged) when it cannot be used.
+    (logged) when it cannot be used. ``topic_id``: the id of the log's current incarnation
+    (:func:`consumer_sdk._snapshot_reader.topic_id`; ``None``: the broker gives none).
 
     Leaves ``consumer`` assigned to the state topic: the caller assigns the log next.
     """
@@ -88,11 +109,17 @@ def load_state_topic(
     chosen = sorted(parts if partitions is None else set(parts) & set(partitions))
     tps = [TopicPartition(topic, p) for p in chosen]
     ends = consumer.end_offsets(tps, timeout_ms=timeout_ms)
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
     load = StateLoad(topic)
-    pending = {tp for tp in tps if ends[tp] > 0}
     log_topic = settings.kafka.topic
+    last = _last_markers(consumer, tps, ends, log_topic, settings, stop)
+    for p, (_, named) in sorted(last.items()):
+        if named != topic_id:
+            _refuse(load, p, named, topic_id)
+    tps = [tp for tp in tps if tp.partition not in load.refused]
+    consumer.assign(tps)
+    if tps:  # none would mean every assigned partition to kafka-python
+        consumer.seek_to_beginning(*tps)
+    pending = {tp for tp in tps if ends[tp] > 0}
     while pending and not stop.is_set():
         fetched = False
         for tp, records in poll_ahead(consumer, settings.poll_timeout_ms):
@@ -106,7 +133,74 @@ def load_state_topic(
                 if consumer.position(tp, timeout_ms=timeout_ms) >= ends[tp]:
                     pending.discard(tp)
         sink.tick()
+    for p, (offset, named) in sorted(load.seen.items()):
+        if p in load.refused:
+            continue
+        if named == topic_id:
+            load.markers[p] = offset
+        else:  # a marker written since the tail was looked at
+            _refuse(load, p, named, topic_id)
     return load
+
+
+def _refuse(
+    load: StateLoad, partition: int, named: uuid.UUID | None, log: uuid.UUID | None
+) -> None:
+    reason = "no_topic_id" if None in (named, log) else "other_incarnation"
+    load.refused[partition] = reason
+    _log.warning(
+        "state topic marker of log partition %d refused (%s): it names log topic id %s, the "
+        "log's is %s; replaying that partition from the log",
+        partition,
+        reason,
+        named,
+        log,
+    )
+
+
+def _last_markers(
+    consumer: Any,
+    tps: list[TopicPartition],
+    ends: Mapping[TopicPartition, int],
+    log_topic: str,
+    settings: ConsumerSettings,
+    stop: threading.Event,
+) -> dict[int, Marker]:
+    """The last marker of each state partition below ``ends``, read back from the end in
+    growing windows (a partition without one is read whole)."""
+    timeout_ms = settings.kafka.request_timeout_ms
+    begins = consumer.beginning_offsets(tps, timeout_ms=timeout_ms)
+    top = dict(ends)
+    window = dict.fromkeys(tps, _TAIL)
+    found: dict[int, Marker] = {}
+    pending = [tp for tp in tps if top[tp] > begins[tp]]
+    while pending and not stop.is_set():
+        bottom = {tp: max(begins[tp], top[tp] - window[tp]) for tp in pending}
+        consumer.assign(pending)
+        for tp in pending:
+            consumer.seek(tp, bottom[tp])
+        reading = set(pending)
+        while reading and not stop.is_set():
+            batch = consumer.poll(timeout_ms=settings.poll_timeout_ms)
+            for tp, records in batch.items():
+                for record in records:
+                    if record.offset >= top[tp]:
+                        break
+                    if (record.key or b"").startswith(OFFSETS_KEY_PREFIX):
+                        marker = _marker(record.value, log_topic, tp.partition)
+                        if marker is not None:
+                            found[tp.partition] = marker
+                if records[-1].offset + 1 >= top[tp]:
+                    reading.discard(tp)
+            if not batch:  # a compacted partition can end in a gap
+                for tp in list(reading):
+                    if consumer.position(tp, timeout_ms=timeout_ms) >= top[tp]:
+                        reading.discard(tp)
+        for tp in pending:
+            top[tp] = bottom[tp]
+            window[tp] *= 4
+        pending = [tp for tp in pending if tp.partition not in found and top[tp] > begins[tp]]
+    return found
 
 
 def _apply(
@@ -126,7 +220,7 @@ def _apply(
                         "ignored a malformed offset marker in state partition %d", partition
                     )
                 else:
-                    load.markers[partition] = marker
+                    load.seen[partition] = marker
             else:
                 load.ignored += 1
         elif record.value is None:
@@ -137,9 +231,9 @@ def _apply(
     deliver(sink, rules)
 
 
-def _marker(value: bytes | None, log_topic: str, partition: int) -> int | None:
-    """The offset of a marker for ``partition`` of ``log_topic``, or ``None`` (anything else,
-    whatever the bytes: a marker is not signed)."""
+def _marker(value: bytes | None, log_topic: str, partition: int) -> Marker | None:
+    """The offset and log topic id of a marker for ``partition`` of ``log_topic``, or
+    ``None`` (anything else, whatever the bytes: a marker is not signed)."""
     try:
         doc = json.loads(value or b"")
     except (ValueError, RecursionError):
@@ -149,4 +243,12 @@ def _marker(value: bytes | None, log_topic: str, partition: int) -> int | None:
     marked, offset = doc.get("partition"), doc.get("offset")
     if type(marked) is not int or marked != partition or type(offset) is not int or offset < 0:
         return None
-    return offset
+    named = doc.get("topic_id")
+    if named is None:
+        return offset, None
+    if not isinstance(named, str):
+        return None
+    try:
+        return offset, uuid.UUID(named)
+    except ValueError:
+        return None

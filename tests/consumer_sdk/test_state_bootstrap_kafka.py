@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -21,12 +22,17 @@ from tests._kafka_fixtures import MakeTopic, create_topic, wait_until
 from tests.consumer_sdk._helpers import FakeClock, settings
 from tests.streams._support import KEY, SIGNING_CODEC
 from tests.streams._worker import (
+    Worker,
+    delete_worker_topics,
     end_offsets,
+    markers,
     publish,
     running_worker,
     scenario,
     wait_for_state,
+    worker_env,
 )
+from tests.streams.test_snapshot_kafka import log_id, recreate
 
 # Shorter than the scenarios' hour of expiry, so every rule's deadline is its expires_at in
 # both modes (the SDK extends a deadline to occurred_at + max_token_lifetime).
@@ -202,7 +208,12 @@ def test_partition_without_a_usable_marker_is_replayed_from_the_log(
             partition=0,
         )
         # Partition 0's marker lies beyond the log's end; partition 1 has none.
-        beyond = {"topic": topic, "partition": 0, "offset": 1_000}
+        beyond = {
+            "topic": topic,
+            "topic_id": str(log_id(kafka_bootstrap, topic)),
+            "partition": 0,
+            "offset": 1_000,
+        }
         producer.send(
             state_topic, key=b"__offsets__:0", value=json.dumps(beyond).encode(), partition=0
         )
@@ -238,3 +249,53 @@ def test_unknown_bootstrap_mode_is_refused_naming_the_variable() -> None:
         SettingsError, match="REVOCAST_BOOTSTRAP must be 'log' or 'state', got 'snapshot'"
     ):
         ConsumerSettings.from_env(environ=env)
+
+
+@pytest.mark.kafka
+def test_a_state_topic_left_by_a_deleted_log_is_not_used_for_the_recreated_one(
+    kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator deletes and recreates the log and leaves ``<log>.state``; the new log
+    grows past the old markers. SDKs resumed the new log after them (skipping its records up
+    to there: revocations missed) and loaded the old log's rules."""
+    topic = create_topic(kafka_bootstrap, partitions=3)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+    worker = Worker(worker_env(kafka_bootstrap, topic, tmp_path / "data"), tmp_path / "w.log")
+    rng = random.Random(11)
+    try:
+        worker.start()
+        old = scenario(rng, datetime.now(UTC), "old", 300, short_lived=_NO_EXPIRY)
+        publish(producer, topic, old.records)
+        wait_for_state(kafka_bootstrap, topic, timeout=60)
+        worker.ensure_dead()
+        old_markers = markers(kafka_bootstrap, topic)
+        old_id = log_id(kafka_bootstrap, topic)
+        recreate(kafka_bootstrap, topic)
+        assert log_id(kafka_bootstrap, topic) not in (None, old_id)
+        new = scenario(rng, datetime.now(UTC), "new", 1500, short_lived=_NO_EXPIRY)
+        publish(producer, topic, new.records)
+        ends = end_offsets(kafka_bootstrap, topic)
+        assert all(ends[p] > marker + 1 for p, marker in old_markers.items())
+        clock = FakeClock()
+        with (
+            caplog.at_level(logging.WARNING, logger="consumer_sdk"),
+            client(kafka_bootstrap, topic, "log", clock) as from_log,
+            client(kafka_bootstrap, topic, "state", clock) as from_state,
+        ):
+            assert from_log.wait_until_ready(60)
+            assert from_state.wait_until_ready(60)
+            assert from_state.state.snapshot() == from_log.state.snapshot()
+            boot = from_state.stats()["bootstrap"]
+            assert boot["state_records"] == 0, "the deleted log's rules were read"
+            assert set(boot["partitions"].values()) == {"log"}
+            assert boot["state_refused"] == {"other_incarnation": 3}
+        assert "state topic marker of log partition 0 refused (other_incarnation)" in caplog.text
+    finally:
+        worker.ensure_dead()
+        producer.close(timeout=10)
+        delete_worker_topics(kafka_bootstrap, topic)
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="revocast-tests")
+        try:
+            admin.delete_topics([topic], timeout_ms=30_000)
+        finally:
+            admin.close()

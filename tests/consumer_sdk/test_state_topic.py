@@ -4,6 +4,8 @@ record at a time; markers, tombstones and reserved keys are counted."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from typing import Any, NamedTuple
 
 import pytest
@@ -63,7 +65,7 @@ def test_rules_reach_the_sink_in_order_and_the_rest_is_counted(sink_type: type[_
     _apply(load, sink, _LOG, 2, _run())  # type: ignore[arg-type]
     assert sink.seen == [b"rule-a", b"rule-b", b"rule-c"]
     assert (load.records, load.tombstones, load.ignored) == (3, 1, 3)
-    assert load.markers == {2: 99}  # the last valid marker; another log's is ignored
+    assert load.seen == {2: (99, None)}  # the last valid marker; another log's is ignored
     if isinstance(sink, _Batched):
         assert sink.calls == 1
 
@@ -74,7 +76,7 @@ def test_a_run_without_rules_leaves_the_sink_alone_but_keeps_its_marker() -> Non
     m = marker_record(_LOG, 0, 7)
     _apply(load, sink, _LOG, 0, [_Rec(m.key, m.value, [], 1)])  # type: ignore[arg-type]
     assert sink.seen == []
-    assert load.markers == {0: 7}
+    assert load.seen == {0: (7, None)}
 
 
 _HOSTILE_MARKERS = [
@@ -87,6 +89,8 @@ _HOSTILE_MARKERS = [
     b'{"topic":"revs","partition":true,"offset":7}',
     b'["revs",2,7]',
     b"null",
+    b'{"topic":"revs","partition":2,"offset":7,"topic_id":"not-a-uuid"}',
+    b'{"topic":"revs","partition":2,"offset":7,"topic_id":5}',
 ]
 
 
@@ -99,5 +103,15 @@ def test_a_marker_that_is_not_exactly_one_is_ignored_not_a_crash(value: bytes) -
     good = marker_record(_LOG, 2, 41)
     records = [_Rec(good.key, good.value, [], 1), _Rec(b"__offsets__:2", value, [], 2)]
     _apply(load, sink, _LOG, 2, records)  # type: ignore[arg-type]
-    assert load.markers == {2: 41}
+    assert load.seen == {2: (41, None)}
     assert load.ignored == 1
+
+
+def test_a_marker_names_the_incarnation_of_its_log() -> None:
+    log_id = uuid.UUID("8992b4ef-73f7-4e3a-b980-4c8c10c42e1d")
+    m = marker_record(_LOG, 1, 41, topic_id=log_id)
+    assert json.loads(m.value or b"")["topic_id"] == str(log_id)
+    load = StateLoad("revs.state")
+    _apply(load, _OneByOne(), _LOG, 1, [_Rec(m.key, m.value, [], 1)])  # type: ignore[arg-type]
+    assert load.seen == {1: (41, log_id)}
+    assert load.markers == {}, "accepted only once compared with the log's id"
