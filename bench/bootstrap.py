@@ -151,7 +151,7 @@ def _write_markers_and_snapshots(
     chunks = 0
     try:
         for p, end in ends.items():
-            marker = marker_record(kafka.topic, p, end - 1)
+            marker = marker_record(kafka.topic, p, end - 1, topic_id=log_id)
             producer.send(derived.state_topic, key=marker.key, value=marker.value, partition=p)
             manifest = write_snapshot(
                 producer,
@@ -216,15 +216,19 @@ def run(bootstrap: str, sizes: list[int], rows: list[BootstrapRow]) -> None:
             if log_ready and applied != n:
                 raise RuntimeError(f"bootstrap of {n:,} events ready with {applied:,} applied")
             state_ready, state_s, stats = _ready(kafka, bootstrap="state")
-            if stats["bootstrap"]["mode"] != "state" or (
-                state_ready and stats["entries"]["jti"] != n
+            if (
+                stats["bootstrap"]["mode"] != "state"
+                or stats["bootstrap"].get("state_refused")  # then it timed a log replay
+                or (state_ready and stats["entries"]["jti"] != n)
             ):
                 raise RuntimeError(f"state topic bootstrap went wrong: {stats['bootstrap']}")
             snap_ready, snap_s, stats = _ready(
                 kafka, bootstrap="state", snapshot_keys=(SNAPSHOT_KEY.verification_key(),)
             )
-            if stats["bootstrap"]["mode"] != "snapshot" or (
-                snap_ready and stats["entries"]["jti"] != n
+            if (
+                stats["bootstrap"]["mode"] != "snapshot"
+                or stats["bootstrap"].get("snapshot_refused")
+                or (snap_ready and stats["entries"]["jti"] != n)
             ):
                 raise RuntimeError(f"snapshot bootstrap went wrong: {stats['bootstrap']}")
             rows.append(
