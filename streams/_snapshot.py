@@ -505,7 +505,7 @@ class Snapshotter:
             usable = [
                 p for p in partitions if (m := markers.get(p)) is not None and covers(m, bounds[p])
             ]
-            records = read_state(s, usable)
+            records = read_state(s, usable, topic_id=self._topic_id)
         except StreamsError as exc:
             for p in partitions:
                 self._hold(p, "state_unreadable", str(exc))
@@ -523,8 +523,10 @@ class Snapshotter:
                     f"the state topic's marker {marker} is outside the log's {begin}..{end}",
                 )
             elif p not in records:
-                # read_state leaves out a partition it must not be seeded from.
-                self._hold(p, "state_refused", "the state partition cannot be used")
+                # read_state left it out: its last marker names another incarnation of the log.
+                self._hold(
+                    p, "other_incarnation", "the state partition's marker is of a deleted log"
+                )
             else:
                 rules = PartitionRules(s.max_token_lifetime, self._clock)
                 unknown = self._apply_state(rules, records[p])

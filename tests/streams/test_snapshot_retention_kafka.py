@@ -9,6 +9,7 @@ here the log's head is deleted (``DeleteRecords``) before the snapshotter in que
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -220,7 +221,13 @@ def test_without_a_snapshot_or_a_state_topic_a_truncated_log_gets_no_snapshot(
     assert "log partition 0: no snapshot is written (no_state_topic)" in caplog.text
 
 
-def write_state(bootstrap: str, topic: str, records: list[Any], markers: dict[int, int]) -> None:
+def write_state(
+    bootstrap: str,
+    topic: str,
+    records: list[Any],
+    markers: dict[int, int],
+    topic_id: uuid.UUID | None = None,
+) -> None:
     """A state topic as the worker makes it: ``records`` (encoded events) in every partition,
     then that partition's offset marker."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="revocast-tests")
@@ -245,14 +252,16 @@ def write_state(bootstrap: str, topic: str, records: list[Any], markers: dict[in
         producer.flush(30)
     finally:
         producer.close(timeout=10)
-    write_markers(bootstrap, topic, markers)
+    write_markers(bootstrap, topic, markers, topic_id)
 
 
-def write_markers(bootstrap: str, topic: str, markers: dict[int, int]) -> None:
+def write_markers(
+    bootstrap: str, topic: str, markers: dict[int, int], topic_id: uuid.UUID | None = None
+) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap)
     try:
         for p, marker in markers.items():
-            out = marker_record(topic, p, marker)
+            out = marker_record(topic, p, marker, topic_id=topic_id)
             producer.send(f"{topic}.state", key=out.key, value=out.value, partition=p)
         producer.flush(30)
     finally:
@@ -260,13 +269,14 @@ def write_markers(bootstrap: str, topic: str, markers: dict[int, int]) -> None:
 
 
 @pytest.mark.kafka
-@pytest.mark.parametrize("case", ["unknown_key", "marker_outside_log"])
+@pytest.mark.parametrize("case", ["unknown_key", "marker_outside_log", "other_incarnation"])
 def test_a_state_topic_that_cannot_be_complete_holds_the_snapshot(
     kafka_bootstrap: str, log_topic: str, case: str
 ) -> None:
     """A state record signed by an event key the worker lacks (services that have it
-    enforce that block), or a marker older than the log's first record (the records in
-    between are in neither): no snapshot of those partitions."""
+    enforce that block), a marker older than the log's first record (the records in
+    between are in neither), or markers of a deleted log of the same name (its rules):
+    no snapshot of those partitions."""
     publish_rules(kafka_bootstrap, log_topic)
     delete_log_head(kafka_bootstrap, log_topic)
     begins = end_offsets(kafka_bootstrap, log_topic)
@@ -280,11 +290,16 @@ def test_a_state_topic_that_cannot_be_complete_holds_the_snapshot(
             {p: b - 1 for p, b in begins.items()},
         )
         held = {p for p, b in begins.items() if b > 0}
-    else:
+    elif case == "marker_outside_log":
         write_state(
             kafka_bootstrap, log_topic, [SIGNING_CODEC.encode(block)], dict.fromkeys(begins, 0)
         )
         held = {p for p, b in begins.items() if b > 1}
+    else:
+        deleted_log = uuid.uuid4()
+        markers = {p: b - 1 for p, b in begins.items()}
+        write_state(kafka_bootstrap, log_topic, [SIGNING_CODEC.encode(block)], markers, deleted_log)
+        held = {p for p, b in begins.items() if b > 0}
     assert held, f"log start offsets {begins}: nothing to hold"
 
     snapshotter = Snapshotter(snapshotter_settings(kafka_bootstrap, log_topic, SNAP_1))
