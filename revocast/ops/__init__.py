@@ -3,6 +3,7 @@
 from revocast.ops._check import TokenCheck, check_token, decode_untrusted
 from revocast.ops._reader import LogRange, OpsKafkaError, read_range
 from revocast.ops._rebuild import (
+    ForeignStateTopicError,
     RebuildReport,
     StreamsWorkerRunningError,
     StreamsWorkerUnknownError,
@@ -33,6 +34,7 @@ __all__ = [
     "HEARTBEAT_RETENTION",
     "CheckThresholds",
     "Finding",
+    "ForeignStateTopicError",
     "Instance",
     "LogRange",
     "LogStatus",

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -63,8 +64,17 @@ from revocation_events import (
     MalformedEventError,
     closing_on_failure,
 )
-from streams import Rule, merge
-from streams._records import Output, marker_record, rule_record, signature_of, tombstone
+from streams import Rule, StreamsError, merge
+from streams._records import (
+    Output,
+    marker_offset,
+    marker_record,
+    marker_topic_id,
+    rule_record,
+    signature_of,
+    tombstone,
+)
+from streams._seed import log_incarnation
 from streams._topics import state_topic_config
 
 __all__ = [
@@ -89,6 +99,12 @@ class UnverifiableRecordsError(OpsKafkaError):
 
 class StreamsWorkerRunningError(OpsKafkaError):
     """A streams worker is consuming the log; the rebuild would race with it."""
+
+
+class ForeignStateTopicError(OpsKafkaError):
+    """``<log>.state`` holds markers of another incarnation of the log (the log was deleted
+    and recreated, its state topic left): its rules are the old log's, and re-marking them
+    for the new one would make SDKs trust them. Delete the state topic and run again."""
 
 
 class StreamsWorkerUnknownError(OpsKafkaError):
@@ -275,6 +291,7 @@ def _outputs(
     old_keys: set[tuple[int, str]],
     log_topic: str,
     log_ends: Mapping[int, int],
+    topic_id: uuid.UUID | None,
 ) -> list[Output]:
     """Per partition: the winners, tombstones for old keys without one, then the marker."""
     by_partition: dict[int, list[Output]] = {p: [] for p in log_ends}
@@ -286,7 +303,7 @@ def _outputs(
     for p, records in sorted(by_partition.items()):
         outputs += records
         if log_ends.get(p, 0) > 0:
-            outputs.append(marker_record(log_topic, p, log_ends[p] - 1))
+            outputs.append(marker_record(log_topic, p, log_ends[p] - 1, topic_id=topic_id))
     return outputs
 
 
@@ -339,6 +356,11 @@ def rebuild_state(
     state_topic = f"{log_topic}.state"
     _, created = _prepare_state_topic(settings, state_topic, force=force)
     report = RebuildReport(state_topic=state_topic, created_topic=created)
+    try:  # the incarnation the new markers are of, as the worker stamps it (SDKs check it)
+        log_id, _ = log_incarnation(settings.worker_settings(), ())
+    except StreamsError as exc:
+        raise OpsKafkaError(str(exc)) from exc
+    foreign: set[int] = set()
     # As the worker (its default expiry margin): a rule stays until no SDK's leeway can still
     # accept the token it covers, since SDKs skip the log records behind the new markers.
     rules = _Rules(settings.codec(), clock() - MAX_LEEWAY, report.skipped)
@@ -349,8 +371,12 @@ def rebuild_state(
         except UnicodeDecodeError:  # no rule key (a foreign writer): kept as it is
             report.skipped["state_key_not_utf8"] += 1
             continue
-        if key.startswith("__") or not key:
-            continue  # markers and reserved keys
+        if key.startswith("__") or not key:  # markers and reserved keys
+            if marker_offset(record.key, record.value, log_topic, record.partition) is not None:
+                named = marker_topic_id(record.value)  # the partition's latest marker counts
+                other = log_id is not None and named is not None and named != str(log_id)
+                (foreign.add if other else foreign.discard)(record.partition)
+            continue
         report.state_records += 1
         slot = (record.partition, key)
         if record.value is None:
@@ -359,6 +385,12 @@ def rebuild_state(
         old_keys.add(slot)
         if not log_only:
             rules.add(record.partition, record.value, record.headers, origin="state")
+    if foreign:
+        raise ForeignStateTopicError(
+            f"{state_topic!r} holds markers of a deleted incarnation of {log_topic!r} "
+            f"(partitions {sorted(foreign)}): its rules are the old log's; delete it and run "
+            "again (nothing was written)"
+        )
     log_range: LogRange | None = None
 
     def seen_range(found: LogRange) -> None:
@@ -382,7 +414,7 @@ def rebuild_state(
             "written: add the keys (every key services trust) and run again"
         )
     live, report.expired = rules.live()
-    outputs = _outputs(live, old_keys, log_topic, log_range.ends)
+    outputs = _outputs(live, old_keys, log_topic, log_range.ends, log_id)
     _produce(settings, state_topic, outputs)
     report.rules_written = len(live)
     report.tombstones = len(old_keys - live.keys())

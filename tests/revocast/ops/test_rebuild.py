@@ -7,12 +7,13 @@ import contextlib
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, NewTopic
 from kafka.errors import (
     ClusterAuthorizationFailedError,
@@ -21,7 +22,9 @@ from kafka.errors import (
 )
 
 from consumer_sdk import RevocationState, decode_and_apply
+from consumer_sdk._snapshot_reader import topic_id
 from revocast.ops import (
+    ForeignStateTopicError,
     OpsKafkaError,
     OpsSettings,
     StreamsWorkerRunningError,
@@ -46,6 +49,7 @@ from revocation_events import (
     TokenRevoked,
 )
 from streams import StreamsSettings
+from streams._records import marker_record
 from streams._topics import state_topic_config
 from tests._kafka_fixtures import MakeTopic
 
@@ -189,10 +193,42 @@ def test_each_marker_comes_after_the_rules_it_covers_and_covers_the_whole_log(
         assert in_order[-1].key == f"__offsets__:{partition}".encode()
         assert json.loads(in_order[-1].value) == {
             "topic": log,
+            "topic_id": str(log_topic_id(kafka_bootstrap, log)),
             "partition": partition,
             "offset": report.markers[partition],
         }
     assert report.markers == {0: 4, 1: 2, 2: 2}
+
+
+def log_topic_id(bootstrap: str, topic: str) -> uuid.UUID:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        found = topic_id(consumer, topic)
+    finally:
+        consumer.close()
+    assert found is not None, "this broker gives topic ids (Kafka 2.8+)"
+    return found
+
+
+@pytest.mark.kafka
+def test_a_state_topic_whose_markers_name_another_incarnation_of_the_log_is_not_merged(
+    kafka_bootstrap: str, log: str, producer: KafkaProducer
+) -> None:
+    """A ``<log>.state`` left behind when the log was deleted and recreated: merging it would
+    carry the old log's rules (blocks, revoked keys never expire) into markers of the new one,
+    which SDKs then trust. The rebuild refuses before writing; deleting the topic is the fix."""
+    fill_log(producer, log)
+    settings = ops_settings(kafka_bootstrap, log)
+    rebuild_state(settings, clock=clock)  # creates the state topic; its markers name this log
+    rebuild_state(settings, clock=clock)  # and they are accepted
+    old = marker_record(log, 0, 3, topic_id=uuid.uuid4())  # as the old log's worker wrote it
+    producer.send(f"{log}.state", key=old.key, value=old.value, partition=0)
+    producer.flush()
+    before = state_records(settings)
+    for log_only in (False, True):
+        with pytest.raises(ForeignStateTopicError, match=r"partitions \[0\].*delete it"):
+            rebuild_state(settings, log_only=log_only, clock=clock)
+    assert len(state_records(settings)) == len(before), "something was written"
 
 
 @pytest.mark.kafka
