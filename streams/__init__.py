@@ -38,17 +38,21 @@ expiry margin, for SDK leeway) has passed, so it removes nothing an SDK that hon
 ``expires_at`` still uses: SDKs may ignore tombstones.
 
 Offset markers — key ``__offsets__:<p>``, no signature, value JSON
-``{"topic": "<log>", "partition": p, "offset": o}``, always written to state partition *p*.
-It promises: every effect of log partition *p* up to and including offset *o* is in state
-partition *p* before this marker. Markers are refreshed about every ``tick_seconds`` while
-the log moves (see "Markers and restarts" below for how the worker keeps the promise).
+``{"topic": "<log>", "topic_id": "<uuid>", "partition": p, "offset": o}``, always written to
+state partition *p* (``topic_id``: the log's Kafka topic id, KIP-516, left out for a broker
+that gives none). It promises: every effect of log partition *p* up to and including offset
+*o* of that incarnation of the log is in state partition *p* before this marker. Markers are
+refreshed about every ``tick_seconds`` while the log moves (see "Markers and restarts" below
+for how the worker keeps the promise).
 
 Bootstrap:
 
 1. Snapshot the state topic's end offsets (``end_offsets``, with a timeout). Read every
    partition from the beginning to that snapshot, verifying and applying rule records,
    keeping the last marker per log partition. Skip keys starting
-   with ``__`` other than markers (reserved).
+   with ``__`` other than markers (reserved). A partition whose last marker names another
+   ``topic_id`` than the log's current one (or none while the log has one) belongs to a
+   deleted incarnation of the log: apply none of its records, and treat it as unmarked.
 2. For every log partition *p*: start at ``marker.offset + 1``, or at the beginning of the log
    partition if no marker was seen. If the marker is beyond the log's end offset, ignore it
    and start at the beginning (a marker is not signed; only the streams worker may write to
