@@ -8,39 +8,19 @@ import multiprocessing
 import os
 import re
 import time
-from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient
 
-from consumer_sdk import Revocast
 from revocast.cli import main
-from revocation_events import KafkaSettings
 from tests._kafka_fixtures import MakeTopic, produce, wait_until
-from tests.consumer_sdk._helpers import settings
-
-
-def sdk_service(bootstrap: str, topic: str, beats: str, stop: Connection) -> None:
-    """A service embedding the SDK with fast heartbeats, until told to stop (or killed)."""
-    kafka = KafkaSettings(bootstrap_servers=(bootstrap,), topic=topic)
-    rc = Revocast(
-        settings(kafka=kafka, service_name="orders", heartbeat_interval=0.2, heartbeat_topic=beats)
-    )
-    try:
-        stop.poll(60)
-    finally:
-        rc.close()
+from tests.revocast.cli._status_support import sdk_service, status_env
 
 
 @pytest.fixture
 def env(kafka_bootstrap: str, make_topic: MakeTopic, monkeypatch: pytest.MonkeyPatch) -> str:
-    log = make_topic(partitions=1)
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
-    monkeypatch.setenv("REVOCAST_TOPIC", log)
-    monkeypatch.setenv("REVOCAST_HEARTBEAT_TOPIC", make_topic(partitions=1))
-    monkeypatch.setenv("REVOCAST_MAX_TOKEN_LIFETIME", "3600")
-    return log
+    return status_env(kafka_bootstrap, make_topic, monkeypatch, partitions=1)
 
 
 def status(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -63,7 +43,9 @@ def test_check_exits_0_while_an_sdk_runs_and_2_with_the_reason_once_it_is_killed
     ctx = multiprocessing.get_context("spawn")
     beats = os.environ["REVOCAST_HEARTBEAT_TOPIC"]
     stop_reader, stop_writer = ctx.Pipe()
-    proc = ctx.Process(target=sdk_service, args=(kafka_bootstrap, env, beats, stop_reader))
+    proc = ctx.Process(
+        target=sdk_service, args=(kafka_bootstrap, env, beats, "orders", stop_reader)
+    )
     proc.start()
     try:
         seen: list[tuple[int, str, str]] = []

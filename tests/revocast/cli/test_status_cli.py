@@ -8,7 +8,6 @@ import multiprocessing
 import os
 import re
 from datetime import UTC, datetime, timedelta
-from multiprocessing.connection import Connection
 
 import pytest
 from kafka import KafkaAdminClient
@@ -19,30 +18,14 @@ from revocast.cli import main
 from revocation_events import EventCodec, KafkaSettings, TokenRevoked
 from tests._kafka_fixtures import MakeTopic, produce, wait_until
 from tests.consumer_sdk._helpers import settings
+from tests.revocast.cli._status_support import sdk_service, status_env
 
 SERVICES = ("billing", "inventory", "orders")
 
 
-def sdk_service(bootstrap: str, topic: str, beats: str, service: str, stop: Connection) -> None:
-    """A service embedding the SDK with fast heartbeats, until told to stop (or killed)."""
-    kafka = KafkaSettings(bootstrap_servers=(bootstrap,), topic=topic)
-    rc = Revocast(
-        settings(kafka=kafka, service_name=service, heartbeat_interval=0.2, heartbeat_topic=beats)
-    )
-    try:
-        stop.poll(60)
-    finally:
-        rc.close()
-
-
 @pytest.fixture
 def env(kafka_bootstrap: str, make_topic: MakeTopic, monkeypatch: pytest.MonkeyPatch) -> str:
-    log = make_topic(partitions=2)
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
-    monkeypatch.setenv("REVOCAST_TOPIC", log)
-    monkeypatch.setenv("REVOCAST_HEARTBEAT_TOPIC", make_topic(partitions=1))
-    monkeypatch.setenv("REVOCAST_MAX_TOKEN_LIFETIME", "3600")
-    return log
+    return status_env(kafka_bootstrap, make_topic, monkeypatch, partitions=2)
 
 
 def status(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
