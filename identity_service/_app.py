@@ -3,9 +3,18 @@ logout everywhere, password change, permission change, admin block/unblock/delet
 rotation and key revocation. Every state change that must reach the services is published
 through the Revocast producer before the endpoint answers.
 
+A refused login gets one answer whatever the reason: an unknown or deleted name, a wrong
+password, a blocked account even with its right password. That answer is 401 ``invalid
+credentials``, at the same hash cost, and it counts against the throttle. Only a login that
+returns tokens is refunded. The reason goes to the ``identity_service`` logger (WARNING; the
+password never does). /login does not say that an account is blocked: the answer would confirm a
+guessed password, which may be in use elsewhere. The operator who blocked the account tells
+its owner. A holder of one of its live access tokens gets 401 ``account not active`` here.
+
 No ``from __future__ import annotations`` here: FastAPI must see the real ``Annotated``
 dependency types of the routes defined inside :func:`create_app`."""
 
+import logging
 import secrets
 import time
 import uuid
@@ -30,6 +39,8 @@ from identity_service._throttle import Charge, LoginThrottle, TooManyFailures, c
 from revocation_events import SettingsError
 
 __all__ = ["RevocationPublisher", "create_app"]
+
+_log = logging.getLogger("identity_service")
 
 
 class RevocationPublisher(Protocol):
@@ -251,6 +262,19 @@ def create_app(
                 headers={"Retry-After": str(exc.retry_after)},
             ) from None
 
+    def refused(body: Credentials, request: Request, reason: str) -> HTTPException:
+        """The one answer to every failed password check at /login; only the log tells why.
+
+        One level for every reason: a log line emitted for some reasons and filtered out for
+        others would cost them different time."""
+        _log.warning(
+            "login refused: %s (username %r, client %s)",
+            reason,
+            body.username,  # %r: a name with a newline cannot forge a log line
+            request.client.host if request.client else None,
+        )
+        return HTTPException(status.HTTP_401_UNAUTHORIZED, detail="invalid credentials")
+
     @app.post("/login")
     def login(body: Credentials, request: Request) -> TokenPair:
         # Before the store is read: known and unknown names are throttled alike, unhashed.
@@ -264,14 +288,21 @@ def create_app(
             # not make a failure quicker than an unknown name's: hash the candidate at the
             # current cost whether it was right or not, and store it if it was.
             rehashed = hasher.hash(body.password) if hashing.needs_rehash(stored) else None
-        if not right or user is None:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="invalid credentials")
-        throttle.refund(charge)  # the right password; a failure's charge stays
+        # Every refusal below is the same 401, and keeps its throttle charge: only a login
+        # that returns tokens is refunded. A blocked account's right password refunded, or
+        # answered "blocked", would confirm the guess (and the password may be reused
+        # elsewhere); its owner learns of the block from the operator, not from this answer.
+        if user is None:
+            raise refused(body, request, "no such user")
+        if not right:
+            blocked = ", account blocked" if user.blocked else ""
+            raise refused(body, request, f"wrong password{blocked}")
         if user.blocked:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, detail="account blocked")
+            raise refused(body, request, "account blocked, right password")
         tokens = issue(user, uuid.uuid4().hex)
-        if tokens is None:  # the password changed or the user was blocked meanwhile
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="invalid credentials")
+        if tokens is None:
+            raise refused(body, request, "password changed, blocked or deleted during the login")
+        throttle.refund(charge)
         if rehashed is not None:
             # After issue(): it checks the hash it read is still stored. A change since then
             # keeps the new password (compare-and-set), and this hash waits for the next login.

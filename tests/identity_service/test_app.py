@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -295,7 +296,7 @@ def test_admin_block_refuses_login_and_publishes_until_unblocked(
 ) -> None:
     assert client.post("/admin/users/alice/block", headers=auth(ADMIN)).status_code == 204
     blocked = client.post("/login", json={"username": "alice", "password": "correct horse"})
-    assert blocked.status_code == 403
+    assert blocked.status_code == 401  # as a wrong password: no oracle
     assert client.post("/admin/users/alice/unblock", headers=auth(ADMIN)).status_code == 204
     assert publisher.names() == ["block_subject", "unblock_subject"]
     login(client)
@@ -619,7 +620,7 @@ def test_a_restart_with_the_seed_users_keeps_their_password_version_and_block(
     assert old.status_code == 401
     assert claims_of(restarted, login(restarted, "battery staple")["access_token"])["ver"] == 1
     bob = restarted.post("/login", json={"username": "bob", "password": "bob-password"})
-    assert bob.status_code == 403
+    assert bob.status_code == 401  # still blocked, refused as a wrong password is
 
 
 def stored_hash(client: TestClient, username: str = "alice") -> str:
@@ -981,3 +982,148 @@ def test_a_wrong_password_costs_a_current_hash_even_for_an_account_stored_at_an_
     assert cost_of("alice", "correct horse", 200) == [current]
     app.state.store.set_password("alice", "unreadable")  # refused without computing it
     assert cost_of("alice", "wrong", 401) == [current]
+
+
+def answer(response: Any) -> tuple[int, dict[str, str], bytes]:
+    """Everything a client sees of a response (TestClient adds no Date header)."""
+    return response.status_code, dict(response.headers), response.content
+
+
+def test_a_blocked_account_answers_its_right_password_exactly_as_a_wrong_one(
+    client: TestClient,
+) -> None:
+    # Password oracle: "403 account blocked" to the right password and 401 to a wrong one
+    # confirmed each guess, and the password may be reused elsewhere.
+    assert client.post("/admin/users/alice/block", headers=auth(ADMIN)).status_code == 204
+
+    right = attempt(client, "alice", "correct horse")
+    wrong = attempt(client, "alice", "wrong")
+
+    assert answer(right) == answer(wrong) == answer(attempt(client, "mallory", "wrong"))
+    assert right.status_code == 401
+    assert right.json() == {"detail": "invalid credentials"}
+
+
+def test_a_blocked_accounts_right_password_counts_as_a_failure_so_the_throttle_tells_nothing(
+    client: TestClient,
+) -> None:
+    # Refunded, the right password left the count one lower than a wrong one: the next
+    # attempt at the limit was let through instead of 429, confirming the guess.
+    assert client.post("/admin/users/alice/block", headers=auth(ADMIN)).status_code == 204
+    for guess in ("guess-0", "guess-1", "guess-2", "guess-3", "correct horse"):
+        assert attempt(client, "alice", guess).status_code == 401
+    assert attempt(client, "alice", "guess-4").status_code == 429
+
+
+def test_a_deleted_account_answers_like_a_name_that_never_existed(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert client.delete("/admin/users/alice", headers=auth(ADMIN)).status_code == 204
+    hashes: list[int] = []
+    real = hashlib.scrypt
+
+    def recording(*args: Any, **kwargs: Any) -> bytes:
+        hashes.append(kwargs["n"])
+        return real(*args, **kwargs)
+
+    def seen(username: str, password: str) -> tuple[tuple[int, dict[str, str], bytes], list[int]]:
+        hashes.clear()
+        return answer(attempt(client, username, password)), sorted(hashes)
+
+    monkeypatch.setattr(hashlib, "scrypt", recording)
+    unknown = seen("mallory", "correct horse")
+    assert seen("alice", "correct horse") == seen("alice", "wrong") == unknown
+    (status_code, _, content), hashes_of_unknown = unknown
+    assert (status_code, content, hashes_of_unknown) == (
+        401,
+        b'{"detail":"invalid credentials"}',
+        [FAST],
+    )
+
+
+@pytest.mark.parametrize("cost", ["current", "older"])
+def test_every_refused_login_costs_the_same_hashes_for_a_blocked_account_right_or_wrong(
+    tmp_path: Path,
+    publisher: RecordingPublisher,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+    cost: str,
+) -> None:
+    # Refusing a blocked account before hashing would make its answer quicker than a wrong
+    # password's or an unknown name's: the block (and so the name) would show in the timing.
+    TestClient(create_app(idp_settings(tmp_path), publisher, clock=clock, users=SEED))
+    current = FAST if cost == "current" else FAST * 2
+    client = TestClient(
+        create_app(idp_settings(tmp_path, scrypt_n=current), publisher, clock=clock)
+    )
+    assert client.post("/admin/users/alice/block", headers=auth(ADMIN)).status_code == 204
+    hashes: list[int] = []
+    real = hashlib.scrypt
+
+    def recording(*args: Any, **kwargs: Any) -> bytes:
+        hashes.append(kwargs["n"])
+        return real(*args, **kwargs)
+
+    def cost_of(username: str, password: str) -> list[int]:
+        hashes.clear()
+        assert attempt(client, username, password).status_code == 401
+        return sorted(hashes)
+
+    monkeypatch.setattr(hashlib, "scrypt", recording)
+    right = cost_of("alice", "correct horse")
+    assert right == cost_of("alice", "wrong")
+    assert right == ([current] if cost == "current" else [FAST, current])
+    assert cost_of("mallory", "wrong") == [current]
+    assert stored_hash(client).startswith(f"scrypt${FAST}$")  # not re-hashed: refused
+
+
+def test_the_server_log_keeps_the_real_reason_of_each_refused_login_but_no_password(
+    tmp_path: Path,
+    publisher: RecordingPublisher,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    users = {"alice": "correct horse", "carol": "carol-password"}
+    client = TestClient(create_app(idp_settings(tmp_path), publisher, clock=clock, users=users))
+    assert client.post("/admin/users/carol/block", headers=auth(ADMIN)).status_code == 204
+    tries = [
+        ("alice", "not-alices"),
+        ("carol", "carol-password"),
+        ("carol", "not-carols"),
+        ("mallory", "unknown-names"),
+    ]
+    with caplog.at_level(logging.INFO, logger="identity_service"):
+        for username, password in tries:
+            assert attempt(client, username, password).status_code == 401
+        login(client)
+
+    refusals = [r for r in caplog.records if r.name == "identity_service"]
+    assert [r.getMessage() for r in refusals] == [
+        "login refused: wrong password (username 'alice', client testclient)",
+        "login refused: account blocked, right password (username 'carol', client testclient)",
+        "login refused: wrong password, account blocked (username 'carol', client testclient)",
+        "login refused: no such user (username 'mallory', client testclient)",
+    ]
+    assert {r.levelno for r in refusals} == {logging.WARNING}  # one level: no timing tell
+    assert not any(p in caplog.text for _, p in [*tries, ("alice", "correct horse")])
+
+
+def test_a_right_password_whose_account_was_blocked_during_the_login_stays_counted(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only a login that returns tokens is refunded: one refused because the block committed
+    # while its password was being checked must not be told apart from a wrong guess either.
+    def verify_while_the_account_is_blocked(password: str, stored: str) -> bool:
+        monkeypatch.undo()
+        assert client.post("/admin/users/alice/block", headers=auth(ADMIN)).status_code == 204
+        return verify_password(password, stored)
+
+    monkeypatch.setattr(
+        "identity_service._passwords.verify_password", verify_while_the_account_is_blocked
+    )
+    raced = attempt(client, "alice", "correct horse")
+    assert answer(raced) == answer(attempt(client, "mallory", "wrong"))
+    assert client.post("/admin/users/alice/unblock", headers=auth(ADMIN)).status_code == 204
+    for guess in range(4):
+        assert attempt(client, "alice", f"guess-{guess}").status_code == 401
+    assert attempt(client, "alice", "correct horse").status_code == 429
