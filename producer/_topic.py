@@ -33,7 +33,14 @@ from producer._errors import PublishError, UnsafeTopicConfigError
 from producer._kafka import closing_on_failure, require_reachable
 from revocation_events import KafkaSettings
 
-__all__ = ["TopicReport", "ensure_topic", "min_retention"]
+__all__ = [
+    "TopicReport",
+    "broker_count",
+    "default_min_insync_replicas",
+    "default_replication_factor",
+    "ensure_topic",
+    "min_retention",
+]
 
 _WEEK = 7 * 24 * 3600.0
 _CHECKED_CONFIGS = ("retention.ms", "retention.bytes", "cleanup.policy", "min.insync.replicas")
@@ -61,6 +68,22 @@ class TopicReport:
 def min_retention(max_token_lifetime: float) -> float:
     """The shortest safe ``retention`` (seconds) for tokens living up to ``max_token_lifetime``."""
     return 2 * max_token_lifetime
+
+
+def broker_count(admin: Any) -> int:
+    """How many brokers the cluster's metadata lists (``admin``: a ``KafkaAdminClient``)."""
+    return len(admin.describe_cluster()["brokers"])
+
+
+def default_replication_factor(brokers: int) -> int:
+    """3, or every broker of a smaller cluster (at least 1)."""
+    return max(1, min(3, brokers))
+
+
+def default_min_insync_replicas(replication_factor: int) -> int:
+    """2 from a replication factor of 3, else 1: ``acks=all`` writes then survive one broker
+    loss without blocking."""
+    return 2 if replication_factor >= 3 else 1
 
 
 def ensure_topic(
@@ -145,9 +168,13 @@ def _ensure(
     min_isr: int | None,
     timeout_ms: int,
 ) -> TopicReport:
-    brokers = len(admin.describe_cluster()["brokers"])
-    rf = replication_factor if replication_factor is not None else max(1, min(3, brokers))
-    isr = min_isr if min_isr is not None else (2 if rf >= 3 else 1)
+    brokers = broker_count(admin)
+    rf = (
+        replication_factor
+        if replication_factor is not None
+        else default_replication_factor(brokers)
+    )
+    isr = min_isr if min_isr is not None else default_min_insync_replicas(rf)
     if not 1 <= isr <= rf:
         raise UnsafeTopicConfigError(
             f"min.insync.replicas={isr} must be between 1 and the replication factor {rf}"
