@@ -45,8 +45,10 @@ class StreamsSettings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     app_id: str = "revocast-streams"
     data_dir: str = ".revocast/streams"
-    replication_factor: int = 1
-    """For the topics this app creates (state, stats, alerts, ticks, table changelogs)."""
+    replication_factor: int | None = None
+    """For the topics this app creates (state, snapshots, stats, alerts, ticks, table
+    changelogs, faust's leader topic). ``None`` (auto): as the log topic's default, min(3,
+    brokers), counted once at start-up (:func:`streams._topics.prepare_topics`)."""
     verification_keys: tuple[VerificationKey, ...] = field(default=(), repr=False)
     allow_unsigned: bool = False
     """Accept records without a signature header. Only for development."""
@@ -87,7 +89,7 @@ class StreamsSettings:
     def __post_init__(self) -> None:
         checks = {
             "app_id": bool(self.app_id),
-            "replication_factor": self.replication_factor >= 1,
+            "replication_factor": self.replication_factor is None or self.replication_factor >= 1,
             "window_seconds": self.window_seconds >= 1,
             "window_grace_seconds": self.window_grace_seconds >= 0,
             "alert_blocks_per_window": self.alert_blocks_per_window >= 0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable
@@ -12,6 +13,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from producer._topic import broker_count, default_min_insync_replicas, default_replication_factor
 from revocation_events import RevocastError
 from streams._records import marker_offset
 from streams._settings import StreamsSettings
@@ -19,7 +21,10 @@ from streams._settings import StreamsSettings
 __all__ = [
     "Resume",
     "StreamsError",
+    "cluster_replication",
     "prepare_topics",
+    "replication_config",
+    "resolve_replication",
     "resume_offsets",
     "state_topic_config",
 ]
@@ -34,6 +39,43 @@ class StreamsError(RevocastError):
     cluster."""
 
 
+def resolve_replication(settings: StreamsSettings, brokers: int) -> StreamsSettings:
+    """``settings`` with the replication factor of the worker's topics decided: as set, or
+    when unset (auto) the log topic's default for a cluster of ``brokers``, min(3, brokers)."""
+    if settings.replication_factor is not None:
+        return settings
+    return dataclasses.replace(settings, replication_factor=default_replication_factor(brokers))
+
+
+def cluster_replication(admin: Any, settings: StreamsSettings) -> StreamsSettings:
+    """:func:`resolve_replication` for the cluster ``admin`` talks to (its brokers are
+    counted only when the factor is unset); logs the outcome."""
+    if settings.replication_factor is None:
+        brokers = broker_count(admin)
+        settings = resolve_replication(settings, brokers)
+        source = f"auto, {brokers} broker(s)"
+    else:
+        source = "REVOCAST_STREAMS_REPLICATION_FACTOR"
+    rf = settings.replication_factor
+    assert rf is not None
+    logger.log(
+        logging.INFO if rf >= 3 else logging.WARNING,
+        "topics created for the worker get replication factor %d (%s) and min.insync.replicas %d%s",
+        rf,
+        source,
+        default_min_insync_replicas(rf),
+        "" if rf >= 3 else " (fewer than 3 replicas: for a development cluster only)",
+    )
+    return settings
+
+
+def replication_config(settings: StreamsSettings) -> dict[str, str]:
+    """``min.insync.replicas`` for the replication factor, as on the log topic: 2 from 3
+    replicas, else 1. Empty while the factor is unresolved (see :func:`cluster_replication`)."""
+    rf = settings.replication_factor
+    return {} if rf is None else {"min.insync.replicas": str(default_min_insync_replicas(rf))}
+
+
 def state_topic_config(settings: StreamsSettings) -> dict[str, str]:
     """Compact-only, so every live rule stays; small segments so compaction keeps up."""
     return {
@@ -42,11 +84,14 @@ def state_topic_config(settings: StreamsSettings) -> dict[str, str]:
         "min.compaction.lag.ms": str(settings.state_min_compaction_lag_ms),
         "delete.retention.ms": str(settings.state_delete_retention_ms),
         "min.cleanable.dirty.ratio": "0.1",
+        **replication_config(settings),
     }
 
 
-def prepare_topics(settings: StreamsSettings) -> int:
-    """Check the log topic, create missing output topics; return the log's partition count.
+def prepare_topics(settings: StreamsSettings) -> tuple[StreamsSettings, int]:
+    """Resolve the replication factor (:func:`cluster_replication`), check the log topic,
+    create missing output topics; return the settings with the factor resolved (for the
+    worker's other topics) and the log's partition count.
 
     State, ticks and changelog topics must have as many partitions as the log: state
     partition *p* summarises log partition *p*, and tick *p* sweeps it.
@@ -71,26 +116,31 @@ def _partitions(admin: Any, topic: str) -> int | None:
     return len(info.get("partitions") or ())
 
 
-def _prepare(admin: Any, settings: StreamsSettings) -> int:
+def _prepare(admin: Any, settings: StreamsSettings) -> tuple[StreamsSettings, int]:
     partitions = _partitions(admin, settings.log_topic)
     if not partitions:
         raise StreamsError(f"log topic {settings.log_topic!r} does not exist; create it first")
+    settings = cluster_replication(admin, settings)
     rf = settings.replication_factor
+    replicated = replication_config(settings)
     wanted: dict[str, dict[str, Any]] = {
         settings.state_topic: {"partitions": partitions, "configs": state_topic_config(settings)},
         settings.ticks_topic: {
             "partitions": partitions,
-            "configs": {"cleanup.policy": "delete", "retention.ms": "3600000"},
+            "configs": {"cleanup.policy": "delete", "retention.ms": "3600000", **replicated},
         },
         # faust would create the changelogs itself, but a changelog created after the worker
         # fetched metadata shows 0 partitions to faust's co-partitioning check, which then
         # crashes the agent in a loop; creating them here first avoids that race.
         **{
-            name: {"partitions": partitions, "configs": {"cleanup.policy": "compact"}}
+            name: {
+                "partitions": partitions,
+                "configs": {"cleanup.policy": "compact", **replicated},
+            }
             for name in settings.changelog_topics
         },
-        settings.stats_topic: {"partitions": 1, "configs": {}},
-        settings.alerts_topic: {"partitions": 1, "configs": {}},
+        settings.stats_topic: {"partitions": 1, "configs": replicated},
+        settings.alerts_topic: {"partitions": 1, "configs": replicated},
     }
     copartitioned = {settings.state_topic, settings.ticks_topic, *settings.changelog_topics}
     missing: dict[str, dict[str, Any]] = {}
@@ -121,7 +171,7 @@ def _prepare(admin: Any, settings: StreamsSettings) -> int:
         if refused:
             raise StreamsError(f"the cluster refused to create topics: {'; '.join(refused)}")
         admin.wait_for_topics(list(missing), timeout_ms=_TOPIC_WAIT_MS)
-    return partitions
+    return settings, partitions
 
 
 def _check_compact_only(admin: Any, topic: str) -> None:

@@ -56,11 +56,13 @@ def create_app(
     """Build the faust app for a log topic with ``partitions`` partitions.
 
     ``broker`` overrides the Kafka URLs (``memory://`` in offline tests). The output topics
-    must exist (see :func:`streams._topics.prepare_topics`). ``topic_id``: the id of the log's
-    incarnation (KIP-516), stamped on offset markers; given, it is asked afresh on every
-    assignment, and a state topic or rules table of another incarnation (the log deleted and
-    recreated under the same name) is not trusted: the partition is re-read from the new
-    log's start. ``None`` (a broker without topic ids): neither is checked.
+    must exist, and ``settings`` carry the resolved replication factor (both done by
+    :func:`streams._topics.prepare_topics`; unresolved, faust's own topics get 1 replica).
+    ``topic_id``: the id of the log's incarnation (KIP-516), stamped on offset markers; given,
+    it is asked afresh on every assignment, and a state topic or rules table of another
+    incarnation (the log deleted and recreated under the same name) is not trusted: the
+    partition is re-read from the new log's start. ``None`` (a broker without topic ids):
+    neither is checked.
     """
     options, left_out = faust_options(settings.kafka)
     request_timeout = options.get("broker_request_timeout")
@@ -369,8 +371,8 @@ def _snapshots(app: Any, settings: StreamsSettings) -> None:
 @cache
 def _default_app() -> Any:
     try:
-        settings = StreamsSettings.from_env()
-        partitions = prepare_topics(settings)
+        # Resolves the replication factor once (logged) for every topic the worker makes.
+        settings, partitions = prepare_topics(StreamsSettings.from_env())
         topic_id = log_incarnation(settings, ())[0]
         if topic_id is None:
             logger.warning(

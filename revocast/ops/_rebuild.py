@@ -75,7 +75,7 @@ from streams._records import (
     tombstone,
 )
 from streams._seed import log_incarnation
-from streams._topics import state_topic_config
+from streams._topics import cluster_replication, state_topic_config
 
 __all__ = [
     "RebuildReport",
@@ -266,8 +266,9 @@ def _prepare_state_topic(
                     f"{partitions}; delete it and run again"
                 )
             return partitions, False
-        # Exactly as the worker creates it (streams/_topics.py), from its own settings.
-        worker = settings.worker_settings()
+        # Exactly as the worker creates it (streams/_topics.py), from its own settings and
+        # with the same replication factor (auto: counted on this cluster).
+        worker = cluster_replication(admin, settings.worker_settings())
         spec = {
             "num_partitions": partitions,
             "replication_factor": worker.replication_factor,
@@ -280,7 +281,8 @@ def _prepare_state_topic(
         except KafkaError as exc:
             raise OpsKafkaError(
                 f"cannot create state topic {state_topic!r} with replication factor "
-                f"{worker.replication_factor} (REVOCAST_STREAMS_REPLICATION_FACTOR): "
+                f"{worker.replication_factor} (REVOCAST_STREAMS_REPLICATION_FACTOR, by "
+                "default min(3, brokers)): "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         return partitions, True

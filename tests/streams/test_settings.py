@@ -132,3 +132,41 @@ def test_malformed_previous_snapshot_keys_name_the_variable() -> None:
         StreamsSettings.from_env(
             environ={"REVOCAST_EVENT_KEYS": KEY_SPEC, "REVOCAST_SNAPSHOT_PREVIOUS_KEYS": "x"}
         )
+
+
+def test_the_replication_factor_is_auto_when_unset_and_kept_when_set() -> None:
+    """Unset, it used to be 1: an operator who forgot it got unreplicated state topics on a
+    production cluster. Auto is resolved from the cluster at start-up (tests/streams/
+    test_topics.py)."""
+    assert (
+        StreamsSettings.from_env(environ={"REVOCAST_EVENT_KEYS": KEY_SPEC}).replication_factor
+        is None
+    )
+    for blank in ("", "  "):
+        settings = StreamsSettings.from_env(
+            environ={"REVOCAST_EVENT_KEYS": KEY_SPEC, "REVOCAST_STREAMS_REPLICATION_FACTOR": blank}
+        )
+        assert settings.replication_factor is None
+    settings = StreamsSettings.from_env(
+        environ={"REVOCAST_EVENT_KEYS": KEY_SPEC, "REVOCAST_STREAMS_REPLICATION_FACTOR": "2"}
+    )
+    assert settings.replication_factor == 2
+
+
+def test_a_replication_factor_below_one_is_refused_and_none_means_auto() -> None:
+    assert StreamsSettings(allow_unsigned=True, replication_factor=None).replication_factor is None
+    for bad in ("0", "-1"):
+        with pytest.raises(SettingsError, match="replication_factor"):
+            StreamsSettings.from_env(
+                environ={
+                    "REVOCAST_EVENT_KEYS": KEY_SPEC,
+                    "REVOCAST_STREAMS_REPLICATION_FACTOR": bad,
+                }
+            )
+    with pytest.raises(SettingsError, match="REVOCAST_STREAMS_REPLICATION_FACTOR"):
+        StreamsSettings.from_env(
+            environ={
+                "REVOCAST_EVENT_KEYS": KEY_SPEC,
+                "REVOCAST_STREAMS_REPLICATION_FACTOR": "three",
+            }
+        )

@@ -501,3 +501,28 @@ def test_a_replication_factor_the_cluster_cannot_meet_is_refused_as_the_worker_w
     settings = with_worker(ops_settings(kafka_bootstrap, log), replication_factor=brokers + 1)
     with pytest.raises(OpsKafkaError, match=f"replication factor {brokers + 1}"):
         rebuild_state(settings, clock=clock)
+
+
+@pytest.mark.kafka
+def test_a_missing_state_topic_gets_the_workers_auto_replication(
+    kafka_bootstrap: str, log: str
+) -> None:
+    """With REVOCAST_STREAMS_REPLICATION_FACTOR unset, the rebuild resolves it as the worker
+    does (min(3, brokers): 1 on the session's single broker) and sets min.insync.replicas
+    on the topic as the worker does, instead of leaving the broker's default."""
+    settings = ops_settings(kafka_bootstrap, log)
+    assert settings.worker_settings().replication_factor is None
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert len(admin.describe_cluster()["brokers"]) == 1, "needs a single-broker cluster"
+        assert rebuild_state(settings, clock=clock).created_topic
+        (meta,) = admin.describe_topics([f"{log}.state"])
+        # Only settings made on the topic itself, not the broker's defaults.
+        described = admin.describe_configs(
+            [ConfigResource("TOPIC", f"{log}.state", ["min.insync.replicas"])]
+        )
+    finally:
+        admin.close()
+    assert {len(p["replica_nodes"]) for p in meta["partitions"]} == {1}
+    entry = described["topic"][f"{log}.state"]["min.insync.replicas"]
+    assert (entry["value"], entry["config_source"]) == ("1", "DYNAMIC_TOPIC_CONFIG")
