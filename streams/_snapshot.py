@@ -90,7 +90,7 @@ from revocation_events import (
 from streams._seed import read_state
 from streams._settings import StreamsSettings
 from streams._snapshot_rules import PartitionRules
-from streams._topics import StreamsError, resume_offsets, state_topic_config
+from streams._topics import StreamsError, cluster_replication, resume_offsets, state_topic_config
 
 __all__ = ["Snapshotter", "write_snapshot"]
 
@@ -728,6 +728,8 @@ def _ensure_topic(settings: StreamsSettings, partitions: int) -> None:
                     f"topic {topic!r} has {existing} partitions but the log has {partitions}"
                 )
             return
+        # The worker passes its settings resolved; a Snapshotter made on its own resolves here.
+        settings = cluster_replication(admin, settings)
         config = {
             **state_topic_config(settings),
             # Whole generations are rewritten: roll segments often so compaction frees them.
