@@ -22,6 +22,7 @@ from kafka.admin import ConfigResource
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from producer import min_retention
+from producer._topic import broker_count, default_replication_factor
 from revocast.ops._reader import OpsKafkaError, _consumer, read_range
 from revocation_events import (
     KafkaSettings,
@@ -88,7 +89,7 @@ def ensure_heartbeat_topic(kafka: KafkaSettings, topic: str, *, partitions: int 
     with kafka_admin(kafka) as admin:
         if topic_partitions(admin, topic) is not None:
             return False
-        brokers = len(admin.describe_cluster()["brokers"])
+        brokers = broker_count(admin)
         configs = {
             "cleanup.policy": "delete",
             "retention.ms": str(int(HEARTBEAT_RETENTION * 1000)),
@@ -97,7 +98,7 @@ def ensure_heartbeat_topic(kafka: KafkaSettings, topic: str, *, partitions: int 
         }
         spec = {
             "num_partitions": partitions,
-            "replication_factor": max(1, min(3, brokers)),
+            "replication_factor": default_replication_factor(brokers),
             "configs": configs,
         }
         try:
