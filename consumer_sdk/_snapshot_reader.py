@@ -140,10 +140,12 @@ def load_snapshots(
     bounds: Mapping[int, tuple[int, int]],
     *,
     log_partitions: int,
+    log_id: uuid.UUID | None,
     stop: threading.Event,
 ) -> SnapshotLoad:
     """Read, verify and load the snapshots of the log partitions in ``bounds`` (partition ->
-    the log's beginning and end offsets); log and count every refusal."""
+    the log's beginning and end offsets); log and count every refusal. ``log_id``: the log's
+    current topic id (:func:`topic_id`)."""
     started = time.perf_counter()
     topic = snapshot_topic(settings)
     load = SnapshotLoad(topic)
@@ -160,7 +162,7 @@ def load_snapshots(
         [p for p in bounds if p in parts],
         EventVerifier(settings.snapshot_keys),
         bounds=bounds,
-        topic_id=topic_id(consumer, settings.kafka.topic),
+        topic_id=log_id,
         lifetime=settings.max_token_lifetime,
         timeout_ms=settings.kafka.request_timeout_ms,
         poll_timeout_ms=settings.poll_timeout_ms,

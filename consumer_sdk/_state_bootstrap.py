@@ -80,11 +80,18 @@ def plan_bootstrap(
     starts: dict[int, int] = {}
     source = dict.fromkeys(sorted(bounds), "log")
     stats: dict[str, Any] = {"mode": "log", "partitions": source}
+    log_id = topic_id(consumer, settings.kafka.topic)  # one lookup for snapshots and state
 
     if settings.snapshot_keys:
         try:
             snap = load_snapshots(
-                consumer, settings, sink, bounds, log_partitions=len(tps), stop=stop
+                consumer,
+                settings,
+                sink,
+                bounds,
+                log_partitions=len(tps),
+                log_id=log_id,
+                stop=stop,
             )
         except AuthorizationError as exc:
             why = _not_authorized("snapshot", exc)
@@ -111,7 +118,7 @@ def plan_bootstrap(
                 log_partitions=len(tps),
                 partitions=left,
                 stop=stop,
-                topic_id=topic_id(consumer, settings.kafka.topic),
+                topic_id=log_id,
             )
         except AuthorizationError as exc:
             load = None

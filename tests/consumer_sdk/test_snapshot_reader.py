@@ -30,6 +30,7 @@ from consumer_sdk._snapshot_reader import (
     load_snapshots,
     read_snapshots,
     read_tails,
+    topic_id,
 )
 from revocation_events import SIGNATURE_HEADER, EventVerifier, SigningKey
 from tests.consumer_sdk._helpers import settings
@@ -292,6 +293,7 @@ def test_refusals_are_counted_and_logged_without_key_material(
         sink,  # type: ignore[arg-type]
         {0: (0, 100), 1: (0, 100)},
         log_partitions=2,
+        log_id=None,
         stop=threading.Event(),
     )
     assert load.offsets == {0: 4}
@@ -313,6 +315,7 @@ def test_a_snapshot_topic_with_another_partition_count_is_refused_for_every_part
         Sink(),  # type: ignore[arg-type]
         {0: (0, 100), 1: (0, 100)},
         log_partitions=2,
+        log_id=None,
         stop=threading.Event(),
     )
     assert load.offsets == {}
@@ -343,6 +346,7 @@ def test_a_snapshot_read_but_not_loaded_when_stopping_promises_no_offset() -> No
         sink,  # type: ignore[arg-type]
         {0: (0, 100)},
         log_partitions=1,
+        log_id=None,
         stop=stop,
     )
     assert sink.restored == []
@@ -427,6 +431,7 @@ def test_the_sdk_compares_with_the_log_s_id_asked_afresh_not_the_cached_one(
         sink,  # type: ignore[arg-type]
         {0: (0, 100)},
         log_partitions=1,
+        log_id=topic_id(consumer, LOG),
         stop=threading.Event(),
     )
     assert (load.offsets, sink.restored) == ({}, [])
