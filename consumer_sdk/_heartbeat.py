@@ -6,9 +6,20 @@ the heartbeat topic (``heartbeat_topic``, default ``<log>.heartbeats``), read by
 forked child). Value (version 1)::
 
     {"v": 1, "service": "orders", "instance": "<uuid>", "host": "web-1", "pid": 4242,
-     "topic": "<log>", "status": "valid", "interval": 10.0, "sent_at": 1700000000.0,
-     "last_event_age": 3.2, "offsets": {"0": 120}, "end_offsets": {"0": 121},
+     "topic": "<log>", "status": "valid", "status_since": 1699999958.0, "status_age": 42.0,
+     "interval": 10.0, "sent_at": 1700000000.0, "last_event_age": 3.2,
+     "offsets": {"0": 120}, "end_offsets": {"0": 121},
      "entries": {"jti": 7, ...}, "skipped": {"bad_signature": 1}, "failures": 0}
+
+``status_since`` is when the instance entered ``status``, on its host's wall clock (as
+``sent_at``): for people, to match the host's logs. ``status_age`` is how long it had been in
+``status`` when the heartbeat was sent, as the SDK itself measures it against
+``max_staleness`` (:meth:`~consumer_sdk._status.StatusProvider.elapsed`: the monotonic
+clock, unless the wall clock says longer): a duration, so a reader adds the time since it
+heard the heartbeat and needs no agreement between the hosts' clocks; a step of the host's
+wall clock back cannot shorten it (a step forward lengthens it, as it does the SDK's own
+bound). Both fields are additive to version 1: readers treat a heartbeat without them (an
+older SDK) as not saying since when.
 
 ``offsets`` are the next log offsets to apply per partition (so lag = log end - offset);
 ``end_offsets`` are the log ends the instance last saw; ``last_event_age`` is seconds since
@@ -36,7 +47,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from consumer_sdk._settings import ConsumerSettings
-from consumer_sdk._status import SourceStatus
+from consumer_sdk._status import SourceStatus, StatusProvider
 from revocation_events import (
     KafkaUnreachableError,
     close_producer,
@@ -61,6 +72,11 @@ class HeartbeatSubject(Protocol):
 
     @property
     def status(self) -> SourceStatus: ...
+
+    @property
+    def status_provider(self) -> StatusProvider:
+        """Measures how long :attr:`status` has lasted, on the subject's own clocks."""
+        ...
 
     def stats(self) -> dict[str, Any]: ...
 
@@ -136,6 +152,8 @@ class Heartbeat:
             "pid": os.getpid(),
             "topic": self._settings.kafka.topic,
             "status": status.state.value,
+            "status_since": status.since,
+            "status_age": max(0.0, self._subject.status_provider.elapsed(status)),
             "interval": self._settings.heartbeat_interval,
             "sent_at": now,
             "last_event_age": None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from kafka.errors import KafkaTimeoutError
 
 from consumer_sdk import ConsumerSettings, DataSourceState, Revocast, SourceStatus
 from consumer_sdk._heartbeat import Heartbeat, heartbeat_topic
+from consumer_sdk._status import StatusProvider
 from consumer_sdk.testing import InMemorySource
 from revocation_events import KafkaSettings, SettingsError, TokenRevoked
 from tests._kafka_fixtures import MakeTopic, wait_until
@@ -83,6 +85,54 @@ def test_heartbeat_value_names_the_instance_and_reports_status_entries_and_event
     assert isinstance(doc["pid"], int)
 
 
+def test_heartbeat_says_since_when_the_instance_is_in_its_state_and_for_how_long(
+    clock: FakeClock,
+) -> None:
+    mono = FakeClock(500.0)
+    source = InMemorySource()
+    client = Revocast(settings(), clock=clock, monotonic=mono, source=source)
+    producer = FakeProducer()
+    beat = Heartbeat(client.settings, client, clock=clock, producer_factory=lambda _: producer)
+    try:
+        source.set_ready()
+        clock.advance(5)
+        mono.advance(5)
+        source.interrupt("broker gone")
+        interrupted_at = clock.now
+        clock.advance(42)
+        mono.advance(42)
+        assert beat.beat()
+    finally:
+        client.close()
+    doc = json.loads(producer.sent[0][2])
+    assert doc["status"] == "interrupted"
+    assert doc["status_since"] == interrupted_at
+    assert doc["status_age"] == pytest.approx(42.0)
+
+
+def test_heartbeat_status_age_is_not_shortened_by_the_host_clock_stepping_back(
+    clock: FakeClock,
+) -> None:
+    """The age is what the SDK holds against ``max_staleness``: read on the monotonic clock,
+    so NTP stepping the wall clock back 100 s does not make an interruption look younger."""
+    mono = FakeClock(500.0)
+    source = InMemorySource()
+    client = Revocast(settings(), clock=clock, monotonic=mono, source=source)
+    producer = FakeProducer()
+    beat = Heartbeat(client.settings, client, clock=clock, producer_factory=lambda _: producer)
+    try:
+        source.set_ready()
+        source.interrupt("broker gone")
+        clock.advance(-100)
+        mono.advance(42)
+        assert beat.beat()
+    finally:
+        client.close()
+    doc = json.loads(producer.sent[0][2])
+    assert doc["sent_at"] - doc["status_since"] == pytest.approx(-100.0)
+    assert doc["status_age"] == pytest.approx(42.0)
+
+
 @dataclass
 class FakeSubject:
     offsets: dict[int, int]
@@ -90,6 +140,7 @@ class FakeSubject:
     status: SourceStatus = field(
         default_factory=lambda: SourceStatus(DataSourceState.VALID, since=0.0)
     )
+    status_provider: StatusProvider = field(default_factory=lambda: StatusProvider(time.time))
 
     def stats(self) -> dict[str, Any]:
         return {"positions": self.offsets, "lag": self.lag, "entries": {"jti": 0}}
