@@ -85,7 +85,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="30s",
         metavar="DURATION",
         help="CRITICAL when an instance has been INTERRUPTED longer than this, else WARNING "
-        "(default 30s, the SDK's default max_staleness)",
+        "(default 30s, the SDK's default max_staleness), counted from when the instance "
+        "says it was interrupted (an older SDK does not say: from its first INTERRUPTED "
+        "heartbeat heard, a lower bound)",
     )
     status.add_argument(
         "--min-instances",

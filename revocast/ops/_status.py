@@ -164,14 +164,31 @@ class Instance:
     makes it), else its ``sent_at``: staleness and the window read this, so that an instance
     host's clock skew cannot make it look dead or hide that it is."""
     status_since: float
-    """``heard_at`` of the first heartbeat in the window of the unbroken run reporting
-    ``status``: a lower bound of when the instance entered it (by up to one ``interval``,
-    and never earlier than the window's start)."""
+    """When the instance entered ``status``, on the same time line as ``heard_at``: its
+    last heartbeat's ``heard_at`` minus the ``status_age`` it reported (how long it had
+    been in ``status``, on its own monotonic clock), so no agreement between the hosts'
+    clocks is needed. A heartbeat without ``status_age`` (an older SDK) gives only an
+    approximation (:attr:`status_since_reported` False): ``heard_at`` of the first
+    heartbeat in the window of the unbroken run reporting ``status``, a lower bound of how
+    long it lasts (off by up to one ``interval``, and never earlier than the window's
+    start)."""
     reported_lag: int | None = None
     """The lag the instance reported itself at its last heartbeat: the log ends it had seen
     then (``end_offsets``) minus its offsets, summed over partitions; unlike :attr:`lag`,
     not inflated by what was published since (``None``: no ``end_offsets`` in the
     heartbeat)."""
+    status_since_reported: bool = False
+    """Whether :attr:`status_since` comes from the instance's ``status_age``; False: the
+    approximation from the heartbeats in the window."""
+    host_status_since: float | None = None
+    """The heartbeat's ``status_since``: when the instance entered ``status`` by its host's
+    wall clock, to match that host's logs; not used to judge (``None``: not reported)."""
+
+    def status_lasted(self, now: float) -> float:
+        """Seconds the instance has been in ``status`` at ``now``; for a stale instance, up
+        to when it was last heard, since what it does after that is unknown."""
+        until = self.heard_at if self.stale else now
+        return max(0.0, until - self.status_since)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +245,10 @@ class StatusReport:
                 "exists": self.heartbeat_topic_exists,
                 "window": self.window,
                 "unreadable": self.unreadable_heartbeats,
-                "instances": [dataclasses.asdict(i) for i in self.instances],
+                "instances": [
+                    {**dataclasses.asdict(i), "status_for": i.status_lasted(self.now)}
+                    for i in self.instances
+                ],
             },
         }
 
@@ -294,12 +314,18 @@ def _render_sdks(report: StatusReport) -> list[str]:
     lines = [f"{head}: {len(report.instances)} instances, {stale} stale"]
     if report.unreadable_heartbeats:
         lines.append(f"  ({report.unreadable_heartbeats} unreadable heartbeat records skipped)")
+    if not all(i.status_since_reported for i in report.instances):
+        lines.append(
+            "  (FOR >=: at least that long; those heartbeats do not say since when (an older "
+            "SDK), so it counts from the first one heard in the window)"
+        )
     rows = [
         (
             i.service,
             i.instance,
             f"{i.host}/{i.pid}",
             i.status.upper(),
+            ("" if i.status_since_reported else ">=") + human_duration(i.status_lasted(report.now)),
             "-" if i.lag is None else str(i.lag),
             str(i.entries),
             f"{human_duration(max(0.0, report.now - i.heard_at))} ago"
@@ -307,7 +333,7 @@ def _render_sdks(report: StatusReport) -> list[str]:
         )
         for i in report.instances
     ]
-    header = ("SERVICE", "INSTANCE", "HOST/PID", "STATUS", "LAG", "ENTRIES", "LAST HEARD")
+    header = ("SERVICE", "INSTANCE", "HOST/PID", "STATUS", "FOR", "LAG", "ENTRIES", "LAST HEARD")
     return lines + (_table(header, rows) if rows else ["  (none)"])
 
 
@@ -404,6 +430,13 @@ def _finite(value: Any) -> float:
     return number
 
 
+def _seconds(value: Any) -> float:
+    number = _finite(value)
+    if number < 0:
+        raise ValueError(f"not a duration: {number}")
+    return number
+
+
 def _text(value: Any, limit: int = 64) -> str:
     """A heartbeat field fit for one table cell: anyone may write to the topic, so control
     characters (a newline forging a row, an escape sequence driving the terminal) become
@@ -422,6 +455,9 @@ def _instance(
     interval = _finite(doc.get("interval") or 0.0)
     sent_at = _finite(doc["sent_at"])
     heard_at = sent_at if appended is None else appended
+    age = doc.get("status_age")
+    status_age = None if age is None else _seconds(age)
+    host_since = doc.get("status_since")
     threshold = stale if stale is not None else 3 * interval
     status = _text(doc.get("status", "?"))
     pid = doc.get("pid")
@@ -439,8 +475,10 @@ def _instance(
         # A closed instance said goodbye: it is off, not stale.
         stale=status != "off" and now - heard_at > threshold,
         heard_at=heard_at,
-        status_since=heard_at,
+        status_since=heard_at if status_age is None else heard_at - status_age,
         reported_lag=reported_lag,
+        status_since_reported=status_age is not None,
+        host_status_since=None if host_since is None else _finite(host_since),
     )
 
 
@@ -491,7 +529,11 @@ def _instances(
             or previous[0] == record.partition
             or beat.heard_at >= previous[1].heard_at
         ):
-            if previous is not None and previous[1].status == beat.status:
+            if (
+                previous is not None
+                and previous[1].status == beat.status
+                and not beat.status_since_reported
+            ):
                 beat = dataclasses.replace(beat, status_since=previous[1].status_since)
             latest[beat.instance] = (record.partition, beat)
     found = [beat for _, beat in latest.values()]

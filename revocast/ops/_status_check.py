@@ -47,7 +47,11 @@ class CheckThresholds:
     """Log records the state topic's markers may be behind, summed over partitions."""
     max_interrupted: float = 30.0
     """Seconds an instance may report INTERRUPTED before it is critical: the SDK's default
-    ``max_staleness``, after which its failure policy decides every token."""
+    ``max_staleness``, after which its failure policy decides every token. Measured as the
+    SDK measures it: the ``status_age`` of its last heartbeat plus the time since that
+    heartbeat (:attr:`Instance.status_since`); for heartbeats without it (older SDKs), from
+    the first INTERRUPTED heartbeat heard in the window, which may be up to one interval
+    short."""
     min_instances: int = 1
     """Live (heard, not stale, not OFF) instances expected in the window; 0: none needed."""
 
@@ -174,18 +178,22 @@ def _sdk_findings(report: StatusReport, limits: CheckThresholds) -> list[Finding
             )
             continue
         live += 1
+        lasted = i.status_lasted(report.now)
+        # Without the instance's own status_age, ``lasted`` is a lower bound: say so.
+        for_ = f"for {'' if i.status_since_reported else 'at least '}{human_duration(lasted)}"
         if i.status == "interrupted":
-            lasted = max(0.0, report.now - i.status_since)
             past = lasted > limits.max_interrupted
+            limit = f"limit {human_duration(limits.max_interrupted)}"
+            if not i.status_since_reported:
+                limit += "; its heartbeats do not say since when"
             findings.append(
                 Finding(
                     Severity.CRITICAL if past else Severity.WARNING,
-                    f"{who}: INTERRUPTED for {human_duration(lasted)} "
-                    f"(limit {human_duration(limits.max_interrupted)})",
+                    f"{who}: INTERRUPTED {for_} ({limit})",
                 )
             )
         elif i.status != "valid":
-            findings.append(Finding(Severity.WARNING, f"{who}: {status}, not VALID"))
+            findings.append(Finding(Severity.WARNING, f"{who}: {status}, not VALID ({for_})"))
         lag, when = (
             (i.reported_lag, "at its last heartbeat")
             if i.reported_lag is not None

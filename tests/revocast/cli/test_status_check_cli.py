@@ -7,14 +7,19 @@ import json
 import multiprocessing
 import os
 import re
+import threading
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient
 
+from consumer_sdk import Revocast
 from revocast.cli import main
+from revocation_events import EventCodec, KafkaSettings, TokenRevoked
 from tests._kafka_fixtures import MakeTopic, produce, wait_until
+from tests.consumer_sdk._helpers import settings
 from tests.revocast.cli._status_support import sdk_service, status_env
 
 
@@ -94,8 +99,11 @@ def test_check_exits_2_for_an_instance_interrupted_past_the_bound_and_1_within_i
     )
     code, out, err = status(capsys, "--check")
     assert code == 2
+    # These heartbeats (an older SDK's) do not say since when: a lower bound, and it says so.
     assert re.search(
-        r"CRITICAL: orders instance i1 \(web-1/7\): INTERRUPTED for 1(\.\d+)?m \(limit 30s\)", err
+        r"CRITICAL: orders instance i1 \(web-1/7\): INTERRUPTED for at least 1(\.\d+)?m "
+        r"\(limit 30s; its heartbeats do not say since when\)",
+        err,
     ), err
     assert "check: CRITICAL" in out
     code, _, err = status(capsys, "--check", "--max-interrupted", "2m")
@@ -103,6 +111,63 @@ def test_check_exits_2_for_an_instance_interrupted_past_the_bound_and_1_within_i
     assert err.startswith("revocast status: WARNING: orders instance i1 (web-1/7): INTERRUPTED")
     code, _, err = status(capsys)
     assert (code, err) == (0, "")  # without --check the exit code is what it always was
+
+
+@pytest.mark.kafka
+def test_check_judges_a_stalled_sdk_interrupted_since_its_sync_thread_stopped(
+    kafka_bootstrap: str, env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A revocation listener blocks the SDK's sync thread; the SDK reports INTERRUPTED
+    dated from when it stopped (2 s before it can tell). Its first INTERRUPTED heartbeat
+    already says so: status --check goes by that, not by when the heartbeat was heard."""
+    kafka = KafkaSettings(bootstrap_servers=(kafka_bootstrap,), topic=env)
+    beats = os.environ["REVOCAST_HEARTBEAT_TOPIC"]
+    rc = Revocast(
+        settings(
+            kafka=kafka,
+            service_name="stuck",
+            heartbeat_interval=0.2,
+            heartbeat_topic=beats,
+            max_staleness=4.0,  # a stall is reported after 2 s
+            poll_timeout_ms=100,
+            allow_unsigned_events=True,
+        )
+    )
+    release = threading.Event()
+    blocked_at: list[float] = []
+
+    def stuck_listener(event: object) -> None:
+        blocked_at.append(time.time())
+        release.wait(60)
+
+    rc.add_revocation_listener(stuck_listener)
+    try:
+        assert rc.wait_until_ready(30)
+        expires = datetime.now(UTC) + timedelta(minutes=5)
+        produce(
+            kafka_bootstrap,
+            env,
+            EventCodec().encode(TokenRevoked(issuer="t", jti="a", expires_at=expires)).value,
+        )
+        seen: list[tuple[int, str, str]] = []
+
+        def interrupted() -> bool:
+            seen.append(status(capsys, "--check", "--json", "--max-interrupted", "1s"))
+            return '"status": "interrupted"' in seen[-1][1]
+
+        wait_until(interrupted, timeout=30, message="the stalled SDK reported INTERRUPTED")
+        code, out, err = seen[-1]
+        assert code == 2, err
+        assert re.search(
+            r"CRITICAL: stuck instance \S+ \(\S+\): INTERRUPTED for [\d.]+s \(limit 1s\)$",
+            err.strip(),
+        ), err
+        (instance,) = json.loads(out)["heartbeats"]["instances"]
+        assert instance["status_since_reported"] is True
+        assert abs(instance["status_since"] - blocked_at[0]) < 1.0
+    finally:
+        release.set()
+        rc.close()
 
 
 @pytest.mark.kafka

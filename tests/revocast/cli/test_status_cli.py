@@ -4,10 +4,12 @@ STALE, unsafe retention fails the command, broker and topic errors are one line.
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import os
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient
@@ -66,7 +68,7 @@ def test_status_lists_three_running_sdk_processes_and_flags_the_killed_one_stale
         for name in SERVICES:
             line = row(out, name)
             assert f"/{procs[name].pid}" in line
-            assert re.search(r"VALID\s+0\s+0\s", line), line  # no lag, no entries
+            assert re.search(r"VALID\s+[\d.]+[smh]\s+0\s+0\s", line), line  # no lag, no entries
 
         procs["inventory"].kill()
         procs["inventory"].join(10)
@@ -90,6 +92,40 @@ def test_status_lists_three_running_sdk_processes_and_flags_the_killed_one_stale
             if proc.is_alive():
                 proc.kill()
                 proc.join(5)
+
+
+@pytest.mark.kafka
+def test_status_reports_since_when_a_running_sdk_is_valid_from_its_heartbeats(
+    kafka_bootstrap: str, env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Read with a 1 s window: from the heartbeats alone, the instance would be VALID for
+    at most 1 s; its heartbeats say since when, so status reports the whole time."""
+    kafka = KafkaSettings(bootstrap_servers=(kafka_bootstrap,), topic=env)
+    beats = os.environ["REVOCAST_HEARTBEAT_TOPIC"]
+    rc = Revocast(
+        settings(kafka=kafka, service_name="steady", heartbeat_interval=0.2, heartbeat_topic=beats)
+    )
+    try:
+        assert rc.wait_until_ready(30)
+        since = rc.status.since
+        found: dict[str, Any] = {}
+
+        def valid_past_the_window() -> bool:
+            code = main(["status", "--json", "--window", "1s"])
+            data = json.loads(capsys.readouterr().out)
+            assert code == 0
+            found.update(next(iter(data["heartbeats"]["instances"]), {}))
+            return found.get("status") == "valid" and found.get("status_for", 0) > 1.5
+
+        wait_until(valid_past_the_window, timeout=20, message="VALID for longer than the window")
+        assert found["status_since_reported"] is True
+        assert found["host_status_since"] == since
+        # Same host, same clock: the reader's time line agrees with the SDK's within a beat.
+        assert abs(found["status_since"] - since) < 0.5
+        line = row(status(capsys, "--window", "1s")[1], "steady")
+        assert re.search(r"VALID\s+[\d.]+s\s", line), line  # no ">=": not approximated
+    finally:
+        rc.close()
 
 
 @pytest.mark.kafka

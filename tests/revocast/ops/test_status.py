@@ -27,6 +27,8 @@ NOW = time.time()
 
 
 def beat(instance: str, **fields: Any) -> dict[str, Any]:
+    """A heartbeat as this SDK sends it (here: entered its status as it sent it)."""
+    sent_at = fields.get("sent_at", NOW - 1)
     doc: dict[str, Any] = {
         "v": 1,
         "service": "svc",
@@ -34,11 +36,20 @@ def beat(instance: str, **fields: Any) -> dict[str, Any]:
         "host": "web-1",
         "pid": 7,
         "status": "valid",
+        "status_since": sent_at,
+        "status_age": 0.0,
         "interval": 5.0,
-        "sent_at": NOW - 1,
+        "sent_at": sent_at,
         "offsets": {"0": 0},
     }
     return {**doc, **fields}
+
+
+def older_sdk_beat(instance: str, **fields: Any) -> dict[str, Any]:
+    """A heartbeat of an SDK that did not say since when it is in its status."""
+    doc = beat(instance, **fields)
+    del doc["status_since"], doc["status_age"]
+    return doc
 
 
 @pytest.fixture
@@ -223,23 +234,157 @@ def test_a_deeply_nested_heartbeat_record_is_unreadable_not_a_crash(
 
 
 @pytest.mark.kafka
-def test_an_instance_is_interrupted_since_its_first_interrupted_heartbeat_in_the_window(
+def test_an_older_sdk_is_interrupted_since_its_first_interrupted_heartbeat_in_the_window(
     kafka_bootstrap: str, topics: tuple[str, str]
 ) -> None:
     found = report(
         kafka_bootstrap,
         topics,
-        beat("i1", sent_at=NOW - 90, status="valid"),
-        beat("i1", sent_at=NOW - 60, status="interrupted"),
-        beat("i2", sent_at=NOW - 50, status="interrupted"),
-        beat("i1", sent_at=NOW - 30, status="interrupted"),
-        beat("i2", sent_at=NOW - 20, status="valid"),
-        beat("i2", sent_at=NOW - 10, status="interrupted"),
-        beat("i1", sent_at=NOW - 1, status="interrupted"),
-        beat("i2", sent_at=NOW - 1, status="interrupted"),
+        older_sdk_beat("i1", sent_at=NOW - 90, status="valid"),
+        older_sdk_beat("i1", sent_at=NOW - 60, status="interrupted"),
+        older_sdk_beat("i2", sent_at=NOW - 50, status="interrupted"),
+        older_sdk_beat("i1", sent_at=NOW - 30, status="interrupted"),
+        older_sdk_beat("i2", sent_at=NOW - 20, status="valid"),
+        older_sdk_beat("i2", sent_at=NOW - 10, status="interrupted"),
+        older_sdk_beat("i1", sent_at=NOW - 1, status="interrupted"),
+        older_sdk_beat("i2", sent_at=NOW - 1, status="interrupted"),
     )
     since = {i.instance: (i.status, NOW - i.status_since) for i in found.instances}
     assert since == {"i1": ("interrupted", 60), "i2": ("interrupted", 10)}
+    assert not any(i.status_since_reported for i in found.instances)
+
+
+@pytest.mark.kafka
+def test_an_instance_is_in_its_status_for_as_long_as_its_heartbeat_says_not_since_its_first_beat(
+    kafka_bootstrap: str, topics: tuple[str, str]
+) -> None:
+    """i1's only heartbeat in the window says it has been INTERRUPTED for 41 s (the window
+    alone said 1 s); i2 flapped back to VALID and to INTERRUPTED between two heartbeats
+    (the window alone said 60 s)."""
+    found = report(
+        kafka_bootstrap,
+        topics,
+        beat("i1", sent_at=NOW - 1, status="interrupted", status_age=41.0),
+        beat("i2", sent_at=NOW - 60, status="interrupted", status_age=0.0),
+        beat("i2", sent_at=NOW - 1, status="interrupted", status_age=3.0, status_since=NOW - 4),
+    )
+    lasted = {i.instance: (i.status_lasted(NOW), i.status_since_reported) for i in found.instances}
+    assert lasted == {"i1": (42.0, True), "i2": (4.0, True)}
+    assert found.instances[1].host_status_since == NOW - 4
+    verdict = check_status(found, CheckThresholds(max_interrupted=30))
+    assert [(f.severity, f.message) for f in verdict.findings] == [
+        (Severity.CRITICAL, "svc instance i1 (web-1/7): INTERRUPTED for 42s (limit 30s)"),
+        (Severity.WARNING, "svc instance i2 (web-1/7): INTERRUPTED for 4s (limit 30s)"),
+    ]
+
+
+@pytest.mark.kafka
+def test_with_broker_timestamps_a_skewed_host_clock_does_not_change_how_long_a_status_lasted(
+    kafka_bootstrap: str, make_topic: MakeTopic
+) -> None:
+    """The host's clock is 15 min slow, so its wall-clock ``status_since`` is 15 min in
+    the reader's past; the duration it reports, added to the broker's time, is not."""
+    log, beats = (
+        make_topic(partitions=1),
+        make_topic(partitions=1, message_timestamp_type="LogAppendTime"),
+    )
+    host_now = time.time() - 900
+    doc = beat(
+        "i1", sent_at=host_now, status="interrupted", status_since=host_now - 41, status_age=41.0
+    )
+    produce(kafka_bootstrap, beats, json.dumps(doc).encode())
+    kafka = KafkaSettings(bootstrap_servers=(kafka_bootstrap,), topic=log)
+    found = collect_status(kafka, max_token_lifetime=3600, heartbeat_topic=beats)
+    (instance,) = found.instances
+    assert 41.0 <= instance.status_lasted(found.now) < 51.0
+    assert instance.host_status_since == host_now - 41
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("age", [-1.0, float("inf"), float("nan"), "long"])
+def test_a_negative_or_non_finite_status_age_is_unreadable_not_a_made_up_length(
+    kafka_bootstrap: str, topics: tuple[str, str], age: Any
+) -> None:
+    found = report(kafka_bootstrap, topics, beat("ok"), beat("bad", status_age=age))
+    assert [i.instance for i in found.instances] == ["ok"]
+    assert found.unreadable_heartbeats == 1
+
+
+def hand_built(*instances: Instance) -> StatusReport:
+    log = LogStatus(
+        topic="revocations",
+        earliest={0: 0},
+        latest={0: 10},
+        retention_ms=None,
+        max_token_lifetime=3600.0,
+        problems=(),
+    )
+    return StatusReport(
+        now=NOW,
+        log=log,
+        state=StateStatus("revocations.state", exists=True, markers={0: 9}, log_ends={0: 10}),
+        heartbeat_topic="revocations.heartbeats",
+        heartbeat_topic_exists=True,
+        window=600.0,
+        instances=instances,
+    )
+
+
+def hand_instance(name: str, **fields: Any) -> Instance:
+    values: dict[str, Any] = {
+        "service": "orders",
+        "instance": name,
+        "host": "web-1",
+        "pid": 7,
+        "status": "valid",
+        "lag": 0,
+        "entries": 0,
+        "sent_at": NOW - 1,
+        "interval": 10.0,
+        "failures": 0,
+        "stale": False,
+        "heard_at": NOW - 1,
+        "status_since": NOW - 300,
+        "status_since_reported": True,
+    }
+    return Instance(**{**values, **fields})
+
+
+def test_the_table_says_how_long_each_instance_is_in_its_status_and_marks_approximations() -> None:
+    out = hand_built(
+        hand_instance("exact", status="interrupted", status_since=NOW - 42),
+        hand_instance("older-sdk", status_since=NOW - 90, status_since_reported=False),
+        # Silent for 2 minutes: VALID for as long as it was heard, nothing is known since.
+        hand_instance("dead", stale=True, heard_at=NOW - 120, status_since=NOW - 300),
+    ).render()
+    rows = {line.split()[1]: line.split() for line in out.splitlines() if "web-1/7" in line}
+    assert rows["exact"][3:5] == ["INTERRUPTED", "42s"]
+    assert rows["older-sdk"][3:5] == ["VALID", ">=1.5m"]
+    assert rows["dead"][3:5] == ["VALID", "3m"]
+    assert "(FOR >=: at least that long; those heartbeats do not say since when" in out
+    exact_only = hand_built(hand_instance("exact")).render()
+    assert "FOR >=" not in exact_only
+
+
+def test_the_report_as_json_says_since_when_and_for_how_long_each_instance_is_in_its_status() -> (
+    None
+):
+    built = hand_built(
+        hand_instance("i1", status="interrupted", status_since=NOW - 42, host_status_since=5.0),
+        hand_instance("i2", status_since=NOW - 90, status_since_reported=False),
+    )
+    i1, i2 = json.loads(json.dumps(built.as_dict()))["heartbeats"]["instances"]
+    assert (i1["status_since"], i1["status_for"], i1["status_since_reported"]) == (
+        NOW - 42,
+        42.0,
+        True,
+    )
+    assert i1["host_status_since"] == 5.0
+    assert (i2["status_for"], i2["status_since_reported"], i2["host_status_since"]) == (
+        90.0,
+        False,
+        None,
+    )
 
 
 def test_the_report_as_json_carries_the_instances_and_the_state_lag() -> None:

@@ -39,6 +39,7 @@ def instance(name: str = "i1", **fields: Any) -> Instance:
         "heard_at": NOW - 1,
         "status_since": NOW - 300,
         "reported_lag": 0,
+        "status_since_reported": True,
     }
     return Instance(**{**values, **fields})
 
@@ -122,6 +123,27 @@ def test_an_instance_interrupted_within_max_interrupted_is_a_warning() -> None:
     verdict = check_status(report(interrupted), CheckThresholds(max_interrupted=30))
     assert verdict.severity is Severity.WARNING
     assert "INTERRUPTED for 20s (limit 30s)" in verdict.summary()
+
+
+def test_an_interruption_length_an_older_sdk_did_not_report_is_judged_as_a_lower_bound() -> None:
+    """Heartbeats without ``status_age``: the length counts from the first INTERRUPTED
+    heartbeat heard, which may be short of the truth; the finding says so."""
+    older_sdk = instance(status="interrupted", status_since=NOW - 20, status_since_reported=False)
+    verdict = check_status(report(older_sdk), CheckThresholds(max_interrupted=30))
+    assert verdict.severity is Severity.WARNING
+    assert verdict.summary() == (
+        "WARNING: orders instance i1 (web-1/7): INTERRUPTED for at least 20s "
+        "(limit 30s; its heartbeats do not say since when)"
+    )
+    past = dataclasses.replace(older_sdk, status_since=NOW - 31)
+    assert severity(report(past), max_interrupted=30) is Severity.CRITICAL
+
+
+def test_an_instance_not_valid_says_for_how_long() -> None:
+    verdict = check_status(report(instance(status="initializing", status_since=NOW - 90)))
+    assert verdict.summary() == (
+        "WARNING: orders instance i1 (web-1/7): INITIALIZING, not VALID (for 1.5m)"
+    )
 
 
 def test_a_state_topic_behind_past_max_state_lag_is_a_warning() -> None:
