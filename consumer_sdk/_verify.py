@@ -1,5 +1,12 @@
 """Token verification: PyJWT with pinned algorithms, per-key algorithm families, strict
-claim types and a size bound. The revocation check itself lives in :class:`RevocationState`.
+claim types, a size bound and a lifetime bound. The revocation check itself lives in
+:class:`RevocationState`.
+
+The lifetime bound (``exp - iat <= max_token_lifetime``) is what the state's time-limited
+rules rely on: a ``sid``, subject, version or global rule is kept ``max_token_lifetime`` past
+the moment it covers, and a log replay reaches that far back, because every token issued
+before that moment has expired by then. A longer-lived token would be accepted again once
+the rule is forgotten, so it is refused here instead.
 
 Keys are either static (``jwt_keys``) or fetched from a JWKS URL. With a JWKS URL the
 request path never fetches: a background thread loads the key set at start and every
@@ -283,6 +290,7 @@ class TokenVerifier:
         self, settings: ConsumerSettings, *, clock: Callable[[], float] = time.time
     ) -> None:
         self._max_bytes = settings.max_token_bytes
+        self._max_lifetime = settings.max_token_lifetime
         self._static: dict[str, KeyEntry] = {
             kid: _entry(kid, _load_material(kid, m), settings.algorithms)
             for kid, m in settings.jwt_keys.items()
@@ -349,6 +357,11 @@ class TokenVerifier:
         # Fast path for the usual integer exp and iat (both required, so present) and no nbf.
         if type(claims["exp"]) is not int or type(claims["iat"]) is not int or "nbf" in claims:
             _check_numeric(claims)
+        if claims["exp"] - claims["iat"] > self._max_lifetime:
+            raise RevocastTokenError(
+                f"token lifetime exp - iat of {claims['exp'] - claims['iat']:.0f}s exceeds "
+                f"max_token_lifetime ({self._max_lifetime:g}s)"
+            )
         kid = decoded["header"].get("kid")
         return claims, kid if type(kid) is str else None
 
@@ -416,10 +429,11 @@ class VerifyCache:
     Why a hit is as safe as a full verification:
 
     - **The key is the exact token bytes.** Signature, pinned algorithm, key selection by
-      ``kid``, required claims, ``iss``/``aud``, numeric ``exp``/``iat``/``nbf`` and the size
-      bound are all functions of those bytes, the (frozen) settings and the key set, so they
-      are checked once, on the miss that fills the entry. A token differing in one byte,
-      including its signature, is a different key and gets the full verification.
+      ``kid``, required claims, ``iss``/``aud``, numeric ``exp``/``iat``/``nbf``, the size
+      bound and the lifetime bound are all functions of those bytes, the (frozen) settings
+      and the key set, so they are checked once, on the miss that fills the entry. A token
+      differing in one byte, including its signature, is a different key and gets the full
+      verification.
     - **Everything that can change is checked on every hit.** ``iat``, ``nbf`` and ``exp``
       are re-checked against the SDK's clock with the same leeway, in PyJWT's order, with
       PyJWT's ``int()`` truncation and PyJWT's exceptions and messages
