@@ -357,6 +357,10 @@ class TokenVerifier:
         # Fast path for the usual integer exp and iat (both required, so present) and no nbf.
         if type(claims["exp"]) is not int or type(claims["iat"]) is not int or "nbf" in claims:
             _check_numeric(claims)
+        # PyJWT refuses a ``sub`` or ``jti`` that is not a string; no event can name a ``sid``
+        # of another type either, so its session's logout would never reach the token.
+        if "sid" in claims and type(claims["sid"]) is not str:
+            raise RevocastTokenError("claim 'sid' must be a string")
         if claims["exp"] - claims["iat"] > self._max_lifetime:
             raise RevocastTokenError(
                 f"token lifetime exp - iat of {claims['exp'] - claims['iat']:.0f}s exceeds "
