@@ -187,7 +187,7 @@ def _last_markers(
                     if record.offset >= top[tp]:
                         break
                     if (record.key or b"").startswith(OFFSETS_KEY_PREFIX):
-                        marker = _marker(record.value, log_topic, tp.partition)
+                        marker = _marker(record.key, record.value, log_topic, tp.partition)
                         if marker is not None:
                             found[tp.partition] = marker
                 if records[-1].offset + 1 >= top[tp]:
@@ -213,7 +213,7 @@ def _apply(
         key: bytes = record.key or b""
         if key.startswith(_RESERVED_PREFIX):
             if key.startswith(OFFSETS_KEY_PREFIX):
-                marker = _marker(record.value, log_topic, partition)
+                marker = _marker(key, record.value, log_topic, partition)
                 if marker is None:
                     load.ignored += 1
                     _log.warning(
@@ -231,9 +231,13 @@ def _apply(
     deliver(sink, rules)
 
 
-def _marker(value: bytes | None, log_topic: str, partition: int) -> Marker | None:
+def _marker(
+    key: bytes | None, value: bytes | None, log_topic: str, partition: int
+) -> Marker | None:
     """The offset and log topic id of a marker for ``partition`` of ``log_topic``, or
     ``None`` (anything else, whatever the bytes: a marker is not signed)."""
+    if key != OFFSETS_KEY_PREFIX + str(partition).encode():
+        return None
     try:
         doc = json.loads(value or b"")
     except (ValueError, RecursionError):

@@ -115,3 +115,15 @@ def test_a_marker_names_the_incarnation_of_its_log() -> None:
     _apply(load, _OneByOne(), _LOG, 1, [_Rec(m.key, m.value, [], 1)])  # type: ignore[arg-type]
     assert load.seen == {1: (41, log_id)}
     assert load.markers == {}, "accepted only once compared with the log's id"
+
+
+@pytest.mark.parametrize("key", [b"__offsets__:02", b"__offsets__:2 ", b"__offsets__:1"])
+def test_a_marker_under_another_key_than_its_partitions_is_ignored(key: bytes) -> None:
+    """The worker and rebuild-state read partition 2's marker from key ``__offsets__:2``
+    only (compaction keeps the last record of that key); a stray key never supersedes it."""
+    load = StateLoad("revs.state")
+    good, stray = marker_record(_LOG, 2, 41), marker_record(_LOG, 2, 99)
+    records = [_Rec(good.key, good.value, [], 1), _Rec(key, stray.value, [], 2)]
+    _apply(load, _OneByOne(), _LOG, 2, records)  # type: ignore[arg-type]
+    assert load.seen == {2: (41, None)}
+    assert load.ignored == 1
