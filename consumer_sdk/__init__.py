@@ -19,7 +19,7 @@ from consumer_sdk._replay import ReplayStats, decode_and_apply, replay
 from consumer_sdk._settings import ConsumerSettings, FailurePolicy
 from consumer_sdk._source import DataSource, UpdateSink
 from consumer_sdk._state import RevocationState
-from consumer_sdk._status import DataSourceState, SourceStatus
+from consumer_sdk._status import DataSourceState, SourceErrorKind, SourceStatus
 
 __all__ = [
     "ConsumerSettings",
@@ -32,6 +32,7 @@ __all__ = [
     "RevocationState",
     "RevokedBy",
     "SourceError",
+    "SourceErrorKind",
     "SourceStatus",
     "StateUnavailableError",
     "TokenRevokedError",

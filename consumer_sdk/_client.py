@@ -31,7 +31,7 @@ from consumer_sdk._settings import ConsumerSettings, FailurePolicy
 from consumer_sdk._snapshot import Chunk, restore
 from consumer_sdk._source import DataSource, Headers
 from consumer_sdk._state import RevocationState
-from consumer_sdk._status import DataSourceState, SourceStatus, StatusProvider
+from consumer_sdk._status import DataSourceState, SourceErrorKind, SourceStatus, StatusProvider
 from consumer_sdk._verify import TokenVerifier, token_bytes
 from revocation_events import Event, EventCodec, EventVerifier, MalformedEventError
 
@@ -180,10 +180,15 @@ class _Sink:
         return restore(self._state, chunks)
 
     def status(
-        self, state: DataSourceState, error: str | None = None, *, since: float | None = None
+        self,
+        state: DataSourceState,
+        error: str | None = None,
+        *,
+        kind: SourceErrorKind | None = None,
+        since: float | None = None,
     ) -> None:
         self._bootstrapped = self._bootstrapped or state is _VALID
-        self._rc.status_provider.update(state, error, since=since)
+        self._rc.status_provider.update(state, error, kind=kind, since=since)
         self._metrics.status(self._rc.status_provider.current.state.value)
 
     def tick(self) -> None:

@@ -32,7 +32,7 @@ from consumer_sdk._settings import ConsumerSettings
 from consumer_sdk._source import DataSource, UpdateSink
 from consumer_sdk._stall import StallWatch, stall_after
 from consumer_sdk._state_bootstrap import plan_bootstrap
-from consumer_sdk._status import DataSourceState
+from consumer_sdk._status import DataSourceState, SourceErrorKind
 from revocation_events import closing_on_failure, drive_io_inline
 
 __all__ = ["KafkaSource", "replay_since"]
@@ -45,6 +45,14 @@ CLOCK_MARGIN = 300.0
 """Seconds the replay reaches back beyond what tokens need: the start is found by record
 timestamps, which the publishing host's clock sets, and a host running behind stamps a
 revocation older than it is. Replaying a few more minutes of events costs little."""
+
+
+class _Failure(SourceError):
+    """A failure this source recognises: its kind goes into the status with the text."""
+
+    def __init__(self, kind: SourceErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def replay_since(now: float, max_token_lifetime: float, leeway: float) -> float:
@@ -138,10 +146,11 @@ class KafkaSource:
                     if isinstance(exc, SourceError)
                     else SourceError(f"{type(exc).__name__}: {exc}")
                 )
+                kind = exc.kind if isinstance(exc, _Failure) else SourceErrorKind.SOURCE_ERROR
                 _log.warning(
                     "revocation source interrupted (%s); retrying in %.1fs", error, backoff
                 )
-                sink.status(DataSourceState.INTERRUPTED, str(error))
+                sink.status(DataSourceState.INTERRUPTED, str(error), kind=kind)
                 self._reconnects += 1
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
@@ -169,7 +178,9 @@ class KafkaSource:
             # A constructor that fails (broker down) would leak its sockets on every retry.
             consumer = closing_on_failure(KafkaConsumer, config)
         except KafkaError as exc:
-            raise SourceError(f"cannot connect to Kafka: {exc}") from exc
+            raise _Failure(
+                SourceErrorKind.KAFKA_UNREACHABLE, f"cannot connect to Kafka: {exc}"
+            ) from exc
         install_fast_records(consumer)  # same records, same CRC checks, half the cost
         drive_io_inline(consumer)  # this thread alone uses the consumer, and polls nonstop
         return consumer
@@ -183,7 +194,10 @@ class KafkaSource:
             if self._retention is None and tps:
                 self._retention = check_retention(s)
             if not tps:
-                raise SourceError(f"topic {self._topic!r} does not exist or has no partitions")
+                raise _Failure(
+                    SourceErrorKind.TOPIC_MISSING,
+                    f"topic {self._topic!r} does not exist or has no partitions",
+                )
             ends = consumer.end_offsets(list(tps.values()), timeout_ms=timeout_ms)
             self._ends = {tp.partition: off for tp, off in ends.items()}
             new = [tp for p, tp in tps.items() if p not in self._positions]
@@ -212,7 +226,9 @@ class KafkaSource:
                 sink.tick()
             return caught_up
         except KafkaError as exc:
-            raise SourceError(f"Kafka: {type(exc).__name__}: {exc}") from exc
+            raise _Failure(
+                SourceErrorKind.KAFKA_ERROR, f"Kafka: {type(exc).__name__}: {exc}"
+            ) from exc
         finally:
             if self._watch is not None:
                 self._watch.idle()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from consumer_sdk._status import DataSourceState
+from consumer_sdk._status import DataSourceState, SourceErrorKind
 from revocation_events import Event
 
 if TYPE_CHECKING:
@@ -41,11 +41,18 @@ class UpdateSink(Protocol):
         listeners are not called for them."""
 
     def status(
-        self, state: DataSourceState, error: str | None = None, *, since: float | None = None
+        self,
+        state: DataSourceState,
+        error: str | None = None,
+        *,
+        kind: SourceErrorKind | None = None,
+        since: float | None = None,
     ) -> None:
         """Report VALID once caught up with the topic as it was at start; INTERRUPTED (with
         the error) on a failure, ``since`` when it began if that was earlier than now.
-        Sources never report OFF: closing the SDK does."""
+        ``kind`` names the error for readers that must not see its text (the health
+        endpoint); an error without one counts as SOURCE_ERROR. Sources never report OFF:
+        closing the SDK does."""
 
     def tick(self) -> None:
         """Periodic maintenance (expiry, gauges); call at least every few seconds."""

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from consumer_sdk._source import UpdateSink
-from consumer_sdk._status import DataSourceState
+from consumer_sdk._status import DataSourceState, SourceErrorKind
 
 __all__ = ["StallWatch", "stall_after"]
 
@@ -88,6 +88,7 @@ class StallWatch:
                 DataSourceState.INTERRUPTED,
                 f"revocation sync thread stalled for {stalled_for:.0f}s (no event applied "
                 "since; a revocation listener that blocks?)",
+                kind=SourceErrorKind.SYNC_STALLED,
                 since=self._clock() - stalled_for,
             )
         return True

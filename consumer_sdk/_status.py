@@ -6,11 +6,11 @@ import enum
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from consumer_sdk._listeners import Listeners
 
-__all__ = ["DataSourceState", "SourceStatus", "StatusProvider"]
+__all__ = ["DataSourceState", "SourceErrorKind", "SourceStatus", "StatusProvider"]
 
 
 class DataSourceState(enum.Enum):
@@ -26,10 +26,32 @@ class DataSourceState(enum.Enum):
     """Closed. Verify fails closed."""
 
 
+class SourceErrorKind(enum.Enum):
+    """What kind of failure :attr:`SourceStatus.last_error` is, named by the code that
+    recorded it. Unlike the error's text, which may name brokers, SASL users or file paths,
+    the kind can be shown to anyone (the health endpoint reports it, never the text)."""
+
+    KAFKA_UNREACHABLE = "kafka_unreachable"
+    """The Kafka consumer could not be created: no bootstrap server answered."""
+    KAFKA_ERROR = "kafka_error"
+    """A Kafka request failed once connected (timeout, lost broker, authorization)."""
+    TOPIC_MISSING = "topic_missing"
+    """The revocation topic does not exist or has no partitions."""
+    SYNC_STALLED = "sync_stalled"
+    """The sync thread stopped coming round its loop (a revocation listener that blocks?)."""
+    FORKED = "forked"
+    """A forked process serving the state it inherited until its own source catches up."""
+    SOURCE_ERROR = "source_error"
+    """Any other failure, and any error reported without a kind (such as
+    :meth:`consumer_sdk.testing.InMemorySource.interrupt`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SourceStatus:
     """One status report. ``since`` is when ``state`` was entered (an INTERRUPTED source that
-    fails again keeps its original ``since``); times come from the SDK's clock."""
+    fails again keeps its original ``since``); times come from the SDK's clock.
+    ``last_error`` is the error's text: for logs and code in the process, not for display
+    to others (:attr:`error_kind` is)."""
 
     state: DataSourceState
     since: float
@@ -38,6 +60,15 @@ class SourceStatus:
     since_monotonic: float | None = field(default=None, repr=False, compare=False)
     """The monotonic clock at ``since``, so that a step of the wall clock cannot lengthen how
     long the state has lasted (see :meth:`StatusProvider.elapsed`); None: unknown."""
+    error_kind: SourceErrorKind | None = None
+    """What kind of error ``last_error`` is: None exactly when there is none, SOURCE_ERROR
+    when its text was given without a kind."""
+
+    def __post_init__(self) -> None:
+        if self.last_error is None:
+            object.__setattr__(self, "error_kind", None)
+        elif self.error_kind is None:
+            object.__setattr__(self, "error_kind", SourceErrorKind.SOURCE_ERROR)
 
 
 class StatusProvider:
@@ -61,9 +92,15 @@ class StatusProvider:
         """Set once VALID (the state has caught up), or once OFF (nothing left to wait for)."""
 
     def update(
-        self, state: DataSourceState, error: str | None = None, *, since: float | None = None
+        self,
+        state: DataSourceState,
+        error: str | None = None,
+        *,
+        kind: SourceErrorKind | None = None,
+        since: float | None = None,
     ) -> SourceStatus:
-        """Move to ``state``; a new state starts now, or at ``since`` if given (earlier)."""
+        """Move to ``state`` with ``error`` of ``kind`` (default: SOURCE_ERROR); a new state
+        starts now, or at ``since`` if given (earlier)."""
         with self._lock:
             old = self.current
             if old.state is DataSourceState.OFF:
@@ -71,7 +108,8 @@ class StatusProvider:
             if state is DataSourceState.INTERRUPTED and old.state is DataSourceState.INITIALIZING:
                 # Never valid yet: stay INITIALIZING (still fail-closed), but record the error.
                 state = DataSourceState.INITIALIZING
-            if state is old.state and error == old.last_error:
+            kind = None if error is None else kind or SourceErrorKind.SOURCE_ERROR
+            if state is old.state and error == old.last_error and kind is old.error_kind:
                 return old
             since_mono: float | None
             if state is not old.state:
@@ -80,7 +118,7 @@ class StatusProvider:
                 since = now if since is None else since
             else:
                 since, since_mono = old.since, old.since_monotonic
-            new = SourceStatus(state, since, error, old.last_event_at, since_mono)
+            new = SourceStatus(state, since, error, old.last_event_at, since_mono, kind)
             self.current = new
         if state is DataSourceState.VALID or state is DataSourceState.OFF:
             self.ready.set()  # on OFF: wakes wait_until_ready, which then answers False
@@ -89,10 +127,7 @@ class StatusProvider:
 
     def event_seen(self, at: float) -> None:
         with self._lock:
-            old = self.current
-            self.current = SourceStatus(
-                old.state, old.since, old.last_error, at, old.since_monotonic
-            )
+            self.current = replace(self.current, last_event_at=at)
 
     def after_fork(self) -> None:
         """In a forked child: fresh lock; the inherited state serves as if interrupted."""
@@ -108,6 +143,7 @@ class StatusProvider:
                 "forked",
                 old.last_event_at,
                 self._monotonic(),
+                SourceErrorKind.FORKED,
             )
 
     def elapsed(self, status: SourceStatus) -> float:

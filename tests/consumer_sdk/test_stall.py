@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 from consumer_sdk._stall import StallWatch, stall_after
-from consumer_sdk._status import DataSourceState
+from consumer_sdk._status import DataSourceState, SourceErrorKind
 
 WALL = 1_000_000.0
 
@@ -24,7 +24,12 @@ class Sink:
         self.calls: list[tuple[DataSourceState, float | None]] = []
 
     def status(
-        self, state: DataSourceState, error: str | None = None, *, since: float | None = None
+        self,
+        state: DataSourceState,
+        error: str | None = None,
+        *,
+        kind: SourceErrorKind | None = None,
+        since: float | None = None,
     ) -> None:
         self.calls.append((state, since))
 

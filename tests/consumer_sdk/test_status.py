@@ -1,8 +1,9 @@
-"""The status provider: how long a state has lasted survives steps of the wall clock."""
+"""The status provider: how long a state has lasted survives steps of the wall clock, and
+every error it records has a kind."""
 
 from __future__ import annotations
 
-from consumer_sdk._status import DataSourceState, SourceStatus, StatusProvider
+from consumer_sdk._status import DataSourceState, SourceErrorKind, SourceStatus, StatusProvider
 from tests.consumer_sdk._helpers import FakeClock
 
 INTERRUPTED = DataSourceState.INTERRUPTED
@@ -65,3 +66,34 @@ def test_the_monotonic_reading_is_not_part_of_a_status_value() -> None:
     a = SourceStatus(INTERRUPTED, 1.0, since_monotonic=5.0)
     assert a == SourceStatus(INTERRUPTED, 1.0)
     assert "monotonic" not in repr(a)
+
+
+def test_an_error_recorded_without_a_kind_is_a_source_error_and_no_error_has_no_kind() -> None:
+    sp, _, _ = provider()
+    sp.update(DataSourceState.VALID)
+    assert sp.update(INTERRUPTED, "down").error_kind is SourceErrorKind.SOURCE_ERROR
+    back = sp.update(DataSourceState.VALID)
+    assert (back.last_error, back.error_kind) == (None, None)
+    assert SourceStatus(INTERRUPTED, 1.0, "down").error_kind is SourceErrorKind.SOURCE_ERROR
+    no_error = SourceStatus(INTERRUPTED, 1.0, error_kind=SourceErrorKind.KAFKA_ERROR)
+    assert no_error.error_kind is None
+
+
+def test_the_same_text_of_another_kind_is_a_new_status_for_listeners() -> None:
+    sp, _, _ = provider()
+    sp.update(DataSourceState.VALID)
+    seen: list[SourceErrorKind | None] = []
+    sp.listeners.add(lambda status: seen.append(status.error_kind))
+    sp.update(INTERRUPTED, "down", kind=SourceErrorKind.KAFKA_UNREACHABLE)
+    sp.update(INTERRUPTED, "down", kind=SourceErrorKind.KAFKA_UNREACHABLE)  # no change
+    sp.update(INTERRUPTED, "down", kind=SourceErrorKind.KAFKA_ERROR)
+    assert seen == [SourceErrorKind.KAFKA_UNREACHABLE, SourceErrorKind.KAFKA_ERROR]
+    assert sp.current.error_kind is SourceErrorKind.KAFKA_ERROR
+
+
+def test_an_event_seen_keeps_the_error_and_its_kind() -> None:
+    sp, wall, _ = provider()
+    sp.update(DataSourceState.VALID)
+    sp.update(INTERRUPTED, "down", kind=SourceErrorKind.KAFKA_ERROR)
+    sp.event_seen(wall.now)
+    assert (sp.current.last_error, sp.current.error_kind) == ("down", SourceErrorKind.KAFKA_ERROR)
