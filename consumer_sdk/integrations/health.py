@@ -23,8 +23,9 @@ kind of the last error, whether the JWT keys are loaded (``null`` while no state
 the age of the last applied event, the state's entries by kind and the skipped records by
 reason.
 
-These endpoints are usually served without a token, so ``last_error`` is a fixed category,
-never the error's text (which may name brokers, SASL users or file paths): ``null``,
+These endpoints are usually served without a token, so ``last_error`` is the error's kind
+(:class:`consumer_sdk.SourceErrorKind`, as the code that recorded the error named it), never
+its text (which may name brokers, SASL users or file paths): ``null``,
 ``"kafka_unreachable"``, ``"kafka_error"``, ``"topic_missing"``, ``"sync_stalled"``,
 ``"forked"`` or ``"source_error"`` (any other). The text stays in
 ``Revocast.status.last_error``, and the Kafka source logs it (warning).
@@ -36,7 +37,6 @@ the default one); they need the ``metrics`` extra (``prometheus-client``).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -53,7 +53,6 @@ if TYPE_CHECKING:
 __all__ = [
     "asgi_health_app",
     "asgi_metrics_app",
-    "error_category",
     "health_report",
     "metrics_report",
     "wsgi_health_app",
@@ -65,27 +64,6 @@ _REASONS = {200: "OK", 503: "Service Unavailable"}
 
 Payload = Callable[[], tuple[int, list[tuple[str, str]], bytes]]
 """Produces ``(status code, headers, body)`` for one request."""
-
-
-# The messages of the SDK's own Kafka source, stall detector and fork handling
-# (consumer_sdk._kafka_source, _stall, _status); anything else is "source_error".
-_ERROR_KINDS = (
-    (re.compile(r"cannot connect to Kafka: "), "kafka_unreachable"),
-    (re.compile(r"Kafka: "), "kafka_error"),
-    (re.compile(r"topic .* does not exist or has no partitions\Z", re.DOTALL), "topic_missing"),
-    (re.compile(r"revocation sync thread stalled "), "sync_stalled"),
-    (re.compile(r"forked\Z"), "forked"),
-)
-
-
-def error_category(error: str | None) -> str | None:
-    """A fixed name for ``SourceStatus.last_error`` that keeps nothing of its text."""
-    if error is None:
-        return None
-    for pattern, category in _ERROR_KINDS:
-        if pattern.match(error):
-            return category
-    return "source_error"
 
 
 def health_report(revocast: Revocast) -> tuple[int, dict[str, Any]]:
@@ -101,6 +79,7 @@ def health_report(revocast: Revocast) -> tuple[int, dict[str, Any]]:
     stats = revocast.stats()
     now = revocast.clock()
     last = status.last_event_at
+    kind = status.error_kind
     valid = status.state is DataSourceState.VALID
     # What verify() serves from: the state, or the last one for max_staleness after it broke,
     # or (failure_policy=accept, after the first catch-up: ``caught_up``) for the whole outage.
@@ -116,7 +95,7 @@ def health_report(revocast: Revocast) -> tuple[int, dict[str, Any]]:
     body = {
         "status": status.state.value,
         "since": datetime.fromtimestamp(status.since, UTC).isoformat(),
-        "last_error": error_category(status.last_error),
+        "last_error": None if kind is None else kind.value,  # never the text: see above
         "jwt_keys_loaded": caught_up if serving else None,
         "last_event_age_seconds": None if last is None else round(max(now - last, 0.0), 3),
         "entries": stats["entries"],
