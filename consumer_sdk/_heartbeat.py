@@ -7,7 +7,7 @@ forked child). Value (version 1)::
 
     {"v": 1, "service": "orders", "instance": "<uuid>", "host": "web-1", "pid": 4242,
      "topic": "<log>", "status": "valid", "status_since": 1699999958.0, "status_age": 42.0,
-     "interval": 10.0, "sent_at": 1700000000.0, "last_event_age": 3.2,
+     "error_kind": null, "interval": 10.0, "sent_at": 1700000000.0, "last_event_age": 3.2,
      "offsets": {"0": 120}, "end_offsets": {"0": 121},
      "entries": {"jti": 7, ...}, "skipped": {"bad_signature": 1}, "failures": 0}
 
@@ -19,7 +19,10 @@ clock, unless the wall clock says longer): a duration, so a reader adds the time
 heard the heartbeat and needs no agreement between the hosts' clocks; a step of the host's
 wall clock back cannot shorten it (a step forward lengthens it, as it does the SDK's own
 bound). Both fields are additive to version 1: readers treat a heartbeat without them (an
-older SDK) as not saying since when.
+older SDK) as not saying since when. ``error_kind`` is the kind of the instance's last error
+(a :class:`~consumer_sdk.SourceErrorKind` value such as ``"kafka_unreachable"``; ``null``:
+none), never its text, which may name brokers, SASL users or file paths and stays in the
+instance's log; additive to version 1 (absent from an older SDK's heartbeat).
 
 ``offsets`` are the next log offsets to apply per partition (so lag = log end - offset);
 ``end_offsets`` are the log ends the instance last saw; ``last_event_age`` is seconds since
@@ -154,6 +157,7 @@ class Heartbeat:
             "status": status.state.value,
             "status_since": status.since,
             "status_age": max(0.0, self._subject.status_provider.elapsed(status)),
+            "error_kind": None if status.error_kind is None else status.error_kind.value,
             "interval": self._settings.heartbeat_interval,
             "sent_at": now,
             "last_event_age": None

@@ -15,7 +15,13 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaTimeoutError
 
-from consumer_sdk import ConsumerSettings, DataSourceState, Revocast, SourceStatus
+from consumer_sdk import (
+    ConsumerSettings,
+    DataSourceState,
+    Revocast,
+    SourceErrorKind,
+    SourceStatus,
+)
 from consumer_sdk._heartbeat import Heartbeat, heartbeat_topic
 from consumer_sdk._status import StatusProvider
 from consumer_sdk.testing import InMemorySource
@@ -266,3 +272,25 @@ def test_a_kafka_sdk_publishes_heartbeats_to_the_heartbeat_topic(
     assert doc["service"] == "svc"
     assert doc["topic"] == log
     assert set(doc["offsets"]) == {"0", "1"}
+
+
+def test_heartbeat_says_the_kind_of_the_last_error_never_its_text(clock: FakeClock) -> None:
+    source = InMemorySource()
+    client = Revocast(settings(), clock=clock, source=source)
+    producer = FakeProducer()
+    beat = Heartbeat(client.settings, client, clock=clock, producer_factory=lambda _: producer)
+    try:
+        source.set_ready()
+        assert beat.beat()
+        client.status_provider.update(
+            DataSourceState.INTERRUPTED,
+            "Kafka: KafkaConnectionError: SASL failed for 'svc-billing' at kafka-3:9094",
+            kind=SourceErrorKind.KAFKA_ERROR,
+        )
+        assert beat.beat()
+    finally:
+        client.close()
+    first, second = (json.loads(value) for _, _, value in producer.sent[:2])
+    assert first["error_kind"] is None
+    assert second["error_kind"] == "kafka_error"
+    assert b"svc-billing" not in producer.sent[1][2]
