@@ -68,3 +68,15 @@ def test_a_token_of_exactly_max_token_lifetime_is_accepted_and_its_session_rule_
     src.tick()
     with pytest.raises(TokenRevokedError):
         rc.verify(tok)
+
+
+def test_an_exp_beyond_the_float_range_is_refused_not_a_crash_with_the_verify_cache(
+    src: InMemorySource, clock: FakeClock
+) -> None:
+    # PyJWT accepts an integer exp of any size; the verified-token cache then raised
+    # OverflowError (a 500 from every adapter) computing the entry's expiry as a float.
+    cached = settings(max_token_lifetime=LIFETIME, verify_cache_size=10)
+    with Revocast(cached, source=src, clock=clock) as client:
+        src.set_ready()
+        with pytest.raises(RevocastTokenError, match="max_token_lifetime"):
+            client.verify(token(at=clock.now, exp=10**400))
