@@ -410,6 +410,10 @@ class Revocast:
             # In a forked child not restarted yet: a later verify() or status must not start
             # a source for a closed client (and one being restarted now is closed below).
             self._forked = False
+        if self._heartbeat is not None:
+            # The last heartbeat (OFF: a clean close, not a dead instance) goes out while the
+            # source closes, not after it: a source using the whole budget left it none.
+            self._heartbeat.stop()
         self._source.close(remaining())
         if self._verifier.jwks is not None:
             self._verifier.jwks.close(remaining())

@@ -125,10 +125,14 @@ class Heartbeat:
         )
         self._thread.start()
 
+    def stop(self) -> None:
+        """Tell the thread to send its last heartbeat and stop, without waiting for it."""
+        self._stop.set()
+
     def close(self, timeout: float) -> None:
         """Stop the thread; it sends a last heartbeat (the subject's status is OFF by now)
         and closes its producer. Waits up to ``timeout`` seconds."""
-        self._stop.set()
+        self.stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
             if self._thread.is_alive():

@@ -600,6 +600,9 @@ class _StuckThread:
     def start(self, sink: UpdateSink | None = None) -> None:
         pass
 
+    def stop(self) -> None:  # the heartbeat is told to stop before the source closes
+        pass
+
     def close(self, timeout: float) -> None:
         self.timeouts.append(timeout)
         self._thread.join(timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -294,3 +295,41 @@ def test_heartbeat_says_the_kind_of_the_last_error_never_its_text(clock: FakeClo
     assert first["error_kind"] is None
     assert second["error_kind"] == "kafka_error"
     assert b"svc-billing" not in producer.sent[1][2]
+
+
+class _SlowClosingSource(InMemorySource):
+    """A source whose close() takes its whole budget unless the OFF heartbeat went out."""
+
+    def __init__(self, off_sent: threading.Event) -> None:
+        super().__init__()
+        self._off_sent = off_sent
+        self.off_sent_before_close_returned: bool | None = None
+
+    def close(self, timeout: float) -> None:
+        self.off_sent_before_close_returned = self._off_sent.wait(timeout)
+        super().close(timeout)
+
+
+def test_the_off_heartbeat_goes_out_while_the_source_closes_not_after_it(
+    clock: FakeClock,
+) -> None:
+    off_sent = threading.Event()
+
+    class Producer(FakeProducer):
+        def send(self, topic: str, *, key: bytes, value: bytes) -> Acked:
+            result = super().send(topic, key=key, value=value)
+            if json.loads(value)["status"] == "off":
+                off_sent.set()
+            return result
+
+    producer = Producer()
+    source = _SlowClosingSource(off_sent)
+    client = Revocast(settings(heartbeat_interval=30), clock=clock, source=source)
+    source.set_ready()
+    beat = Heartbeat(client.settings, client, clock=clock, producer_factory=lambda _: producer)
+    client._heartbeat = beat  # as the client makes one for a Kafka source
+    beat.start()
+    wait_until(lambda: len(producer.sent) == 1, timeout=5, message="first heartbeat")
+    client.close(timeout=2)
+    assert source.off_sent_before_close_returned is True
+    assert [json.loads(value)["status"] for _, _, value in producer.sent] == ["valid", "off"]
