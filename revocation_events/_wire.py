@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
@@ -102,6 +103,7 @@ class EventCodec:
     def encode(self, event: BaseEvent) -> EncodedEvent:
         if self._signer is not None and event.key_id != self._signer.kid:
             event = event.model_copy(update={"key_id": self._signer.kid})
+        event = _exact_offsets(event)
         value = event.model_dump_json(exclude_none=True).encode()
         headers: tuple[tuple[str, bytes], ...] = ()
         if self._signer is not None:
@@ -142,6 +144,20 @@ class EventCodec:
 
 
 _ENVELOPE_REQUIRED = frozenset({"id", "occurred_at"})
+_MINUTE = timedelta(minutes=1)
+
+
+def _exact_offsets(event: BaseEvent) -> BaseEvent:
+    """``event`` with every time whose UTC offset has seconds moved to UTC: pydantic writes
+    offsets in whole minutes and drops the rest, so -00:00:59 went out 59 s early (a
+    watermark or a token's ``exp`` that much before what the publisher checked)."""
+    update = {
+        name: value.astimezone(UTC)
+        for name, value in event
+        if isinstance(value, datetime) and (offset := value.utcoffset()) and offset % _MINUTE
+    }
+    return event.model_copy(update=update) if update else event
+
 
 # ``event_adapter.validate_json`` minus its Python wrapper (same validator, same defaults).
 _validate_json = event_adapter.validator.validate_json

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -19,6 +19,7 @@ from revocation_events import (
     SessionRevoked,
     SigningKey,
     SubjectBlocked,
+    SubjectTokensRevoked,
     TokenRevoked,
     record_key,
 )
@@ -220,3 +221,28 @@ def test_a_signed_record_without_its_id_or_time_is_refused_as_invalid(missing: s
 
 def _header(value: bytes) -> tuple[str, bytes]:
     return EventSigner(KEY).header(value)
+
+
+@pytest.mark.parametrize("seconds", [-59, -1, 1, 30, 5 * 3600 + 30 * 60 + 15])
+def test_a_time_with_a_sub_minute_utc_offset_is_sent_as_the_same_instant(seconds: int) -> None:
+    # pydantic writes an offset in whole minutes and drops the seconds: -00:00:59 went out as
+    # -00:00, 59 s earlier, so a watermark or a token's exp reached consumers that much early.
+    tz = timezone(timedelta(seconds=seconds))
+    moment = datetime(2030, 1, 1, 12, tzinfo=tz)
+    events = [
+        TokenRevoked(issuer="i", jti="j", expires_at=moment, occurred_at=moment),
+        SubjectTokensRevoked(issuer="i", sub="s", issued_before=moment, expires_at=moment),
+    ]
+    c = codec()
+    for event in events:
+        encoded = c.encode(event)
+        decoded = c.decode(encoded.value, encoded.headers)
+        for name in ("occurred_at", "expires_at", "issued_before"):
+            if hasattr(event, name):
+                assert getattr(decoded, name) == getattr(event, name), name
+
+
+def test_a_time_with_a_whole_minute_offset_keeps_its_offset_on_the_wire() -> None:
+    moment = datetime(2030, 1, 1, 12, tzinfo=timezone(timedelta(hours=5, minutes=30)))
+    value = codec().encode(TokenRevoked(issuer="i", jti="j", expires_at=moment)).value
+    assert json.loads(value)["expires_at"] == "2030-01-01T12:00:00+05:30"
