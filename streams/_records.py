@@ -129,7 +129,8 @@ def marker_offset(
     key: bytes | None, value: bytes | None, log_topic: str, partition: int
 ) -> int | None:
     """The offset of a state record that is ``log_topic``'s marker for ``partition``, else
-    ``None`` (another key, another topic, or a malformed value)."""
+    ``None`` (another key, another topic, or a malformed value, a ``topic_id`` that is not a
+    UUID included)."""
     if key != f"{OFFSETS_KEY_PREFIX}{partition}".encode() or value is None:
         return None
     try:
@@ -141,6 +142,14 @@ def marker_offset(
         return None
     if type(offset) is not int or offset < 0:
         return None
+    named = doc.get("topic_id")
+    if named is not None:  # as SDKs read it: an id that is not a UUID makes no marker
+        if not isinstance(named, str):
+            return None
+        try:
+            uuid.UUID(named)
+        except ValueError:
+            return None
     return offset
 
 

@@ -178,3 +178,32 @@ def test_a_state_partition_whose_last_marker_names_another_log_incarnation_is_le
     assert sorted(found) == [1, 2], "a marker without an id was written before they named one"
     assert all(len(records) == 1 for records in found.values())
     assert sorted(read_state(settings, [0, 1, 2], timeout=60)) == [0, 1, 2]
+
+
+def test_a_last_marker_whose_topic_id_is_not_a_uuid_is_passed_over_as_sdks_do(
+    settings: StreamsSettings,
+) -> None:
+    """SDKs pass such a marker over and judge the partition by the marker before it: the
+    worker judged it by the unreadable one (another incarnation) and stopped marking a
+    partition SDKs still bootstrap from."""
+    current, _ = seed.log_incarnation(settings, [0])
+    assert current is not None, "kafka-python no longer exposes topic ids where we look"
+    rule = SIGNING_CODEC.encode(TokenRevoked(id=uid(1), issuer="i", jti="j1", expires_at=at(60)))
+    good = marker_record(settings.log_topic, 0, 5, topic_id=current)
+    bad = b'{"topic":"%s","partition":0,"offset":9,"topic_id":"not-a-uuid"}' % (
+        settings.log_topic.encode()
+    )
+    producer = KafkaProducer(bootstrap_servers=list(settings.kafka.bootstrap_servers))
+    try:
+        for key, value, headers in (
+            (b"jti:j1", rule.value, list(rule.headers)),
+            (good.key, good.value, []),
+            (good.key, bad, []),
+        ):
+            producer.send(settings.state_topic, key=key, value=value, partition=0, headers=headers)
+        producer.flush(timeout=30)
+    finally:
+        producer.close(timeout=10)
+    assert read_state(settings, [0], timeout=60, topic_id=current) == {
+        0: [(rule.value, rule.headers[0][1])]
+    }
