@@ -18,11 +18,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import AuthorizationError, KafkaError, SaslAuthenticationFailedError
 
 from consumer_sdk._errors import SourceError
 from consumer_sdk._fetch import deliver, poll_ahead
@@ -53,6 +53,23 @@ class _Failure(SourceError):
     def __init__(self, kind: SourceErrorKind, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+def _kind_of(
+    exc: KafkaError, default: SourceErrorKind = SourceErrorKind.KAFKA_ERROR
+) -> SourceErrorKind:
+    """KAFKA_UNAUTHORIZED for a refusal of this client's credentials or ACLs, else
+    ``default``: a wrong password or a missing ACL is fixed by a person, not by retrying."""
+    if isinstance(exc, AuthorizationError | SaslAuthenticationFailedError):
+        return SourceErrorKind.KAFKA_UNAUTHORIZED
+    return default
+
+
+def _unauthorized_topics(consumer: Any) -> Collection[str]:
+    """The topics the last metadata answer denied (kafka-python keeps them, privately, in
+    its cluster metadata; another kafka-python: none known)."""
+    found = getattr(getattr(consumer, "_cluster", None), "unauthorized_topics", None)
+    return found if isinstance(found, set | frozenset) else ()
 
 
 def replay_since(now: float, max_token_lifetime: float, leeway: float) -> float:
@@ -178,9 +195,8 @@ class KafkaSource:
             # A constructor that fails (broker down) would leak its sockets on every retry.
             consumer = closing_on_failure(KafkaConsumer, config)
         except KafkaError as exc:
-            raise _Failure(
-                SourceErrorKind.KAFKA_UNREACHABLE, f"cannot connect to Kafka: {exc}"
-            ) from exc
+            kind = _kind_of(exc, default=SourceErrorKind.KAFKA_UNREACHABLE)
+            raise _Failure(kind, f"cannot connect to Kafka: {exc}") from exc
         install_fast_records(consumer)  # same records, same CRC checks, half the cost
         drive_io_inline(consumer)  # this thread alone uses the consumer, and polls nonstop
         return consumer
@@ -194,6 +210,11 @@ class KafkaSource:
             if self._retention is None and tps:
                 self._retention = check_retention(s)
             if not tps:
+                if self._topic in _unauthorized_topics(consumer):
+                    raise _Failure(
+                        SourceErrorKind.KAFKA_UNAUTHORIZED,
+                        f"not authorized to describe topic {self._topic!r} (ACLs)",
+                    )
                 raise _Failure(
                     SourceErrorKind.TOPIC_MISSING,
                     f"topic {self._topic!r} does not exist or has no partitions",
@@ -226,9 +247,7 @@ class KafkaSource:
                 sink.tick()
             return caught_up
         except KafkaError as exc:
-            raise _Failure(
-                SourceErrorKind.KAFKA_ERROR, f"Kafka: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise _Failure(_kind_of(exc), f"Kafka: {type(exc).__name__}: {exc}") from exc
         finally:
             if self._watch is not None:
                 self._watch.idle()

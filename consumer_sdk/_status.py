@@ -34,7 +34,10 @@ class SourceErrorKind(enum.Enum):
     KAFKA_UNREACHABLE = "kafka_unreachable"
     """The Kafka consumer could not be created: no bootstrap server answered."""
     KAFKA_ERROR = "kafka_error"
-    """A Kafka request failed once connected (timeout, lost broker, authorization)."""
+    """A Kafka request failed once connected (timeout, lost broker)."""
+    KAFKA_UNAUTHORIZED = "kafka_unauthorized"
+    """Kafka refused this client: SASL authentication failed, or an ACL denies it the topic
+    (which Kafka reports in place of its partitions, so it is not told as TOPIC_MISSING)."""
     TOPIC_MISSING = "topic_missing"
     """The revocation topic does not exist or has no partitions."""
     SYNC_STALLED = "sync_stalled"

@@ -10,7 +10,12 @@ from typing import Any
 
 import pytest
 from kafka import TopicPartition
-from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    SaslAuthenticationFailedError,
+    TopicAuthorizationFailedError,
+)
 
 import consumer_sdk._kafka_source as kafka_source
 from consumer_sdk import DataSourceState, Revocast, SourceErrorKind, SourceStatus
@@ -141,3 +146,46 @@ def test_an_error_a_source_reports_without_a_kind_is_a_source_error() -> None:
         source.set_ready()
         source.interrupt("cannot connect to Kafka: its text is not read")
         assert rc.status.error_kind is SourceErrorKind.SOURCE_ERROR
+
+
+class _Cluster:
+    def __init__(self, unauthorized: set[str]) -> None:
+        self.unauthorized_topics = unauthorized
+
+
+def test_a_topic_the_acls_hide_is_kafka_unauthorized_not_topic_missing(
+    run_kafka_source: Callable[[Callable[[], Any] | None], SourceStatus],
+) -> None:
+    # Kafka answers TOPIC_AUTHORIZATION_FAILED in place of the partitions; kafka-python
+    # returns no partitions and remembers the topic in its cluster metadata.
+    consumer = _Consumer(set())
+    consumer._cluster = _Cluster({"revocations"})  # type: ignore[attr-defined]
+    status = run_kafka_source(lambda: consumer)
+    assert status.error_kind is SourceErrorKind.KAFKA_UNAUTHORIZED
+    assert "not authorized" in (status.last_error or "")
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        TopicAuthorizationFailedError({"revocations"}),
+        SaslAuthenticationFailedError("bad password for svc-billing"),
+    ],
+    ids=["acl", "sasl"],
+)
+def test_a_refused_kafka_request_is_kafka_unauthorized(
+    refusal: Exception, run_kafka_source: Callable[[Callable[[], Any] | None], SourceStatus]
+) -> None:
+    consumer = _Consumer({0}, fail=refusal)
+    assert run_kafka_source(lambda: consumer).error_kind is SourceErrorKind.KAFKA_UNAUTHORIZED
+
+
+def test_a_client_refused_at_connection_is_kafka_unauthorized(
+    monkeypatch: pytest.MonkeyPatch,
+    run_kafka_source: Callable[[Callable[[], Any] | None], SourceStatus],
+) -> None:
+    def refused(*args: Any) -> Any:
+        raise SaslAuthenticationFailedError("bad password for svc-billing")
+
+    monkeypatch.setattr(kafka_source, "closing_on_failure", refused)
+    assert run_kafka_source(None).error_kind is SourceErrorKind.KAFKA_UNAUTHORIZED
