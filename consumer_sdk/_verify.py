@@ -434,11 +434,11 @@ class VerifyCache:
     Why a hit is as safe as a full verification:
 
     - **The key is the exact token bytes.** Signature, pinned algorithm, key selection by
-      ``kid``, required claims, ``iss``/``aud``, numeric ``exp``/``iat``/``nbf``, the size
-      bound and the lifetime bound are all functions of those bytes, the (frozen) settings
-      and the key set, so they are checked once, on the miss that fills the entry. A token
-      differing in one byte, including its signature, is a different key and gets the full
-      verification.
+      ``kid``, required claims, ``iss``/``aud``, numeric ``exp``/``iat``/``nbf``, a string
+      ``sid``, the size bound and the lifetime bound are all functions of those bytes, the
+      (frozen) settings and the key set, so they are checked once, on the miss that fills
+      the entry. A token differing in one byte, including its signature, is a different key
+      and gets the full verification.
     - **Everything that can change is checked on every hit.** ``iat``, ``nbf`` and ``exp``
       are re-checked against the SDK's clock with the same leeway, in PyJWT's order, with
       PyJWT's ``int()`` truncation and PyJWT's exceptions and messages
