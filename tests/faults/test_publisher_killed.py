@@ -78,6 +78,9 @@ def test_publisher_sigkilled_while_the_broker_is_down_delivers_every_revocation_
         "REVOCAST_OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"),
         "REVOCAST_ACK_TIMEOUT": "0.05",
         "REVOCAST_MAX_BLOCK": "1",
+        # The killed process dies holding the drain lease; the drainer sends once it expires
+        # (30 s by default), which is not what this test is about.
+        "REVOCAST_OUTBOX_LEASE": "3",
     }
     doomed = subprocess.Popen(
         [sys.executable, "-c", _PUBLISH_THEN_HANG, str(EVENTS), str(BATCH)],
