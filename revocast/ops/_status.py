@@ -183,6 +183,10 @@ class Instance:
     host_status_since: float | None = None
     """The heartbeat's ``status_since``: when the instance entered ``status`` by its host's
     wall clock, to match that host's logs; not used to judge (``None``: not reported)."""
+    error_kind: str | None = None
+    """The kind of the instance's last error (``SourceErrorKind`` value, such as
+    ``kafka_unauthorized``), never its text, which stays in the instance's log (``None``: no
+    error, or an older SDK that does not report it)."""
 
     def status_lasted(self, now: float) -> float:
         """Seconds the instance has been in ``status`` at ``now``; for a stale instance, up
@@ -324,7 +328,7 @@ def _render_sdks(report: StatusReport) -> list[str]:
             i.service,
             i.instance,
             f"{i.host}/{i.pid}",
-            i.status.upper(),
+            i.status.upper() + ("" if i.error_kind is None else f" ({i.error_kind})"),
             ("" if i.status_since_reported else ">=") + human_duration(i.status_lasted(report.now)),
             "-" if i.lag is None else str(i.lag),
             str(i.entries),
@@ -479,6 +483,7 @@ def _instance(
         reported_lag=reported_lag,
         status_since_reported=status_age is not None,
         host_status_since=None if host_since is None else _finite(host_since),
+        error_kind=None if doc.get("error_kind") is None else _text(doc["error_kind"]),
     )
 
 

@@ -181,6 +181,8 @@ def _sdk_findings(report: StatusReport, limits: CheckThresholds) -> list[Finding
         lasted = i.status_lasted(report.now)
         # Without the instance's own status_age, ``lasted`` is a lower bound: say so.
         for_ = f"for {'' if i.status_since_reported else 'at least '}{human_duration(lasted)}"
+        if i.error_kind is not None and i.status != "valid":
+            for_ += f", {i.error_kind}"
         if i.status == "interrupted":
             past = lasted > limits.max_interrupted
             limit = f"limit {human_duration(limits.max_interrupted)}"

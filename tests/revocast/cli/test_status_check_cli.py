@@ -159,11 +159,12 @@ def test_check_judges_a_stalled_sdk_interrupted_since_its_sync_thread_stopped(
         code, out, err = seen[-1]
         assert code == 2, err
         assert re.search(
-            r"CRITICAL: stuck instance \S+ \(\S+\): INTERRUPTED for [\d.]+s \(limit 1s\)$",
+            r"CRITICAL: stuck instance \S+ \(\S+\): INTERRUPTED for [\d.]+s, sync_stalled \(limit 1s\)$",
             err.strip(),
         ), err
         (instance,) = json.loads(out)["heartbeats"]["instances"]
         assert instance["status_since_reported"] is True
+        assert instance["error_kind"] == "sync_stalled"  # the kind, never the text
         assert abs(instance["status_since"] - blocked_at[0]) < 1.0
     finally:
         release.set()

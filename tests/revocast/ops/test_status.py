@@ -92,7 +92,13 @@ def test_control_characters_in_a_heartbeat_cannot_forge_rows_or_drive_the_termin
     found = report(
         kafka_bootstrap,
         topics,
-        beat("i1", service=forged, host="\x1b[2J\x1b[Hweb-1", status="valid\r"),
+        beat(
+            "i1",
+            service=forged,
+            host="\x1b[2J\x1b[Hweb-1",
+            status="valid\r",
+            error_kind="kafka_error\n  orders  fake  web-9/1  VALID  0  0  1s ago\x1b[2J",
+        ),
         beat("i2", service="x" * 10_000),
     )
     out = found.render()
@@ -364,6 +370,20 @@ def test_the_table_says_how_long_each_instance_is_in_its_status_and_marks_approx
     assert "(FOR >=: at least that long; those heartbeats do not say since when" in out
     exact_only = hand_built(hand_instance("exact")).render()
     assert "FOR >=" not in exact_only
+
+
+def test_the_table_and_json_say_the_kind_of_an_instances_last_error() -> None:
+    built = hand_built(
+        hand_instance(
+            "i1", status="interrupted", status_since=NOW - 42, error_kind="kafka_unauthorized"
+        ),
+        hand_instance("i2"),
+    )
+    rows = {line.split()[1]: line.split() for line in built.render().splitlines() if "/7" in line}
+    assert rows["i1"][3:6] == ["INTERRUPTED", "(kafka_unauthorized)", "42s"]
+    assert rows["i2"][3:5] == ["VALID", "5m"]
+    i1, i2 = json.loads(json.dumps(built.as_dict()))["heartbeats"]["instances"]
+    assert (i1["error_kind"], i2["error_kind"]) == ("kafka_unauthorized", None)
 
 
 def test_the_report_as_json_says_since_when_and_for_how_long_each_instance_is_in_its_status() -> (

@@ -184,6 +184,12 @@ def test_an_instance_interrupted_past_max_interrupted_is_critical() -> None:
     assert "INTERRUPTED for 31s (limit 30s)" in verdict.summary()
 
 
+def test_the_finding_names_the_kind_of_the_instances_last_error() -> None:
+    refused = instance(status="interrupted", status_since=NOW - 31, error_kind="kafka_error")
+    verdict = check_status(report(refused), CheckThresholds(max_interrupted=30))
+    assert "INTERRUPTED for 31s, kafka_error (limit 30s)" in verdict.summary()
+
+
 def test_a_stale_instance_is_critical_whatever_it_last_said() -> None:
     silent = instance(stale=True, heard_at=NOW - 120, lag=10**9)
     live = instance("i2")
