@@ -382,7 +382,12 @@ def soak(bootstrap: str, config: SoakConfig) -> tuple[list[Window], dict[str, An
         rc = Revocast(
             settings(
                 kafka=kafka,
-                max_token_lifetime=config.lifetime + _SLACK_S,
+                # The longest exp - iat minted (the last session of the pool): the SDK
+                # refuses tokens that outlive max_token_lifetime.
+                max_token_lifetime=config.lifetime
+                + _SLACK_S
+                + math.ceil(pool_total / config.pool_rate)
+                + 1,
                 expire_interval=2.0,
                 **overrides,
             )
