@@ -15,6 +15,7 @@ import pytest
 from producer import Publisher
 from producer._lease import DrainLease
 from producer._outbox import Outbox
+from revocation_events import TokenRevoked
 from tests._kafka_fixtures import MakeTopic, wait_until
 from tests.producer._support import UNREACHABLE, PublisherProcess, read_records
 from tests.producer.conftest import MakeSettings
@@ -265,10 +266,17 @@ def test_a_sigkilled_holders_lease_expires_and_the_next_process_sends_the_rest(
             ack_timeout=0.2,
         )
         exp = datetime.now(UTC) + timedelta(hours=1)
+        events = [
+            TokenRevoked(issuer="identity-test", jti=f"t-{n}", sub="s", expires_at=exp)
+            for n in range(20)
+        ]
         with Publisher(settings) as publisher:
-            results = [publisher.revoke_token(f"t-{n}", expires_at=exp, sub="s") for n in range(20)]
+            # One call, so one ack_timeout: the holder starts retrying as the rows land.
+            results = publisher.publish_many(events)
             assert all(r.queued for r in results)  # not sent behind the holder's back
             # Retrying, it backs off, never longer than a third of its lease: it keeps it.
+            # Backoffs doubling from 0.1 s past the 3 s lease would lose it ~6 s after the
+            # rows landed (0.1 + ... + 1.6, then a 3.2 s wait); 8 s covers that.
             holds_for(lambda: lease_owner_pid(path) == stuck.pid, seconds=8)
             assert publisher.pending_count() == 20
 
@@ -287,28 +295,31 @@ def test_a_stopped_holder_is_replaced_and_sends_nothing_itself_once_resumed(
 ) -> None:
     topic = make_topic(partitions=1)
     path = tmp_path / "shared.sqlite3"
-    with PublisherProcess(process_env(kafka_bootstrap, topic, path, outbox_lease="8")) as old:
+    settings = make_settings(
+        bootstrap=kafka_bootstrap,
+        topic=topic,
+        outbox_path=path,
+        outbox_lease=4.0,
+        ack_timeout=0.2,
+    )
+    with PublisherProcess(process_env(kafka_bootstrap, topic, path, outbox_lease="4")) as old:
         wait_until(lambda: lease_owner_pid(path) == old.pid, timeout=30, message="old holds lease")
         before = old.publish("old", 5)
-        os.kill(old.pid, signal.SIGSTOP)  # a stall (GC pause, SIGSTOP) longer than the lease
-        try:
-            settings = make_settings(
-                bootstrap=kafka_bootstrap,
-                topic=topic,
-                outbox_path=path,
-                outbox_lease=8.0,
-                ack_timeout=0.2,
-            )
-            with Publisher(settings) as publisher:
+        # Opened before the stall: the holder renews every third of its lease, so at least
+        # 2.7 s of it remain at the SIGSTOP, against one 0.2 s publish below.
+        with Publisher(settings) as publisher:
+            os.kill(old.pid, signal.SIGSTOP)  # a stall (GC pause, SIGSTOP) longer than the lease
+            try:
                 exp = datetime.now(UTC) + timedelta(hours=1)
                 first = publisher.revoke_token("new-0", expires_at=exp, sub="new")
                 assert first.queued  # the stopped holder's lease still runs
+                assert lease_owner_pid(path) == old.pid
                 assert publisher.wait_until_drained(timeout=30)  # then it expired: taken over
                 assert lease_owner_pid(path) == os.getpid()
                 os.kill(old.pid, signal.SIGCONT)
                 after = old.publish("old", 5)  # sent by the new holder, acked to the old one
-        finally:
-            os.kill(old.pid, signal.SIGCONT)
+            finally:
+                os.kill(old.pid, signal.SIGCONT)
     records = read_records(kafka_bootstrap, topic, 11)  # exactly 11: nothing sent twice
     assert event_ids(records, "old") == [e for e, *_ in before + after]
     assert not any(queued for _, queued, *_ in before + after)
