@@ -129,6 +129,10 @@ class _Sink:
                 except MalformedEventError as exc:
                     self._skip(exc)
                     continue
+                except MemoryError:
+                    # Says nothing about the record: the source retries it (INTERRUPTED)
+                    # rather than skipping a revocation for good.
+                    raise
                 except Exception as exc:
                     self._undecodable(exc)
                     continue

@@ -211,6 +211,35 @@ def test_garbage_records_are_skipped_and_counted_while_revocations_around_them_a
         assert rc.status.state is DataSourceState.VALID
 
 
+def test_running_out_of_memory_while_decoding_retries_the_record_instead_of_skipping_it(
+    kafka_bootstrap: str,
+    make_topic: MakeTopic,
+    producer: KafkaProducer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A MemoryError says nothing about the record: skipped as ``invalid``, a genuine
+    # revocation was lost for good while the status stayed VALID.
+    topic = make_topic(partitions=1)
+    for jti in ("before", "oom", "after"):
+        send(producer, topic, revoke(jti))
+    producer.flush(10)
+    real_decode = EventCodec.decode
+    failed: list[bool] = []
+
+    def decode_once_out_of_memory(self: EventCodec, value: bytes | None, headers: Any) -> Any:
+        if value is not None and b'"oom"' in bytes(value) and not failed:
+            failed.append(True)
+            raise MemoryError
+        return real_decode(self, value, headers)
+
+    monkeypatch.setattr(EventCodec, "decode", decode_once_out_of_memory)
+    with client(kafka_bootstrap, topic) as rc:
+        assert rc.wait_until_ready(30)
+        assert failed
+        assert all(refused(rc, token(jti=jti))() for jti in ("before", "oom", "after"))
+        assert rc.stats()["skipped"] == {}
+
+
 def test_partitions_added_while_running_are_read_from_their_start(
     kafka_bootstrap: str, make_topic: MakeTopic, producer: KafkaProducer
 ) -> None:
