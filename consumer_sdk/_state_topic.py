@@ -22,37 +22,25 @@ from the log, logged and counted (:attr:`StateLoad.refused`).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import TopicPartition
 
 from consumer_sdk._fetch import deliver, poll_ahead
+from consumer_sdk._marker import OFFSETS_KEY_PREFIX, Marker, last_markers, read_marker
 from consumer_sdk._settings import ConsumerSettings
 from consumer_sdk._source import UpdateSink
 
-__all__ = [
-    "OFFSETS_KEY_PREFIX",
-    "StateLoad",
-    "load_state_topic",
-    "state_topic",
-]
+__all__ = ["StateLoad", "load_state_topic", "state_topic"]
 
 _log = logging.getLogger("consumer_sdk")
 
-OFFSETS_KEY_PREFIX = b"__offsets__:"
 _RESERVED_PREFIX = b"__"
-_TAIL = 256
-"""State records read back from a partition's end to find its last marker (markers are
-written every tick while the log moves), then four times more each round."""
-
-Marker = tuple[int, uuid.UUID | None]
-"""A marker's offset and the log topic id it names."""
 
 
 def state_topic(settings: ConsumerSettings) -> str:
@@ -111,10 +99,18 @@ def load_state_topic(
     ends = consumer.end_offsets(tps, timeout_ms=timeout_ms)
     load = StateLoad(topic)
     log_topic = settings.kafka.topic
-    last = _last_markers(consumer, tps, ends, log_topic, settings, stop)
-    for p, (_, named) in sorted(last.items()):
-        if named != topic_id:
-            _refuse(load, p, named, topic_id)
+    last = last_markers(
+        consumer,
+        tps,
+        ends,
+        log_topic,
+        stop=stop.is_set,
+        poll_timeout_ms=settings.poll_timeout_ms,
+        request_timeout_ms=timeout_ms,
+    )
+    for p, marker in sorted(last.items()):
+        if marker.topic_id != topic_id:
+            _refuse(load, p, marker.topic_id, topic_id)
     tps = [tp for tp in tps if tp.partition not in load.refused]
     consumer.assign(tps)
     if tps:  # none would mean every assigned partition to kafka-python
@@ -133,13 +129,13 @@ def load_state_topic(
                 if consumer.position(tp, timeout_ms=timeout_ms) >= ends[tp]:
                     pending.discard(tp)
         sink.tick()
-    for p, (offset, named) in sorted(load.seen.items()):
+    for p, marker in sorted(load.seen.items()):
         if p in load.refused:
             continue
-        if named == topic_id:
-            load.markers[p] = offset
+        if marker.topic_id == topic_id:
+            load.markers[p] = marker.offset
         else:  # a marker written since the tail was looked at
-            _refuse(load, p, named, topic_id)
+            _refuse(load, p, marker.topic_id, topic_id)
     return load
 
 
@@ -158,51 +154,6 @@ def _refuse(
     )
 
 
-def _last_markers(
-    consumer: Any,
-    tps: list[TopicPartition],
-    ends: Mapping[TopicPartition, int],
-    log_topic: str,
-    settings: ConsumerSettings,
-    stop: threading.Event,
-) -> dict[int, Marker]:
-    """The last marker of each state partition below ``ends``, read back from the end in
-    growing windows (a partition without one is read whole)."""
-    timeout_ms = settings.kafka.request_timeout_ms
-    begins = consumer.beginning_offsets(tps, timeout_ms=timeout_ms)
-    top = dict(ends)
-    window = dict.fromkeys(tps, _TAIL)
-    found: dict[int, Marker] = {}
-    pending = [tp for tp in tps if top[tp] > begins[tp]]
-    while pending and not stop.is_set():
-        bottom = {tp: max(begins[tp], top[tp] - window[tp]) for tp in pending}
-        consumer.assign(pending)
-        for tp in pending:
-            consumer.seek(tp, bottom[tp])
-        reading = set(pending)
-        while reading and not stop.is_set():
-            batch = consumer.poll(timeout_ms=settings.poll_timeout_ms)
-            for tp, records in batch.items():
-                for record in records:
-                    if record.offset >= top[tp]:
-                        break
-                    if (record.key or b"").startswith(OFFSETS_KEY_PREFIX):
-                        marker = _marker(record.key, record.value, log_topic, tp.partition)
-                        if marker is not None:
-                            found[tp.partition] = marker
-                if records[-1].offset + 1 >= top[tp]:
-                    reading.discard(tp)
-            if not batch:  # a compacted partition can end in a gap
-                for tp in list(reading):
-                    if consumer.position(tp, timeout_ms=timeout_ms) >= top[tp]:
-                        reading.discard(tp)
-        for tp in pending:
-            top[tp] = bottom[tp]
-            window[tp] *= 4
-        pending = [tp for tp in pending if tp.partition not in found and top[tp] > begins[tp]]
-    return found
-
-
 def _apply(
     load: StateLoad, sink: UpdateSink, log_topic: str, partition: int, records: list[Any]
 ) -> None:
@@ -213,7 +164,7 @@ def _apply(
         key: bytes = record.key or b""
         if key.startswith(_RESERVED_PREFIX):
             if key.startswith(OFFSETS_KEY_PREFIX):
-                marker = _marker(key, record.value, log_topic, partition)
+                marker = read_marker(key, record.value, log_topic, partition)
                 if marker is None:
                     load.ignored += 1
                     _log.warning(
@@ -229,30 +180,3 @@ def _apply(
             rules.append(record)
     load.records += len(rules)
     deliver(sink, rules)
-
-
-def _marker(
-    key: bytes | None, value: bytes | None, log_topic: str, partition: int
-) -> Marker | None:
-    """The offset and log topic id of a marker for ``partition`` of ``log_topic``, or
-    ``None`` (anything else, whatever the bytes: a marker is not signed)."""
-    if key != OFFSETS_KEY_PREFIX + str(partition).encode():
-        return None
-    try:
-        doc = json.loads(value or b"")
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(doc, dict) or doc.get("topic") != log_topic:
-        return None
-    marked, offset = doc.get("partition"), doc.get("offset")
-    if type(marked) is not int or marked != partition or type(offset) is not int or offset < 0:
-        return None
-    named = doc.get("topic_id")
-    if named is None:
-        return offset, None
-    if not isinstance(named, str):
-        return None
-    try:
-        return offset, uuid.UUID(named)
-    except ValueError:
-        return None

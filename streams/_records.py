@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from consumer_sdk._marker import OFFSETS_KEY_PREFIX as _MARKER_KEY_PREFIX
+from consumer_sdk._marker import read_marker
 from revocation_events import SIGNATURE_HEADER, event_adapter
 from streams._rules import Rule
 
@@ -27,8 +29,7 @@ __all__ = [
     "tombstone",
 ]
 
-OFFSETS_KEY_PREFIX = "__offsets__:"
-_MARKER_KEY_PREFIX = OFFSETS_KEY_PREFIX.encode()
+OFFSETS_KEY_PREFIX = _MARKER_KEY_PREFIX.decode()
 
 Sink = Literal["state", "stats", "alerts"]
 
@@ -129,28 +130,9 @@ def marker_offset(
     key: bytes | None, value: bytes | None, log_topic: str, partition: int
 ) -> int | None:
     """The offset of a state record that is ``log_topic``'s marker for ``partition``, else
-    ``None`` (another key, another topic, or a malformed value, a ``topic_id`` that is not a
-    UUID included)."""
-    if key != f"{OFFSETS_KEY_PREFIX}{partition}".encode() or value is None:
-        return None
-    try:
-        doc = json.loads(value)
-        topic, marked, offset = doc["topic"], doc["partition"], doc["offset"]
-    except (ValueError, TypeError, KeyError, RecursionError):
-        return None
-    if topic != log_topic or type(marked) is not int or marked != partition:
-        return None
-    if type(offset) is not int or offset < 0:
-        return None
-    named = doc.get("topic_id")
-    if named is not None:  # as SDKs read it: an id that is not a UUID makes no marker
-        if not isinstance(named, str):
-            return None
-        try:
-            uuid.UUID(named)
-        except ValueError:
-            return None
-    return offset
+    ``None``, whatever log incarnation it names (:func:`consumer_sdk._marker.read_marker`)."""
+    marker = read_marker(key, value, log_topic, partition)
+    return None if marker is None else marker.offset
 
 
 def marker_topic_id(value: bytes) -> str | None:

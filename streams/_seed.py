@@ -23,8 +23,9 @@ from collections.abc import Iterable
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+from consumer_sdk._marker import read_marker
 from consumer_sdk._snapshot_reader import topic_id as current_topic_id
-from streams._records import marker_offset, marker_topic_id, signature_of
+from streams._records import signature_of
 from streams._settings import StreamsSettings
 from streams._topics import StreamsError
 
@@ -79,7 +80,7 @@ def read_state(
     deadline = time.monotonic() + timeout
     tps = [TopicPartition(settings.state_topic, p) for p in wanted]
     found: dict[int, list[StateRecord]] = {p: [] for p in wanted}
-    marked: dict[int, str | None] = {}
+    marked: dict[int, uuid.UUID | None] = {}
     """Per partition, the topic id its last marker so far names."""
     try:
         consumer = KafkaConsumer(
@@ -109,11 +110,11 @@ def read_state(
                         if record.value is None or record.key is None:
                             continue
                         if record.key.startswith(b"__"):  # markers and reserved keys
-                            offset = marker_offset(
+                            marker = read_marker(
                                 record.key, record.value, settings.log_topic, tp.partition
                             )
-                            if offset is not None:
-                                marked[tp.partition] = marker_topic_id(record.value)
+                            if marker is not None:
+                                marked[tp.partition] = marker.topic_id
                             continue
                         into.append((record.value, signature_of(record.headers)))
                 for tp in list(left):
@@ -125,7 +126,7 @@ def read_state(
         raise StreamsError(f"cannot read the state topic: {exc}") from exc
     if topic_id is not None:
         for p, named in marked.items():
-            if named is not None and named != str(topic_id):
+            if named is not None and named != topic_id:
                 logger.warning(
                     "state partition %d is of another incarnation of the log (its last "
                     "marker names topic id %s, the log's is %s): not seeding from it",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,9 +13,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from consumer_sdk._marker import last_markers
 from producer._topic import broker_count, default_min_insync_replicas, default_replication_factor
 from revocation_events import RevocastError
-from streams._records import marker_offset
 from streams._settings import StreamsSettings
 
 __all__ = [
@@ -195,11 +195,6 @@ def _check_compact_only(admin: Any, topic: str) -> None:
         )
 
 
-_MARKER_SCAN_RECORDS = 1024
-"""The first look for a partition's last marker reads this many state records back from the
-end (markers are written every tick while the log moves), then four times more each round."""
-
-
 @dataclass(frozen=True, slots=True)
 class Resume:
     """Where the worker resumes one log partition, and the state topic's last marker for it."""
@@ -234,7 +229,17 @@ def resume_offsets(
         try:
             begins = consumer.beginning_offsets(log_tps)
             ends = consumer.end_offsets(log_tps)
-            markers = {p: _last_marker(consumer, settings, p, deadline) for p in wanted}
+            state_tps = [TopicPartition(settings.state_topic, p) for p in wanted]
+            # Whatever incarnation of the log a marker names: seeding judges that (_seed).
+            found = last_markers(
+                consumer,
+                state_tps,
+                consumer.end_offsets(state_tps),
+                settings.log_topic,
+                stop=_deadline(deadline, f"reading state partitions {wanted} timed out"),
+                poll_timeout_ms=500,
+                request_timeout_ms=settings.kafka.request_timeout_ms,
+            )
         finally:
             consumer.close()
         committed = _committed(settings, log_tps)
@@ -243,7 +248,8 @@ def resume_offsets(
     starts: dict[int, Resume] = {}
     for tp in log_tps:
         p = tp.partition
-        begin, end, marker = begins[tp], ends[tp], markers[p]
+        begin, end = begins[tp], ends[tp]
+        marker = found[p].offset if p in found else None
         if marker is not None and begin - 1 <= marker < end:
             start = marker + 1
         else:
@@ -274,34 +280,16 @@ def resume_offsets(
     return starts
 
 
-def _last_marker(
-    consumer: Any, settings: StreamsSettings, partition: int, deadline: float
-) -> int | None:
-    """The offset of the last marker in state partition ``partition``, reading back from the
-    end in growing windows."""
-    tp = TopicPartition(settings.state_topic, partition)
-    consumer.assign([tp])
-    first = consumer.beginning_offsets([tp])[tp]
-    top = consumer.end_offsets([tp])[tp]
-    window = _MARKER_SCAN_RECORDS
-    while top > first:
-        bottom = max(first, top - window)
-        consumer.seek(tp, bottom)
-        found: int | None = None
-        while consumer.position(tp) < top:
-            if time.monotonic() > deadline:
-                raise StreamsError(f"reading state partition {partition} timed out")
-            for record in consumer.poll(timeout_ms=500, max_records=10_000).get(tp, ()):
-                if record.offset >= top:
-                    break
-                offset = marker_offset(record.key, record.value, settings.log_topic, partition)
-                if offset is not None:
-                    found = offset
-        if found is not None:
-            return found
-        top = bottom
-        window *= 4
-    return None
+def _deadline(deadline: float, message: str) -> Callable[[], bool]:
+    """A ``stop`` for :func:`consumer_sdk._marker.last_markers` that raises once past
+    ``deadline`` (``time.monotonic``)."""
+
+    def passed() -> bool:
+        if time.monotonic() > deadline:
+            raise StreamsError(message)
+        return False
+
+    return passed
 
 
 def _committed(settings: StreamsSettings, tps: list[Any]) -> dict[int, int]:

@@ -54,6 +54,7 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import GroupIdNotFoundError, KafkaError, TopicAlreadyExistsError
 
+from consumer_sdk._marker import read_marker
 from consumer_sdk._settings import MAX_LEEWAY
 from revocast.ops._reader import LogRange, OpsKafkaError, read_range
 from revocast.ops._settings import OpsSettings
@@ -67,9 +68,7 @@ from revocation_events import (
 from streams import Rule, StreamsError, merge
 from streams._records import (
     Output,
-    marker_offset,
     marker_record,
-    marker_topic_id,
     rule_record,
     signature_of,
     tombstone,
@@ -374,9 +373,10 @@ def rebuild_state(
             report.skipped["state_key_not_utf8"] += 1
             continue
         if key.startswith("__") or not key:  # markers and reserved keys
-            if marker_offset(record.key, record.value, log_topic, record.partition) is not None:
-                named = marker_topic_id(record.value)  # the partition's latest marker counts
-                other = log_id is not None and named is not None and named != str(log_id)
+            marker = read_marker(record.key, record.value, log_topic, record.partition)
+            if marker is not None:  # the partition's latest marker counts
+                named = marker.topic_id
+                other = log_id is not None and named is not None and named != log_id
                 (foreign.add if other else foreign.discard)(record.partition)
             continue
         report.state_records += 1

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from consumer_sdk._marker import Marker
 from consumer_sdk._state_topic import StateLoad, _apply
 from streams._records import marker_record
 
@@ -65,7 +66,7 @@ def test_rules_reach_the_sink_in_order_and_the_rest_is_counted(sink_type: type[_
     _apply(load, sink, _LOG, 2, _run())  # type: ignore[arg-type]
     assert sink.seen == [b"rule-a", b"rule-b", b"rule-c"]
     assert (load.records, load.tombstones, load.ignored) == (3, 1, 3)
-    assert load.seen == {2: (99, None)}  # the last valid marker; another log's is ignored
+    assert load.seen == {2: Marker(99, None)}  # the last valid marker; another log's is ignored
     if isinstance(sink, _Batched):
         assert sink.calls == 1
 
@@ -76,7 +77,7 @@ def test_a_run_without_rules_leaves_the_sink_alone_but_keeps_its_marker() -> Non
     m = marker_record(_LOG, 0, 7)
     _apply(load, sink, _LOG, 0, [_Rec(m.key, m.value, [], 1)])  # type: ignore[arg-type]
     assert sink.seen == []
-    assert load.seen == {0: (7, None)}
+    assert load.seen == {0: Marker(7, None)}
 
 
 _HOSTILE_MARKERS = [
@@ -103,7 +104,7 @@ def test_a_marker_that_is_not_exactly_one_is_ignored_not_a_crash(value: bytes) -
     good = marker_record(_LOG, 2, 41)
     records = [_Rec(good.key, good.value, [], 1), _Rec(b"__offsets__:2", value, [], 2)]
     _apply(load, sink, _LOG, 2, records)  # type: ignore[arg-type]
-    assert load.seen == {2: (41, None)}
+    assert load.seen == {2: Marker(41, None)}
     assert load.ignored == 1
 
 
@@ -113,7 +114,7 @@ def test_a_marker_names_the_incarnation_of_its_log() -> None:
     assert json.loads(m.value or b"")["topic_id"] == str(log_id)
     load = StateLoad("revs.state")
     _apply(load, _OneByOne(), _LOG, 1, [_Rec(m.key, m.value, [], 1)])  # type: ignore[arg-type]
-    assert load.seen == {1: (41, log_id)}
+    assert load.seen == {1: Marker(41, log_id)}
     assert load.markers == {}, "accepted only once compared with the log's id"
 
 
@@ -125,5 +126,5 @@ def test_a_marker_under_another_key_than_its_partitions_is_ignored(key: bytes) -
     good, stray = marker_record(_LOG, 2, 41), marker_record(_LOG, 2, 99)
     records = [_Rec(good.key, good.value, [], 1), _Rec(key, stray.value, [], 2)]
     _apply(load, _OneByOne(), _LOG, 2, records)  # type: ignore[arg-type]
-    assert load.seen == {2: (41, None)}
+    assert load.seen == {2: Marker(41, None)}
     assert load.ignored == 1

@@ -4,6 +4,7 @@ with ``min.insync.replicas`` 2 from 3 replicas; decided once, at start-up, and l
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -121,3 +122,50 @@ def test_every_topic_the_worker_creates_gets_the_resolved_replication(
         f"replication factor {factor} (auto, {brokers} broker(s)) and "
         f"min.insync.replicas {min_insync}"
     ) in caplog.text
+
+
+class _StuckState:
+    """A consumer whose state partitions hold records that never arrive, on a fake clock that
+    moves 1 s per poll."""
+
+    DEFAULT_CONFIG: dict[str, Any] = {}
+
+    def __init__(self, clock: list[float]) -> None:
+        self.clock = clock
+
+    def __call__(self, **config: Any) -> _StuckState:  # stands in for the client's class
+        return self
+
+    def beginning_offsets(self, tps: list[Any], timeout_ms: int = 0) -> dict[Any, int]:
+        return dict.fromkeys(tps, 0)
+
+    def end_offsets(self, tps: list[Any], timeout_ms: int = 0) -> dict[Any, int]:
+        return dict.fromkeys(tps, 10)
+
+    def assign(self, tps: list[Any]) -> None:
+        pass
+
+    def seek(self, tp: Any, offset: int) -> None:
+        pass
+
+    def position(self, tp: Any, timeout_ms: int = 0) -> int:
+        return 0
+
+    def poll(self, timeout_ms: int, max_records: int = 0) -> dict[Any, list[Any]]:
+        self.clock[0] += 1.0
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def test_finding_the_last_markers_past_the_timeout_is_a_streams_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker retries it, then holds the partitions (``streams.app``)."""
+    clock = [0.0]
+    monkeypatch.setattr(streams._topics, "KafkaConsumer", _StuckState(clock))
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    with pytest.raises(streams._topics.StreamsError, match="timed out"):
+        streams._topics.resume_offsets(_settings(), [0, 1], timeout=5)
+    assert 5 < clock[0] <= 7
