@@ -21,6 +21,7 @@ from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import ConfigResource
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from consumer_sdk._marker import last_markers
 from producer import min_retention
 from producer._topic import broker_count, default_replication_factor
 from revocast.ops._reader import OpsKafkaError, _consumer, read_range
@@ -30,7 +31,6 @@ from revocation_events import (
     closing_on_failure,
     require_reachable,
 )
-from streams._records import marker_offset
 
 __all__ = [
     "HEARTBEAT_RETENTION",
@@ -48,7 +48,6 @@ HEARTBEAT_RETENTION = 3600.0
 """Seconds heartbeats are kept: enough for any ``--window``, small enough to stay tiny."""
 
 _UNKNOWN_TOPIC = 3
-_MARKER_SCAN = 1_000
 _LOG_APPEND_TIME = 1
 """A record's ``timestamp_type`` when the broker stamped it."""
 
@@ -381,48 +380,26 @@ def _log_status(
     )
 
 
-def latest_marker(
-    consumer: Any, tp: Any, begin: int, end: int, *, log_topic: str, timeout_ms: int
-) -> int | None:
-    """The log offset covered by the last valid ``__offsets__`` marker in one state partition
-    (one that is malformed or names another log is passed over, as the SDK does).
-
-    Markers are rewritten about every second while the log moves, so the last one is near
-    the end: read backwards in growing windows rather than the whole partition.
-    """
-    consumer.assign([tp])
-    window = _MARKER_SCAN
-    stop = end
-    while stop > begin:
-        start = max(begin, stop - window)
-        consumer.seek(tp, start)
-        found: int | None = None
-        while consumer.position(tp, timeout_ms=timeout_ms) < stop:
-            for records in consumer.poll(timeout_ms=500).values():
-                for record in records:
-                    offset = marker_offset(record.key, record.value, log_topic, tp.partition)
-                    if record.offset < stop and offset is not None:
-                        found = offset
-        if found is not None:
-            return found
-        stop = start
-        window *= 10
-    return None
-
-
 def _state_status(admin: Any, consumer: Any, kafka: KafkaSettings, log: LogStatus) -> StateStatus:
     topic = f"{kafka.topic}.state"
     if topic_partitions(admin, topic) is None:
         return StateStatus(topic, exists=False, markers={}, log_ends=dict(log.latest))
     tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
     timeout = kafka.request_timeout_ms
-    begins = consumer.beginning_offsets(tps, timeout_ms=timeout)
     ends = consumer.end_offsets(tps, timeout_ms=timeout)
+    # The last valid marker of each partition (one malformed or naming another log is passed
+    # over, as the SDK does), read back from the end as the SDK and the worker read it.
+    found = last_markers(
+        consumer,
+        tps,
+        ends,
+        kafka.topic,
+        stop=lambda: False,
+        poll_timeout_ms=500,
+        request_timeout_ms=timeout,
+    )
     markers = {
-        tp.partition: latest_marker(
-            consumer, tp, begins[tp], ends[tp], log_topic=kafka.topic, timeout_ms=timeout
-        )
-        for tp in tps
+        tp.partition: found[tp.partition].offset if tp.partition in found else None for tp in tps
     }
     return StateStatus(topic, exists=True, markers=markers, log_ends=dict(log.latest))
 
