@@ -185,7 +185,8 @@ def _verify_jws(
         raise SetRejected("invalid_request", "malformed JWS") from None
     try:
         claims = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nesting deeper than the interpreter's limit (PyJWT guards the header).
         raise SetRejected("invalid_request", "claims are not JSON") from None
     if not isinstance(claims, dict):
         raise SetRejected("invalid_request", "claims are not a JSON object")

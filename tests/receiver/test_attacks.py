@@ -182,3 +182,20 @@ def test_set_replayed_after_the_dedupe_window_does_not_lift_a_later_block(
     assert response.status_code == 400
     assert response.json()["err"] == "invalid_request"
     assert [type(e).__name__ for e in sink.events] == ["SubjectUnblocked", "SubjectBlocked"]
+
+
+def test_set_with_claims_nested_past_the_recursion_limit_is_400_not_500(
+    push: Push, transmitter: Transmitter, sink: RecordingSink
+) -> None:
+    # A correctly signed SET whose JSON is nested ~5000 deep: json.loads raises
+    # RecursionError, which must not escape as a 500 (or kill a poll batch).
+    from joserfc import jws
+
+    claims = json.dumps(_claims())[:-1] + ', "x": ' + "[" * 5000 + "]" * 5000 + "}"
+    header = {"alg": "ES256", "kid": "ec-1", "typ": "secevent+jwt"}
+    token = jws.serialize_compact(header, claims.encode(), transmitter.keys["ec-1"])
+
+    response = push(token)
+
+    assert (response.status_code, response.json()["err"]) == (400, "invalid_request")
+    assert sink.events == []
