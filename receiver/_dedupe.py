@@ -15,6 +15,8 @@ from contextlib import closing, contextmanager
 from datetime import datetime
 from pathlib import Path
 
+from receiver._errors import DeliveryUnavailable
+
 __all__ = ["DedupeStore"]
 
 _SCHEMA = """
@@ -29,7 +31,12 @@ _PRUNE_EVERY = 3600.0
 
 
 class DedupeStore:
-    """``(namespace, jti)`` pairs already delivered; ``namespace`` is e.g. ``set:<iss>``."""
+    """``(namespace, jti)`` pairs already delivered; ``namespace`` is e.g. ``set:<iss>``.
+
+    An SQLite failure (locked past the timeout, disk full, corrupt file) raises
+    :class:`DeliveryUnavailable`: without the record we cannot tell a first delivery from a
+    redelivery, so the transmitter is asked to try again rather than told anything final.
+    """
 
     def __init__(self, path: Path, *, retention: float, clock: Callable[[], datetime]) -> None:
         self._path = path
@@ -68,5 +75,8 @@ class DedupeStore:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self._path, timeout=10.0)) as db, db:
-            yield db
+        try:
+            with closing(sqlite3.connect(self._path, timeout=10.0)) as db, db:
+                yield db
+        except sqlite3.Error as exc:
+            raise DeliveryUnavailable(f"dedupe store failed: {type(exc).__name__}") from exc

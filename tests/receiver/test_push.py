@@ -329,3 +329,17 @@ def test_issuer_constant_is_the_transmitter_we_configured(settings: ReceiverSett
         "https://tx.example.com/.well-known/ssf-configuration/ssf"
     )
     assert settings.transmitter.issuer == TRANSMITTER
+
+
+def test_unreadable_dedupe_store_answers_503_and_publishes_nothing(
+    push: Push, transmitter: Transmitter, sink: RecordingSink, settings: ReceiverSettings
+) -> None:
+    # The store cannot tell whether the SET was published already: retry later, never a 500.
+    for suffix in ("", "-wal", "-shm"):
+        settings.dedupe_path.with_name(settings.dedupe_path.name + suffix).unlink(missing_ok=True)
+    settings.dedupe_path.write_bytes(b"this is not an SQLite database" * 100)
+
+    response = push(transmitter.set(f"{RISC}account-disabled", {}, sub_id=USER))
+
+    assert (response.status_code, response.headers["retry-after"]) == (503, "5")
+    assert sink.events == []
