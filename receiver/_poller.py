@@ -127,6 +127,12 @@ class Poller:
             except DeliveryUnavailable as exc:
                 log.warning("SET %r not published, will be redelivered: %s", jti, exc)
                 transient = True
+            except Exception:
+                # Not known to be bad, so not reported; the other SETs of the batch go on
+                # (raising here would hold every SET after this one back for as long as it
+                # keeps failing).
+                log.exception("SET %r failed unexpectedly, will be redelivered", jti)
+                transient = True
             else:
                 if receipt.jti != jti:
                     log.warning("SET listed as %r carries jti %r", jti, receipt.jti)

@@ -205,3 +205,31 @@ def test_poller_thread_sends_owed_acks_when_closed_during_a_backoff(
     assert len(transmitter.poll_requests) == 3
     assert final == {"maxEvents": 0, "returnImmediately": True, "ack": ["a"]}
     assert len(sink.events) == 1
+
+
+def test_unexpected_error_on_one_set_does_not_hold_back_the_rest_of_its_batch(
+    poller: Poller,
+    receiver: Receiver,
+    transmitter: Transmitter,
+    sink: RecordingSink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    poison = _queue(transmitter, "poison")
+    _queue(transmitter, "good")
+    real = receiver.receive_set
+
+    def receive_set(token: str) -> object:
+        if token == poison:
+            raise RuntimeError("a bug the receiver did not foresee")
+        return real(token)
+
+    monkeypatch.setattr(receiver, "receive_set", receive_set)
+
+    delay = poller.poll_once()
+    poller.poll_once()
+
+    assert delay > 0  # backed off: the poisoned SET will be redelivered
+    assert len(sink.events) == 1
+    assert transmitter.poll_requests[1]["ack"] == ["good"]
+    assert "setErrs" not in transmitter.poll_requests[1]
+    assert list(transmitter.queue) == ["poison"]
