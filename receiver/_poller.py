@@ -150,8 +150,8 @@ class Poller:
         if value is None:
             return None
         value = value.strip()
-        if value.isdigit():
-            return min(float(value), _MAX_RETRY_AFTER)
+        if value.isascii() and value.isdigit():  # isdigit alone takes "²", which int() refuses
+            return min(float(int(value)), _MAX_RETRY_AFTER)
         try:
             when = parsedate_to_datetime(value)
         except (TypeError, ValueError):

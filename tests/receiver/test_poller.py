@@ -233,3 +233,14 @@ def test_unexpected_error_on_one_set_does_not_hold_back_the_rest_of_its_batch(
     assert transmitter.poll_requests[1]["ack"] == ["good"]
     assert "setErrs" not in transmitter.poll_requests[1]
     assert list(transmitter.queue) == ["poison"]
+
+
+def test_retry_after_that_is_not_a_number_falls_back_to_backoff(
+    poller: Poller, transmitter: Transmitter
+) -> None:
+    # str.isdigit() accepts superscripts, which float() refuses.
+    transmitter.poll_answers.append(
+        httpx.Response(503, headers={b"Retry-After": "\u00b2".encode()})
+    )
+
+    assert poller.poll_once() == 1.0
