@@ -136,8 +136,14 @@ class KeySource:
                     f"{str(metadata.get('issuer'))[:200]!r}, expected {self._issuer!r}"
                 )
             jwks_uri = metadata.get("jwks_uri")
-            if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
-                raise DeliveryUnavailable(f"metadata at {self._metadata_url} has no jwks_uri")
+            # Never weaker than the document naming it: an http jwks_uri in an https document
+            # would hand the keys (and so every SET) to anyone on the network path.
+            secure = self._metadata_url.lower().startswith("https://")
+            schemes = ("https://",) if secure else ("https://", "http://")
+            if not isinstance(jwks_uri, str) or not jwks_uri.lower().startswith(schemes):
+                raise DeliveryUnavailable(
+                    f"metadata at {self._metadata_url} has no {'https ' if secure else ''}jwks_uri"
+                )
         document = self._get_json(jwks_uri)
         raw_keys = document.get("keys")
         if not isinstance(raw_keys, list):

@@ -149,3 +149,26 @@ def test_set_signed_with_a_rotated_key_is_published(
     )
 
     assert receipt.outcome == "published"
+
+
+def test_https_configuration_naming_a_plain_http_jwks_uri_is_not_trusted(
+    transmitter: Transmitter, clock: FakeClock
+) -> None:
+    # A downgrade: whoever sits on the network path could serve their own keys over http
+    # and sign SETs that block or revoke anyone.
+    fetched: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        fetched.append(str(request.url))
+        if request.url.path == "/jwks":
+            return httpx.Response(200, json=transmitter.jwks())
+        return httpx.Response(
+            200, json={"issuer": TRANSMITTER, "jwks_uri": "http://tx.example.com/jwks"}
+        )
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as http:
+        keys = KeySource(issuer=TRANSMITTER, metadata_url=METADATA, jwks_uri=None, client=http)
+        with pytest.raises(DeliveryUnavailable, match="https"):
+            keys.refresh()
+
+    assert fetched == [METADATA]
