@@ -6,6 +6,7 @@ The table lives in receiver/README.md; this module is that table. Every rule exp
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -51,6 +52,9 @@ _INFORMATIONAL = frozenset(
     }
 )
 _DISABLE_REASONS = frozenset({"hijacking", "bulk-account"})
+# Namespaces whose levels are numbered, higher meaning stronger (nist-aal1 < nist-aal2 …).
+_NUMBERED_ASSURANCE = frozenset({"NIST-IAL", "NIST-AAL", "NIST-FAL", "ISO-IEC-29115"})
+_LEVEL_NUMBER = re.compile(r"([0-9])\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +108,7 @@ def map_set(
     if kind == f"{CAEP}assurance-level-change":
         if not policy.watermark_on_assurance_decrease:
             return Skipped("disabled_by_policy")
-        if payload.get("change_direction") != "decrease":
+        if not _assurance_lower(payload):
             return Skipped("not_worse")
         return _revoke(subject, ctx, at, prefer_session=False)
     if kind == f"{CAEP}risk-level-change":
@@ -189,6 +193,20 @@ def _claims_change(
         return SubjectVersionBumped(sub=subject.sub, min_version=version, **ctx.common())
     # Without a version number, a watermark refuses exactly the tokens with the old claims.
     return _revoke(subject, ctx, at, prefer_session=False)
+
+
+def _assurance_lower(payload: Mapping[str, Any]) -> bool:
+    direction = payload.get("change_direction")
+    if direction is not None:
+        return bool(direction == "decrease")
+    # change_direction is only a SHOULD: with both levels in a numbered namespace, compare.
+    if str(payload.get("namespace", "")).upper() not in _NUMBERED_ASSURANCE:
+        return False
+    current, previous = (
+        _LEVEL_NUMBER.search(str(payload.get(k, ""))[:64])
+        for k in ("current_level", "previous_level")
+    )
+    return current is not None and previous is not None and current[1] < previous[1]
 
 
 def _risk_worse(payload: Mapping[str, Any]) -> bool:

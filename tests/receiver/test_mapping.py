@@ -93,6 +93,13 @@ ROWS = {
         USER,
         {"type": "subject.tokens_revoked", "sub": "user-1", "issued_before": START},
     ),
+    "caep assurance-level-change to a lower NIST level, no direction, sets the watermark": Row(
+        f"{CAEP}assurance-level-change",
+        # change_direction is only a SHOULD when previous_level is given (CAEP 1.0 3.4.1).
+        {"namespace": "NIST-AAL", "current_level": "nist-aal1", "previous_level": "nist-aal2"},
+        USER,
+        {"type": "subject.tokens_revoked", "sub": "user-1", "issued_before": START},
+    ),
     "caep risk-level-change to a higher risk sets the watermark": Row(
         f"{CAEP}risk-level-change",
         {"principal": "USER", "current_level": "HIGH", "previous_level": "LOW"},
@@ -205,6 +212,10 @@ IGNORED = {
     "assurance increase": (
         f"{CAEP}assurance-level-change",
         {"change_direction": "increase", "current_level": "nist-aal3"},
+    ),
+    "assurance increase to a higher NIST level without change_direction": (
+        f"{CAEP}assurance-level-change",
+        {"namespace": "NIST-IAL", "current_level": "nist-ial2", "previous_level": "nist-ial1"},
     ),
     "risk decrease": (
         f"{CAEP}risk-level-change",
