@@ -88,8 +88,8 @@ def map_set(
     issuer: str,
     now: datetime,
     max_token_lifetime: timedelta,
-) -> BaseEvent | Skipped:
-    """The Revocast event for one verified SET, or why there is none."""
+) -> BaseEvent | tuple[BaseEvent, ...] | Skipped:
+    """The Revocast event(s) for one verified SET, or why there is none."""
     kind = verified.event_type
     payload = verified.payload
     short = _short_name(kind)
@@ -99,6 +99,14 @@ def map_set(
     at = min(verified.event_time or verified.issued_at, now)
 
     if kind == f"{CAEP}session-revoked":
+        if _simple_opaque(verified.subject) and subject.sub is not None:
+            # CAEP 1.0 (3.1) names the revoked session with a simple opaque subject in its own
+            # example; other transmitters name a user that way. Either reading alone would
+            # silently revoke nothing for the other, so both rules are published.
+            return (
+                SessionRevoked(sid=subject.sub, **ctx.common()),
+                SubjectTokensRevoked(sub=subject.sub, issued_before=at, **ctx.common()),
+            )
         return _revoke(subject, ctx, at, prefer_session=True)
     if kind == f"{CAEP}credential-change":
         details = [str(payload.get(k, ""))[:32] for k in ("credential_type", "change_type")]
@@ -193,6 +201,10 @@ def _claims_change(
         return SubjectVersionBumped(sub=subject.sub, min_version=version, **ctx.common())
     # Without a version number, a watermark refuses exactly the tokens with the old claims.
     return _revoke(subject, ctx, at, prefer_session=False)
+
+
+def _simple_opaque(identifier: Mapping[str, Any] | None) -> bool:
+    return identifier is not None and identifier.get("format") == "opaque"
 
 
 def _assurance_lower(payload: Mapping[str, Any]) -> bool:

@@ -41,7 +41,10 @@ class Receipt:
     event_type: str
     outcome: Outcome
     event: BaseEvent | None = None
+    """The first event published."""
     detail: str = ""
+    events: tuple[BaseEvent, ...] = ()
+    """Every event published, in order (more than one only where the SET is ambiguous)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +263,13 @@ class Receiver:
 
     # -- delivery ----------------------------------------------------------------------------
 
-    def _deliver(self, namespace: str, jti: str, kind: str, mapped: BaseEvent | Skipped) -> Receipt:
+    def _deliver(
+        self,
+        namespace: str,
+        jti: str,
+        kind: str,
+        mapped: BaseEvent | tuple[BaseEvent, ...] | Skipped,
+    ) -> Receipt:
         key = (namespace, jti)
         with self._lock:
             if key in self._in_flight:
@@ -276,16 +285,21 @@ class Receiver:
                 self._dedupe.record(namespace, jti)
                 self.metrics.count(kind, f"ignored:{mapped.why}")
                 return Receipt(jti, kind, "ignored", detail=mapped.why)
-            try:
-                result = self._sink.publish(mapped)
-            except Exception as exc:  # any sink failure means "not delivered, retry later"
-                self._failed(kind, DeliveryUnavailable(f"publish failed: {type(exc).__name__}"))
-                raise DeliveryUnavailable(f"publish failed: {exc}") from exc
-            if getattr(result, "queued", False):
-                log.info("event %s for %s queued in the outbox (durable)", mapped.id, jti)
+            events = mapped if isinstance(mapped, tuple) else (mapped,)
+            for event in events:
+                # After a failure part-way, the redelivery publishes every event again: a
+                # duplicate rule is harmless, a missing one is not.
+                try:
+                    result = self._sink.publish(event)
+                except Exception as exc:  # any sink failure means "not delivered, retry later"
+                    failure = DeliveryUnavailable(f"publish failed: {type(exc).__name__}")
+                    self._failed(kind, failure)
+                    raise DeliveryUnavailable(f"publish failed: {exc}") from exc
+                if getattr(result, "queued", False):
+                    log.info("event %s for %s queued in the outbox (durable)", event.id, jti)
             self._dedupe.record(namespace, jti)
             self.metrics.count(kind, "published")
-            return Receipt(jti, kind, "published", event=mapped)
+            return Receipt(jti, kind, "published", event=events[0], events=events)
         finally:
             with self._lock:
                 self._in_flight.discard(key)

@@ -11,7 +11,7 @@ import pytest
 
 from consumer_sdk._state import RevocationState
 from receiver import MappingPolicy, Receiver, ReceiverSettings, RecordingSink
-from revocation_events._models import event_adapter
+from revocation_events._models import BaseEvent, event_adapter
 from tests.receiver._support import CAEP, RISC, START, Transmitter
 from tests.receiver.conftest import LIFETIME, Push
 
@@ -29,6 +29,8 @@ class Row:
     payload: dict[str, Any]
     sub_id: dict[str, Any]
     expected: dict[str, Any]
+    also: tuple[str, ...] = ()
+    """Types of the other events the SET publishes besides ``expected``."""
 
 
 ROWS = {
@@ -43,6 +45,7 @@ ROWS = {
         {"event_timestamp": int(EARLIER.timestamp())},
         OPAQUE_USER,
         {"type": "subject.tokens_revoked", "sub": "user-1", "issued_before": EARLIER},
+        also=("session.revoked",),  # a simple opaque subject may name a session (CAEP 3.1)
     ),
     "caep session-revoked naming a token revokes that jti": Row(
         f"{CAEP}session-revoked",
@@ -149,6 +152,10 @@ ROWS = {
 }
 
 
+def _type(event: BaseEvent) -> str:
+    return str(event.model_dump()["type"])
+
+
 @pytest.mark.parametrize("row", ROWS.values(), ids=ROWS.keys())
 def test_pushed_set_reaches_the_sink_as_the_mapped_event(
     row: Row, push: Push, transmitter: Transmitter, sink: RecordingSink
@@ -156,7 +163,8 @@ def test_pushed_set_reaches_the_sink_as_the_mapped_event(
     response = push(transmitter.set(row.event_type, row.payload, sub_id=row.sub_id))
 
     assert response.status_code == 202, response.text
-    (event,) = sink.events
+    assert sorted(_type(e) for e in sink.events) == sorted([row.expected["type"], *row.also])
+    (event,) = [e for e in sink.events if _type(e) == row.expected["type"]]
     dumped = event.model_dump()
     assert {k: dumped[k] for k in row.expected} == row.expected
     assert event.issuer == "revocast-receiver"
@@ -329,3 +337,48 @@ def test_email_subjects_map_only_when_tokens_use_email_as_sub(
 
     assert outcomes == ["ignored", "published"]
     assert [e.subject() for e in sink.events] == ["ann@example.com"]
+
+
+def test_session_revoked_with_a_simple_opaque_subject_revokes_it_as_a_session_too(
+    push: Push, transmitter: Transmitter, sink: RecordingSink
+) -> None:
+    # CAEP 1.0 section 3.1's first example names the revoked session this way; other
+    # transmitters name a user with the same shape, so both readings must take effect.
+    session = {"format": "opaque", "id": "dMTlD|1600802906337.16|16008.16"}
+    token = transmitter.set(
+        f"{CAEP}session-revoked", {"event_timestamp": int(EARLIER.timestamp())}, sub_id=session
+    )
+
+    assert push(token).status_code == 202
+
+    state = RevocationState(clock=START.timestamp, max_token_lifetime=LIFETIME.total_seconds())
+    for event in sink.events:
+        state.apply(event_adapter.validate_python(event.model_dump()))
+    in_session = {"sub": "user-1", "sid": session["id"], "iat": int(EARLIER.timestamp()) - 60}
+    as_subject = {"sub": session["id"], "iat": int(EARLIER.timestamp()) - 60}
+    assert state.check(in_session, None) is not None
+    assert state.check(as_subject, None) is not None
+
+
+def test_set_publishing_two_rules_is_retried_whole_when_the_second_publish_fails(
+    push: Push, transmitter: Transmitter, sink: RecordingSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = transmitter.set(f"{CAEP}session-revoked", {}, sub_id=OPAQUE_USER)
+    real, calls = sink.publish, []
+
+    def publish(event: object) -> object:
+        calls.append(event)
+        if len(calls) == 2:
+            raise OSError("broker went away")
+        return real(event)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sink, "publish", publish)
+
+    first, second = push(token), push(token)
+
+    assert (first.status_code, second.status_code) == (503, 202)
+    assert sorted(_type(e) for e in sink.events) == [
+        "session.revoked",
+        "session.revoked",
+        "subject.tokens_revoked",
+    ]
