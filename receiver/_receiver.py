@@ -333,6 +333,11 @@ class Receiver:
         endpoint = self._set_keys.metadata.get("verification_endpoint")
         if not isinstance(endpoint, str):
             raise ReceiverError("the transmitter advertises no verification_endpoint")
+        if t.metadata_url.lower().startswith("https://") and not endpoint.lower().startswith(
+            "https://"
+        ):
+            # Our bearer token would cross the network in clear text.
+            raise ReceiverError("the transmitter's verification_endpoint is not https")
         state = secrets.token_urlsafe(16)
         body: dict[str, str] = {"state": state}
         if t.stream_id is not None:

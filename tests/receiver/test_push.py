@@ -10,7 +10,7 @@ import pytest
 from joserfc.jwk import ECKey
 from starlette.testclient import TestClient
 
-from receiver import Receiver, ReceiverSettings, RecordingSink, create_app
+from receiver import Receiver, ReceiverError, ReceiverSettings, RecordingSink, create_app
 from tests.receiver._support import (
     AUDIENCE,
     CAEP,
@@ -343,3 +343,38 @@ def test_unreadable_dedupe_store_answers_503_and_publishes_nothing(
 
     assert (response.status_code, response.headers["retry-after"]) == (503, "5")
     assert sink.events == []
+
+
+def test_receiver_token_is_never_sent_to_a_plain_http_verification_endpoint(
+    settings: ReceiverSettings, transmitter: Transmitter, sink: RecordingSink, clock: FakeClock
+) -> None:
+    # The https configuration names an http endpoint: our bearer token would cross the
+    # network in clear text.
+    import httpx
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/.well-known/ssf-configuration/ssf":
+            return httpx.Response(
+                200,
+                json={
+                    "issuer": TRANSMITTER,
+                    "jwks_uri": "https://tx.example.com/jwks",
+                    "verification_endpoint": "http://tx.example.com/ssf/verify",
+                },
+            )
+        return transmitter.handler(request)
+
+    with (
+        httpx.Client(transport=httpx.MockTransport(handler)) as http,
+        Receiver(
+            settings=settings, sink=sink, max_token_lifetime=LIFETIME, http_client=http, clock=clock
+        ) as receiver,
+        pytest.raises(ReceiverError, match="https"),
+    ):
+        receiver.request_verification()
+
+    assert [r for r in seen if "authorization" in r.headers] == []
+    assert transmitter.verification_requests == []
