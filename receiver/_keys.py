@@ -9,6 +9,7 @@ no lock is held during I/O.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -25,6 +26,8 @@ __all__ = ["KeySource"]
 
 log = logging.getLogger("receiver.keys")
 
+_MAX_DOCUMENT_BYTES = 1024 * 1024
+"""Metadata and key sets are a few KiB; a larger body is not buffered."""
 _KTY_FOR_ALG_PREFIX = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 
 
@@ -153,10 +156,17 @@ class KeySource:
 
     def _get_json(self, url: str) -> Mapping[str, Any]:
         try:
-            response = self._client.get(url, headers={"Accept": "application/json"})
-            response.raise_for_status()
-            document = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
+            with self._client.stream("GET", url, headers={"Accept": "application/json"}) as r:
+                r.raise_for_status()
+                body = bytearray()
+                for chunk in r.iter_bytes():
+                    body += chunk
+                    if len(body) > _MAX_DOCUMENT_BYTES:
+                        raise DeliveryUnavailable(
+                            f"GET {url}: document larger than {_MAX_DOCUMENT_BYTES} bytes"
+                        )
+            document = json.loads(body)
+        except (httpx.HTTPError, ValueError, RecursionError) as exc:
             raise DeliveryUnavailable(f"GET {url} failed: {type(exc).__name__}") from exc
         if not isinstance(document, dict):
             raise DeliveryUnavailable(f"GET {url} did not return a JSON object")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
 from joserfc.jwk import ECKey, RSAKey
@@ -172,3 +174,23 @@ def test_https_configuration_naming_a_plain_http_jwks_uri_is_not_trusted(
             keys.refresh()
 
     assert fetched == [METADATA]
+
+
+def test_oversized_key_document_is_not_read_whole(clock: FakeClock) -> None:
+    # A misbehaving key server must not make the receiver buffer an unbounded body.
+    served: list[int] = []
+
+    def body() -> Iterator[bytes]:
+        for _ in range(64):  # 64 MiB if read to the end
+            served.append(1)
+            yield b" " * (1024 * 1024)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body())
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as http:
+        keys = KeySource(issuer=TRANSMITTER, metadata_url=None, jwks_uri=METADATA, client=http)
+        with pytest.raises(DeliveryUnavailable, match="larger"):
+            keys.refresh()
+
+    assert len(served) < 64
