@@ -67,6 +67,12 @@ def _run(args: argparse.Namespace) -> int:
             "nothing to receive: set REVOCAST_RECEIVER_ISSUER (SSF) "
             "and/or REVOCAST_RECEIVER_LOGOUT_ISSUER (back-channel logout)"
         )
+    t = settings.transmitter
+    if t is not None and not t.push_tokens and settings.poll is None:
+        raise CommandError(
+            "SETs from REVOCAST_RECEIVER_ISSUER could arrive neither by push "
+            "(set REVOCAST_RECEIVER_PUSH_TOKENS) nor by poll (set REVOCAST_RECEIVER_POLL_URL)"
+        )
     if args.check_config:
         print("receiver settings OK")
         return 0

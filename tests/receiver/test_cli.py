@@ -68,3 +68,23 @@ def test_receiver_without_any_source_is_a_user_error(
 
     assert main(["receiver"]) == 2
     assert "nothing to receive" in capsys.readouterr().err
+
+
+def test_receiver_with_a_transmitter_but_no_way_for_its_sets_to_arrive_is_a_user_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Without push tokens the push endpoint is off, without a poll URL nothing polls: every
+    # SET the transmitter holds would silently never be applied.
+    for name, value in {
+        **PUBLISHER_ENV,
+        "REVOCAST_RECEIVER_ISSUER": "https://tx.example.com",
+        "REVOCAST_RECEIVER_AUDIENCE": "https://me.example.com",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("REVOCAST_RECEIVER_PUSH_TOKENS", raising=False)
+    monkeypatch.delenv("REVOCAST_RECEIVER_POLL_URL", raising=False)
+
+    assert main(["receiver", "--check-config"]) == 2
+    err = capsys.readouterr().err
+    assert "REVOCAST_RECEIVER_PUSH_TOKENS" in err
+    assert "REVOCAST_RECEIVER_POLL_URL" in err
