@@ -23,7 +23,7 @@ from revocation_events import (
     env_verification_keys,
 )
 
-__all__ = ["StreamsSettings"]
+__all__ = ["StreamsSettings", "derived_topics", "topic_overrides"]
 
 
 # Durations in seconds (floats from the environment, finite).
@@ -38,11 +38,55 @@ _SECONDS = (
 )
 
 
+_ENV_NAMES = {"state_topic": "REVOCAST_STATE_TOPIC", "snapshot_topic": "REVOCAST_SNAPSHOT_TOPIC"}
+"""With the default prefix: the consumer SDK's own variables (ConsumerSettings.from_env)."""
+
+
+def derived_topics(
+    log_topic: str, *, state_topic: str | None = None, snapshot_topic: str | None = None
+) -> tuple[str, str]:
+    """The state and snapshot topics of the log ``log_topic``: ``state_topic`` and
+    ``snapshot_topic`` when given (not empty), else ``<log>.state`` and ``<log>.snapshots``,
+    the defaults the consumer SDK gives its settings of the same names. The worker, the
+    operator commands and the SDKs resolve them alike, so one ``REVOCAST_STATE_TOPIC`` /
+    ``REVOCAST_SNAPSHOT_TOPIC`` names the topics for all of them.
+
+    Raises :class:`SettingsError` when either is the log topic, or both are one topic:
+    markers and snapshot chunks would land among the records they describe."""
+    state = state_topic or f"{log_topic}.state"
+    snapshot = snapshot_topic or f"{log_topic}.snapshots"
+    for name, topic in (("state_topic", state), ("snapshot_topic", snapshot)):
+        if topic == log_topic:
+            raise SettingsError(
+                f"{name} ({_ENV_NAMES[name]}) is the log topic {topic!r}: "
+                "it needs a topic of its own"
+            )
+    if state == snapshot:
+        raise SettingsError(
+            f"state_topic and snapshot_topic ({_ENV_NAMES['state_topic']}, "
+            f"{_ENV_NAMES['snapshot_topic']}) are both {state!r}: each needs a topic of its own"
+        )
+    return state, snapshot
+
+
+def topic_overrides(env: Mapping[str, str], prefix: str = "REVOCAST_") -> dict[str, str]:
+    """``{prefix}STATE_TOPIC`` and ``{prefix}SNAPSHOT_TOPIC``, those set and not blank, as
+    keyword arguments of :func:`derived_topics` (and :class:`StreamsSettings`)."""
+    found = {name: env_str(env, f"{prefix}{name.upper()}") for name in _ENV_NAMES}
+    return {name: value for name, value in found.items() if value is not None}
+
+
 @dataclass(frozen=True, kw_only=True)
 class StreamsSettings:
     """Everything the worker needs; see :meth:`from_env` for the variable names."""
 
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    state_topic: str = ""
+    """``REVOCAST_STATE_TOPIC``, as the consumer SDK reads it. Empty: ``<log>.state``;
+    resolved when the settings are made (:func:`derived_topics`), so a copy made with
+    :func:`dataclasses.replace` and another ``kafka`` keeps the first log's name."""
+    snapshot_topic: str = ""
+    """``REVOCAST_SNAPSHOT_TOPIC``, as the consumer SDK reads it. Empty: ``<log>.snapshots``."""
     app_id: str = "revocast-streams"
     data_dir: str = ".revocast/streams"
     replication_factor: int | None = None
@@ -87,6 +131,11 @@ class StreamsSettings:
     them: keep it at least the SDKs' leeway (default: the largest leeway an SDK accepts)."""
 
     def __post_init__(self) -> None:
+        state, snapshot = derived_topics(
+            self.kafka.topic, state_topic=self.state_topic, snapshot_topic=self.snapshot_topic
+        )
+        object.__setattr__(self, "state_topic", state)
+        object.__setattr__(self, "snapshot_topic", snapshot)
         checks = {
             "app_id": bool(self.app_id),
             "replication_factor": self.replication_factor is None or self.replication_factor >= 1,
@@ -121,6 +170,14 @@ class StreamsSettings:
                 "snapshot_previous_keys (REVOCAST_SNAPSHOT_PREVIOUS_KEYS) reuses the id "
                 f"{signing.kid!r} of the snapshot signing key: give a new key a new id"
             )
+        others = {self.stats_topic, self.alerts_topic, self.ticks_topic, *self.changelog_topics}
+        for name in ("state_topic", "snapshot_topic"):
+            if getattr(self, name) in others:
+                # The worker would write its stats, alerts or tables into it.
+                raise SettingsError(
+                    f"{name} ({_ENV_NAMES[name]}) {getattr(self, name)!r} is another topic "
+                    "of the worker: it needs a topic of its own"
+                )
         if not self.verification_keys and not self.allow_unsigned:
             raise SettingsError(
                 "no verification keys: set REVOCAST_EVENT_KEYS, or allow unsigned events "
@@ -130,14 +187,6 @@ class StreamsSettings:
     @property
     def log_topic(self) -> str:
         return self.kafka.topic
-
-    @property
-    def state_topic(self) -> str:
-        return f"{self.kafka.topic}.state"
-
-    @property
-    def snapshot_topic(self) -> str:
-        return f"{self.kafka.topic}.snapshots"
 
     @property
     def stats_topic(self) -> str:
@@ -167,6 +216,7 @@ class StreamsSettings:
         cls, prefix: str = "REVOCAST_", environ: Mapping[str, str] | None = None
     ) -> StreamsSettings:
         """Read Kafka settings as :meth:`KafkaSettings.from_env` does, ``{prefix}EVENT_KEYS``,
+        ``{prefix}STATE_TOPIC``, ``{prefix}SNAPSHOT_TOPIC`` (the consumer SDK's variables),
         ``{prefix}SNAPSHOT_SIGNING_KEY``, ``{prefix}SNAPSHOT_PREVIOUS_KEYS``,
         ``{prefix}MAX_TOKEN_LIFETIME``, and
         ``{prefix}STREAMS_*``: ``APP_ID``, ``DATA_DIR``, ``REPLICATION_FACTOR``,
@@ -178,6 +228,7 @@ class StreamsSettings:
         env = os.environ if environ is None else environ
         s = f"{prefix}STREAMS_"
         kwargs: dict[str, object] = {"kafka": KafkaSettings.from_env(prefix, env)}
+        kwargs.update(topic_overrides(env, prefix))
         keys = env_verification_keys(env, f"{prefix}EVENT_KEYS")
         if keys is not None:
             kwargs["verification_keys"] = keys

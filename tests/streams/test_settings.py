@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from revocation_events import SettingsError, SigningKey, public_key_spec
+from revocation_events import KafkaSettings, SettingsError, SigningKey, public_key_spec
 from streams import StreamsSettings
+from streams._settings import derived_topics
 from tests.streams._support import KEY_SPEC
 
 
@@ -170,3 +171,97 @@ def test_a_replication_factor_below_one_is_refused_and_none_means_auto() -> None
                 "REVOCAST_STREAMS_REPLICATION_FACTOR": "three",
             }
         )
+
+
+_SDK_ENV = {"REVOCAST_ALGORITHMS": "HS256", "REVOCAST_JWT_KEY": "k" * 32}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"REVOCAST_STATE_TOPIC": "acme.rev-state"},
+        {"REVOCAST_SNAPSHOT_TOPIC": "acme.rev-snapshots", "REVOCAST_STATE_TOPIC": " "},
+        {"REVOCAST_STATE_TOPIC": "acme.rev-state", "REVOCAST_SNAPSHOT_TOPIC": "acme.rev-snaps"},
+    ],
+    ids=["defaults", "state", "snapshots-and-blank-state", "both"],
+)
+@pytest.mark.parametrize("prefix", ["REVOCAST_", "EU_"])
+def test_the_worker_names_its_state_and_snapshot_topics_as_an_sdk_given_the_same_environment(
+    overrides: dict[str, str], prefix: str
+) -> None:
+    """It used to derive both from the log name only: an SDK told REVOCAST_STATE_TOPIC read a
+    topic nobody wrote and replayed the log instead."""
+    from consumer_sdk import ConsumerSettings
+    from consumer_sdk._snapshot_reader import snapshot_topic
+    from consumer_sdk._state_topic import state_topic
+
+    env = {
+        "REVOCAST_TOPIC": "rev",
+        "REVOCAST_EVENT_KEYS": KEY_SPEC,
+        "REVOCAST_ALLOW_UNSIGNED_EVENTS": "true",
+        **_SDK_ENV,
+        **overrides,
+    }
+    environ = {f"{prefix}{name.removeprefix('REVOCAST_')}": value for name, value in env.items()}
+    worker = StreamsSettings.from_env(prefix, environ)
+    sdk = ConsumerSettings.from_env(prefix, environ)
+    assert (worker.state_topic, worker.snapshot_topic) == (state_topic(sdk), snapshot_topic(sdk))
+    if not overrides:
+        assert (worker.state_topic, worker.snapshot_topic) == ("rev.state", "rev.snapshots")
+    if "REVOCAST_SNAPSHOT_TOPIC" in overrides:
+        assert worker.snapshot_topic == overrides["REVOCAST_SNAPSHOT_TOPIC"]
+
+
+def test_topics_given_to_the_constructor_are_kept_and_empty_means_the_default() -> None:
+    kafka = KafkaSettings(topic="rev")
+    given = StreamsSettings(allow_unsigned=True, kafka=kafka, state_topic="s", snapshot_topic="n")
+    assert (given.state_topic, given.snapshot_topic) == ("s", "n")
+    default = StreamsSettings(allow_unsigned=True, kafka=kafka)
+    assert (default.state_topic, default.snapshot_topic) == ("rev.state", "rev.snapshots")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refusal"),
+    [
+        ({"REVOCAST_STATE_TOPIC": "rev"}, r"state_topic \(REVOCAST_STATE_TOPIC\) is the log topic"),
+        (
+            {"REVOCAST_SNAPSHOT_TOPIC": "rev"},
+            r"snapshot_topic \(REVOCAST_SNAPSHOT_TOPIC\) is the log topic",
+        ),
+        (
+            {"REVOCAST_STATE_TOPIC": "both", "REVOCAST_SNAPSHOT_TOPIC": "both"},
+            r"state_topic and snapshot_topic .* are both 'both'",
+        ),
+        # The default name of the other one.
+        ({"REVOCAST_STATE_TOPIC": "rev.snapshots"}, "are both 'rev.snapshots'"),
+        ({"REVOCAST_SNAPSHOT_TOPIC": "rev.state"}, "are both 'rev.state'"),
+        # Topics the worker writes other records to.
+        ({"REVOCAST_STATE_TOPIC": "rev.stats"}, "'rev.stats' is another topic of the worker"),
+        ({"REVOCAST_SNAPSHOT_TOPIC": "app-ticks"}, "'app-ticks' is another topic of the worker"),
+        (
+            {"REVOCAST_STATE_TOPIC": "app-rules-changelog"},
+            "'app-rules-changelog' is another topic of the worker",
+        ),
+    ],
+)
+def test_a_state_or_snapshot_topic_that_is_the_log_or_another_topic_is_refused(
+    overrides: dict[str, str], refusal: str
+) -> None:
+    env = {
+        "REVOCAST_TOPIC": "rev",
+        "REVOCAST_EVENT_KEYS": KEY_SPEC,
+        "REVOCAST_STREAMS_APP_ID": "app",
+        **overrides,
+    }
+    with pytest.raises(SettingsError, match=refusal):
+        StreamsSettings.from_env(environ=env)
+
+
+def test_derived_topics_refuse_the_log_topic_and_one_topic_for_both() -> None:
+    assert derived_topics("rev") == ("rev.state", "rev.snapshots")
+    assert derived_topics("rev", state_topic="s", snapshot_topic=None) == ("s", "rev.snapshots")
+    with pytest.raises(SettingsError, match="is the log topic 'rev'"):
+        derived_topics("rev", state_topic="rev")
+    with pytest.raises(SettingsError, match="are both 'x'"):
+        derived_topics("rev", state_topic="x", snapshot_topic="x")
