@@ -38,8 +38,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="log topic offsets and retention, state topic lag, live SDK instances",
         description="Settings: KAFKA_BOOTSTRAP_SERVERS, REVOCAST_TOPIC, "
         "REVOCAST_MAX_TOKEN_LIFETIME (default 1h), REVOCAST_HEARTBEAT_TOPIC "
-        "(default <topic>.heartbeats). Exit 1 when the log topic is UNSAFE or Kafka cannot "
-        "be read; with --check, the exit codes below.",
+        "(default <topic>.heartbeats), REVOCAST_STATE_TOPIC (default <topic>.state; as the "
+        "streams worker and the SDKs read it, with REVOCAST_SNAPSHOT_TOPIC). Exit 1 when "
+        "the log topic is UNSAFE or Kafka cannot be read; with --check, the exit codes below.",
         epilog=_CHECK_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -103,10 +104,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="re-derive the compacted state topic from the log (safe while SDKs run)",
         description="Replays the log (and, unless --log-only, the existing state topic) "
         "with the streams worker's rule logic and writes the winning records, tombstones and "
-        "offset markers to <topic>.state, creating it if missing as the streams worker would "
-        "(REVOCAST_STREAMS_REPLICATION_FACTOR, REVOCAST_STREAMS_STATE_*). Refuses while a "
-        "streams worker consumes the log, or when it cannot tell (no Describe on the worker's "
-        "group, REVOCAST_STREAMS_APP_ID). Settings: as for 'revocast replay'.",
+        "offset markers to the state topic (REVOCAST_STATE_TOPIC, default <topic>.state, as "
+        "the streams worker and the SDKs read it), creating it if missing as the streams "
+        "worker would (REVOCAST_STREAMS_REPLICATION_FACTOR, REVOCAST_STREAMS_STATE_*). "
+        "Refuses while a streams worker consumes the log, or when it cannot tell (no Describe "
+        "on the worker's group, REVOCAST_STREAMS_APP_ID). Settings: as for 'revocast replay'.",
     )
     rebuild.add_argument(
         "--since",
@@ -198,6 +200,7 @@ def _status(args: argparse.Namespace) -> int:
 def _run_status(args: argparse.Namespace) -> int:
     from revocast.ops import OpsKafkaError, check_status, collect_status, ensure_heartbeat_topic
     from revocation_events import KafkaSettings, SettingsError, env_float, env_str
+    from streams._settings import derived_topics, topic_overrides
 
     window = parse_duration(args.window, option="--window")
     stale = None if args.stale is None else parse_duration(args.stale, option="--stale")
@@ -206,6 +209,8 @@ def _run_status(args: argparse.Namespace) -> int:
         kafka = KafkaSettings.from_env()
         lifetime = env_float(os.environ, "REVOCAST_MAX_TOKEN_LIFETIME") or 3600.0
         beats = env_str(os.environ, "REVOCAST_HEARTBEAT_TOPIC") or f"{kafka.topic}.heartbeats"
+        # Both names, checked as the worker checks them, though only the state topic is read.
+        state_topic, _ = derived_topics(kafka.topic, **topic_overrides(os.environ))
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
     try:
@@ -213,7 +218,12 @@ def _run_status(args: argparse.Namespace) -> int:
             # stdout may be the JSON document.
             print(f"created heartbeat topic {beats}", file=sys.stderr if args.json else None)
         report = collect_status(
-            kafka, max_token_lifetime=lifetime, heartbeat_topic=beats, window=window, stale=stale
+            kafka,
+            max_token_lifetime=lifetime,
+            heartbeat_topic=beats,
+            state_topic=state_topic,
+            window=window,
+            stale=stale,
         )
     except OpsKafkaError as exc:
         raise CommandError(str(exc), exit_code=1) from exc

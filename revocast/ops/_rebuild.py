@@ -350,11 +350,12 @@ def rebuild_state(
     on_range: Callable[[LogRange], None] = lambda _: None,
     on_record: Callable[[], None] = lambda: None,
 ) -> RebuildReport:
-    """Rewrite ``<log>.state`` from the log (from the beginning, or from ``since``) and, unless
+    """Rewrite the state topic (the worker's: ``REVOCAST_STATE_TOPIC``, default
+    ``<log>.state``) from the log (from the beginning, or from ``since``) and, unless
     ``log_only``, the existing state. See the module documentation for why this is safe."""
     started = time.monotonic()
     log_topic = settings.kafka.topic
-    state_topic = f"{log_topic}.state"
+    state_topic = settings.worker_settings().state_topic
     _, created = _prepare_state_topic(settings, state_topic, force=force)
     report = RebuildReport(state_topic=state_topic, created_topic=created)
     try:  # the incarnation the new markers are of, as the worker stamps it (SDKs check it)

@@ -31,6 +31,7 @@ from revocation_events import (
     closing_on_failure,
     require_reachable,
 )
+from streams._settings import derived_topics
 
 __all__ = [
     "HEARTBEAT_RETENTION",
@@ -380,8 +381,9 @@ def _log_status(
     )
 
 
-def _state_status(admin: Any, consumer: Any, kafka: KafkaSettings, log: LogStatus) -> StateStatus:
-    topic = f"{kafka.topic}.state"
+def _state_status(
+    admin: Any, consumer: Any, kafka: KafkaSettings, log: LogStatus, topic: str
+) -> StateStatus:
     if topic_partitions(admin, topic) is None:
         return StateStatus(topic, exists=False, markers={}, log_ends=dict(log.latest))
     tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
@@ -528,18 +530,21 @@ def collect_status(
     *,
     max_token_lifetime: float,
     heartbeat_topic: str | None = None,
+    state_topic: str | None = None,
     window: float = 600.0,
     stale: float | None = None,
     clock: Callable[[], float] = time.time,
 ) -> StatusReport:
-    """Everything ``revocast status`` prints. ``stale``: seconds after which an instance's
-    last heartbeat is stale (default: three of its own heartbeat intervals)."""
+    """Everything ``revocast status`` prints. ``state_topic``: as the worker's and the SDKs'
+    ``REVOCAST_STATE_TOPIC`` (default ``<log>.state``). ``stale``: seconds after which an
+    instance's last heartbeat is stale (default: three of its own heartbeat intervals)."""
     beats = heartbeat_topic or f"{kafka.topic}.heartbeats"
+    state_topic, _ = derived_topics(kafka.topic, state_topic=state_topic)
     with kafka_admin(kafka) as admin:
         consumer = _consumer(kafka)
         try:
             log = _log_status(admin, consumer, kafka, max_token_lifetime)
-            state = _state_status(admin, consumer, kafka, log)
+            state = _state_status(admin, consumer, kafka, log, state_topic)
         except KafkaError as exc:
             raise OpsKafkaError(f"Kafka: {type(exc).__name__}: {exc}") from exc
         finally:

@@ -193,6 +193,69 @@ def test_rebuild_state_then_status_shows_the_state_topic_lag_behind_the_log(
 
 
 @pytest.mark.kafka
+def test_rebuild_state_and_status_use_the_state_topic_the_worker_and_sdks_are_told(
+    kafka_bootstrap: str,
+    env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With REVOCAST_STATE_TOPIC set, both used to work on ``<log>.state``: the rebuild wrote
+    a topic no SDK read, and status reported on it."""
+    monkeypatch.setenv("REVOCAST_ALLOW_UNSIGNED_EVENTS", "true")
+    told = f"{env}-acme-state"
+    monkeypatch.setenv("REVOCAST_STATE_TOPIC", told)
+    expires = datetime.now(UTC) + timedelta(minutes=5)
+    values = [
+        EventCodec().encode(TokenRevoked(issuer="t", jti=j, expires_at=expires)).value
+        for j in ("a", "b")
+    ]
+    produce(kafka_bootstrap, env, *values, partition=0)
+    try:
+        assert f"state topic {told}: absent" in status(capsys)[1]
+        assert main(["rebuild-state", "--no-progress"]) == 0
+        assert f"state topic {told} (created): 2 rules" in capsys.readouterr().out
+        code, out = status(capsys)
+        assert code == 0
+        assert f"state topic {told}: 0 log records behind" in out
+        assert re.search(r"^\s+0\s+1\s+2\s+0$", out, re.MULTILINE), out
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        try:
+            assert f"{env}.state" not in admin.list_topics()
+        finally:
+            admin.close()
+    finally:
+        _delete(kafka_bootstrap, told)
+        _delete(kafka_bootstrap, f"{env}.state")
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--check"], ["rebuild-state"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"REVOCAST_STATE_TOPIC": "rev"},
+        {"REVOCAST_STATE_TOPIC": "both", "REVOCAST_SNAPSHOT_TOPIC": "both"},
+    ],
+    ids=["log-topic", "same-as-snapshots"],
+)
+def test_a_state_topic_the_worker_would_refuse_is_a_one_line_settings_error(
+    command: list[str],
+    overrides: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # refused before connecting
+    monkeypatch.setenv("REVOCAST_TOPIC", "rev")
+    monkeypatch.setenv("REVOCAST_ALLOW_UNSIGNED_EVENTS", "true")
+    for name, value in overrides.items():
+        monkeypatch.setenv(name, value)
+    assert main(command) == (3 if "--check" in command else 2)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("revocast: error: "), err
+    assert "\n" not in err, err
+    assert "needs a topic of its own" in err
+
+
+@pytest.mark.kafka
 def test_status_create_makes_the_heartbeat_topic_once(
     kafka_bootstrap: str,
     env: str,

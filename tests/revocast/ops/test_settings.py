@@ -53,3 +53,29 @@ def test_a_bad_worker_setting_is_refused_naming_it() -> None:
 def test_no_event_keys_is_refused_with_the_operator_commands_own_message() -> None:
     with pytest.raises(SettingsError, match="REVOCAST_ALLOW_UNSIGNED_EVENTS"):
         OpsSettings.from_env(environ={})
+
+
+def test_the_state_topic_is_the_one_the_worker_and_the_sdks_are_told() -> None:
+    """``rebuild-state`` used to write ``<log>.state`` whatever REVOCAST_STATE_TOPIC said."""
+    env = {"REVOCAST_EVENT_KEYS": KEYS, "REVOCAST_TOPIC": "rev"}
+    assert OpsSettings.from_env(environ=env).worker_settings().state_topic == "rev.state"
+    told = OpsSettings.from_env(environ={**env, "REVOCAST_STATE_TOPIC": "acme.rev-state"})
+    assert told.worker_settings().state_topic == "acme.rev-state"
+    unsigned = {"OPS_ALLOW_UNSIGNED_EVENTS": "true", "OPS_STATE_TOPIC": "eu.state"}
+    prefixed = OpsSettings.from_env("OPS_", environ=unsigned)
+    assert prefixed.worker_settings().state_topic == "eu.state"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"REVOCAST_STATE_TOPIC": "rev"},
+        {"REVOCAST_STATE_TOPIC": "both", "REVOCAST_SNAPSHOT_TOPIC": "both"},
+    ],
+    ids=["log-topic", "same-as-snapshots"],
+)
+def test_a_state_topic_the_worker_refuses_is_refused_here_too(overrides: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match="needs a topic of its own"):
+        OpsSettings.from_env(
+            environ={"REVOCAST_EVENT_KEYS": KEYS, "REVOCAST_TOPIC": "rev", **overrides}
+        )
