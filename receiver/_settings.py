@@ -7,9 +7,10 @@ are in seconds.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -63,6 +64,22 @@ def _check_url(name: str, url: str | None, *, required: bool = False) -> None:
         raise SettingsError(f"{name} must be an http(s) URL, got {url!r}")
 
 
+def _check_secure(name: str, url: str) -> None:
+    """Keys and bearer tokens go over https; plain http only to this machine (tests, sidecars)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() == "https":
+        return
+    host = (parts.hostname or "").lower()
+    loopback = host == "localhost"
+    with suppress(ValueError):
+        loopback = loopback or ipaddress.ip_address(host).is_loopback
+    if parts.scheme.lower() != "http" or not loopback:
+        raise SettingsError(
+            f"{name} {url!r} must be https (plain http only to a loopback host): keys and "
+            "tokens fetched or sent over it could be swapped or read on the way"
+        )
+
+
 def well_known_url(issuer: str, name: str) -> str:
     """``/.well-known/{name}`` for ``issuer``, inserted before any path (RFC 8414 style)."""
     parts = urlsplit(issuer)
@@ -101,6 +118,10 @@ class TransmitterSettings:
             raise SettingsError("transmitter audience needs at least one non-empty value")
         _check_url("configuration_url", self.configuration_url)
         _check_url("jwks_uri", self.jwks_uri)
+        if self.jwks_uri is not None:
+            _check_secure("jwks_uri", self.jwks_uri)
+        else:
+            _check_secure("configuration_url", self.metadata_url)
         _check_algorithms("algorithms", self.algorithms)
         if any(len(t) < 16 for t in self.push_tokens):
             raise SettingsError("push tokens must be at least 16 characters")
@@ -124,6 +145,7 @@ class PollSettings:
 
     def __post_init__(self) -> None:
         _check_url("poll url", self.url, required=True)
+        _check_secure("poll url", self.url)
         if not 1 <= self.max_events <= 10_000:
             raise SettingsError(f"poll max_events must be 1-10000, got {self.max_events}")
         if self.interval < 0 or self.max_backoff <= 0:
@@ -152,6 +174,10 @@ class LogoutSettings:
             raise SettingsError("logout audience needs at least one client id")
         _check_url("logout configuration_url", self.configuration_url)
         _check_url("logout jwks_uri", self.jwks_uri)
+        if self.jwks_uri is not None:
+            _check_secure("logout jwks_uri", self.jwks_uri)
+        else:
+            _check_secure("logout configuration_url", self.metadata_url)
         _check_algorithms("logout algorithms", self.algorithms)
         if self.max_age <= 0:
             raise SettingsError(f"logout max_age must be > 0, got {self.max_age}")

@@ -77,3 +77,50 @@ def test_a_dedupe_retention_within_the_leeway_is_refused() -> None:
     # Every SET older than retention - leeway is refused as a possible replay.
     with pytest.raises(SettingsError, match="dedupe_retention"):
         ReceiverSettings(dedupe_retention=30.0, leeway=60.0)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({f"{P}ISSUER": "http://tx.example.com", f"{P}AUDIENCE": "a"}, "configuration_url"),
+        (
+            {
+                f"{P}ISSUER": "https://tx.example.com",
+                f"{P}AUDIENCE": "a",
+                f"{P}JWKS_URI": "http://tx.example.com/jwks",
+            },
+            "jwks_uri",
+        ),
+        (
+            {
+                f"{P}ISSUER": "https://tx.example.com",
+                f"{P}AUDIENCE": "a",
+                f"{P}POLL_URL": "http://tx.example.com/poll",
+            },
+            "poll url",
+        ),
+        ({f"{P}LOGOUT_ISSUER": "http://op.example.com", f"{P}LOGOUT_AUDIENCE": "c"}, "logout"),
+    ],
+    ids=["issuer", "jwks_uri", "poll", "logout issuer"],
+)
+def test_keys_and_tokens_never_travel_over_plain_http_to_another_host(
+    env: dict[str, str], named: str
+) -> None:
+    # Whoever sits on the path could swap the keys (and sign SETs revoking or blocking
+    # anyone) or read the receiver token sent to the poll endpoint.
+    with pytest.raises(SettingsError, match=f"{named}.*https"):
+        ReceiverSettings.from_env(environ=env)
+
+
+def test_plain_http_is_allowed_to_a_loopback_transmitter() -> None:
+    settings = ReceiverSettings.from_env(
+        environ={
+            f"{P}ISSUER": "http://127.0.0.1:9000/ssf",
+            f"{P}AUDIENCE": "a",
+            f"{P}POLL_URL": "http://localhost:9000/poll",
+            f"{P}LOGOUT_ISSUER": "http://[::1]:9001",
+            f"{P}LOGOUT_AUDIENCE": "c",
+        }
+    )
+
+    assert settings.poll is not None
