@@ -46,6 +46,7 @@ class KeySource:
         min_refresh_interval: float = 30.0,
         wait_timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if metadata_url is None and jwks_uri is None:
             raise ValueError("need metadata_url or jwks_uri")
@@ -57,6 +58,8 @@ class KeySource:
         self._min_interval = min_refresh_interval
         self._wait_timeout = wait_timeout
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._fetched_wall = 0.0
         self._lock = threading.Lock()
         self._keys: dict[str, dict[str, Any]] | None = None
         self._metadata: Mapping[str, Any] = {}
@@ -70,9 +73,15 @@ class KeySource:
         """The issuer's metadata document as last fetched (empty with a fixed ``jwks_uri``)."""
         return self._metadata
 
-    def key(self, kid: str | None, alg: str) -> PyJWK:
+    def key(self, kid: str | None, alg: str, *, issued_at: float | None = None) -> PyJWK:
         """The key for a token header. Raises :class:`SetRejected` (``invalid_key``) for an
-        unknown or unsuitable key, :class:`DeliveryUnavailable` if no keys could be loaded."""
+        unknown or unsuitable key, :class:`DeliveryUnavailable` if no keys could be loaded.
+
+        ``issued_at`` is the token's (unverified) ``iat``, in seconds since the epoch. An
+        unknown ``kid`` in a token issued after our keys were fetched, when they cannot be
+        refetched yet, is :class:`DeliveryUnavailable`: the key may just be newer than our copy,
+        and a permanent refusal would make the sender drop a genuine token.
+        """
         keys = self._keys
         if keys is None or self._clock() - self._fetched_at > self._max_age:
             self._refresh(force=False)
@@ -85,6 +94,8 @@ class KeySource:
         if keys is None:
             raise DeliveryUnavailable(f"no keys for {self._issuer!r} could be loaded")
         if found is None:
+            if issued_at is not None and issued_at > self._fetched_wall:
+                raise DeliveryUnavailable(f"key id {kid!r} is not in the keys fetched so far")
             raise SetRejected("invalid_key", f"unknown key id {kid!r}")
         return _bind(found, alg)
 
@@ -120,6 +131,7 @@ class KeySource:
         else:
             with self._lock:
                 self._metadata, self._keys, self._fetched_at = metadata, keys, self._clock()
+                self._fetched_wall = self._wall_clock()
             ok = True
         finally:
             with self._lock:

@@ -124,6 +124,7 @@ class Receiver:
                 min_refresh_interval=settings.jwks_min_refresh_interval,
                 wait_timeout=settings.http_timeout,
                 clock=monotonic,
+                wall_clock=lambda: clock().timestamp(),
             )
 
         if (t := settings.transmitter) is not None:

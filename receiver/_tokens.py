@@ -6,6 +6,7 @@ injected clock, so each failure maps to one RFC 8935 error code.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -176,7 +177,7 @@ def _verify_jws(
     kid = header.get("kid")
     if kid is not None and not isinstance(kid, str):
         raise SetRejected("invalid_request", "kid must be a string")
-    key = keys.key(kid, alg)
+    key = keys.key(kid, alg, issued_at=_unverified_iat(token))
     try:
         raw = jwt.api_jws.PyJWS().decode_complete(token, key=key, algorithms=[alg])["payload"]
     except InvalidSignatureError:
@@ -191,6 +192,26 @@ def _verify_jws(
     if not isinstance(claims, dict):
         raise SetRejected("invalid_request", "claims are not a JSON object")
     return claims
+
+
+def _unverified_iat(token: str) -> float | None:
+    """The ``iat`` before the signature is checked: it only tells an unknown key that may be
+    newer than ours (retry later) from one that is not (refuse)."""
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(_padded(token.split(".")[1])))
+    except (ValueError, RecursionError):  # binascii.Error is a ValueError
+        return None
+    value = claims.get("iat") if isinstance(claims, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond the float range
+        return None
+
+
+def _padded(segment: str) -> str:
+    return segment + "=" * (-len(segment) % 4)
 
 
 def _check_issuer_audience(

@@ -199,3 +199,19 @@ def test_set_with_claims_nested_past_the_recursion_limit_is_400_not_500(
 
     assert (response.status_code, response.json()["err"]) == (400, "invalid_request")
     assert sink.events == []
+
+
+@pytest.mark.parametrize("iat", [10**400, float("inf"), "soon", [1]], ids=repr)
+def test_unsigned_token_with_an_absurd_iat_and_unknown_kid_is_refused_not_a_500(
+    push: Push, sink: RecordingSink, iat: object
+) -> None:
+    # The iat is read before the signature is checked (to tell a newer key from a bogus
+    # one): whatever it holds must not crash the request.
+    claims = {**_claims(), "iat": 0}
+    body = json.dumps(claims).replace('"iat": 0', f'"iat": {json.dumps(iat)}')
+    head = b64(json.dumps({"alg": "ES256", "typ": "secevent+jwt", "kid": "nobody"}).encode())
+
+    response = push(f"{head}.{b64(body.encode())}.{b64(b'x' * 64)}")
+
+    assert response.status_code in (400, 503)
+    assert sink.events == []

@@ -194,3 +194,25 @@ def test_oversized_key_document_is_not_read_whole(clock: FakeClock) -> None:
             keys.refresh()
 
     assert len(served) < 64
+
+
+def test_set_signed_with_a_key_newer_than_our_copy_is_retried_not_refused(
+    transmitter: Transmitter, clock: FakeClock, receiver: object
+) -> None:
+    # The keys were fetched 10 s ago (startup), so the unknown kid cannot be refetched yet.
+    # The SET was issued after that fetch: its key may simply be newer than our copy, and a
+    # permanent invalid_key would make the transmitter drop a genuine revocation.
+    from receiver import Receiver
+
+    assert isinstance(receiver, Receiver)
+    clock.advance(10)
+    transmitter.add_key(ECKey.generate_key("P-256", parameters={"kid": "ec-new"}))
+    token = transmitter.set(
+        f"{RISC}account-disabled", sub_id={"format": "opaque", "id": "u"}, kid="ec-new"
+    )
+
+    with pytest.raises(DeliveryUnavailable):
+        receiver.receive_set(token)
+    clock.advance(21)  # past the refetch interval: the transmitter's retry gets through
+
+    assert receiver.receive_set(token).outcome == "published"
