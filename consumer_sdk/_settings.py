@@ -24,7 +24,7 @@ from revocation_events import (
     env_verification_keys,
 )
 
-__all__ = ["MAX_LEEWAY", "ConsumerSettings", "FailurePolicy", "KeyMaterial"]
+__all__ = ["MAX_LEEWAY", "ConsumerSettings", "FailurePolicy", "KeyMaterial", "derived_topics"]
 
 MAX_LEEWAY = 300.0
 """Seconds. A larger clock-skew allowance would keep expired tokens alive for too long."""
@@ -53,6 +53,41 @@ _SECONDS = (
     "expire_interval",
     "heartbeat_interval",
 )
+
+
+_TOPIC_ENV_NAMES = {
+    "state_topic": "REVOCAST_STATE_TOPIC",
+    "snapshot_topic": "REVOCAST_SNAPSHOT_TOPIC",
+}
+"""With the default prefix: the consumer SDK's own variables (ConsumerSettings.from_env)."""
+
+
+def derived_topics(
+    log_topic: str, *, state_topic: str | None = None, snapshot_topic: str | None = None
+) -> tuple[str, str]:
+    """The state and snapshot topics of the log ``log_topic``: ``state_topic`` and
+    ``snapshot_topic`` when given (not empty), else ``<log>.state`` and ``<log>.snapshots``,
+    the defaults the consumer SDK gives its settings of the same names. The worker, the
+    operator commands and the SDKs resolve them alike, so one ``REVOCAST_STATE_TOPIC`` /
+    ``REVOCAST_SNAPSHOT_TOPIC`` names the topics for all of them.
+
+    Raises :class:`SettingsError` when either is the log topic, or both are one topic:
+    markers and snapshot chunks would land among the records they describe."""
+    state = state_topic or f"{log_topic}.state"
+    snapshot = snapshot_topic or f"{log_topic}.snapshots"
+    for name, topic in (("state_topic", state), ("snapshot_topic", snapshot)):
+        if topic == log_topic:
+            raise SettingsError(
+                f"{name} ({_TOPIC_ENV_NAMES[name]}) is the log topic {topic!r}: "
+                "it needs a topic of its own"
+            )
+    if state == snapshot:
+        raise SettingsError(
+            f"state_topic and snapshot_topic ({_TOPIC_ENV_NAMES['state_topic']}, "
+            f"{_TOPIC_ENV_NAMES['snapshot_topic']}) are both {state!r}: "
+            "each needs a topic of its own"
+        )
+    return state, snapshot
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +165,9 @@ class ConsumerSettings:
         algs = tuple(self.algorithms)
         object.__setattr__(self, "algorithms", algs)
         object.__setattr__(self, "audience", tuple(self.audience))
+        derived_topics(
+            self.kafka.topic, state_topic=self.state_topic, snapshot_topic=self.snapshot_topic
+        )
         known = get_default_algorithms()
         if not algs:
             raise SettingsError("algorithms is required, e.g. ('RS256',)")

@@ -30,7 +30,7 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from consumer_sdk._settings import ConsumerSettings
+from consumer_sdk._settings import ConsumerSettings, derived_topics
 from consumer_sdk._snapshot import (
     Chunk,
     Manifest,
@@ -63,7 +63,11 @@ _FRESH_MS = 2000
 
 
 def snapshot_topic(settings: ConsumerSettings) -> str:
-    return settings.snapshot_topic or f"{settings.kafka.topic}.snapshots"
+    return derived_topics(
+        settings.kafka.topic,
+        state_topic=settings.state_topic,
+        snapshot_topic=settings.snapshot_topic,
+    )[1]
 
 
 def topic_id(consumer: Any, topic: str) -> uuid.UUID | None:

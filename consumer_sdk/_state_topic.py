@@ -33,7 +33,7 @@ from kafka import TopicPartition
 
 from consumer_sdk._fetch import deliver, poll_ahead
 from consumer_sdk._marker import OFFSETS_KEY_PREFIX, Marker, last_markers, read_marker
-from consumer_sdk._settings import ConsumerSettings
+from consumer_sdk._settings import ConsumerSettings, derived_topics
 from consumer_sdk._source import UpdateSink
 
 __all__ = ["StateLoad", "load_state_topic", "state_topic"]
@@ -44,7 +44,11 @@ _RESERVED_PREFIX = b"__"
 
 
 def state_topic(settings: ConsumerSettings) -> str:
-    return settings.state_topic or f"{settings.kafka.topic}.state"
+    return derived_topics(
+        settings.kafka.topic,
+        state_topic=settings.state_topic,
+        snapshot_topic=settings.snapshot_topic,
+    )[0]
 
 
 @dataclass

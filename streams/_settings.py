@@ -7,7 +7,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from consumer_sdk._settings import MAX_LEEWAY
+from consumer_sdk._settings import _TOPIC_ENV_NAMES as _ENV_NAMES
+from consumer_sdk._settings import MAX_LEEWAY, derived_topics
 from revocation_events import (
     EventCodec,
     EventVerifier,
@@ -36,37 +37,6 @@ _SECONDS = (
     "snapshot_interval_seconds",
     "expiry_margin_seconds",
 )
-
-
-_ENV_NAMES = {"state_topic": "REVOCAST_STATE_TOPIC", "snapshot_topic": "REVOCAST_SNAPSHOT_TOPIC"}
-"""With the default prefix: the consumer SDK's own variables (ConsumerSettings.from_env)."""
-
-
-def derived_topics(
-    log_topic: str, *, state_topic: str | None = None, snapshot_topic: str | None = None
-) -> tuple[str, str]:
-    """The state and snapshot topics of the log ``log_topic``: ``state_topic`` and
-    ``snapshot_topic`` when given (not empty), else ``<log>.state`` and ``<log>.snapshots``,
-    the defaults the consumer SDK gives its settings of the same names. The worker, the
-    operator commands and the SDKs resolve them alike, so one ``REVOCAST_STATE_TOPIC`` /
-    ``REVOCAST_SNAPSHOT_TOPIC`` names the topics for all of them.
-
-    Raises :class:`SettingsError` when either is the log topic, or both are one topic:
-    markers and snapshot chunks would land among the records they describe."""
-    state = state_topic or f"{log_topic}.state"
-    snapshot = snapshot_topic or f"{log_topic}.snapshots"
-    for name, topic in (("state_topic", state), ("snapshot_topic", snapshot)):
-        if topic == log_topic:
-            raise SettingsError(
-                f"{name} ({_ENV_NAMES[name]}) is the log topic {topic!r}: "
-                "it needs a topic of its own"
-            )
-    if state == snapshot:
-        raise SettingsError(
-            f"state_topic and snapshot_topic ({_ENV_NAMES['state_topic']}, "
-            f"{_ENV_NAMES['snapshot_topic']}) are both {state!r}: each needs a topic of its own"
-        )
-    return state, snapshot
 
 
 def topic_overrides(env: Mapping[str, str], prefix: str = "REVOCAST_") -> dict[str, str]:

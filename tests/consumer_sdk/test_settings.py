@@ -7,7 +7,7 @@ import json
 import pytest
 
 from consumer_sdk import ConsumerSettings, FailurePolicy
-from revocation_events import SettingsError, public_key_spec
+from revocation_events import KafkaSettings, SettingsError, public_key_spec
 from tests.consumer_sdk._helpers import EVENT_KEY
 
 BASE = {
@@ -139,3 +139,40 @@ def test_deeply_nested_jwt_keys_are_a_settings_error() -> None:
         ConsumerSettings.from_env(
             environ={**BASE, "REVOCAST_JWT_KEY": "", "REVOCAST_JWT_KEYS": "[" * 100_000}
         )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"state_topic": "revs"}, "REVOCAST_STATE_TOPIC"),
+        ({"snapshot_topic": "revs"}, "REVOCAST_SNAPSHOT_TOPIC"),
+        ({"state_topic": "revs.snapshots"}, "are both"),
+        ({"state_topic": "s", "snapshot_topic": "s"}, "are both"),
+    ],
+)
+def test_a_state_or_snapshot_topic_that_is_the_log_or_the_other_one_is_refused(
+    overrides: dict[str, str], named: str
+) -> None:
+    # Markers and snapshot chunks among the records they describe: the worker and the
+    # operator commands refuse these names, and so must the SDK that reads them.
+    with pytest.raises(SettingsError, match=named):
+        ConsumerSettings(
+            algorithms=("HS256",),
+            jwt_keys={"k": "x" * 32},
+            allow_unsigned_events=True,
+            kafka=KafkaSettings(topic="revs"),
+            **overrides,  # type: ignore[arg-type]
+        )
+
+
+def test_the_state_and_snapshot_topics_default_to_names_derived_from_the_log() -> None:
+    from consumer_sdk._snapshot_reader import snapshot_topic
+    from consumer_sdk._state_topic import state_topic
+
+    plain = ConsumerSettings(
+        algorithms=("HS256",),
+        jwt_keys={"k": "x" * 32},
+        allow_unsigned_events=True,
+        kafka=KafkaSettings(topic="revs"),
+    )
+    assert (state_topic(plain), snapshot_topic(plain)) == ("revs.state", "revs.snapshots")
