@@ -48,6 +48,7 @@ with warnings.catch_warnings():
 
 from bench._common import EVENT_KEY, kafka_broker, settings, temp_topic
 from consumer_sdk import Revocast
+from consumer_sdk._settings import derived_topics
 from revocation_events import (
     SIGNATURE_HEADER,
     Event,
@@ -287,7 +288,7 @@ def _read_state(kafka: KafkaSettings) -> tuple[dict[int, int], int]:
     consumer = KafkaConsumer(
         bootstrap_servers=list(kafka.bootstrap_servers), enable_auto_commit=False
     )
-    topic = f"{kafka.topic}.state"
+    topic = derived_topics(kafka.topic)[0]
     markers: dict[int, int] = {}
     count = 0
     try:

@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run the streams worker (state topic, stats, alerts)",
         description=(
             "Run the faust worker of the streams app; settings come from the environment "
-            "(KAFKA_BOOTSTRAP_SERVERS, REVOCAST_TOPIC, REVOCAST_EVENT_KEYS, REVOCAST_STREAMS_*). "
+            "(KAFKA_BOOTSTRAP_SERVERS, REVOCAST_TOPIC, REVOCAST_STATE_TOPIC, "
+            "REVOCAST_SNAPSHOT_TOPIC, REVOCAST_EVENT_KEYS, REVOCAST_STREAMS_*). "
             "Extra arguments go to 'faust worker' (default: -l info --without-web)."
         ),
     )
