@@ -165,9 +165,15 @@ class ConsumerSettings:
         algs = tuple(self.algorithms)
         object.__setattr__(self, "algorithms", algs)
         object.__setattr__(self, "audience", tuple(self.audience))
-        derived_topics(
+        state, snapshot = derived_topics(
             self.kafka.topic, state_topic=self.state_topic, snapshot_topic=self.snapshot_topic
         )
+        if self.heartbeat_topic in (self.kafka.topic, state, snapshot):
+            # Every instance would write its heartbeats among the revocations or the state.
+            raise SettingsError(
+                f"heartbeat_topic (REVOCAST_HEARTBEAT_TOPIC) {self.heartbeat_topic!r} is the "
+                "log, state or snapshot topic: it needs a topic of its own"
+            )
         known = get_default_algorithms()
         if not algs:
             raise SettingsError("algorithms is required, e.g. ('RS256',)")

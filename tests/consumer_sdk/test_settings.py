@@ -148,9 +148,12 @@ def test_deeply_nested_jwt_keys_are_a_settings_error() -> None:
         ({"snapshot_topic": "revs"}, "REVOCAST_SNAPSHOT_TOPIC"),
         ({"state_topic": "revs.snapshots"}, "are both"),
         ({"state_topic": "s", "snapshot_topic": "s"}, "are both"),
+        ({"heartbeat_topic": "revs"}, "REVOCAST_HEARTBEAT_TOPIC"),
+        ({"heartbeat_topic": "revs.state"}, "REVOCAST_HEARTBEAT_TOPIC"),
+        ({"heartbeat_topic": "snaps", "snapshot_topic": "snaps"}, "REVOCAST_HEARTBEAT_TOPIC"),
     ],
 )
-def test_a_state_or_snapshot_topic_that_is_the_log_or_the_other_one_is_refused(
+def test_a_derived_topic_that_is_the_log_or_another_derived_one_is_refused(
     overrides: dict[str, str], named: str
 ) -> None:
     # Markers and snapshot chunks among the records they describe: the worker and the
