@@ -252,7 +252,9 @@ class Receiver:
         try:
             verified = self._logout_verifier.verify(token)
         except ReceiverError as exc:
-            self._failed(kind, exc)
+            # Counted only: anyone can post a logout token, and its failure must not replace
+            # the stream's last error shown in the status.
+            self._failed(kind, exc, stream=False)
             raise
         event = map_logout(
             verified,
@@ -305,10 +307,13 @@ class Receiver:
             with self._lock:
                 self._in_flight.discard(key)
 
-    def _failed(self, kind: str, exc: ReceiverError) -> None:
+    def _failed(self, kind: str, exc: ReceiverError, *, stream: bool = True) -> None:
         outcome = f"rejected:{exc.code}" if isinstance(exc, SetRejected) else "unavailable"
         self.metrics.count(kind, outcome)
-        self._touch(last_error=str(exc)[:256], last_error_at=self._clock())
+        if stream:
+            self._touch(last_error=str(exc)[:256], last_error_at=self._clock())
+        else:
+            log.info("%s refused: %s", kind, str(exc)[:256])
 
     # -- stream status -----------------------------------------------------------------------
 

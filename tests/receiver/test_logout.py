@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from joserfc.jwk import ECKey
 from starlette.testclient import TestClient
 
-from receiver import RecordingSink
+from receiver import Receiver, RecordingSink, SetRejected
 from tests.receiver._support import (
     CLIENT_ID,
     LOGOUT,
     OP,
+    RISC,
     START,
     FakeClock,
     HttpResponse,
@@ -136,3 +138,21 @@ def test_logout_keys_come_from_the_providers_openid_configuration(
     token = transmitter.logout_token(sid="s", kid="rsa-1", aud=[CLIENT_ID, "other"], iss=OP)
 
     assert _post(client, token).status_code == 200
+
+
+def test_anyones_bad_logout_tokens_do_not_overwrite_the_ssf_stream_error(
+    client: TestClient, receiver: Receiver, transmitter: Transmitter
+) -> None:
+    # The logout endpoint takes tokens from anyone: their failures must not hide the last
+    # genuine SSF error that /ssf/status shows the operator.
+    with pytest.raises(SetRejected):
+        receiver.receive_set(transmitter.set(f"{RISC}account-disabled", aud="https://other"))
+    ssf_error = client.get("/ssf/status").json()["last_error"]
+
+    transmitter.add_key(ECKey.generate_key("P-256", parameters={"kid": "ghost"}), publish=False)
+    forged = transmitter.logout_token(sid="s", kid="ghost", iat=NOW + 30)
+    for token in ("junk", transmitter.logout_token(sid="s", iss="https://evil"), forged):
+        assert _post(client, token).status_code in (400, 503)
+
+    assert ssf_error is not None
+    assert client.get("/ssf/status").json()["last_error"] == ssf_error
