@@ -14,6 +14,7 @@ its owner. A holder of one of its live access tokens gets 401 ``account not acti
 No ``from __future__ import annotations`` here: FastAPI must see the real ``Annotated``
 dependency types of the routes defined inside :func:`create_app`."""
 
+import hmac
 import logging
 import secrets
 import time
@@ -262,15 +263,26 @@ def create_app(
                 headers={"Retry-After": str(exc.retry_after)},
             ) from None
 
-    def refused(body: Credentials, request: Request, reason: str) -> HTTPException:
+    # A name that is no account's is often a password typed into the wrong field: the log
+    # gets a keyed fingerprint of it (repeats correlate within this process), never the text.
+    unknown_name_key = secrets.token_bytes(32)
+
+    def refused(
+        body: Credentials, request: Request, reason: str, *, known: bool = True
+    ) -> HTTPException:
         """The one answer to every failed password check at /login; only the log tells why.
 
         One level for every reason: a log line emitted for some reasons and filtered out for
         others would cost them different time."""
+        name = (
+            repr(body.username)  # repr: a name with a newline cannot forge a log line
+            if known
+            else "#" + hmac.new(unknown_name_key, body.username.encode(), "sha256").hexdigest()[:12]
+        )
         _log.warning(
-            "login refused: %s (username %r, client %s)",
+            "login refused: %s (username %s, client %s)",
             reason,
-            body.username,  # %r: a name with a newline cannot forge a log line
+            name,
             request.client.host if request.client else None,
         )
         return HTTPException(status.HTTP_401_UNAUTHORIZED, detail="invalid credentials")
@@ -293,7 +305,7 @@ def create_app(
         # answered "blocked", would confirm the guess (and the password may be reused
         # elsewhere); its owner learns of the block from the operator, not from this answer.
         if user is None:
-            raise refused(body, request, "no such user")
+            raise refused(body, request, "no such user", known=False)
         if not right:
             blocked = ", account blocked" if user.blocked else ""
             raise refused(body, request, f"wrong password{blocked}")

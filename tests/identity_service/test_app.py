@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -1091,6 +1092,8 @@ def test_the_server_log_keeps_the_real_reason_of_each_refused_login_but_no_passw
         ("carol", "carol-password"),
         ("carol", "not-carols"),
         ("mallory", "unknown-names"),
+        ("correct horse", "x-1"),  # alice's password typed into the name field
+        ("mallory", "again"),
     ]
     with caplog.at_level(logging.INFO, logger="identity_service"):
         for username, password in tries:
@@ -1098,13 +1101,21 @@ def test_the_server_log_keeps_the_real_reason_of_each_refused_login_but_no_passw
         login(client)
 
     refusals = [r for r in caplog.records if r.name == "identity_service"]
-    assert [r.getMessage() for r in refusals] == [
+    messages = [r.getMessage() for r in refusals]
+    assert messages[:3] == [
         "login refused: wrong password (username 'alice', client testclient)",
         "login refused: account blocked, right password (username 'carol', client testclient)",
         "login refused: wrong password, account blocked (username 'carol', client testclient)",
-        "login refused: no such user (username 'mallory', client testclient)",
     ]
+    # A name that is no account's (a mistyped password, often) is logged as a fingerprint:
+    # the same name the same, another name another, the text never.
+    pattern = r"login refused: no such user \(username (#[0-9a-f]{12}), client testclient\)"
+    unknown = [re.fullmatch(pattern, m) for m in messages[3:]]
+    assert all(unknown), messages[3:]
+    first, typed_password, again = (m.group(1) for m in unknown if m)
+    assert first == again != typed_password
     assert {r.levelno for r in refusals} == {logging.WARNING}  # one level: no timing tell
+    assert "mallory" not in caplog.text
     assert not any(p in caplog.text for _, p in [*tries, ("alice", "correct horse")])
 
 
