@@ -6,6 +6,7 @@ Revocast rules name a token subject (``sub``), a session (``sid``) or one token 
   ``session`` member an ``opaque`` ``id`` names the session.
 * ``jwt_id`` names one token (its ``iss`` is checked like ``iss_sub``'s).
 * ``email`` names the subject only when the policy says tokens use e-mail addresses as ``sub``.
+* RISC 1.0's ``subject_type`` (``iss-sub``, ``email``…) is read as ``format`` (``iss_sub``…).
 * ``complex`` (or a draft-style object with ``user``/``session`` members and no ``format``)
   combines them; ``aliases`` takes the first value found for each field.
 * Everything else (``phone_number``, ``account``, ``did``, ``uri``, devices, tenants…) names
@@ -56,6 +57,9 @@ def _resolve(
     if depth > 3:
         raise SetRejected("invalid_request", "subject identifier nested too deeply")
     fmt = identifier.get("format")
+    if fmt is None and isinstance(legacy := identifier.get("subject_type"), str):
+        # RISC 1.0 and the drafts before RFC 9493 spell it subject_type, "iss-sub".
+        fmt = legacy.replace("-", "_")
     if fmt == "complex" or (fmt is None and any(m in identifier for m in _COMPLEX_MEMBERS)):
         result = Subject()
         for member in ("user", "session"):

@@ -382,3 +382,17 @@ def test_set_publishing_two_rules_is_retried_whole_when_the_second_publish_fails
         "session.revoked",
         "subject.tokens_revoked",
     ]
+
+
+def test_risc_account_disabled_with_a_risc_1_0_subject_blocks_the_user(
+    push: Push, transmitter: Transmitter, sink: RecordingSink
+) -> None:
+    # The RISC profile's own example (subject_type "iss-sub") used to be refused with 400,
+    # so the hijacked account was never blocked.
+    subject = {"subject_type": "iss-sub", "iss": "https://idp.example.com", "sub": "user-1"}
+    token = transmitter.set(f"{RISC}account-disabled", {"subject": subject, "reason": "hijacking"})
+
+    assert push(token).status_code == 202
+    (event,) = sink.events
+    assert event.model_dump()["type"] == "subject.blocked"
+    assert event.model_dump()["sub"] == "user-1"

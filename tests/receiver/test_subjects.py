@@ -42,6 +42,11 @@ CASES: dict[str, tuple[dict[str, Any], Subject]] = {
         },
         Subject(sub="u"),
     ),
+    "RISC 1.0 subject_type iss-sub names the subject and its issuer": (
+        # The RISC profile's (and Google Cross-Account Protection's) account-disabled example.
+        {"subject_type": "iss-sub", "iss": IDP, "sub": "u"},
+        Subject(sub="u", issuers=frozenset({IDP})),
+    ),
     "phone number names nothing": ({"format": "phone_number", "phone_number": "+1"}, Subject()),
     "email names nothing by default": ({"format": "email", "email": "a@x"}, Subject()),
 }
