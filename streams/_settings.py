@@ -190,7 +190,8 @@ class StreamsSettings:
         ``{prefix}SNAPSHOT_SIGNING_KEY``, ``{prefix}SNAPSHOT_PREVIOUS_KEYS``,
         ``{prefix}MAX_TOKEN_LIFETIME``, and
         ``{prefix}STREAMS_*``: ``APP_ID``, ``DATA_DIR``, ``REPLICATION_FACTOR``,
-        ``ALLOW_UNSIGNED``, ``WINDOW_SECONDS``, ``WINDOW_GRACE_SECONDS``,
+        ``ALLOW_UNSIGNED`` (or ``{prefix}ALLOW_UNSIGNED_EVENTS``, as SDKs read it),
+        ``WINDOW_SECONDS``, ``WINDOW_GRACE_SECONDS``,
         ``ALERT_BLOCKS_PER_WINDOW``, ``ALERT_GLOBAL_PER_WINDOW``, ``TICK_SECONDS``,
         ``COMMIT_INTERVAL_SECONDS``, ``SESSION_TIMEOUT_SECONDS``, ``STATE_SEGMENT_MS``,
         ``STATE_MIN_COMPACTION_LAG_MS``, ``STATE_DELETE_RETENTION_MS``,
@@ -232,10 +233,19 @@ class StreamsSettings:
             real = env_float(env, f"{s}{name.upper()}")
             if real is not None:
                 kwargs[name] = real
-        for name in ("allow_unsigned",):
-            flag = env_bool(env, f"{s}{name.upper()}")
-            if flag is not None:
-                kwargs[name] = flag
+        # The SDK's and the CLI's name for accepting unsigned events, and the worker's older
+        # one: either may be set, but not to different values.
+        flags = {
+            name: flag
+            for name in (f"{prefix}ALLOW_UNSIGNED_EVENTS", f"{s}ALLOW_UNSIGNED")
+            if (flag := env_bool(env, name)) is not None
+        }
+        if len(set(flags.values())) > 1:
+            raise SettingsError(
+                f"{' and '.join(flags)} disagree: set one of them (prefix {prefix!r})"
+            )
+        if flags:
+            kwargs["allow_unsigned"] = next(iter(flags.values()))
         try:
             return cls(**kwargs)  # type: ignore[arg-type]
         except SettingsError as exc:

@@ -41,6 +41,19 @@ def test_worker_without_keys_refuses_to_start_unless_unsigned_is_allowed() -> No
     assert settings.allow_unsigned
 
 
+def test_the_worker_reads_the_sdks_name_for_accepting_unsigned_events_too() -> None:
+    # One variable for every reader of the log (SDKs, the CLI, the worker).
+    both = {"REVOCAST_ALLOW_UNSIGNED_EVENTS": "true", "REVOCAST_STREAMS_ALLOW_UNSIGNED": "true"}
+    assert StreamsSettings.from_env(
+        environ={"REVOCAST_ALLOW_UNSIGNED_EVENTS": "true"}
+    ).allow_unsigned
+    assert StreamsSettings.from_env(environ=both).allow_unsigned
+    with pytest.raises(SettingsError, match="disagree"):
+        StreamsSettings.from_env(environ={**both, "REVOCAST_STREAMS_ALLOW_UNSIGNED": "false"})
+    with pytest.raises(SettingsError, match="REVOCAST_EVENT_KEYS"):
+        StreamsSettings.from_env(environ={"REVOCAST_ALLOW_UNSIGNED_EVENTS": "false"})
+
+
 def test_bad_value_names_the_variable() -> None:
     with pytest.raises(SettingsError, match="REVOCAST_STREAMS_WINDOW_SECONDS"):
         StreamsSettings.from_env(
