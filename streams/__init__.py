@@ -157,7 +157,7 @@ Guarantees and limits
   count each, unless the event is its rule's current winner (then it is a duplicate).
 """
 
-from streams._records import OFFSETS_KEY_PREFIX, parse_marker
+from streams._records import OFFSETS_KEY_PREFIX
 from streams._rules import Merge, Outcome, Rule, merge, rank, rule_key
 from streams._settings import StreamsSettings
 from streams._topics import StreamsError
@@ -170,7 +170,6 @@ __all__ = [
     "StreamsError",
     "StreamsSettings",
     "merge",
-    "parse_marker",
     "rank",
     "rule_key",
 ]

@@ -21,8 +21,6 @@ __all__ = [
     "encode_stored_rule",
     "marker_offset",
     "marker_record",
-    "marker_topic_id",
-    "parse_marker",
     "rule_record",
     "signature_of",
     "stored_expiry",
@@ -120,12 +118,6 @@ def marker_record(
     )
 
 
-def parse_marker(value: bytes) -> tuple[int, int]:
-    """``(partition, offset)`` from an offset marker value."""
-    doc = json.loads(value)
-    return int(doc["partition"]), int(doc["offset"])
-
-
 def marker_offset(
     key: bytes | None, value: bytes | None, log_topic: str, partition: int
 ) -> int | None:
@@ -133,14 +125,3 @@ def marker_offset(
     ``None``, whatever log incarnation it names (:func:`consumer_sdk._marker.read_marker`)."""
     marker = read_marker(key, value, log_topic, partition)
     return None if marker is None else marker.offset
-
-
-def marker_topic_id(value: bytes) -> str | None:
-    """The log topic id a marker names, as written; ``None`` when it names none (written
-    before markers did, or for a broker without topic ids) or is not a JSON object."""
-    try:
-        doc = json.loads(value)
-    except (ValueError, RecursionError):
-        return None
-    named = doc.get("topic_id") if isinstance(doc, dict) else None
-    return None if named is None else str(named)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
+from consumer_sdk._marker import read_marker
 from revocast.cli._streams import worker_argv
 from revocation_events import (
     EncodedEvent,
@@ -32,7 +33,7 @@ from revocation_events import (
     SubjectVersionBumped,
     TokenRevoked,
 )
-from streams import OFFSETS_KEY_PREFIX, parse_marker, rule_key
+from streams import rule_key
 from tests._kafka_fixtures import wait_until
 from tests.streams._support import KEY_SPEC, SIGNING_CODEC
 
@@ -329,9 +330,9 @@ def markers(bootstrap: str, log_topic: str) -> dict[int, int]:
         while any(consumer.position(tp, timeout_ms=10_000) < stop[tp] for tp in tps):
             for batch in consumer.poll(timeout_ms=500).values():
                 for record in batch:
-                    if record.key.decode().startswith(OFFSETS_KEY_PREFIX):
-                        partition, offset = parse_marker(record.value)
-                        found[partition] = offset
+                    marker = read_marker(record.key, record.value, log_topic, record.partition)
+                    if marker is not None:
+                        found[record.partition] = marker.offset
     finally:
         consumer.close()
     return found

@@ -15,6 +15,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from consumer_sdk import RevocationState
+from consumer_sdk._marker import Marker, read_marker
 from revocation_events import (
     SIGNATURE_HEADER,
     EncodedEvent,
@@ -28,9 +29,9 @@ from revocation_events import (
     SubjectUnblocked,
     TokenRevoked,
 )
-from streams import parse_marker, rank, rule_key
+from streams import rank, rule_key
 from streams._processor import Processor
-from streams._records import Output, marker_offset, marker_topic_id
+from streams._records import Output, marker_offset
 from tests.streams._support import T0, VERIFYING_CODEC, at, encode, uid
 
 
@@ -287,7 +288,14 @@ def test_expiry_margin_keeps_rules_past_their_expiry() -> None:
 
 
 def _markers(outputs: Sequence[Output]) -> list[int]:
-    return [parse_marker(o.value)[1] for o in outputs if o.is_marker and o.value is not None]
+    return [_marker(o).offset for o in outputs if o.is_marker]
+
+
+def _marker(out: Output) -> Marker:
+    assert out.partition is not None
+    marker = read_marker(out.key, out.value, "log", out.partition)
+    assert marker is not None, out
+    return marker
 
 
 def test_marker_follows_the_rule_records_it_covers_and_names_the_last_offset() -> None:
@@ -297,7 +305,7 @@ def test_marker_follows_the_rule_records_it_covers_and_names_the_last_offset() -
     [marker] = _state(h.tick(partition=1))
     assert marker.partition == 1
     assert marker.value is not None
-    assert parse_marker(marker.value) == (1, h.offset)
+    assert _marker(marker) == Marker(h.offset, None)
 
 
 def test_marker_is_not_repeated_while_the_partition_is_idle() -> None:
@@ -313,7 +321,7 @@ def test_skipped_records_still_advance_the_marker() -> None:
     h.feed(EncodedEvent(b"k", b"not json", ()))
     [marker] = _state(h.tick())
     assert marker.value is not None
-    assert parse_marker(marker.value) == (0, 0)
+    assert _marker(marker) == Marker(0, None)
 
 
 def test_marker_waits_until_every_state_write_it_covers_is_acknowledged() -> None:
@@ -959,7 +967,7 @@ def test_markers_and_the_tables_record_of_them_name_the_logs_incarnation() -> No
         send.ack()
     [marker] = [o for o in h.tick() if o.is_marker]
     assert marker.value is not None
-    assert marker_topic_id(marker.value) == str(NEW_LOG)
+    assert _marker(marker).topic_id == NEW_LOG
     assert h.processor.synced(0) == 0
     assert not h.processor.other_incarnation(0)
 

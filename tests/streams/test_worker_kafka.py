@@ -16,6 +16,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumer_sdk import RevocationState
+from consumer_sdk._marker import read_marker
 from revocast.cli._streams import worker_argv
 from revocation_events import (
     EncodedEvent,
@@ -24,8 +25,7 @@ from revocation_events import (
     SubjectTokensRevoked,
     TokenRevoked,
 )
-from streams import OFFSETS_KEY_PREFIX, parse_marker
-from streams._records import marker_topic_id
+from streams import OFFSETS_KEY_PREFIX
 from tests._kafka_fixtures import MakeTopic, wait_until
 from tests.streams._support import SIGNING_CODEC, VERIFYING_CODEC
 from tests.streams._worker import (
@@ -103,9 +103,9 @@ def _read_state(setup: Setup) -> State:
     for record in _read_to_end(setup.bootstrap, setup.state_topic):
         key = record.key.decode()
         if key.startswith(OFFSETS_KEY_PREFIX):
-            partition, offset = parse_marker(record.value)
-            assert partition == record.partition
-            markers[partition] = offset
+            marker = read_marker(record.key, record.value, setup.log_topic, record.partition)
+            assert marker is not None, record
+            markers[record.partition] = marker.offset
         else:
             latest[key] = (record.value, list(record.headers))
             per_partition[record.partition, key] = latest[key]
@@ -594,7 +594,9 @@ def _marker_ids(setup: Setup) -> dict[int, str | None]:
     found: dict[int, str | None] = {}
     for record in _read_to_end(setup.bootstrap, setup.state_topic):
         if record.key.decode().startswith(OFFSETS_KEY_PREFIX):
-            found[record.partition] = marker_topic_id(record.value)
+            marker = read_marker(record.key, record.value, setup.log_topic, record.partition)
+            assert marker is not None, record
+            found[record.partition] = None if marker.topic_id is None else str(marker.topic_id)
     return found
 
 
