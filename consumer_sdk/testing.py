@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from consumer_sdk._source import DataSource, Headers, UpdateSink
-from consumer_sdk._status import DataSourceState
+from consumer_sdk._status import DataSourceState, SourceErrorKind
 from revocation_events import BaseEvent, Event
 
 __all__ = ["InMemorySource"]
@@ -60,9 +60,12 @@ class InMemorySource:
         """Report that the replay is complete (status VALID)."""
         self._deliver("status", DataSourceState.VALID, None)
 
-    def interrupt(self, error: str = "interrupted") -> None:
-        """Report a lost connection (status INTERRUPTED with ``error``)."""
-        self._deliver("status", DataSourceState.INTERRUPTED, error)
+    def interrupt(
+        self, error: str = "interrupted", kind: SourceErrorKind = SourceErrorKind.SOURCE_ERROR
+    ) -> None:
+        """Report a lost connection: status INTERRUPTED with ``error`` of ``kind`` (to test
+        how an application handles, say, ``KAFKA_UNAUTHORIZED``)."""
+        self._deliver("status", DataSourceState.INTERRUPTED, (error, kind))
 
     def tick(self) -> None:
         """Run the periodic maintenance (expiry, gauges) now."""
@@ -81,6 +84,7 @@ class InMemorySource:
             self.published += 1
             sink.record(a, b)
         elif kind == "status":
-            sink.status(a, b)
+            error, error_kind = b if isinstance(b, tuple) else (b, None)
+            sink.status(a, error, kind=error_kind)
         else:
             sink.tick()

@@ -140,11 +140,24 @@ def test_a_forked_child_serving_its_inherited_state_is_forked() -> None:
 
 
 def test_an_error_a_source_reports_without_a_kind_is_a_source_error() -> None:
-    # Third-party sources (and the in-memory one) pass only the text.
+    # A third-party source may pass only the text.
     source = InMemorySource()
     with Revocast(settings(), source=source) as rc:
         source.set_ready()
-        source.interrupt("cannot connect to Kafka: its text is not read")
+        rc._sink.status(DataSourceState.INTERRUPTED, "cannot connect to Kafka: text not read")
+        assert rc.status.error_kind is SourceErrorKind.SOURCE_ERROR
+
+
+def test_the_in_memory_source_reports_the_kind_a_test_asks_for() -> None:
+    source = InMemorySource()
+    with Revocast(settings(), source=source) as rc:
+        source.set_ready()
+        source.interrupt("denied", kind=SourceErrorKind.KAFKA_UNAUTHORIZED)
+        assert (rc.status.last_error, rc.status.error_kind) == (
+            "denied",
+            SourceErrorKind.KAFKA_UNAUTHORIZED,
+        )
+        source.interrupt()
         assert rc.status.error_kind is SourceErrorKind.SOURCE_ERROR
 
 

@@ -21,6 +21,7 @@ from consumer_sdk import (
     ConsumerSettings,
     Revocast,
     RevocastTokenError,
+    SourceErrorKind,
     StateUnavailableError,
     TokenRevokedError,
 )
@@ -74,9 +75,13 @@ def pair(clock: FakeClock) -> Iterator[Callable[..., tuple[Revocast, Revocast, I
                 src.publish(event)
                 src2.publish(event)
 
-            def interrupt(self, error: str = "interrupted") -> None:
-                src.interrupt(error)
-                src2.interrupt(error)
+            def interrupt(
+                self,
+                error: str = "interrupted",
+                kind: SourceErrorKind = SourceErrorKind.SOURCE_ERROR,
+            ) -> None:
+                src.interrupt(error, kind)
+                src2.interrupt(error, kind)
 
         return cached, plain, Both()
 
