@@ -35,7 +35,8 @@ partition the last record wins; the same key can appear in several partitions (a
 revoked once with and once without a ``sub``): apply each, as the log would. A record with
 value ``None`` (tombstone) is written only once the rule's ``expires_at`` (plus the worker's
 expiry margin, for SDK leeway) has passed, so it removes nothing an SDK that honours
-``expires_at`` still uses: SDKs may ignore tombstones.
+``expires_at`` still uses: SDKs may ignore tombstones. (This and the marker's promise assume
+one writer per state partition: see "One writer per state partition" below.)
 
 Offset markers — key ``__offsets__:<p>``, no signature, value JSON
 ``{"topic": "<log>", "topic_id": "<uuid>", "partition": p, "offset": o}``, always written to
@@ -143,6 +144,37 @@ Guarantees and limits
   A rebalance in the middle of a seed holds the partition too (faust hands the agent's
   current event over after the revocation) until the next assignment resumes it and seeds
   it again.
+* **One writer per state partition: not enforced (no fencing).** faust gives a worker no
+  way to tell it lost its partitions before its consumer hears so from the group
+  coordinator. A worker paused past its session timeout (GC, SIGSTOP, a VM stall, a
+  partition from the coordinator) whose partitions were reassigned still, once it runs
+  again, sends the records it had queued and processes the log records and ticks it had
+  fetched, until its next heartbeat or commit fails (milliseconds to a few seconds). Its
+  late rule record or tombstone for a key then follows the new owner's record of that key,
+  and compaction keeps only the last: a weaker winner (an older watermark, an unblock the
+  new owner saw a later block supersede) or a tombstone (an unblock it saw expire, while
+  the new owner holds a later block) replaces the new owner's winner, whose log record
+  lies behind the new owner's markers, so SDKs bootstrapping from the compacted state
+  topic skip it. Nothing rewrites it until another event of that rule arrives. Before
+  compaction every record is still there and SDKs, which merge every rule record they read,
+  are unaffected.
+  ``tests/streams/test_worker_kafka.py::test_a_paused_worker_resumed_after_a_takeover_does_not_shadow_the_new_owners_rules``
+  shows it (an expected failure). A late *marker* covers only offsets whose effects its
+  writer wrote and saw acknowledged: one behind the new owner's makes SDKs replay more of
+  the log; one ahead of it vouches for those effects while the new owner, not there yet,
+  may write weaker records of the same rules after them, the same shadowing, until it
+  reaches those offsets and writes the winners again. Snapshots are not affected this way
+  (``docs/snapshots.md``). The fix planned: key a rule record by its event
+  (``<rule key>`` plus the event id), tombstone a record only when its own event is
+  superseded (after the new winner's record is written) or expired, and never tombstone an
+  unblock (a late record of the block it lifted would otherwise come back); a late record
+  is then one more genuine event, which SDKs merge as they would from the log, and a late
+  tombstone removes only an event that expired or that its writer saw superseded. Until
+  then: run one worker, or give the workers a session timeout longer than the pauses they
+  can suffer; a worker that was paused past it logs ``Heartbeat failed: local member_id was
+  not recognized`` (or an ``UnknownMemberIdError`` commit failure) on resuming: stop the
+  workers and run ``revocast rebuild-state``, which merges the log back in (the rules
+  whose events the log still holds).
 * Expiry arrives as a stream event: a timer sends a tick per assigned partition to
   ``<app id>-ticks``; the agent reads log and ticks together and, on tick *p*, tombstones
   expired rules of partition *p*, closes finished windows and writes the marker.

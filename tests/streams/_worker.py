@@ -76,6 +76,15 @@ class Worker:
         self._proc.send_signal(signal.SIGTERM)
         return self._proc.wait(timeout=30)
 
+    def pause(self) -> None:
+        """SIGSTOP: as a long GC pause or a partition from the group coordinator."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
     def ensure_dead(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
