@@ -21,6 +21,7 @@ from revocast.ops import (
 )
 from revocation_events import KafkaSettings
 from tests._kafka_fixtures import MakeTopic, produce
+from tests.revocast.ops._instances import hand_instance as _hand_instance
 
 NOW = time.time()
 """The reader's clock: heartbeats are read from ``NOW - window`` by record timestamp."""
@@ -337,23 +338,7 @@ def hand_built(*instances: Instance) -> StatusReport:
 
 
 def hand_instance(name: str, **fields: Any) -> Instance:
-    values: dict[str, Any] = {
-        "service": "orders",
-        "instance": name,
-        "host": "web-1",
-        "pid": 7,
-        "status": "valid",
-        "lag": 0,
-        "entries": 0,
-        "sent_at": NOW - 1,
-        "interval": 10.0,
-        "failures": 0,
-        "stale": False,
-        "heard_at": NOW - 1,
-        "status_since": NOW - 300,
-        "status_since_reported": True,
-    }
-    return Instance(**{**values, **fields})
+    return _hand_instance(name, now=NOW, **fields)
 
 
 def test_the_table_says_how_long_each_instance_is_in_its_status_and_marks_approximations() -> None:

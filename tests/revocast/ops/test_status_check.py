@@ -19,29 +19,13 @@ from revocast.ops import (
     check_status,
 )
 from revocation_events import SettingsError
+from tests.revocast.ops._instances import hand_instance
 
 NOW = 1_700_000_000.0
 
 
 def instance(name: str = "i1", **fields: Any) -> Instance:
-    values: dict[str, Any] = {
-        "service": "orders",
-        "instance": name,
-        "host": "web-1",
-        "pid": 7,
-        "status": "valid",
-        "lag": 0,
-        "entries": 0,
-        "sent_at": NOW - 1,
-        "interval": 10.0,
-        "failures": 0,
-        "stale": False,
-        "heard_at": NOW - 1,
-        "status_since": NOW - 300,
-        "reported_lag": 0,
-        "status_since_reported": True,
-    }
-    return Instance(**{**values, **fields})
+    return hand_instance(name, now=NOW, **fields)
 
 
 def report(
