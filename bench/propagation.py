@@ -56,7 +56,15 @@ from consumer_sdk import Revocast, TokenRevokedError
 from producer import Publisher, PublisherSettings
 from revocation_events import Event, KafkaSettings, TokenRevoked
 
-__all__ = ["HEADER", "PropagationRow", "format_row", "publish_paced", "run", "token_for"]
+__all__ = [
+    "HEADER",
+    "PropagationRow",
+    "format_row",
+    "publish_paced",
+    "run",
+    "tail_shared",
+    "token_for",
+]
 
 _POLL_INTERVAL = 0.0005
 _POLL_WINDOW = 2
@@ -92,6 +100,21 @@ class PropagationRow:
     """CPU used by the consumers and the publisher over the phase, in cores."""
     gc_freeze: bool = False
     """The consumers ran with ``gc_freeze_when_ready=True``."""
+    tail_shared: float = float("nan")
+    """Of the samples at or above the phase's p99, the share whose revocation reached at least
+    half of the processes that late too: a delay before the consumers (the broker, a pause of
+    its JVM, the publisher) rather than in one consumer process (its CPU turn, its GC)."""
+
+
+def tail_shared(latencies: dict[int, list[float]], p99: float) -> float:
+    """:attr:`PropagationRow.tail_shared` of per-revocation latencies (one per process)."""
+    tail = shared = 0
+    for per_process in latencies.values():
+        late = sum(1 for v in per_process if v >= p99)
+        tail += late
+        if late * 2 >= len(per_process):
+            shared += late
+    return shared / tail if tail else float("nan")
 
 
 def token_for(jti: str, iat: int) -> str:
@@ -337,6 +360,7 @@ def _phase(
     consumers.send_all("collect", prefix, count)
     results = consumers.receive_all(_COLLECT_TIMEOUT + 60)
     latencies: list[float] = []
+    by_revocation: dict[int, list[float]] = collections.defaultdict(list)
     verify_lat: list[float] = []
     missing = 0
     consumer_cpu = sorted(cpu for _, _, _, cpu, _ in results)
@@ -347,6 +371,7 @@ def _phase(
                 missing += 1
             else:
                 latencies.append((t - returned[i]) / 1e6)
+                by_revocation[i].append(latencies[-1])
         if rank == 0:
             for jti, t in verified.items():
                 verify_lat.append((t - returned[int(jti.rsplit("-", 1)[1])]) / 1e6)
@@ -370,6 +395,7 @@ def _phase(
         consumer_cpu_ms=consumer_cpu[len(consumer_cpu) // 2] / count * 1e3,
         gc_max_ms=max(pause for *_, pause in results) / 1e6,
         cpu_cores=(sum(consumer_cpu) + publisher_cpu) / elapsed,
+        tail_shared=tail_shared(by_revocation, percentile(latencies, 0.99)),
     )
 
 
@@ -377,7 +403,7 @@ HEADER = (
     f"{'N':>3} {'gc.freeze':>9} {'rate/s':>7} {'achieved':>8} {'events':>6} {'samples':>7} "
     f"{'miss':>4} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} | "
     f"{'verify n':>8} {'p50 ms':>7} {'p99 ms':>7} "
-    f"| {'ack p50':>7} | {'cpu/ev':>6} {'cores':>5} {'gc max':>6}"
+    f"| {'ack p50':>7} | {'cpu/ev':>6} {'cores':>5} {'gc max':>6} {'shared':>6}"
 )
 
 
@@ -388,5 +414,5 @@ def format_row(r: PropagationRow) -> str:
         f"{r.missing:>4} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.max_ms:>7.1f} | "
         f"{r.verify_samples:>8} {r.verify_p50_ms:>7.2f} {r.verify_p99_ms:>7.2f} | "
         f"{r.ack_p50_ms:>7.2f} | {r.consumer_cpu_ms:>6.2f} {r.cpu_cores:>5.2f} "
-        f"{r.gc_max_ms:>6.1f}"
+        f"{r.gc_max_ms:>6.1f} {r.tail_shared:>6.0%}"
     )

@@ -473,7 +473,11 @@ def write_report(res: Results, out: Path) -> Path:
             "consumer process over the phase (`gc.callbacks`); a full collection walks every "
             "object built at start-up, and revocations arriving meanwhile wait. *gc.freeze* "
             "yes: the same N again with the SDK's opt-in `gc_freeze_when_ready=True`, which "
-            "calls `gc.freeze()` once the SDK is ready.",
+            "calls `gc.freeze()` once the SDK is ready. *p99 tail shared*: of the samples at or "
+            "above the phase's p99, the share whose revocation reached at least half of the "
+            "processes that late too: high, the delay came before the consumers (the broker, a "
+            "pause of its JVM, the publisher); low, from single consumer processes waiting for "
+            "a CPU or in their GC.",
             "",
             _table(
                 [
@@ -494,6 +498,7 @@ def write_report(res: Results, out: Path) -> Path:
                     "consumer CPU/event ms",
                     "CPU demand, cores",
                     "longest GC pause ms",
+                    "p99 tail shared",
                 ],
                 [
                     [
@@ -514,6 +519,7 @@ def write_report(res: Results, out: Path) -> Path:
                         f"{r.consumer_cpu_ms:.2f}",
                         f"{r.cpu_cores:.2f}",
                         f"{r.gc_max_ms:.1f}",
+                        f"{r.tail_shared:.0%}",
                     ]
                     for r in res.propagation
                 ],
