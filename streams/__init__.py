@@ -25,18 +25,22 @@ State topic protocol (what the SDK implements)
 
 State partition *p* summarises log partition *p* only. It holds two kinds of record:
 
-Rule records — key ``<rule key>`` (UTF-8), one of ``jti:<jti>``, ``sid:<sid>``,
-``sub-wm:<sub>``, ``sub-block:<sub>``, ``sub-del:<sub>``, ``sub-ver:<sub>``, ``kid:<kid>``,
-``global``. The value and the ``revocast-sig`` header are the **original log record's value
-and signature, byte for byte**: decode and verify them with the same ``EventCodec`` as log
-records and apply the event exactly as if it came from the log. A ``sub-block:<sub>`` record
-may hold a ``subject.unblocked`` event (the unblock that superseded a block). Per key and
-partition the last record wins; the same key can appear in several partitions (a ``jti``
-revoked once with and once without a ``sub``): apply each, as the log would. A record with
-value ``None`` (tombstone) is written only once the rule's ``expires_at`` (plus the worker's
-expiry margin, for SDK leeway) has passed, so it removes nothing an SDK that honours
-``expires_at`` still uses: SDKs may ignore tombstones. (This and the marker's promise assume
-one writer per state partition: see "One writer per state partition" below.)
+Rule records — key ``<rule key>#<event id>`` (UTF-8: one key per event), where ``<rule key>``
+is one of ``jti:<jti>``, ``sid:<sid>``, ``sub-wm:<sub>``, ``sub-block:<sub>``,
+``sub-del:<sub>``, ``sub-ver:<sub>``, ``kid:<kid>``, ``global``; records keyed by the rule key
+alone were written by workers before per-event keys, and are by ``revocast rebuild-state``.
+The value and the ``revocast-sig`` header are the **original log record's value and
+signature, byte for byte**: decode and verify them with the same ``EventCodec`` as log
+records and apply the event exactly as if it came from the log. Several records of one rule
+can be live at once (the winner, and an event it beats whose tombstone was lost in a crash or
+that a paused worker wrote late), and the same rule can appear in several partitions (a
+``jti`` revoked once with and once without a ``sub``): apply each, as the log would. A record
+with value ``None`` (tombstone) removes the record of one event, and is written only once
+another event of the rule beats it (after that event's record) or once its ``expires_at``
+(plus the worker's expiry margin, for SDK leeway) has passed (then the rule's key alone is
+tombstoned too). An unblock's record is never tombstoned: it keeps lifting every older block
+of its subject. So a tombstone removes nothing an SDK that honours ``expires_at`` still uses:
+SDKs may ignore tombstones.
 
 Offset markers — key ``__offsets__:<p>``, no signature, value JSON
 ``{"topic": "<log>", "topic_id": "<uuid>", "partition": p, "offset": o}``, always written to
@@ -117,10 +121,9 @@ Guarantees and limits
     seeded from the state topic first (below). Before giving partitions up in a rebalance,
     the worker waits (briefly) for its writes in flight to land.
 
-  A record re-written after a restart may come after a newer winner of the same key that
-  the crash did not lose (the table lost it): readers merge every record they see, and the
-  newer event's offset is past the marker, so until it is processed again an SDK replays it
-  from the log, and re-processing it writes it again before any marker covers it.
+  A record re-written after a restart may be of an event that a newer winner the crash did
+  not lose (the table lost it) beats: both stay, under their own keys, and readers merge
+  every record they see.
   Limits: the log's offsets must be contiguous (the Revocast producer is idempotent, not
   transactional; transaction markers would stop the markers, never open a gap), and a
   tombstone lost in a crash is not rewritten (SDKs honour ``expires_at``). A state topic
@@ -144,37 +147,24 @@ Guarantees and limits
   A rebalance in the middle of a seed holds the partition too (faust hands the agent's
   current event over after the revocation) until the next assignment resumes it and seeds
   it again.
-* **One writer per state partition: not enforced (no fencing).** faust gives a worker no
-  way to tell it lost its partitions before its consumer hears so from the group
-  coordinator. A worker paused past its session timeout (GC, SIGSTOP, a VM stall, a
-  partition from the coordinator) whose partitions were reassigned still, once it runs
-  again, sends the records it had queued and processes the log records and ticks it had
-  fetched, until its next heartbeat or commit fails (milliseconds to a few seconds). Its
-  late rule record or tombstone for a key then follows the new owner's record of that key,
-  and compaction keeps only the last: a weaker winner (an older watermark, an unblock the
-  new owner saw a later block supersede) or a tombstone (an unblock it saw expire, while
-  the new owner holds a later block) replaces the new owner's winner, whose log record
-  lies behind the new owner's markers, so SDKs bootstrapping from the compacted state
-  topic skip it. Nothing rewrites it until another event of that rule arrives. Before
-  compaction every record is still there and SDKs, which merge every rule record they read,
-  are unaffected.
-  ``tests/streams/test_worker_kafka.py::test_a_paused_worker_resumed_after_a_takeover_does_not_shadow_the_new_owners_rules``
-  shows it (an expected failure). A late *marker* covers only offsets whose effects its
-  writer wrote and saw acknowledged: one behind the new owner's makes SDKs replay more of
-  the log; one ahead of it vouches for those effects while the new owner, not there yet,
-  may write weaker records of the same rules after them, the same shadowing, until it
-  reaches those offsets and writes the winners again. Snapshots are not affected this way
-  (``docs/snapshots.md``). The fix planned: key a rule record by its event
-  (``<rule key>`` plus the event id), tombstone a record only when its own event is
-  superseded (after the new winner's record is written) or expired, and never tombstone an
-  unblock (a late record of the block it lifted would otherwise come back); a late record
-  is then one more genuine event, which SDKs merge as they would from the log, and a late
-  tombstone removes only an event that expired or that its writer saw superseded. Until
-  then: run one worker, or give the workers a session timeout longer than the pauses they
-  can suffer; a worker that was paused past it logs ``Heartbeat failed: local member_id was
-  not recognized`` (or an ``UnknownMemberIdError`` commit failure) on resuming: stop the
-  workers and run ``revocast rebuild-state``, which merges the log back in (the rules
-  whose events the log still holds).
+* **A paused worker's late writes.** faust has no fencing: a worker paused past its session
+  timeout (GC, SIGSTOP, a VM stall, a partition from the coordinator) whose partitions were
+  reassigned still, once it runs again, sends the records it had queued and processes the
+  log records and ticks it had fetched, until its next heartbeat or commit fails
+  (milliseconds to a few seconds), so its records land after the new owner's. Keyed by rule,
+  a late weaker record or tombstone replaced the new owner's winner under compaction, behind
+  the new owner's marker (hundreds of rules per run in
+  ``tests/streams/test_worker_kafka.py::test_a_paused_worker_resumed_after_a_takeover_does_not_shadow_the_new_owners_rules``).
+  Keyed by event, every record is a genuine event that compaction removes only by a later
+  record of the same event: a late record is one more event SDKs merge, as from the log, and
+  a late tombstone removes an event its writer saw beaten by a record it wrote first (that
+  record, or the log after the marker, holds the stronger event) or saw expire. A late
+  block record cannot come back into force: the unblock that lifted it keeps its record. A
+  late marker covers only offsets whose effects its writer wrote and saw acknowledged, and
+  each of those records stays until beaten or expired, so it promises no more than a marker
+  of the new owner; one behind the new owner's makes SDKs replay more of the log. What it
+  costs: a late record of a beaten event stays until its own expiry (an unblock's, and a
+  beaten block's or revoked key's, for good), and each unblocked subject keeps one record.
 * Expiry arrives as a stream event: a timer sends a tick per assigned partition to
   ``<app id>-ticks``; the agent reads log and ticks together and, on tick *p*, tombstones
   expired rules of partition *p*, closes finished windows and writes the marker.

@@ -29,15 +29,22 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Protocol
 
-from revocation_events import SIGNATURE_HEADER, Event, EventCodec, MalformedEventError
+from revocation_events import (
+    SIGNATURE_HEADER,
+    Event,
+    EventCodec,
+    MalformedEventError,
+    SubjectUnblocked,
+)
 from streams._records import (
     Headers,
     Output,
     decode_stored_rule,
     encode_stored_rule,
+    event_record,
     marker_record,
-    rule_record,
     signature_of,
+    state_key,
     stored_expiry,
     tombstone,
 )
@@ -260,7 +267,7 @@ class Processor:
             # A duplicate is written again, as a replayed log record is: a rebalance may have
             # dropped the repair of this entry's failed changelog write, and the next marker
             # is recorded as synced once this write lands.
-            result = self._merge(partition, Rule(event, value, signature), now)
+            result, _ = self._merge(partition, Rule(event, value, signature), now)
             if result.outcome is Outcome.REPLACED:
                 self.counters["seeded"] += 1
         if not queue:
@@ -370,17 +377,22 @@ class Processor:
                 )
             return []
         assert value is not None  # decode() refuses tombstones
-        result = self._merge(partition, Rule(event, value, signature), self._now())
+        result, previous = self._merge(partition, Rule(event, value, signature), self._now())
         self.counters[result.outcome.value] += 1
         outputs: list[Output] = []
         if result.outcome is Outcome.REPLACED or result.outcome is Outcome.DUPLICATE:
             # A new winner, even an unblock that wins already expired (it still orders older
-            # blocks): as a record, not a tombstone, so that readers skipping tombstones see
-            # it lift the block; the next sweep tombstones it. A duplicate re-asserts the
-            # winner: after a crash the table changelog may hold it while the state topic
-            # does not, and this replayed event is the only trace of it.
+            # blocks): as a record, so that readers skipping tombstones see it lift the
+            # block. A duplicate re-asserts the winner: after a crash the table changelog may
+            # hold it while the state topic does not, and this replayed event is the only
+            # trace of it.
             assert result.winner is not None
-            outputs.append(rule_record(result.winner, partition))
+            outputs.append(event_record(result.winner, partition))
+            if previous is not None and state_key(previous) != state_key(result.winner):
+                # After the record of the event that beats it: a reader finds one or the
+                # other, and a paused writer's late tombstone here removes only an event
+                # it saw beaten.
+                outputs.append(tombstone(state_key(previous), partition))
         if result.outcome is not Outcome.DUPLICATE:
             outputs.extend(self._count(partition, offset, timestamp, event.type, event.reason))
         return outputs
@@ -390,11 +402,11 @@ class Processor:
             value, () if signature is None else ((SIGNATURE_HEADER, signature),)
         )
 
-    def _merge(self, partition: int, rule: Rule, now: float) -> Merge:
+    def _merge(self, partition: int, rule: Rule, now: float) -> tuple[Merge, Rule | None]:
         """Merge ``rule`` into its table entry: a new winner is written and indexed for the
         sweep; a duplicate of the winner is written again (after a rebalance the in-memory
         table may hold a winner whose changelog write failed after the worker stopped
-        tracking it)."""
+        tracking it). Also returns the entry's winner before the merge."""
         table_key = _table_key(partition, rule.key)
         stored = self._rules.get(table_key)
         existing = None if stored is None else decode_stored_rule(stored)
@@ -406,7 +418,7 @@ class Processor:
         elif result.outcome is Outcome.DUPLICATE:
             assert stored is not None
             self._rules[table_key] = stored
-        return result
+        return result, existing
 
     def _advance(self, partition: int, offset: int) -> None:
         if partition in self._unverifiable:
@@ -517,10 +529,19 @@ class Processor:
             if current is None or stored_expiry(current) != expires_at:
                 continue
             key = _split_table_key(table_key)[1]
-            if key.startswith(_NEVER_EXPIRE) and decode_stored_rule(current).expires_at is None:
+            expired = decode_stored_rule(current)
+            if key.startswith(_NEVER_EXPIRE) and expired.expires_at is None:
                 continue  # a block or revoked key stored with the ``expires_at`` it carried
             del self._rules[table_key]
             self.counters["expired_rules"] += 1
+            if isinstance(expired.event, SubjectUnblocked):
+                # Kept: it still orders every older block of the subject, and a record of
+                # one may come back (written late by a paused worker, or its tombstone lost
+                # in a crash).
+                continue
+            outputs.append(tombstone(state_key(expired), partition))
+            # The rule's record as workers before per-event keys wrote it (and
+            # ``revocast rebuild-state``): an event this expired winner beats.
             outputs.append(tombstone(key, partition))
         return outputs
 
@@ -535,7 +556,7 @@ class Processor:
                 expires_at = stored_expiry(stored)
                 if expires_at is None or expires_at > now:
                     self._rules[table_key] = stored
-                    outputs.append(rule_record(decode_stored_rule(stored), partition))
+                    outputs.append(event_record(decode_stored_rule(stored), partition))
         self.counters["republished"] += len(outputs)
         return outputs
 

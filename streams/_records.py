@@ -19,10 +19,12 @@ __all__ = [
     "Output",
     "decode_stored_rule",
     "encode_stored_rule",
+    "event_record",
     "marker_offset",
     "marker_record",
     "rule_record",
     "signature_of",
+    "state_key",
     "stored_expiry",
     "tombstone",
 ]
@@ -92,7 +94,22 @@ def stored_expiry(data: bytes) -> float | None:
     return None if exp is None else float(exp)
 
 
+def state_key(rule: Rule) -> str:
+    """The state-topic key of ``rule``'s record as the worker writes it: its rule key and
+    event id. One key per event, so that a record removes (by compaction) nothing but older
+    records of that very event, whoever wrote them and in whatever order they land."""
+    return f"{rule.key}#{rule.event.id}"
+
+
+def event_record(rule: Rule, partition: int) -> Output:
+    """The worker's state record of ``rule``, keyed by :func:`state_key`."""
+    headers = () if rule.signature is None else ((SIGNATURE_HEADER, rule.signature),)
+    return Output("state", state_key(rule).encode(), rule.value, partition, headers)
+
+
 def rule_record(rule: Rule, partition: int) -> Output:
+    """The state record of ``rule`` keyed by its rule key alone, as workers before per-event
+    keys wrote it and ``revocast rebuild-state`` (which runs with no worker) still does."""
     headers = () if rule.signature is None else ((SIGNATURE_HEADER, rule.signature),)
     return Output("state", rule.key.encode(), rule.value, partition, headers)
 
