@@ -83,9 +83,13 @@ def read_state(
     marked: dict[int, uuid.UUID | None] = {}
     """Per partition, the topic id its last marker so far names."""
     try:
-        consumer = KafkaConsumer(
-            **settings.kafka.client_config(KafkaConsumer.DEFAULT_CONFIG), enable_auto_commit=False
+        config = settings.kafka.client_config(KafkaConsumer.DEFAULT_CONFIG)
+        # Reaching no broker is a wait without progress too: bounded by ``timeout``, not by
+        # kafka-python's 30 s bootstrap timeout.
+        config["bootstrap_timeout_ms"] = min(
+            int(config.get("bootstrap_timeout_ms", 30_000)), max(1, int(timeout * 1000))
         )
+        consumer = KafkaConsumer(**config, enable_auto_commit=False)
         try:
             consumer.assign(tps)
             ends = consumer.end_offsets(tps)
