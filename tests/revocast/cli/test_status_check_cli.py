@@ -159,7 +159,8 @@ def test_check_judges_a_stalled_sdk_interrupted_since_its_sync_thread_stopped(
         code, out, err = seen[-1]
         assert code == 2, err
         assert re.search(
-            r"CRITICAL: stuck instance \S+ \(\S+\): INTERRUPTED for [\d.]+s, sync_stalled \(limit 1s\)$",
+            r"CRITICAL: stuck instance \S+ \(\S+\): "
+            r"INTERRUPTED for [\d.]+s, sync_stalled \(limit 1s\)$",
             err.strip(),
         ), err
         (instance,) = json.loads(out)["heartbeats"]["instances"]
