@@ -187,7 +187,15 @@ class Poller:
             if delay > 0 and not self._stop.is_set():
                 self._sleep(delay)
         if self._acks or self._errs:
-            self.poll_once(max_events=0)
+            try:
+                self.poll_once(max_events=0)
+            except Exception:  # the HTTP client closed under us, say
+                log.warning(
+                    "could not send %d owed acknowledgements at close; the transmitter "
+                    "will redeliver those SETs (already published: deduplicated)",
+                    len(self._acks) + len(self._errs),
+                    exc_info=True,
+                )
 
     def __enter__(self) -> Poller:
         self.start()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from email.utils import format_datetime
 
@@ -244,3 +246,35 @@ def test_retry_after_that_is_not_a_number_falls_back_to_backoff(
     )
 
     assert poller.poll_once() == 1.0
+
+
+def test_owed_acks_that_cannot_be_sent_at_close_are_logged_not_raised_in_the_thread(
+    receiver: Receiver,
+    transmitter: Transmitter,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # E.g. the HTTP client was closed under the thread: the transmitter redelivers the SETs.
+    escaped: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", escaped.append)
+    _queue(transmitter, "a")
+    transmitter.poll_answers.extend([None, httpx.Response(503, headers={"Retry-After": "600"})])
+
+    class ClosedAtTheEnd(Poller):
+        def poll_once(self, *, max_events: int | None = None) -> float:
+            if max_events == 0:
+                raise RuntimeError("Cannot send a request, as the client has been closed.")
+            return super().poll_once(max_events=max_events)
+
+    with transmitter.client() as http:
+        poller = ClosedAtTheEnd(
+            receiver=receiver,
+            settings=PollSettings(url=POLL_URL),
+            client=http,
+            token="receiver-token",
+        )
+        with caplog.at_level(logging.WARNING, logger="receiver"), poller:
+            transmitter.wait_for_polls(2)
+
+    assert escaped == []
+    assert "acknowledgements" in caplog.text
