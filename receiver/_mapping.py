@@ -142,6 +142,8 @@ def map_set(
         # transmitter's own time, so a delayed or redelivered older SET cannot undo a newer one.
         return SubjectBlocked(sub=subject.sub, **{**common, "occurred_at": at})
     if kind == f"{RISC}account-enabled":
+        if not policy.unblock_on_account_enabled:
+            return Skipped("disabled_by_policy")
         if subject.sub is None:
             return Skipped("no_usable_subject")
         return SubjectUnblocked(sub=subject.sub, **{**ctx.common(), "occurred_at": at})

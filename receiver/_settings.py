@@ -195,6 +195,11 @@ class MappingPolicy:
     """Claim in a CAEP token-claims-change whose integer value becomes ``min_version``."""
     watermark_on_assurance_decrease: bool = True
     watermark_on_risk_increase: bool = True
+    unblock_on_account_enabled: bool = True
+    """Map RISC ``account-enabled`` to ``subject.unblocked``. SDKs keep a subject's latest
+    block or unblock whatever its issuer, so this transmitter can lift a block an
+    administrator or the identity service published: turn it off when it is not the only
+    source of blocks."""
     email_is_subject: bool = False
     """Treat an ``email`` subject identifier as the token ``sub`` (only if your tokens do)."""
 
@@ -258,6 +263,7 @@ class ReceiverSettings:
                         env, f"{p}WATERMARK_ON_ASSURANCE_DECREASE", True
                     ),
                     watermark_on_risk_increase=_bool(env, f"{p}WATERMARK_ON_RISK_INCREASE", True),
+                    unblock_on_account_enabled=_bool(env, f"{p}UNBLOCK_ON_ACCOUNT_ENABLED", True),
                     email_is_subject=_bool(env, f"{p}EMAIL_IS_SUBJECT", False),
                 ),
                 event_issuer=env_str(env, f"{p}EVENT_ISSUER") or "revocast-receiver",

@@ -283,10 +283,12 @@ def test_block_needs_a_subject_so_a_session_only_subject_is_acknowledged_and_ski
             f"{CAEP}risk-level-change",
             {"current_level": "HIGH", "previous_level": "LOW"},
         ),
+        # Another source of blocks (an administrator) must not be overruled by this one.
+        (MappingPolicy(unblock_on_account_enabled=False), f"{RISC}account-enabled", {}),
     ],
-    ids=["assurance", "risk"],
+    ids=["assurance", "risk", "unblock"],
 )
-def test_level_change_watermarks_can_be_switched_off(
+def test_level_change_watermarks_and_unblocks_can_be_switched_off(
     policy: MappingPolicy,
     event_type: str,
     payload: dict[str, Any],

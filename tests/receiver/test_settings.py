@@ -23,6 +23,7 @@ def test_from_env_reads_every_source() -> None:
             f"{P}LOGOUT_AUDIENCE": "client-1",
             f"{P}DEDUPE_PATH": "/tmp/x.sqlite3",
             f"{P}WATERMARK_ON_RISK_INCREASE": "false",
+            f"{P}UNBLOCK_ON_ACCOUNT_ENABLED": "false",
         }
     )
 
@@ -39,6 +40,7 @@ def test_from_env_reads_every_source() -> None:
     assert settings.logout.metadata_url == "https://op.example.com/.well-known/openid-configuration"
     assert settings.dedupe_path == Path("/tmp/x.sqlite3")
     assert settings.mapping.watermark_on_risk_increase is False
+    assert settings.mapping.unblock_on_account_enabled is False
 
 
 def test_empty_environment_configures_no_source() -> None:
