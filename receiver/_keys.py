@@ -167,6 +167,9 @@ class KeySource:
         return metadata, keys
 
     def _get_json(self, url: str) -> Mapping[str, Any]:
+        # The client's timeout bounds each read; a server dripping bytes just under it would
+        # hold the refresh (and every caller waiting on it) for as long as it likes.
+        deadline = self._clock() + self._wait_timeout
         try:
             with self._client.stream("GET", url, headers={"Accept": "application/json"}) as r:
                 r.raise_for_status()
@@ -176,6 +179,10 @@ class KeySource:
                     if len(body) > _MAX_DOCUMENT_BYTES:
                         raise DeliveryUnavailable(
                             f"GET {url}: document larger than {_MAX_DOCUMENT_BYTES} bytes"
+                        )
+                    if self._clock() > deadline:
+                        raise DeliveryUnavailable(
+                            f"GET {url}: not read within {self._wait_timeout:g}s"
                         )
             document = json.loads(body)
         except (httpx.HTTPError, ValueError, RecursionError) as exc:

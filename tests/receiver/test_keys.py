@@ -196,6 +196,36 @@ def test_oversized_key_document_is_not_read_whole(clock: FakeClock) -> None:
     assert len(served) < 64
 
 
+def test_a_key_document_dripped_slower_than_the_timeout_in_all_is_given_up(
+    clock: FakeClock,
+) -> None:
+    # Each chunk arrives within the client's read timeout, the whole never would.
+    served: list[int] = []
+
+    def body() -> Iterator[bytes]:
+        for _ in range(100):
+            served.append(1)
+            clock.advance(4)  # under a 10 s read timeout, 400 s in all
+            yield b" "
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body())
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as http:
+        keys = KeySource(
+            issuer=TRANSMITTER,
+            metadata_url=None,
+            jwks_uri=METADATA,
+            client=http,
+            wait_timeout=10.0,
+            clock=clock.monotonic,
+        )
+        with pytest.raises(DeliveryUnavailable, match="not read within"):
+            keys.refresh()
+
+    assert len(served) <= 4
+
+
 def test_set_signed_with_a_key_newer_than_our_copy_is_retried_not_refused(
     transmitter: Transmitter, clock: FakeClock, receiver: object
 ) -> None:
