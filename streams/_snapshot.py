@@ -499,7 +499,8 @@ class Snapshotter:
                 self._hold(p, "no_state_topic", f"state topic {s.state_topic!r} {found}")
             return dict.fromkeys(partitions, "held")
         try:
-            markers = {p: r.marker for p, r in resume_offsets(s, partitions).items()}
+            resumes = resume_offsets(s, partitions, log_resume=False)
+            markers = {p: r.marker for p, r in resumes.items()}
             # Asked after the markers: a live processor may have marked past an older end.
             bounds = self._bounds(consumer, partitions)
             usable = [

@@ -205,7 +205,11 @@ class Resume:
 
 
 def resume_offsets(
-    settings: StreamsSettings, partitions: Iterable[int], timeout: float = 60.0
+    settings: StreamsSettings,
+    partitions: Iterable[int],
+    timeout: float = 60.0,
+    *,
+    log_resume: bool = True,
 ) -> dict[int, Resume]:
     """Where the worker resumes each log partition: right after the partition's last offset
     marker in the state topic, or at the log's first offset when there is no usable marker
@@ -267,6 +271,8 @@ def resume_offsets(
         if done is not None and done >= 0:
             start = min(start, max(done, begin))
         starts[p] = Resume(start, marker)
+        if not log_resume:  # a caller that only wants the markers (the snapshotter)
+            continue
         logger.info(
             "log partition %d (offsets %d..%d): last offset marker %s, committed %s: "
             "resuming at %d",

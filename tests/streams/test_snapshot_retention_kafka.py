@@ -361,11 +361,11 @@ def test_a_marker_past_the_log_end_read_at_start_is_usable(
     ends = end_offsets(kafka_bootstrap, log_topic)
     write_state(kafka_bootstrap, log_topic, rules, {p: e - 1 for p, e in ends.items()})
 
-    def meanwhile(settings: StreamsSettings, partitions: Any) -> Any:
+    def meanwhile(settings: StreamsSettings, partitions: Any, **options: Any) -> Any:
         publish_rules(kafka_bootstrap, log_topic)
         moved = end_offsets(kafka_bootstrap, log_topic)
         write_markers(kafka_bootstrap, log_topic, {p: e - 1 for p, e in moved.items()})
-        return resume_offsets(settings, partitions)
+        return resume_offsets(settings, partitions, **options)
 
     monkeypatch.setattr("streams._snapshot.resume_offsets", meanwhile)
     snapshotter = Snapshotter(snapshotter_settings(kafka_bootstrap, log_topic, SNAP_1))

@@ -3,6 +3,7 @@ with 1 replica and ``min.insync.replicas=1`` set on the topic itself; where it r
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 import pytest
@@ -48,7 +49,7 @@ def test_the_state_topic_created_under_auto_replication_has_one_replica_and_min_
 
 @pytest.mark.kafka
 def test_the_worker_resumes_after_each_partitions_last_marker_whatever_log_id_it_names(
-    kafka_bootstrap: str, make_topic: MakeTopic
+    kafka_bootstrap: str, make_topic: MakeTopic, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Lenient where SDKs are not: a marker naming no id (written before markers did) or
     another one still says where the worker resumes; seeding judges the incarnation. A marker
@@ -75,11 +76,18 @@ def test_the_worker_resumes_after_each_partitions_last_marker_whatever_log_id_it
         ):
             producer.send(settings.state_topic, key=key, value=value, partition=p)
         producer.flush(timeout=30)
-        resume = resume_offsets(settings, [0, 1, 2], timeout=60)
+        with caplog.at_level(logging.INFO, logger="streams"):
+            resume = resume_offsets(settings, [0, 1, 2], timeout=60)
+            worker_lines = caplog.text.count("resuming at")
+            caplog.clear()
+            # The snapshotter asks for the markers only: no "resuming at" lines of its own.
+            assert resume_offsets(settings, [0, 1, 2], timeout=60, log_resume=False) == resume
+            assert "resuming at" not in caplog.text
     finally:
         producer.close(timeout=10)
         delete_worker_topics(kafka_bootstrap, log)
     assert resume == {0: Resume(4, 3), 1: Resume(5, 4), 2: Resume(6, 5)}
+    assert worker_lines == 3
 
 
 def _marker(log: str, p: int, offset: int, named: uuid.UUID | None) -> tuple[bytes, bytes | None]:
