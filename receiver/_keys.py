@@ -73,14 +73,17 @@ class KeySource:
         """The issuer's metadata document as last fetched (empty with a fixed ``jwks_uri``)."""
         return self._metadata
 
-    def key(self, kid: str | None, alg: str, *, issued_at: float | None = None) -> PyJWK:
+    def key(
+        self, kid: str | None, alg: str, *, issued_at: Callable[[], float | None] | None = None
+    ) -> PyJWK:
         """The key for a token header. Raises :class:`SetRejected` (``invalid_key``) for an
         unknown or unsuitable key, :class:`DeliveryUnavailable` if no keys could be loaded.
 
-        ``issued_at`` is the token's (unverified) ``iat``, in seconds since the epoch. An
-        unknown ``kid`` in a token issued after our keys were fetched, when they cannot be
-        refetched yet, is :class:`DeliveryUnavailable`: the key may just be newer than our copy,
-        and a permanent refusal would make the sender drop a genuine token.
+        ``issued_at`` gives the token's (unverified) ``iat``, in seconds since the epoch; it
+        is asked only for an unknown ``kid``. An unknown ``kid`` in a token issued after our
+        keys were fetched, when they cannot be refetched yet, is
+        :class:`DeliveryUnavailable`: the key may just be newer than our copy, and a
+        permanent refusal would make the sender drop a genuine token.
         """
         keys = self._keys
         if keys is None or self._clock() - self._fetched_at > self._max_age:
@@ -94,7 +97,8 @@ class KeySource:
         if keys is None:
             raise DeliveryUnavailable(f"no keys for {self._issuer!r} could be loaded")
         if found is None:
-            if issued_at is not None and issued_at > self._fetched_wall:
+            iat = None if issued_at is None else issued_at()
+            if iat is not None and iat > self._fetched_wall:
                 raise DeliveryUnavailable(f"key id {kid!r} is not in the keys fetched so far")
             raise SetRejected("invalid_key", f"unknown key id {kid!r}")
         return _bind(found, alg)

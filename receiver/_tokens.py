@@ -177,7 +177,8 @@ def _verify_jws(
     kid = header.get("kid")
     if kid is not None and not isinstance(kid, str):
         raise SetRejected("invalid_request", "kid must be a string")
-    key = keys.key(kid, alg, issued_at=_unverified_iat(token))
+    # The payload is parsed unverified only if the kid is unknown (see KeySource.key).
+    key = keys.key(kid, alg, issued_at=lambda: _unverified_iat(token))
     try:
         raw = jwt.api_jws.PyJWS().decode_complete(token, key=key, algorithms=[alg])["payload"]
     except InvalidSignatureError:
