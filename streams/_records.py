@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from consumer_sdk._marker import OFFSETS_KEY_PREFIX as _MARKER_KEY_PREFIX
-from consumer_sdk._marker import read_marker
 from revocation_events import SIGNATURE_HEADER, event_adapter
 from streams._rules import Rule
 
@@ -20,7 +19,6 @@ __all__ = [
     "decode_stored_rule",
     "encode_stored_rule",
     "event_record",
-    "marker_offset",
     "marker_record",
     "rule_record",
     "signature_of",
@@ -133,12 +131,3 @@ def marker_record(
         json.dumps(value, separators=(",", ":")).encode(),
         partition,
     )
-
-
-def marker_offset(
-    key: bytes | None, value: bytes | None, log_topic: str, partition: int
-) -> int | None:
-    """The offset of a state record that is ``log_topic``'s marker for ``partition``, else
-    ``None``, whatever log incarnation it names (:func:`consumer_sdk._marker.read_marker`)."""
-    marker = read_marker(key, value, log_topic, partition)
-    return None if marker is None else marker.offset

@@ -32,7 +32,7 @@ from revocation_events import (
 )
 from streams import rank, rule_key
 from streams._processor import Processor
-from streams._records import Output, marker_offset
+from streams._records import Output
 from tests.streams._support import T0, VERIFYING_CODEC, at, encode, uid
 
 
@@ -755,7 +755,7 @@ def test_late_writes_of_a_paused_worker_do_not_shadow_the_new_owners_rules() -> 
     last: dict[bytes, Output] = {}
     marker = -1
     for out in _state(landed):
-        offset = marker_offset(out.key, out.value, "log", 0)
+        offset = _marker_offset(out.key, out.value)
         if offset is None:
             last[out.key] = out
         else:
@@ -927,7 +927,7 @@ def test_seeding_again_rewrites_a_winner_whose_changelog_write_failed() -> None:
 def _last_marker(broker: Broker) -> int | None:
     found = None
     for key, value, _ in broker.landed["state"]:
-        offset = marker_offset(key, value, "log", 0)
+        offset = _marker_offset(key, value)
         found = found if offset is None else offset
     return found
 
@@ -949,7 +949,7 @@ def _assert_no_gap(broker: Broker, log: list[EncodedEvent]) -> None:
     whole = _best(events)
     last: dict[bytes, tuple[bytes | None, tuple[tuple[str, bytes], ...]]] = {}
     for key, value, headers in broker.landed["state"]:
-        offset = marker_offset(key, value, "log", 0)
+        offset = _marker_offset(key, value)
         if offset is None:
             last[key] = (value, headers)
             continue
@@ -1120,3 +1120,9 @@ def test_no_marker_vouches_for_a_state_partition_holding_a_deleted_logs_rules() 
     h.offset = -1
     h.feed(_jti(1, 60))
     assert _markers(h.tick(0)) == [0]
+
+
+def _marker_offset(key: bytes | None, value: bytes | None) -> int | None:
+    """The offset a state record of partition 0 marks for the log ``log``, else None."""
+    marker = read_marker(key, value, "log", 0)
+    return None if marker is None else marker.offset

@@ -8,16 +8,16 @@ import uuid
 import pytest
 
 from consumer_sdk._marker import Marker, read_marker
-from streams._records import marker_offset, marker_record
+from streams._records import marker_record
 
 _KEY = b"__offsets__:2"
 
 
 def test_a_marker_the_worker_wrote_reads_back() -> None:
     out = marker_record("revs", 2, 41)
-    assert marker_offset(out.key, out.value, "revs", 2) == 41
-    assert marker_offset(out.key, out.value, "other", 2) is None
-    assert marker_offset(out.key, out.value, "revs", 1) is None
+    assert read_marker(out.key, out.value, "revs", 2) == Marker(41, None)
+    assert read_marker(out.key, out.value, "other", 2) is None
+    assert read_marker(out.key, out.value, "revs", 1) is None
 
 
 @pytest.mark.parametrize(
@@ -38,7 +38,7 @@ def test_a_marker_the_worker_wrote_reads_back() -> None:
     ],
 )
 def test_anything_but_an_exact_marker_is_none(value: bytes) -> None:
-    assert marker_offset(_KEY, value, "revs", 2) is None
+    assert read_marker(_KEY, value, "revs", 2) is None
 
 
 def test_a_marker_names_the_incarnation_of_its_log_when_given_one() -> None:
