@@ -25,10 +25,9 @@ reason.
 
 These endpoints are usually served without a token, so ``last_error`` is the error's kind
 (:class:`consumer_sdk.SourceErrorKind`, as the code that recorded the error named it), never
-its text (which may name brokers, SASL users or file paths): ``null``,
-``"kafka_unreachable"``, ``"kafka_error"``, ``"topic_missing"``, ``"sync_stalled"``,
-``"forked"`` or ``"source_error"`` (any other). The text stays in
-``Revocast.status.last_error``, and the Kafka source logs it (warning).
+its text (which may name brokers, SASL users or file paths): ``null`` or a kind's value
+(``"kafka_unreachable"``, ``"kafka_unauthorized"``, ``"source_error"`` for any other…).
+The text stays in ``Revocast.status.last_error``, and the Kafka source logs it (warning).
 
 The metrics helpers serve ``prometheus_client``'s registry (the SDK's collectors register on
 the default one); they need the ``metrics`` extra (``prometheus-client``).
