@@ -6,7 +6,7 @@ import enum
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from consumer_sdk._listeners import Listeners
 
@@ -127,10 +127,6 @@ class StatusProvider:
             self.ready.set()  # on OFF: wakes wait_until_ready, which then answers False
         self.listeners.notify(new)
         return new
-
-    def event_seen(self, at: float) -> None:
-        with self._lock:
-            self.current = replace(self.current, last_event_at=at)
 
     def after_fork(self) -> None:
         """In a forked child: fresh lock; the inherited state serves as if interrupted."""

@@ -40,7 +40,6 @@ def test_the_monotonic_reading_follows_the_state_through_errors_and_events() -> 
     sp.update(INTERRUPTED, "a")
     mono.advance(10)
     sp.update(INTERRUPTED, "b")  # fails again: keeps its original since
-    sp.event_seen(wall.now)
     wall.advance(-3600)
     mono.advance(5)
     assert sp.elapsed(sp.current) == 15
@@ -89,11 +88,3 @@ def test_the_same_text_of_another_kind_is_a_new_status_for_listeners() -> None:
     sp.update(INTERRUPTED, "down", kind=SourceErrorKind.KAFKA_ERROR)
     assert seen == [SourceErrorKind.KAFKA_UNREACHABLE, SourceErrorKind.KAFKA_ERROR]
     assert sp.current.error_kind is SourceErrorKind.KAFKA_ERROR
-
-
-def test_an_event_seen_keeps_the_error_and_its_kind() -> None:
-    sp, wall, _ = provider()
-    sp.update(DataSourceState.VALID)
-    sp.update(INTERRUPTED, "down", kind=SourceErrorKind.KAFKA_ERROR)
-    sp.event_seen(wall.now)
-    assert (sp.current.last_error, sp.current.error_kind) == ("down", SourceErrorKind.KAFKA_ERROR)
