@@ -39,7 +39,22 @@ _FORBIDDEN_OPTIONS = {
     "enable_idempotence": frozenset({True}),
 }
 # Set by the publisher itself; a passthrough value would break signing or the record format.
-_RESERVED_OPTIONS = frozenset({"key_serializer", "value_serializer", "transactional_id"})
+_RESERVED_OPTIONS = frozenset(
+    {"key_serializer", "value_serializer", "transactional_id", "kafka_client"}
+)
+# Set by producer_config over REVOCAST_KAFKA_OPTIONS (producer_options may still change
+# linger_ms; the others are checked there).
+_SET_OVER_SHARED = frozenset(
+    {
+        "acks",
+        "enable_idempotence",
+        "delivery_timeout_ms",
+        "max_block_ms",
+        "bootstrap_timeout_ms",
+        "linger_ms",
+        "allow_auto_create_topics",
+    }
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +106,7 @@ class PublisherSettings:
             _check_positive(name, getattr(self, name))
         _check_lease("outbox_lease", self.outbox_lease)
         _check_producer_options("producer_options", self.producer_options)
+        _check_shared_options("kafka.extra", self.kafka.extra)
         # Read-only: a mutation after validation (acks=0) would skip the check above.
         object.__setattr__(self, "producer_options", MappingProxyType(dict(self.producer_options)))
         object.__setattr__(self, "outbox_path", Path(self.outbox_path))
@@ -113,7 +129,9 @@ class PublisherSettings:
         and the Kafka variables of :meth:`KafkaSettings.from_env`. Errors name the variable.
         """
         env = os.environ if environ is None else environ
-        kwargs: dict[str, Any] = {"kafka": KafkaSettings.from_env(prefix, env)}
+        kafka = KafkaSettings.from_env(prefix, env)
+        _check_shared_options(f"{prefix}KAFKA_OPTIONS", kafka.extra)
+        kwargs: dict[str, Any] = {"kafka": kafka}
 
         issuer = env_str(env, f"{prefix}EVENT_ISSUER")
         if issuer is None:
@@ -200,8 +218,44 @@ def _check_producer_options(label: str, options: Mapping[str, Any]) -> None:
             raise SettingsError(f"{label}: {key} is set by the publisher and cannot be passed")
         if key not in KafkaProducer.DEFAULT_CONFIG:
             raise SettingsError(f"{label}: {key!r} is not a kafka-python producer option")
-        if key in _TIMING_OPTIONS and (type(value) is not int or value < 0):
-            raise SettingsError(f"{label}: {key} must be a whole number of ms, got {value!r}")
+        if key == "allow_auto_create_topics" and value is not False:
+            raise SettingsError(
+                f"{label}: allow_auto_create_topics must be false: a misspelt topic would be "
+                "created with the broker's default (possibly short) retention"
+            )
+        _check_idempotence_limits(label, key, value)
+
+
+def _check_shared_options(label: str, options: Mapping[str, Any]) -> None:
+    """The producer's share of ``REVOCAST_KAFKA_OPTIONS``: what reaches kafka-python's
+    producer unchanged must not make it refuse to start (idempotence conflicts) or break the
+    records."""
+    for key, value in options.items():
+        if key not in KafkaProducer.DEFAULT_CONFIG or key in _SET_OVER_SHARED:
+            continue
+        if key in _RESERVED_OPTIONS:
+            raise SettingsError(f"{label}: {key} is set by the publisher and cannot be passed")
+        _check_idempotence_limits(label, key, value)
+
+
+def _check_idempotence_limits(label: str, key: str, value: Any) -> None:
+    # kafka-python refuses these with enable_idempotence=True, but only when the producer is
+    # built: in outbox mode the drainer would then log it forever and deliver nothing.
+    if key == "retries" and (
+        isinstance(value, bool) or not isinstance(value, int | float) or not value >= 1
+    ):
+        raise SettingsError(
+            f"{label}: retries must be at least 1 for idempotent delivery, got {value!r}"
+        )
+    if key == "max_in_flight_requests_per_connection" and (
+        type(value) is not int or not 1 <= value <= 5
+    ):
+        raise SettingsError(
+            f"{label}: max_in_flight_requests_per_connection must be 1 to 5 for idempotent, "
+            f"ordered delivery, got {value!r}"
+        )
+    if key in _TIMING_OPTIONS and (type(value) is not int or value < 0):
+        raise SettingsError(f"{label}: {key} must be a whole number of ms, got {value!r}")
 
 
 def _among(value: Any, allowed: Collection[Any]) -> bool:

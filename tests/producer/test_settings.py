@@ -177,3 +177,55 @@ def test_producer_options_cannot_be_weakened_after_validation() -> None:
     settings = PublisherSettings(issuer="i", signing_key=KEY, producer_options={"linger_ms": 5})
     with pytest.raises(TypeError):
         settings.producer_options["acks"] = 0  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"retries": 0}, "retries"),
+        ({"max_in_flight_requests_per_connection": 6}, "max_in_flight_requests_per_connection"),
+        ({"max_in_flight_requests_per_connection": "5"}, "max_in_flight_requests_per_connection"),
+        ({"allow_auto_create_topics": True}, "allow_auto_create_topics"),
+        ({"kafka_client": None}, "kafka_client"),
+    ],
+)
+def test_producer_options_kafka_python_would_refuse_at_the_first_send_are_refused_up_front(
+    options: dict[str, Any], named: str
+) -> None:
+    # Accepted, retries=0 or more than 5 requests in flight made kafka-python's idempotent
+    # producer refuse to start: in outbox mode every publish returned queued=True and the
+    # drainer only logged the error, forever. allow_auto_create_topics=true let a misspelt
+    # topic be created with the broker's default retention.
+    with pytest.raises(SettingsError, match=f"producer_options: {named}"):
+        PublisherSettings(issuer="i", signing_key=KEY, producer_options=options)
+
+
+def test_idempotence_limits_that_do_hold_are_accepted() -> None:
+    options = {"retries": 10, "max_in_flight_requests_per_connection": 1}
+    settings = PublisherSettings(issuer="i", signing_key=KEY, producer_options=options)
+    assert settings.producer_options == options
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ('{"retries": 0}', "retries"),
+        ('{"max_in_flight_requests_per_connection": 10}', "max_in_flight"),
+        ('{"transactional_id": "t"}', "transactional_id"),
+        ('{"request_timeout_ms": "soon"}', "request_timeout_ms"),
+    ],
+)
+def test_shared_kafka_options_that_reach_the_producer_are_checked_naming_the_variable(
+    options: str, named: str
+) -> None:
+    # REVOCAST_KAFKA_OPTIONS reaches the producer too (only acks, idempotence, the timeouts
+    # and auto-creation are set over it): these made it refuse to start, or turned it into a
+    # transactional producer whose sends all fail.
+    with pytest.raises(SettingsError, match=f"REVOCAST_KAFKA_OPTIONS: {named}"):
+        PublisherSettings.from_env(environ=env(REVOCAST_KAFKA_OPTIONS=options))
+
+
+def test_shared_kafka_options_the_publisher_sets_itself_or_other_clients_use_are_accepted() -> None:
+    options = '{"acks": 1, "allow_auto_create_topics": true, "isolation_level": "read_committed"}'
+    settings = PublisherSettings.from_env(environ=env(REVOCAST_KAFKA_OPTIONS=options))
+    assert settings.kafka.extra["acks"] == 1  # producer_config sets acks=all over it
