@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -55,6 +55,14 @@ _DISABLE_REASONS = frozenset({"hijacking", "bulk-account"})
 # Namespaces whose levels are numbered, higher meaning stronger (nist-aal1 < nist-aal2 …).
 _NUMBERED_ASSURANCE = frozenset({"NIST-IAL", "NIST-AAL", "NIST-FAL", "ISO-IEC-29115"})
 _LEVEL_NUMBER = re.compile(r"([0-9])\Z")
+# Events whose rule is keyed by ``sub`` (a session or token rule names its sid or jti).
+_BY_SUBJECT = (
+    SubjectTokensRevoked,
+    SubjectBlocked,
+    SubjectUnblocked,
+    SubjectDeleted,
+    SubjectVersionBumped,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +97,37 @@ def map_set(
     now: datetime,
     max_token_lifetime: timedelta,
 ) -> BaseEvent | tuple[BaseEvent, ...] | Skipped:
-    """The Revocast event(s) for one verified SET, or why there is none."""
+    """The Revocast event(s) for one verified SET, or why there is none.
+
+    A rule on ``sub`` is repeated for each other spelling of it (an e-mail address's case
+    forms), since SDKs match ``sub`` exactly; an unblock only for those naming the same account.
+    """
+    args = (policy, issuer, now, max_token_lifetime)
+    mapped = _map_set(verified, subject, *args)
+    if isinstance(mapped, Skipped):
+        return mapped
+    events = _as_tuple(mapped)
+    unblock = any(isinstance(e, SubjectUnblocked) for e in events)
+    others = subject.spellings if unblock else subject.spellings + subject.folded
+    for other in others:
+        again = _map_set(verified, replace(subject, sub=other), *args)
+        assert not isinstance(again, Skipped)  # only the subject differs
+        events += tuple(e for e in _as_tuple(again) if isinstance(e, _BY_SUBJECT))
+    return events if len(events) > 1 else events[0]
+
+
+def _as_tuple(mapped: BaseEvent | tuple[BaseEvent, ...]) -> tuple[BaseEvent, ...]:
+    return mapped if isinstance(mapped, tuple) else (mapped,)
+
+
+def _map_set(
+    verified: VerifiedSet,
+    subject: Subject,
+    policy: MappingPolicy,
+    issuer: str,
+    now: datetime,
+    max_token_lifetime: timedelta,
+) -> BaseEvent | tuple[BaseEvent, ...] | Skipped:
     kind = verified.event_type
     payload = verified.payload
     short = _short_name(kind)

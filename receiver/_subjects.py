@@ -6,6 +6,7 @@ Revocast rules name a token subject (``sub``), a session (``sid``) or one token 
   ``session`` member an ``opaque`` ``id`` names the session.
 * ``jwt_id`` names one token (its ``iss`` is checked like ``iss_sub``'s).
 * ``email`` names the subject only when the policy says tokens use e-mail addresses as ``sub``.
+  It also names its spellings with the domain, and all, in lower case (:func:`email_subject`).
 * RISC 1.0's ``subject_type`` (``iss-sub``, ``email``…) is read as ``format`` (``iss_sub``…).
 * ``complex`` (or a draft-style object with ``user``/``session`` members and no ``format``)
   combines them; ``aliases`` takes the first value found for each field.
@@ -21,7 +22,7 @@ from typing import Any
 
 from receiver._errors import SetRejected
 
-__all__ = ["Subject", "resolve_subject"]
+__all__ = ["Subject", "email_subject", "resolve_subject"]
 
 _MAX = 256
 _COMPLEX_MEMBERS = ("user", "session", "device", "application", "tenant", "org_unit", "group")
@@ -34,14 +35,43 @@ class Subject:
     jti: str | None = None
     issuers: frozenset[str] = field(default_factory=frozenset)
     """``iss`` values the identifier names (``iss_sub``, ``jwt_id``)."""
+    spellings: tuple[str, ...] = ()
+    """Other spellings of an e-mail ``sub`` naming the same mailbox (its domain in lower case):
+    every rule on ``sub`` is published for each of them too."""
+    folded: tuple[str, ...] = ()
+    """An e-mail ``sub`` all in lower case, where that differs: the same mailbox wherever the
+    local part ignores case (nearly everywhere), but it may be another one. Rules that revoke
+    are published for it too; an unblock is not, lest it lift another account's block."""
 
     def merged(self, other: Subject) -> Subject:
+        named = self if self.sub else other
         return Subject(
             sub=self.sub or other.sub,
             sid=self.sid or other.sid,
             jti=self.jti or other.jti,
             issuers=self.issuers | other.issuers,
+            spellings=named.spellings,
+            folded=named.folded,
         )
+
+
+def email_subject(address: str) -> Subject:
+    """An e-mail address as a token ``sub``, with the spellings tokens may carry instead.
+
+    SDKs match ``sub`` exactly, and RFC 9493 (3.2.3) leaves an address's canonical form to
+    each system: a transmitter writing ``Alice@Example.COM`` for tokens carrying
+    ``alice@example.com`` must still revoke them. The domain is case-insensitive (RFC 5321
+    2.4), so lowering it names the same mailbox; the local part may be case-sensitive, so the
+    all-lower-case form may name another (see :attr:`Subject.folded`).
+    """
+    local, at, domain = address.rpartition("@")
+    same = f"{local}{at}{domain.lower()}" if at else address
+    lower = address.lower()
+    return Subject(
+        sub=address,
+        spellings=tuple(s for s in (same,) if s != address and len(s) <= _MAX),
+        folded=tuple(s for s in (lower,) if s not in (address, same) and len(s) <= _MAX),
+    )
 
 
 def resolve_subject(identifier: Mapping[str, Any] | None, *, email_is_subject: bool) -> Subject:
@@ -97,7 +127,7 @@ def _resolve(
             jti=_string(identifier, "jti"), issuers=frozenset({_string(identifier, "iss")})
         )
     if fmt == "email" and email_is_subject and role == "user":
-        return Subject(sub=_string(identifier, "email"))
+        return email_subject(_string(identifier, "email"))
     if not isinstance(fmt, str):
         raise SetRejected("invalid_request", "subject identifier has no format")
     return Subject()

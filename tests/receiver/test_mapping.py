@@ -3,7 +3,9 @@ the app, reaches the sink as the expected Revocast event."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -296,7 +298,6 @@ def test_level_change_watermarks_and_unblocks_can_be_switched_off(
     transmitter: Transmitter,
     sink: RecordingSink,
 ) -> None:
-    from dataclasses import replace
 
     with (
         transmitter.client() as http,
@@ -317,7 +318,6 @@ def test_level_change_watermarks_and_unblocks_can_be_switched_off(
 def test_email_subjects_map_only_when_tokens_use_email_as_sub(
     settings: ReceiverSettings, transmitter: Transmitter, sink: RecordingSink
 ) -> None:
-    from dataclasses import replace
 
     sub_id = {"format": "email", "email": "ann@example.com"}
     outcomes = []
@@ -398,3 +398,72 @@ def test_risc_account_disabled_with_a_risc_1_0_subject_blocks_the_user(
     (event,) = sink.events
     assert event.model_dump()["type"] == "subject.blocked"
     assert event.model_dump()["sub"] == "user-1"
+
+
+def _state_after(events: list[BaseEvent]) -> RevocationState:
+    state = RevocationState(clock=START.timestamp, max_token_lifetime=LIFETIME.total_seconds())
+    for event in events:
+        state.apply(event_adapter.validate_python(event.model_dump()))
+    return state
+
+
+@contextmanager
+def _email_receiver(
+    settings: ReceiverSettings, transmitter: Transmitter, sink: RecordingSink
+) -> Iterator[Receiver]:
+    with (
+        transmitter.client() as http,
+        Receiver(
+            settings=replace(settings, mapping=MappingPolicy(email_is_subject=True)),
+            sink=sink,
+            max_token_lifetime=LIFETIME,
+            http_client=http,
+            clock=transmitter.clock,
+        ) as receiver,
+    ):
+        yield receiver
+
+
+@pytest.mark.parametrize(
+    "event_type",
+    [f"{CAEP}credential-change", f"{RISC}account-disabled", f"{RISC}account-purged"],
+)
+def test_email_subject_in_another_case_still_revokes_tokens_carrying_the_lowercase_address(
+    event_type: str, settings: ReceiverSettings, transmitter: Transmitter, sink: RecordingSink
+) -> None:
+    # SDKs match sub exactly: "Alice@Example.COM" used to leave every token of
+    # "alice@example.com" valid, though RFC 9493 (3.2.3) expects receivers to canonicalise.
+    sub_id = {"format": "email", "email": "Alice@Example.COM"}
+    with _email_receiver(settings, transmitter, sink) as receiver:
+        receipt = receiver.receive_set(transmitter.set(event_type, {}, sub_id=sub_id))
+
+    assert receipt.outcome == "published"
+    state = _state_after(sink.events)
+    iat = int(EARLIER.timestamp())
+    for spelling in ("Alice@Example.COM", "Alice@example.com", "alice@example.com"):
+        assert state.check({"sub": spelling, "iat": iat}, None) is not None, spelling
+    assert state.check({"sub": "bob@example.com", "iat": iat}, None) is None
+
+
+def test_email_account_enabled_does_not_lift_the_block_of_a_lowercase_lookalike_mailbox(
+    settings: ReceiverSettings, transmitter: Transmitter, sink: RecordingSink
+) -> None:
+    # The local part may be case-sensitive (RFC 5321 2.4): "alice@" may be another account
+    # than "Alice@", so an unblock of one must not lift the block of the other. The domain is
+    # case-insensitive, so the unblock does cover it.
+    blocked = transmitter.set(
+        f"{RISC}account-disabled",
+        {"event_timestamp": int(EARLIER.timestamp())},
+        sub_id={"format": "email", "email": "alice@example.com"},
+    )
+    enabled = transmitter.set(
+        f"{RISC}account-enabled", {}, sub_id={"format": "email", "email": "Alice@Example.COM"}
+    )
+    with _email_receiver(settings, transmitter, sink) as receiver:
+        receiver.receive_set(blocked)
+        receiver.receive_set(enabled)
+
+    unblocked = [e.subject() for e in sink.events if _type(e) == "subject.unblocked"]
+    assert unblocked == ["Alice@Example.COM", "Alice@example.com"]
+    state = _state_after(sink.events)
+    assert state.check({"sub": "alice@example.com", "iat": int(START.timestamp())}, None)

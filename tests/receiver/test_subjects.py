@@ -85,3 +85,31 @@ def test_deeply_nested_aliases_are_refused() -> None:
 
     with pytest.raises(SetRejected):
         resolve_subject(identifier, email_is_subject=False)
+
+
+@pytest.mark.parametrize(
+    ("address", "spellings", "folded"),
+    [
+        ("Alice@Example.COM", ("Alice@example.com",), ("alice@example.com",)),
+        ("Alice@example.com", (), ("alice@example.com",)),
+        ("alice@Example.com", ("alice@example.com",), ()),
+        ("alice@example.com", (), ()),
+        ('"A@B"@Example.com', ('"A@B"@example.com',), ('"a@b"@example.com',)),
+        ("no-at-sign", (), ()),
+    ],
+)
+def test_email_subject_names_the_lowercase_domain_and_the_folded_address_apart(
+    address: str, spellings: tuple[str, ...], folded: tuple[str, ...]
+) -> None:
+    subject = resolve_subject({"format": "email", "email": address}, email_is_subject=True)
+
+    assert (subject.sub, subject.spellings, subject.folded) == (address, spellings, folded)
+
+
+def test_email_spelling_longer_than_an_event_allows_is_left_out() -> None:
+    # "İ" lower-cases to two code points: a 256-character address can fold to 257.
+    address = "İ" * 200 + "@" + "e" * 55
+
+    subject = resolve_subject({"format": "email", "email": address}, email_is_subject=True)
+
+    assert (subject.sub, subject.folded) == (address, ())
