@@ -386,18 +386,33 @@ def create_app(
         publisher.bump_subject_version(username, min_version=version, reason="permissions_changed")
         return {"version": version}
 
+    def publish_block(username: str, blocked: bool) -> None:
+        """Publish ``blocked``, then again whatever the store holds if another block or unblock
+        committed meanwhile. Services keep the block or unblock published last; without the
+        re-read, an unblock committed before a block but published after it would leave the
+        account blocked here and its tokens accepted everywhere else."""
+        while True:
+            if blocked:
+                publisher.block_subject(username, reason="admin_block")
+            else:
+                publisher.unblock_subject(username, reason="admin_unblock")
+            user = store.user(username)
+            if user is None or user.blocked == blocked:  # a deletion publishes its own event
+                return
+            blocked = user.blocked
+
     @app.post("/admin/users/{username}/block", status_code=204, dependencies=[Depends(admin)])
     def block(username: str) -> None:
         if not store.set_blocked(username, True):
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such user")
         store.revoke_families_of(username)
-        publisher.block_subject(username, reason="admin_block")
+        publish_block(username, True)
 
     @app.post("/admin/users/{username}/unblock", status_code=204, dependencies=[Depends(admin)])
     def unblock(username: str) -> None:
         if not store.set_blocked(username, False):
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such user")
-        publisher.unblock_subject(username, reason="admin_unblock")
+        publish_block(username, False)
 
     @app.delete("/admin/users/{username}", status_code=204, dependencies=[Depends(admin)])
     def delete_user(username: str) -> None:

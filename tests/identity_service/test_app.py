@@ -1138,3 +1138,44 @@ def test_a_right_password_whose_account_was_blocked_during_the_login_stays_count
     for guess in range(4):
         assert attempt(client, "alice", f"guess-{guess}").status_code == 401
     assert attempt(client, "alice", "correct horse").status_code == 429
+
+
+def test_an_unblock_published_after_a_block_that_committed_later_is_followed_by_the_block(
+    client: TestClient, publisher: RecordingPublisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Race between two admin calls: the unblock commits, then the block commits and publishes,
+    # then the unblock publishes. Services keep the last one published (by occurred_at): the
+    # account stayed blocked here while every service accepted its tokens again.
+    assert client.post("/admin/users/alice/block", headers=auth(ADMIN)).status_code == 204
+    real_unblock = publisher.unblock_subject
+    raced: list[int] = []
+
+    def block_commits_and_publishes_first(sub: str, **kw: Any) -> None:
+        if not raced:
+            raced.append(1)
+            assert client.post("/admin/users/alice/block", headers=auth(ADMIN)).status_code == 204
+        real_unblock(sub, **kw)
+
+    monkeypatch.setattr(publisher, "unblock_subject", block_commits_and_publishes_first)
+    assert client.post("/admin/users/alice/unblock", headers=auth(ADMIN)).status_code == 204
+
+    assert raced
+    assert app_user(client, "alice").blocked
+    assert publisher.names()[-1] == "block_subject"
+    assert publisher.calls[-1] == ("block_subject", ("alice",), {"reason": "admin_block"})
+
+
+def test_block_and_unblock_publish_once_when_nothing_races_them(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    assert client.post("/admin/users/alice/block", headers=auth(ADMIN)).status_code == 204
+    assert client.post("/admin/users/alice/unblock", headers=auth(ADMIN)).status_code == 204
+    assert publisher.calls == [
+        ("block_subject", ("alice",), {"reason": "admin_block"}),
+        ("unblock_subject", ("alice",), {"reason": "admin_unblock"}),
+    ]
+
+
+def app_user(client: TestClient, name: str) -> Any:
+    app: Any = client.app
+    return app.state.store.user(name)
