@@ -24,7 +24,7 @@ from receiver._settings import ReceiverSettings
 from receiver._sink import EventSink
 from receiver._subjects import resolve_subject
 from receiver._tokens import LogoutVerifier, SetVerifier
-from revocation_events import BaseEvent
+from revocation_events import BaseEvent, SubjectUnblocked
 
 __all__ = ["Outcome", "Receipt", "Receiver", "StreamStatus"]
 
@@ -225,6 +225,14 @@ class Receiver:
             now=now,
             max_token_lifetime=self._lifetime,
         )
+        if allowed and subject.sub_issuer is None and _unblocks(mapped):
+            # An opaque or e-mail subject names no issuer, so it cannot be held to
+            # SUBJECT_ISSUERS. Revoking such a subject at worst revokes too much; lifting a
+            # block could free another issuer's account that shares the sub.
+            why = "an unblock must name its subject's iss when SUBJECT_ISSUERS is set"
+            refusal = SetRejected("access_denied", why)
+            self._failed(kind, refusal)
+            raise refusal
         return self._deliver(f"set:{verified.issuer}", verified.jti, kind, mapped)
 
     def _verification(self, jti: str, state: object) -> Receipt:
@@ -359,3 +367,8 @@ class Receiver:
         except httpx.HTTPError as exc:
             raise DeliveryUnavailable(f"verification request failed: {type(exc).__name__}") from exc
         return state
+
+
+def _unblocks(mapped: BaseEvent | tuple[BaseEvent, ...] | Skipped) -> bool:
+    events = mapped if isinstance(mapped, tuple) else (mapped,)
+    return any(isinstance(e, SubjectUnblocked) for e in events)

@@ -97,7 +97,8 @@ class TransmitterSettings:
     ``issuer``. ``push_tokens`` are the bearer tokens the transmitter presents on push (several
     for rotation); with none, the push endpoint is off. ``subject_issuers``, when set, lists
     the only ``iss`` values an ``iss_sub`` / ``jwt_id`` subject may name; a SET naming another
-    is refused with ``access_denied``.
+    is refused with ``access_denied``, and so is an unblock (RISC ``account-enabled``) whose
+    user is named without an issuer (``opaque``, ``email``).
     """
 
     issuer: str

@@ -35,6 +35,8 @@ class Subject:
     jti: str | None = None
     issuers: frozenset[str] = field(default_factory=frozenset)
     """``iss`` values the identifier names (``iss_sub``, ``jwt_id``)."""
+    sub_issuer: str | None = None
+    """The ``iss`` naming ``sub`` (``iss_sub``); ``None`` for ``opaque`` and ``email``."""
     spellings: tuple[str, ...] = ()
     """Other spellings of an e-mail ``sub`` naming the same mailbox (its domain in lower case):
     every rule on ``sub`` is published for each of them too."""
@@ -50,6 +52,7 @@ class Subject:
             sid=self.sid or other.sid,
             jti=self.jti or other.jti,
             issuers=self.issuers | other.issuers,
+            sub_issuer=named.sub_issuer,
             spellings=named.spellings,
             folded=named.folded,
         )
@@ -120,8 +123,9 @@ def _resolve(
     if fmt == "iss_sub":
         iss = _string(identifier, "iss")
         value = _string(identifier, "sub")
-        named = Subject(sid=value) if role == "session" else Subject(sub=value)
-        return Subject(sub=named.sub, sid=named.sid, issuers=frozenset({iss}))
+        if role == "session":
+            return Subject(sid=value, issuers=frozenset({iss}))
+        return Subject(sub=value, issuers=frozenset({iss}), sub_issuer=iss)
     if fmt == "jwt_id":
         return Subject(
             jti=_string(identifier, "jti"), issuers=frozenset({_string(identifier, "iss")})

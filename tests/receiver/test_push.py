@@ -77,6 +77,21 @@ REJECTIONS: dict[str, tuple[str, Callable[[Transmitter], str]]] = {
             sub_id={"format": "iss_sub", "iss": "https://other-idp", "sub": "u"},
         ),
     ),
+    "unblock of a subject naming no issuer while SUBJECT_ISSUERS is set": (
+        "access_denied",
+        lambda t: t.set(f"{RISC}account-enabled", sub_id={"format": "opaque", "id": "u"}),
+    ),
+    "unblock of a complex subject whose user names no issuer": (
+        "access_denied",
+        lambda t: t.set(
+            f"{RISC}account-enabled",
+            sub_id={
+                "format": "complex",
+                "user": {"format": "opaque", "id": "u"},
+                "session": {"format": "iss_sub", "iss": "https://idp.example.com", "sub": "s"},
+            },
+        ),
+    ),
 }
 
 
@@ -378,3 +393,36 @@ def test_receiver_token_is_never_sent_to_a_plain_http_verification_endpoint(
 
     assert [r for r in seen if "authorization" in r.headers] == []
     assert transmitter.verification_requests == []
+
+
+def test_subject_naming_no_issuer_still_revokes_under_subject_issuers_but_cannot_unblock(
+    settings: ReceiverSettings, transmitter: Transmitter, sink: RecordingSink, clock: FakeClock
+) -> None:
+    # With several issuers sharing the sub namespace, an opaque "u" may be another issuer's
+    # account: revoking it too is the safe mistake, lifting its block is not.
+    assert settings.transmitter is not None
+    limited = replace(
+        settings,
+        transmitter=replace(settings.transmitter, subject_issuers=("https://idp.example.com",)),
+    )
+    with (
+        transmitter.client() as http,
+        Receiver(
+            settings=limited,
+            sink=sink,
+            max_token_lifetime=LIFETIME,
+            http_client=http,
+            clock=clock,
+            monotonic=clock.monotonic,
+        ) as receiver,
+        TestClient(create_app(receiver)) as client,
+    ):
+        push = Push(client)
+        disabled = push(transmitter.set(f"{RISC}account-disabled", {}, sub_id=USER))
+        enabled = push(transmitter.set(f"{RISC}account-enabled", {}, sub_id=USER))
+        status, metrics = client.get("/ssf/status").json(), client.get("/metrics").text
+
+    assert (disabled.status_code, enabled.status_code) == (202, 400)
+    assert [e.model_dump()["type"] for e in sink.events] == ["subject.blocked"]
+    assert "SUBJECT_ISSUERS" in status["last_error"]
+    assert f'event_type="{RISC}account-enabled",outcome="rejected:access_denied"}} 1' in metrics

@@ -13,7 +13,7 @@ CASES: dict[str, tuple[dict[str, Any], Subject]] = {
     "opaque names the subject": ({"format": "opaque", "id": "u"}, Subject(sub="u")),
     "iss_sub names the subject and its issuer": (
         {"format": "iss_sub", "iss": IDP, "sub": "u"},
-        Subject(sub="u", issuers=frozenset({IDP})),
+        Subject(sub="u", issuers=frozenset({IDP}), sub_issuer=IDP),
     ),
     "jwt_id names one token": (
         {"format": "jwt_id", "iss": IDP, "jti": "t"},
@@ -45,7 +45,7 @@ CASES: dict[str, tuple[dict[str, Any], Subject]] = {
     "RISC 1.0 subject_type iss-sub names the subject and its issuer": (
         # The RISC profile's (and Google Cross-Account Protection's) account-disabled example.
         {"subject_type": "iss-sub", "iss": IDP, "sub": "u"},
-        Subject(sub="u", issuers=frozenset({IDP})),
+        Subject(sub="u", issuers=frozenset({IDP}), sub_issuer=IDP),
     ),
     "phone number names nothing": ({"format": "phone_number", "phone_number": "+1"}, Subject()),
     "email names nothing by default": ({"format": "email", "email": "a@x"}, Subject()),
