@@ -11,7 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["RefreshToken", "SigningKeyRow", "Store", "User"]
@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS signing_keys (
 @dataclass(frozen=True, slots=True)
 class User:
     username: str
-    password_hash: str
+    password_hash: str = field(repr=False)
     version: int
     blocked: bool
     is_admin: bool
@@ -67,8 +67,9 @@ class RefreshToken:
 
 @dataclass(frozen=True, slots=True)
 class SigningKeyRow:
+    # Not in the repr: error trackers and debuggers print the locals of a failing frame.
     kid: str
-    private_pem: str
+    private_pem: str = field(repr=False)
     active: bool
     revoked: bool
 

@@ -85,3 +85,19 @@ def test_two_processes_using_one_refresh_token_at_once_see_the_reuse(
     (theirs,) = results
     assert theirs is not None
     assert sorted([mine.used, theirs.used]) == [False, True]
+
+
+def test_the_repr_of_a_user_or_signing_key_row_holds_no_hash_or_private_key(
+    tmp_path: Path,
+) -> None:
+    # Error trackers and tracebacks with locals print reprs: KeyRing.sign's `active` row
+    # carried the whole PEM private key, /login's `user` the password hash.
+    store = Store(tmp_path / "idp.sqlite3")
+    store.add_user("alice", "scrypt$1024$8$1$c2FsdA==$ZGlnZXN0")
+    store.add_key("k1", "-----BEGIN PRIVATE KEY-----\nMIIE...\n-----END PRIVATE KEY-----\n", 0.0)
+    user = store.user("alice")
+    (key,) = store.signing_keys()
+    assert "alice" in repr(user)
+    assert "scrypt" not in repr(user)
+    assert "k1" in repr(key)
+    assert "PRIVATE KEY" not in repr(key)
