@@ -8,6 +8,8 @@ Rules (each violation is explained in the error or the report):
   skew between issuer and brokers and consumers that fall behind. The default is
   ``max(7 days, 2 * lifetime)``. Events with no expiry (blocks, revoked keys) outlive any
   retention only through a compacted snapshot of the state, not through this topic.
+* ``unclean.leader.election.enable=false``: an out-of-sync replica elected leader truncates
+  the acknowledged revocations it missed.
 * ``cleanup.policy=delete``: compaction keeps only the last record per key and would drop
   earlier revocations of the same subject. ``retention.bytes=-1``: size-based deletion could
   drop events before their time.
@@ -43,7 +45,13 @@ __all__ = [
 ]
 
 _WEEK = 7 * 24 * 3600.0
-_CHECKED_CONFIGS = ("retention.ms", "retention.bytes", "cleanup.policy", "min.insync.replicas")
+_CHECKED_CONFIGS = (
+    "retention.ms",
+    "retention.bytes",
+    "cleanup.policy",
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
+)
 _UNKNOWN_TOPIC = 3
 
 
@@ -186,6 +194,8 @@ def _ensure(
             "retention.ms": str(retention_ms),
             "retention.bytes": "-1",
             "min.insync.replicas": str(isr),
+            # Explicit: a cluster default of true would apply to the topic otherwise.
+            "unclean.leader.election.enable": "false",
         }
         try:
             spec = {"num_partitions": partitions, "replication_factor": rf, "configs": configs}
@@ -254,6 +264,11 @@ def _check(
         problems.append(
             f"cleanup.policy={configs['cleanup.policy']}: compaction keeps only the last event "
             "per subject and drops earlier revocations; use 'delete'"
+        )
+    if configs.get("unclean.leader.election.enable", "false").lower() == "true":
+        problems.append(
+            "unclean.leader.election.enable=true: a replica that missed acknowledged "
+            "revocations can become leader and drop them; set it to false"
         )
     if count < want_partitions:
         problems.append(

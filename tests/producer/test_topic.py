@@ -77,6 +77,7 @@ def test_ensure_topic_creates_a_safe_topic_and_is_idempotent(
     assert first.configs["cleanup.policy"] == "delete"
     assert first.configs["retention.ms"] == str(int(2 * HOUR * 1000))
     assert first.configs["min.insync.replicas"] == "1"
+    assert first.configs["unclean.leader.election.enable"] == "false"
     assert any("replication factor 1" in w for w in first.warnings)
 
     second = ensure_topic(fresh_topic, max_token_lifetime=HOUR, partitions=4, retention=2 * HOUR)
@@ -99,6 +100,19 @@ def test_existing_unsafe_topic_is_reported_not_changed(
     assert "compaction" in text
     assert "2 partitions, fewer than the 6" in text
     assert report.configs["retention.ms"] == "60000"  # untouched
+
+
+@pytest.mark.kafka
+def test_an_existing_topic_allowing_unclean_leader_election_is_reported(
+    make_topic: MakeTopic, kafka_bootstrap: str
+) -> None:
+    # An out-of-sync replica elected leader truncates the acknowledged revocations it missed:
+    # acks=all and min.insync.replicas then guarantee nothing.
+    name = make_topic(partitions=6, unclean_leader_election_enable="true")
+    kafka = KafkaSettings(bootstrap_servers=(kafka_bootstrap,), topic=name)
+    report = ensure_topic(kafka, max_token_lifetime=HOUR, partitions=6)
+    assert not report.ok
+    assert any("unclean.leader.election.enable=true" in p for p in report.problems)
 
 
 class _ThreeBrokerAdmin:
