@@ -54,10 +54,16 @@ class TokenCheck:
 
 
 def decode_untrusted(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Header and claims without verifying anything; raises ``jwt.DecodeError`` on garbage."""
-    header = jwt.get_unverified_header(token)
+    """Header and claims without verifying anything; raises ``jwt.DecodeError`` on garbage,
+    including text that is not UTF-8 (bytes a shell passed through undecoded, which PyJWT's
+    own ``encode`` turned into a ``UnicodeEncodeError`` traceback)."""
+    try:
+        raw = token.encode()
+    except UnicodeEncodeError:
+        raise jwt.DecodeError("token is not valid UTF-8 text") from None
+    header = jwt.get_unverified_header(raw)
     claims: dict[str, Any] = jwt.decode(
-        token, options={"verify_signature": False, "verify_exp": False, "verify_aud": False}
+        raw, options={"verify_signature": False, "verify_exp": False, "verify_aud": False}
     )
     return header, claims
 

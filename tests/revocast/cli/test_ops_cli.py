@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -143,3 +144,17 @@ def test_since_out_of_range_is_a_one_line_error(
     err = capsys.readouterr().err.strip()
     assert err.startswith("revocast: error: --since:")
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("source", ["argument", "stdin"])
+def test_check_of_bytes_that_are_not_utf8_is_a_one_line_verdict(
+    source: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Python hands undecodable argv/stdin bytes over as lone surrogates (surrogateescape);
+    # PyJWT's encode() raised UnicodeEncodeError on them: a traceback.
+    garbage = "\udcff\udcfe.e30.c2ln"
+    if source == "stdin":
+        monkeypatch.setattr("sys.stdin", io.StringIO(garbage))
+    assert main(["check", "-" if source == "stdin" else garbage]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "revocast: error: not a JWT: token is not valid UTF-8 text"
