@@ -1,6 +1,6 @@
 """Public keys of a token issuer, fetched from its metadata document and cached.
 
-The request path asks :meth:`KeySource.key` for ``(kid, alg)``. Keys are refetched when older
+The request path asks :meth:`KeySource.keys` for ``(kid, alg)``. Keys are refetched when older
 than ``max_age`` and on an unknown ``kid`` (key rotation), but never more than once per
 ``min_refresh_interval``: a stream of tokens with made-up ``kid`` values cannot turn the
 receiver into a load generator against the transmitter. Concurrent callers share one fetch;
@@ -61,7 +61,7 @@ class KeySource:
         self._wall_clock = wall_clock
         self._fetched_wall = 0.0
         self._lock = threading.Lock()
-        self._keys: dict[str, dict[str, Any]] | None = None
+        self._keys: dict[str, list[dict[str, Any]]] | None = None
         self._metadata: Mapping[str, Any] = {}
         self._fetched_at = 0.0
         self._last_attempt: float | None = None
@@ -73,11 +73,14 @@ class KeySource:
         """The issuer's metadata document as last fetched (empty with a fixed ``jwks_uri``)."""
         return self._metadata
 
-    def key(
+    def keys(
         self, kid: str | None, alg: str, *, issued_at: Callable[[], float | None] | None = None
-    ) -> PyJWK:
-        """The key for a token header. Raises :class:`SetRejected` (``invalid_key``) for an
-        unknown or unsuitable key, :class:`DeliveryUnavailable` if no keys could be loaded.
+    ) -> tuple[PyJWK, ...]:
+        """The keys that may have signed a token with this header, usually one: a JWK set may
+        give one ``kid`` to keys of different types (RFC 7517 4.5), and only those that can
+        verify ``alg`` are returned. Raises :class:`SetRejected` (``invalid_key``) for an
+        unknown ``kid`` or when none fits, :class:`DeliveryUnavailable` if no keys could be
+        loaded.
 
         ``issued_at`` gives the token's (unverified) ``iat``, in seconds since the epoch; it
         is asked only for an unknown ``kid``. An unknown ``kid`` in a token issued after our
@@ -90,18 +93,27 @@ class KeySource:
             self._refresh(force=False)
             keys = self._keys
         found = _lookup(keys, kid)
-        if found is None and keys is not None:
+        if not found and keys is not None:
             self._refresh(force=False)
             keys = self._keys
             found = _lookup(keys, kid)
         if keys is None:
             raise DeliveryUnavailable(f"no keys for {self._issuer!r} could be loaded")
-        if found is None:
+        if not found:
             iat = None if issued_at is None else issued_at()
             if iat is not None and iat > self._fetched_wall:
                 raise DeliveryUnavailable(f"key id {kid!r} is not in the keys fetched so far")
             raise SetRejected("invalid_key", f"unknown key id {kid!r}")
-        return _bind(found, alg)
+        bound: list[PyJWK] = []
+        refusals: list[SetRejected] = []
+        for jwk in found:
+            try:
+                bound.append(_bind(jwk, alg))
+            except SetRejected as exc:
+                refusals.append(exc)
+        if not bound:
+            raise refusals[0]
+        return tuple(bound)
 
     def refresh(self) -> None:
         """Fetch the keys now (at startup); raise :class:`DeliveryUnavailable` on failure."""
@@ -143,7 +155,7 @@ class KeySource:
             done.set()
         return ok
 
-    def _fetch(self) -> tuple[Mapping[str, Any], dict[str, dict[str, Any]]]:
+    def _fetch(self) -> tuple[Mapping[str, Any], dict[str, list[dict[str, Any]]]]:
         metadata: Mapping[str, Any] = {}
         jwks_uri = self._fixed_jwks_uri
         if jwks_uri is None:
@@ -167,7 +179,10 @@ class KeySource:
         raw_keys = document.get("keys")
         if not isinstance(raw_keys, list):
             raise DeliveryUnavailable(f"{jwks_uri} is not a JWK set")
-        keys = {str(k.get("kid", "")): k for k in raw_keys if isinstance(k, dict)}
+        keys: dict[str, list[dict[str, Any]]] = {}
+        for k in raw_keys:
+            if isinstance(k, dict):
+                keys.setdefault(str(k.get("kid", "")), []).append(k)
         return metadata, keys
 
     def _get_json(self, url: str) -> Mapping[str, Any]:
@@ -196,13 +211,14 @@ class KeySource:
         return document
 
 
-def _lookup(keys: dict[str, dict[str, Any]] | None, kid: str | None) -> dict[str, Any] | None:
+def _lookup(keys: dict[str, list[dict[str, Any]]] | None, kid: str | None) -> list[dict[str, Any]]:
     if keys is None:
-        return None
+        return []
     if kid is None:
         # Only unambiguous: a kid-less token is accepted when the set has exactly one key.
-        return next(iter(keys.values())) if len(keys) == 1 else None
-    return keys.get(kid)
+        every = [k for same_kid in keys.values() for k in same_kid]
+        return every if len(every) == 1 else []
+    return keys.get(kid, [])
 
 
 def _bind(jwk: Mapping[str, Any], alg: str) -> PyJWK:

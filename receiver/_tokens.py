@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import jwt
+from jwt import PyJWK
 from jwt.exceptions import InvalidSignatureError, PyJWTError
 
 from receiver._errors import SetRejected
@@ -177,14 +178,9 @@ def _verify_jws(
     kid = header.get("kid")
     if kid is not None and not isinstance(kid, str):
         raise SetRejected("invalid_request", "kid must be a string")
-    # The payload is parsed unverified only if the kid is unknown (see KeySource.key).
-    key = keys.key(kid, alg, issued_at=lambda: _unverified_iat(token))
-    try:
-        raw = jwt.api_jws.PyJWS().decode_complete(token, key=key, algorithms=[alg])["payload"]
-    except InvalidSignatureError:
-        raise SetRejected("authentication_failed", "signature does not verify") from None
-    except PyJWTError:
-        raise SetRejected("invalid_request", "malformed JWS") from None
+    # The payload is parsed unverified only if the kid is unknown (see KeySource.keys).
+    candidates = keys.keys(kid, alg, issued_at=lambda: _unverified_iat(token))
+    raw = _verified_payload(token, candidates, alg)
     try:
         claims = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -193,6 +189,21 @@ def _verify_jws(
     if not isinstance(claims, dict):
         raise SetRejected("invalid_request", "claims are not a JSON object")
     return claims
+
+
+def _verified_payload(token: str, candidates: tuple[PyJWK, ...], alg: str) -> bytes:
+    """The payload, if one of the keys (all the sender's, sharing the token's ``kid``)
+    verifies the signature."""
+    jws = jwt.api_jws.PyJWS()
+    for key in candidates:
+        try:
+            payload: bytes = jws.decode_complete(token, key=key, algorithms=[alg])["payload"]
+        except InvalidSignatureError:
+            continue
+        except PyJWTError:
+            raise SetRejected("invalid_request", "malformed JWS") from None
+        return payload
+    raise SetRejected("authentication_failed", "signature does not verify")
 
 
 def _unverified_iat(token: str) -> float | None:

@@ -10,7 +10,7 @@ from joserfc.jwk import ECKey, RSAKey
 
 from receiver import DeliveryUnavailable, SetRejected
 from receiver._keys import KeySource
-from tests.receiver._support import RISC, TRANSMITTER, FakeClock, Transmitter
+from tests.receiver._support import RISC, TRANSMITTER, FakeClock, Key, Transmitter
 
 METADATA = "https://tx.example.com/.well-known/ssf-configuration/ssf"
 
@@ -30,11 +30,11 @@ def _source(transmitter: Transmitter, clock: FakeClock, http: httpx.Client) -> K
 def test_rotated_in_key_is_fetched_on_first_use(transmitter: Transmitter, clock: FakeClock) -> None:
     with transmitter.client() as http:
         keys = _source(transmitter, clock, http)
-        keys.key("ec-1", "ES256")
+        keys.keys("ec-1", "ES256")
         transmitter.add_key(ECKey.generate_key("P-256", parameters={"kid": "ec-2"}))
         clock.advance(31)
 
-        key = keys.key("ec-2", "ES256")
+        (key,) = keys.keys("ec-2", "ES256")
 
     assert key.algorithm_name == "ES256"
     assert transmitter.jwks_requests == 2
@@ -43,9 +43,9 @@ def test_rotated_in_key_is_fetched_on_first_use(transmitter: Transmitter, clock:
 def test_keys_older_than_max_age_are_refetched(transmitter: Transmitter, clock: FakeClock) -> None:
     with transmitter.client() as http:
         keys = _source(transmitter, clock, http)
-        keys.key("ec-1", "ES256")
+        keys.keys("ec-1", "ES256")
         clock.advance(3601)
-        keys.key("ec-1", "ES256")
+        keys.keys("ec-1", "ES256")
 
     assert transmitter.jwks_requests == 2
 
@@ -55,11 +55,11 @@ def test_stale_keys_keep_working_while_the_transmitter_is_down(
 ) -> None:
     with transmitter.client() as http:
         keys = _source(transmitter, clock, http)
-        keys.key("ec-1", "ES256")
+        keys.keys("ec-1", "ES256")
         transmitter.down = True
         clock.advance(3601)
 
-        assert keys.key("ec-1", "ES256").algorithm_name == "ES256"
+        assert keys.keys("ec-1", "ES256")[0].algorithm_name == "ES256"
 
 
 def test_no_keys_at_all_is_transient_not_a_rejection(
@@ -67,7 +67,7 @@ def test_no_keys_at_all_is_transient_not_a_rejection(
 ) -> None:
     transmitter.down = True
     with transmitter.client() as http, pytest.raises(DeliveryUnavailable):
-        _source(transmitter, clock, http).key("ec-1", "ES256")
+        _source(transmitter, clock, http).keys("ec-1", "ES256")
 
 
 def test_configuration_naming_another_issuer_is_not_trusted(clock: FakeClock) -> None:
@@ -90,7 +90,7 @@ def test_key_of_another_family_than_the_token_alg_is_refused(
     kid: str, alg: str, transmitter: Transmitter, clock: FakeClock
 ) -> None:
     with transmitter.client() as http, pytest.raises(SetRejected) as caught:
-        _source(transmitter, clock, http).key(kid, alg)
+        _source(transmitter, clock, http).keys(kid, alg)
 
     assert caught.value.code == "invalid_key"
 
@@ -100,7 +100,7 @@ def test_key_pinned_to_another_alg_by_its_jwk_is_refused(
 ) -> None:
     transmitter.add_key(RSAKey.generate_key(2048, parameters={"kid": "ps", "alg": "PS256"}))
     with transmitter.client() as http, pytest.raises(SetRejected) as caught:
-        _source(transmitter, clock, http).key("ps", "RS256")
+        _source(transmitter, clock, http).keys("ps", "RS256")
 
     assert caught.value.code == "invalid_key"
 
@@ -108,7 +108,7 @@ def test_key_pinned_to_another_alg_by_its_jwk_is_refused(
 def test_encryption_key_is_not_used_to_verify(transmitter: Transmitter, clock: FakeClock) -> None:
     transmitter.add_key(ECKey.generate_key("P-256", parameters={"kid": "enc", "use": "enc"}))
     with transmitter.client() as http, pytest.raises(SetRejected):
-        _source(transmitter, clock, http).key("enc", "ES256")
+        _source(transmitter, clock, http).keys("enc", "ES256")
 
 
 def test_symmetric_key_in_the_jwks_is_never_used(clock: FakeClock) -> None:
@@ -120,7 +120,7 @@ def test_symmetric_key_in_the_jwks_is_never_used(clock: FakeClock) -> None:
     with httpx.Client(transport=httpx.MockTransport(handler)) as http:
         keys = KeySource(issuer=TRANSMITTER, metadata_url=None, jwks_uri="https://j", client=http)
         with pytest.raises(SetRejected, match="not accepted"):
-            keys.key("h", "ES256")
+            keys.keys("h", "ES256")
 
 
 def test_kidless_set_is_accepted_only_when_the_jwks_has_one_key(clock: FakeClock) -> None:
@@ -132,7 +132,7 @@ def test_kidless_set_is_accepted_only_when_the_jwks_has_one_key(clock: FakeClock
 
     with httpx.Client(transport=httpx.MockTransport(handler)) as http:
         keys = KeySource(issuer=TRANSMITTER, metadata_url=None, jwks_uri="https://j", client=http)
-        assert keys.key(None, "ES256").algorithm_name == "ES256"
+        assert keys.keys(None, "ES256")[0].algorithm_name == "ES256"
 
 
 def test_set_signed_with_a_rotated_key_is_published(
@@ -246,3 +246,55 @@ def test_set_signed_with_a_key_newer_than_our_copy_is_retried_not_refused(
     clock.advance(21)  # past the refetch interval: the transmitter's retry gets through
 
     assert receiver.receive_set(token).outcome == "published"
+
+
+@pytest.mark.parametrize("pair", ["an RSA and an EC key", "two EC keys"])
+def test_jwks_giving_one_kid_to_two_keys_verifies_sets_signed_with_either(
+    pair: str,
+    transmitter: Transmitter,
+    clock: FakeClock,
+    receiver: object,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # RFC 7517 4.5 allows one kid for keys of different types (and a sloppy rotation reuses
+    # one for two keys of a type). Keeping only the last key of a kid refused every SET
+    # signed with the other (invalid_key or authentication_failed), and the transmitter
+    # dropped those revocations.
+    from receiver import Receiver
+
+    assert isinstance(receiver, Receiver)
+    first: Key = (
+        RSAKey.generate_key(2048, parameters={"kid": "shared"})
+        if pair.startswith("an RSA")
+        else ECKey.generate_key("P-256", parameters={"kid": "shared"})
+    )
+    second = ECKey.generate_key("P-256", parameters={"kid": "shared"})
+    jwks = {"keys": [k.as_dict(private=False) for k in (first, second)]}
+    monkeypatch.setattr(transmitter, "jwks", lambda: jwks)
+    clock.advance(31)
+    user = {"format": "opaque", "id": "u"}
+
+    outcomes = []
+    for key in (first, second):
+        transmitter.keys["shared"] = key
+        token = transmitter.set(f"{RISC}account-disabled", sub_id=user, kid="shared")
+        outcomes.append(receiver.receive_set(token).outcome)
+
+    assert outcomes == ["published", "published"]
+
+
+def test_kidless_set_is_refused_when_the_jwks_has_two_kidless_keys(clock: FakeClock) -> None:
+    # Both keys used to collapse into one entry (kid ""), so the "exactly one key" rule
+    # picked the last of them as if it were unambiguous.
+    two = [ECKey.generate_key("P-256").as_dict(private=False) for _ in range(2)]
+    jwks = {"keys": [{k: v for k, v in jwk.items() if k != "kid"} for jwk in two]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=jwks)
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as http:
+        keys = KeySource(issuer=TRANSMITTER, metadata_url=None, jwks_uri="https://j", client=http)
+        with pytest.raises(SetRejected) as caught:
+            keys.keys(None, "ES256")
+
+    assert caught.value.code == "invalid_key"
