@@ -56,7 +56,12 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="revocast",
         description="Revocast: JWT revocation broadcast over Kafka, verified locally.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log at DEBUG level (kafka-python at INFO: its DEBUG log shows credentials)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -75,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.verbose:
+        # kafka-python logs its clients' whole configuration and every request at DEBUG: the
+        # SASL password and SASL/PLAIN's authentication bytes among them.
+        logging.getLogger("kafka").setLevel(logging.INFO)
     try:
         code: int = args.func(args)
     except CommandError as exc:
