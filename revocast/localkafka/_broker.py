@@ -294,16 +294,21 @@ class LocalKafkaBroker:
     def _format(self, jvm: list[str], props: Path, work: Path) -> None:
         command = [*jvm, "-Xmx128m", "kafka.tools.StorageTool", "format"]
         command += ["-t", _cluster_id(), "-c", str(props)]
-        result = subprocess.run(
-            command,
-            cwd=work,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=self._start_timeout,
-            check=False,
-            preexec_fn=_die_with_parent(),
-        )
+        try:
+            result = subprocess.run(
+                command,
+                cwd=work,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=self._start_timeout,
+                check=False,
+                preexec_fn=_die_with_parent(),
+            )
+        except subprocess.TimeoutExpired:  # run() has killed it
+            raise BrokerStartError(
+                f"kafka StorageTool format did not finish within {self._start_timeout:g}s"
+            ) from None
         if result.returncode != 0:
             raise BrokerStartError(
                 f"kafka StorageTool format failed (exit {result.returncode})",

@@ -245,3 +245,20 @@ def test_fatal_error_logged_by_an_earlier_run_does_not_fail_this_start(
     assert "Address already in use" not in str(failure.value)
     assert not broker.is_running()
     assert work.is_dir()
+
+
+def test_storage_format_outlasting_the_start_timeout_is_a_start_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # subprocess.TimeoutExpired escaped start(): 'revocast kafka up --timeout 1' printed a
+    # traceback instead of one line.
+    java = tmp_path / "java"
+    java.write_text("#!/bin/sh\nexec sleep 60\n")  # a JVM that never finishes formatting
+    java.chmod(0o755)
+    monkeypatch.setattr(_broker, "_find_java", lambda: str(java))
+    monkeypatch.setattr(_broker, "resolve_jars", lambda: tmp_path)
+    broker = LocalKafkaBroker(start_timeout=0.5)
+    with pytest.raises(BrokerStartError, match=r"format did not finish within 0\.5s"):
+        broker.start()
+    assert not broker.is_running()
+    assert broker.data_dir is None  # its temporary directory is gone too
