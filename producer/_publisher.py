@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -102,6 +103,7 @@ class Publisher:
     def __init__(self, settings: PublisherSettings, *, clock: Clock = utc_now) -> None:
         self._settings = settings
         self._clock = clock
+        self._pid = os.getpid()
         key = settings.signing_key
         self._codec = EventCodec(signer=EventSigner(key) if key is not None else None)
         self._sender = KafkaSender(settings)
@@ -264,6 +266,13 @@ class Publisher:
             return []
         if self._closed:
             raise PublishError("publisher is closed")
+        if os.getpid() != self._pid:
+            # A forked child has no drainer thread, a copy of the parent's SQLite connection
+            # (using it can corrupt the outbox file) and possibly a lock some parent thread held.
+            raise PublishError(
+                f"publisher created in process {self._pid} before a fork: create one in each "
+                "process after forking (gunicorn: do not --preload it)"
+            )
         if self._outbox is None:
             return self._publish_direct(batch)
         return self._publish_outbox(self._outbox, batch)

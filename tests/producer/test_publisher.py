@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 import uuid
@@ -302,3 +303,36 @@ def test_clock_returning_something_else_than_a_datetime_is_refused(
         with pytest.raises(InvalidRevocationError, match="clock"):  # not an AttributeError
             publisher.block_subject("s")
         assert publisher.pending_count() == 0
+
+
+def test_a_publisher_inherited_through_fork_refuses_to_publish(
+    offline_publisher: Publisher,
+) -> None:
+    # gunicorn --preload forks workers after the app (and its publisher) is built. The child
+    # has no drainer, a copy of the parent's SQLite connection (SQLite: using it after fork can
+    # corrupt the file) and locks a parent thread may have held: it used to append through that
+    # connection and report queued=True.
+    parent_end, child_end = multiprocessing.get_context("fork").Pipe(duplex=False)
+
+    def child() -> None:
+        try:
+            result = offline_publisher.block_subject("alice")
+        except PublishError as exc:
+            child_end.send(f"refused: {exc}")
+        else:
+            child_end.send(f"published: queued={result.queued}")
+
+    process = multiprocessing.get_context("fork").Process(target=child, daemon=True)
+    process.start()
+    try:
+        assert parent_end.poll(30), "the forked child did not answer"
+        answer = parent_end.recv()
+    finally:
+        process.join(30)
+        if process.is_alive():
+            process.kill()
+    assert answer.startswith("refused:"), answer
+    assert "fork" in answer
+    assert offline_publisher.pending_count() == 0
+    offline_publisher.block_subject("alice")  # the parent still publishes
+    assert offline_publisher.pending_count() == 1
