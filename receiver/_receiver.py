@@ -31,6 +31,8 @@ __all__ = ["Outcome", "Receipt", "Receiver", "StreamStatus"]
 log = logging.getLogger("receiver")
 
 Outcome = Literal["published", "duplicate", "ignored", "verification"]
+_Done = tuple[Outcome, str, tuple[BaseEvent, ...]]
+"""What processing a new token came to: its outcome, detail and the events published."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,11 +213,11 @@ class Receiver:
             self._failed(kind, exc)
             raise
         self._touch(last_event_at=self._clock())
+        namespace = f"set:{verified.issuer}"
         if kind == f"{SSF}verification":
-            return self._verification(verified.jti, verified.payload.get("state"))
-        if kind == f"{SSF}stream-updated":
-            status = verified.payload.get("status")
-            self._touch(transmitter_status=str(status)[:32] if status is not None else None)
+            # Deduplicated like any SET: a replay must not report a stream as verified.
+            state = verified.payload.get("state")
+            return self._once(namespace, verified.jti, kind, lambda: self._verification(state))
         now = self._clock()
         mapped = map_set(
             verified,
@@ -233,9 +235,19 @@ class Receiver:
             refusal = SetRejected("access_denied", why)
             self._failed(kind, refusal)
             raise refusal
-        return self._deliver(f"set:{verified.issuer}", verified.jti, kind, mapped)
+        if kind == f"{SSF}stream-updated":
+            status = verified.payload.get("status")
+            shown = str(status)[:32] if status is not None else None
 
-    def _verification(self, jti: str, state: object) -> Receipt:
+            def stream_updated() -> _Done:
+                # Only a first delivery: a replayed older SET must not undo a later status.
+                self._touch(transmitter_status=shown)
+                return self._publish(verified.jti, kind, mapped)
+
+            return self._once(namespace, verified.jti, kind, stream_updated)
+        return self._deliver(namespace, verified.jti, kind, mapped)
+
+    def _verification(self, state: object) -> _Done:
         state_text = state[:256] if isinstance(state, str) else None
         with self._lock:
             pending = self._status.pending_state
@@ -247,8 +259,7 @@ class Receiver:
                 last_verification_state=state_text,
                 last_verification_at=self._clock(),
             )
-        self.metrics.count(f"{SSF}verification", "verification")
-        return Receipt(jti, f"{SSF}verification", "verification", detail=state_text or "")
+        return "verification", state_text or "", ()
 
     # -- back-channel logout -----------------------------------------------------------------
 
@@ -281,10 +292,21 @@ class Receiver:
         kind: str,
         mapped: BaseEvent | tuple[BaseEvent, ...] | Skipped,
     ) -> Receipt:
+        return self._once(namespace, jti, kind, lambda: self._publish(jti, kind, mapped))
+
+    def _once(
+        self,
+        namespace: str,
+        jti: str,
+        kind: str,
+        act: Callable[[], _Done],
+    ) -> Receipt:
+        """Run ``act`` (publish, update the status) for the first delivery of ``jti`` only,
+        then remember it; a redelivery is counted as a ``duplicate`` and changes nothing."""
         key = (namespace, jti)
         with self._lock:
             if key in self._in_flight:
-                # The same token is being published right now; its outcome is not known yet.
+                # The same token is being processed right now; its outcome is not known yet.
                 self.metrics.count(kind, "unavailable")
                 raise DeliveryUnavailable(f"token {jti!r} is already being processed")
             self._in_flight.add(key)
@@ -292,28 +314,34 @@ class Receiver:
             if self._dedupe.seen(namespace, jti):
                 self.metrics.count(kind, "duplicate")
                 return Receipt(jti, kind, "duplicate")
-            if isinstance(mapped, Skipped):
-                self._dedupe.record(namespace, jti)
-                self.metrics.count(kind, f"ignored:{mapped.why}")
-                return Receipt(jti, kind, "ignored", detail=mapped.why)
-            events = mapped if isinstance(mapped, tuple) else (mapped,)
-            for event in events:
-                # After a failure part-way, the redelivery publishes every event again: a
-                # duplicate rule is harmless, a missing one is not.
-                try:
-                    result = self._sink.publish(event)
-                except Exception as exc:  # any sink failure means "not delivered, retry later"
-                    failure = DeliveryUnavailable(f"publish failed: {type(exc).__name__}")
-                    self._failed(kind, failure)
-                    raise DeliveryUnavailable(f"publish failed: {exc}") from exc
-                if getattr(result, "queued", False):
-                    log.info("event %s for %s queued in the outbox (durable)", event.id, jti)
+            outcome, detail, events = act()
             self._dedupe.record(namespace, jti)
-            self.metrics.count(kind, "published")
-            return Receipt(jti, kind, "published", event=events[0], events=events)
+            label = f"ignored:{detail}" if outcome == "ignored" else outcome
+            self.metrics.count(kind, label)
+            first = events[0] if events else None
+            return Receipt(jti, kind, outcome, event=first, detail=detail, events=events)
         finally:
             with self._lock:
                 self._in_flight.discard(key)
+
+    def _publish(
+        self, jti: str, kind: str, mapped: BaseEvent | tuple[BaseEvent, ...] | Skipped
+    ) -> _Done:
+        if isinstance(mapped, Skipped):
+            return "ignored", mapped.why, ()
+        events = mapped if isinstance(mapped, tuple) else (mapped,)
+        for event in events:
+            # After a failure part-way, the redelivery publishes every event again: a
+            # duplicate rule is harmless, a missing one is not.
+            try:
+                result = self._sink.publish(event)
+            except Exception as exc:  # any sink failure means "not delivered, retry later"
+                failure = DeliveryUnavailable(f"publish failed: {type(exc).__name__}")
+                self._failed(kind, failure)
+                raise DeliveryUnavailable(f"publish failed: {exc}") from exc
+            if getattr(result, "queued", False):
+                log.info("event %s for %s queued in the outbox (durable)", event.id, jti)
+        return "published", "", events
 
     def _failed(self, kind: str, exc: ReceiverError, *, stream: bool = True) -> None:
         outcome = f"rejected:{exc.code}" if isinstance(exc, SetRejected) else "unavailable"

@@ -426,3 +426,39 @@ def test_subject_naming_no_issuer_still_revokes_under_subject_issuers_but_cannot
     assert [e.model_dump()["type"] for e in sink.events] == ["subject.blocked"]
     assert "SUBJECT_ISSUERS" in status["last_error"]
     assert f'event_type="{RISC}account-enabled",outcome="rejected:access_denied"}} 1' in metrics
+
+
+def test_verification_set_replayed_after_a_restart_does_not_mark_the_stream_verified(
+    settings: ReceiverSettings, transmitter: Transmitter, sink: RecordingSink, clock: FakeClock
+) -> None:
+    # Verification SETs skipped the dedupe store: the same SET, delivered again to a freshly
+    # started receiver (nothing requested yet), reported a stream never verified since.
+    token = transmitter.set(f"{SSF}verification", {"state": "from-before"})
+    receipts, verified = [], []
+    for _ in range(2):  # the second receiver shares the first one's dedupe store
+        with (
+            transmitter.client() as http,
+            Receiver(
+                settings=settings,
+                sink=sink,
+                max_token_lifetime=LIFETIME,
+                http_client=http,
+                clock=clock,
+                monotonic=clock.monotonic,
+            ) as receiver,
+        ):
+            receipts.append(receiver.receive_set(token).outcome)
+            verified.append(receiver.status().verified)
+
+    assert (receipts, verified) == (["verification", "duplicate"], [True, False])
+
+
+def test_replayed_stream_updated_set_does_not_overwrite_a_later_transmitter_status(
+    receiver: Receiver, transmitter: Transmitter
+) -> None:
+    paused = transmitter.set(f"{SSF}stream-updated", {"status": "paused"})
+    receiver.receive_set(paused)
+    receiver.receive_set(transmitter.set(f"{SSF}stream-updated", {"status": "enabled"}))
+
+    assert receiver.receive_set(paused).outcome == "duplicate"
+    assert receiver.status().transmitter_status == "enabled"
