@@ -69,15 +69,16 @@ class Progress:
 
 
 @contextmanager
-def progress(desc: str, *, enabled: bool) -> Iterator[Progress]:
-    """A progress bar (events/s, ETA) on a terminal; Kafka errors become one-line errors."""
+def progress(desc: str, *, enabled: bool, kafka_exit_code: int = 1) -> Iterator[Progress]:
+    """A progress bar (events/s, ETA) on a terminal; Kafka errors become one-line errors
+    exiting ``kafka_exit_code``."""
     from revocast.ops import OpsKafkaError
 
     bar = Progress(desc, enabled=enabled and sys.stderr.isatty())
     try:
         yield bar
     except OpsKafkaError as exc:
-        raise CommandError(str(exc), exit_code=1) from exc
+        raise CommandError(str(exc), exit_code=kafka_exit_code) from exc
     finally:
         if bar._bar is not None:
             bar._bar.close()

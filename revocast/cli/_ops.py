@@ -1,4 +1,9 @@
-"""``revocast replay`` and ``revocast check``: rebuild and inspect the revocation state."""
+"""``revocast replay`` and ``revocast check``: rebuild and inspect the revocation state.
+
+``check`` exits 0 when the token is accepted, 1 when it is revoked or expired, 2 for a token
+that is not a JWT (and bad settings or usage) and 3 when the log could not be read: no verdict,
+which a script must not take for "revoked" (1) nor for "accepted".
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from typing import Any
 from revocast.cli._common import CommandError
 from revocast.cli._oparg import ops_settings, parse_time, progress
 
-__all__ = ["register"]
+__all__ = ["EXIT_NO_VERDICT", "register"]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,15 +36,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check = subparsers.add_parser(
         "check",
         help="decode a token (without trusting it) and say which rule, if any, revokes it",
+        description="Settings: as for 'revocast replay'. Exit 0 accepted, 1 revoked or "
+        "expired, 2 not a JWT (or bad settings, usage), 3 Kafka could not be read (no verdict).",
     )
     check.add_argument("token", help="the JWT, or - to read it from standard input")
     check.set_defaults(func=_check)
 
 
+EXIT_NO_VERDICT = 3
+"""``check``'s exit code when the log could not be read (1 means revoked there)."""
+
+
 def _run_replay(settings: Any, *, since: datetime | None, progress_bar: bool) -> Any:
     from revocast.ops import replay_log
 
-    with progress("replaying", enabled=progress_bar) as bar:
+    with progress("replaying", enabled=progress_bar, kafka_exit_code=EXIT_NO_VERDICT) as bar:
         return replay_log(
             settings,
             since=since,

@@ -114,6 +114,18 @@ def test_replay_says_so_when_the_broker_is_unreachable(
     assert len(err.splitlines()) == 1
 
 
+def test_check_exits_3_not_1_when_the_log_cannot_be_read(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 1 means revoked: a script could not tell an unreachable broker from a revoked token.
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("REVOCAST_ALLOW_UNSIGNED_EVENTS", "true")
+    monkeypatch.setenv("REVOCAST_KAFKA_OPTIONS", '{"bootstrap_timeout_ms": 1500}')
+    assert main(["check", token()]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("revocast: error: cannot reach Kafka at 127.0.0.1:1")
+
+
 @pytest.mark.kafka
 def test_replay_says_so_when_the_topic_is_missing(
     kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
