@@ -103,6 +103,10 @@ class KafkaSender:
                 )
             except KafkaError as exc:
                 raise PublishError(f"cannot send to topic {self.topic!r}: {exc}") from exc
+            except (ValueError, TypeError) as exc:  # a topic or record kafka-python refuses
+                raise PublishError(
+                    f"kafka-python refused to send to topic {self.topic!r}: {exc}"
+                ) from exc
         return futures
 
     @staticmethod

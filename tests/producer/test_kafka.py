@@ -14,7 +14,14 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 from producer import PublishError, PublisherSettings, ensure_topic
 from producer._kafka import Ack, KafkaSender, producer_config, require_reachable
 from revocast.localkafka import LocalKafkaBroker
-from revocation_events import EventCodec, EventSigner, KafkaSettings, SigningKey, TokenRevoked
+from revocation_events import (
+    EncodedEvent,
+    EventCodec,
+    EventSigner,
+    KafkaSettings,
+    SigningKey,
+    TokenRevoked,
+)
 from tests.producer._support import UNREACHABLE
 from tests.producer.conftest import MakeSettings
 
@@ -149,3 +156,18 @@ def test_wait_reports_a_failed_send_at_once_despite_a_heartbeat() -> None:
     assert isinstance(outcome, PublishError)
     assert isinstance(outcome.__cause__, KafkaTimeoutError)
     assert beats == []
+
+
+def test_a_record_kafka_python_refuses_to_send_is_a_publish_error(
+    make_settings: MakeSettings,
+) -> None:
+    # kafka-python raises ValueError or TypeError from send() for a topic or record it refuses
+    # (an illegal topic name, say): a bare ValueError escaped direct publishes.
+    def refuse(topic: str, **kwargs: object) -> None:
+        raise ValueError(f"Topic name {topic!r} is illegal")
+
+    sender = KafkaSender(make_settings(delivery="direct"))
+    sender._producer = SimpleNamespace(send=refuse)
+    with pytest.raises(PublishError, match="refused to send") as info:
+        sender.send([EncodedEvent(key=b"k", value=b"{}", headers=())])
+    assert isinstance(info.value.__cause__, ValueError)

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from producer import PublisherSettings
-from revocation_events import SettingsError, public_key_spec
+from revocation_events import KafkaSettings, SettingsError, public_key_spec
 from tests.producer._support import new_signing_key
 
 KEY = new_signing_key("k1")
@@ -229,3 +229,18 @@ def test_shared_kafka_options_the_publisher_sets_itself_or_other_clients_use_are
     options = '{"acks": 1, "allow_auto_create_topics": true, "isolation_level": "read_committed"}'
     settings = PublisherSettings.from_env(environ=env(REVOCAST_KAFKA_OPTIONS=options))
     assert settings.kafka.extra["acks"] == 1  # producer_config sets acks=all over it
+
+
+@pytest.mark.parametrize("topic", ["revocations v2", "team/revocations", "é", ".", ".."])
+def test_a_topic_name_kafka_refuses_is_refused_naming_the_setting(topic: str) -> None:
+    # Accepted, kafka-python raised a bare ValueError at every send: direct publishes failed
+    # with it and the outbox drainer logged it forever, delivering nothing.
+    with pytest.raises(SettingsError, match=r"kafka\.topic must be a Kafka topic name"):
+        PublisherSettings(issuer="i", signing_key=KEY, kafka=KafkaSettings(topic=topic))
+    with pytest.raises(SettingsError, match="REVOCAST_TOPIC"):
+        PublisherSettings.from_env(environ=env(REVOCAST_TOPIC=topic))
+
+
+def test_every_legal_topic_name_character_is_accepted() -> None:
+    kafka = KafkaSettings(topic="Team_1.revocations-v2")
+    assert PublisherSettings(issuer="i", signing_key=KEY, kafka=kafka).kafka.topic == kafka.topic
