@@ -99,8 +99,9 @@ def map_set(
 ) -> BaseEvent | tuple[BaseEvent, ...] | Skipped:
     """The Revocast event(s) for one verified SET, or why there is none.
 
-    A rule on ``sub`` is repeated for each other spelling of it (an e-mail address's case
-    forms), since SDKs match ``sub`` exactly; an unblock only for those naming the same account.
+    A rule on ``sub`` is repeated for each other ``sub`` of the principal (aliases, an e-mail
+    address's case forms), since SDKs match ``sub`` exactly; an unblock only for those that
+    surely name the same account.
     """
     args = (policy, issuer, now, max_token_lifetime)
     mapped = _map_set(verified, subject, *args)
@@ -108,7 +109,7 @@ def map_set(
         return mapped
     events = _as_tuple(mapped)
     unblock = any(isinstance(e, SubjectUnblocked) for e in events)
-    others = subject.spellings if unblock else subject.spellings + subject.folded
+    others = subject.also if unblock else subject.also + subject.folded
     for other in others:
         again = _map_set(verified, replace(subject, sub=other), *args)
         assert not isinstance(again, Skipped)  # only the subject differs

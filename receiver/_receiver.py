@@ -227,7 +227,7 @@ class Receiver:
             now=now,
             max_token_lifetime=self._lifetime,
         )
-        if allowed and subject.sub_issuer is None and _unblocks(mapped):
+        if allowed and subject.unscoped and _unblocks(mapped):
             # An opaque or e-mail subject names no issuer, so it cannot be held to
             # SUBJECT_ISSUERS. Revoking such a subject at worst revokes too much; lifting a
             # block could free another issuer's account that shares the sub.

@@ -9,7 +9,8 @@ Revocast rules name a token subject (``sub``), a session (``sid``) or one token 
   It also names its spellings with the domain, and all, in lower case (:func:`email_subject`).
 * RISC 1.0's ``subject_type`` (``iss-sub``, ``email``…) is read as ``format`` (``iss_sub``…).
 * ``complex`` (or a draft-style object with ``user``/``session`` members and no ``format``)
-  combines them; ``aliases`` takes the first value found for each field.
+  combines them. ``aliases`` names every ``sub`` of its identifiers (tokens may carry any of
+  them) and the first ``sid`` and ``jti``.
 * Everything else (``phone_number``, ``account``, ``did``, ``uri``, devices, tenants…) names
   nothing we can revoke.
 """
@@ -35,26 +36,28 @@ class Subject:
     jti: str | None = None
     issuers: frozenset[str] = field(default_factory=frozenset)
     """``iss`` values the identifier names (``iss_sub``, ``jwt_id``)."""
-    sub_issuer: str | None = None
-    """The ``iss`` naming ``sub`` (``iss_sub``); ``None`` for ``opaque`` and ``email``."""
-    spellings: tuple[str, ...] = ()
-    """Other spellings of an e-mail ``sub`` naming the same mailbox (its domain in lower case):
-    every rule on ``sub`` is published for each of them too."""
+    also: tuple[str, ...] = ()
+    """More ``sub`` values of the same principal: later ``aliases`` (tokens may carry any of
+    them), an e-mail address with its domain in lower case. Every rule on ``sub`` is
+    published for each of them too."""
     folded: tuple[str, ...] = ()
-    """An e-mail ``sub`` all in lower case, where that differs: the same mailbox wherever the
-    local part ignores case (nearly everywhere), but it may be another one. Rules that revoke
-    are published for it too; an unblock is not, lest it lift another account's block."""
+    """E-mail ``sub`` values all in lower case, where that differs: the same mailbox wherever
+    the local part ignores case (nearly everywhere), but maybe another one. Rules that revoke
+    are published for them too; an unblock is not, lest it lift another account's block."""
+    unscoped: bool = False
+    """Some ``sub`` value was named without an issuer (``opaque``, ``email``)."""
 
     def merged(self, other: Subject) -> Subject:
-        named = self if self.sub else other
+        subs = [s for s in (self.sub, *self.also, other.sub, *other.also) if s is not None]
+        named = dict.fromkeys(subs)
         return Subject(
-            sub=self.sub or other.sub,
+            sub=subs[0] if subs else None,
             sid=self.sid or other.sid,
             jti=self.jti or other.jti,
             issuers=self.issuers | other.issuers,
-            sub_issuer=named.sub_issuer,
-            spellings=named.spellings,
-            folded=named.folded,
+            also=tuple(named)[1:],
+            folded=tuple(f for f in dict.fromkeys(self.folded + other.folded) if f not in named),
+            unscoped=self.unscoped or other.unscoped,
         )
 
 
@@ -72,8 +75,9 @@ def email_subject(address: str) -> Subject:
     lower = address.lower()
     return Subject(
         sub=address,
-        spellings=tuple(s for s in (same,) if s != address and len(s) <= _MAX),
+        also=tuple(s for s in (same,) if s != address and len(s) <= _MAX),
         folded=tuple(s for s in (lower,) if s not in (address, same) and len(s) <= _MAX),
+        unscoped=True,
     )
 
 
@@ -119,13 +123,13 @@ def _resolve(
         return result
     if fmt == "opaque":
         value = _string(identifier, "id")
-        return Subject(sid=value) if role == "session" else Subject(sub=value)
+        return Subject(sid=value) if role == "session" else Subject(sub=value, unscoped=True)
     if fmt == "iss_sub":
         iss = _string(identifier, "iss")
         value = _string(identifier, "sub")
         if role == "session":
             return Subject(sid=value, issuers=frozenset({iss}))
-        return Subject(sub=value, issuers=frozenset({iss}), sub_issuer=iss)
+        return Subject(sub=value, issuers=frozenset({iss}))
     if fmt == "jwt_id":
         return Subject(
             jti=_string(identifier, "jti"), issuers=frozenset({_string(identifier, "iss")})

@@ -467,3 +467,28 @@ def test_email_account_enabled_does_not_lift_the_block_of_a_lowercase_lookalike_
     assert unblocked == ["Alice@Example.COM", "Alice@example.com"]
     state = _state_after(sink.events)
     assert state.check({"sub": "alice@example.com", "iat": int(START.timestamp())}, None)
+
+
+@pytest.mark.parametrize(
+    "event_type", [f"{CAEP}credential-change", f"{RISC}account-disabled", f"{RISC}account-purged"]
+)
+def test_aliases_subject_revokes_tokens_carrying_any_of_its_subs(
+    event_type: str, push: Push, transmitter: Transmitter, sink: RecordingSink
+) -> None:
+    # RFC 9493 aliases list identifiers of one subject because the sender does not know which
+    # the receiver uses. Only the first used to be published: tokens of a second identity
+    # provider naming the user by its own sub stayed valid.
+    sub_id = {
+        "format": "aliases",
+        "identifiers": [
+            {"format": "iss_sub", "iss": "https://idp.example.com", "sub": "a-123"},
+            {"format": "iss_sub", "iss": "https://idp2.example.com", "sub": "b-456"},
+        ],
+    }
+
+    assert push(transmitter.set(event_type, {}, sub_id=sub_id)).status_code == 202
+
+    state = _state_after(sink.events)
+    iat = int(EARLIER.timestamp())
+    for sub in ("a-123", "b-456"):
+        assert state.check({"sub": sub, "iat": iat}, None) is not None, sub

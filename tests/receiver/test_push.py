@@ -81,6 +81,19 @@ REJECTIONS: dict[str, tuple[str, Callable[[Transmitter], str]]] = {
         "access_denied",
         lambda t: t.set(f"{RISC}account-enabled", sub_id={"format": "opaque", "id": "u"}),
     ),
+    "unblock of aliases one of which names no issuer": (
+        "access_denied",
+        lambda t: t.set(
+            f"{RISC}account-enabled",
+            sub_id={
+                "format": "aliases",
+                "identifiers": [
+                    {"format": "iss_sub", "iss": "https://idp.example.com", "sub": "u"},
+                    {"format": "opaque", "id": "u2"},
+                ],
+            },
+        ),
+    ),
     "unblock of a complex subject whose user names no issuer": (
         "access_denied",
         lambda t: t.set(

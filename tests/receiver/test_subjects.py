@@ -10,10 +10,13 @@ from receiver._subjects import Subject, resolve_subject
 IDP = "https://idp.example.com"
 
 CASES: dict[str, tuple[dict[str, Any], Subject]] = {
-    "opaque names the subject": ({"format": "opaque", "id": "u"}, Subject(sub="u")),
+    "opaque names the subject, without an issuer": (
+        {"format": "opaque", "id": "u"},
+        Subject(sub="u", unscoped=True),
+    ),
     "iss_sub names the subject and its issuer": (
         {"format": "iss_sub", "iss": IDP, "sub": "u"},
-        Subject(sub="u", issuers=frozenset({IDP}), sub_issuer=IDP),
+        Subject(sub="u", issuers=frozenset({IDP})),
     ),
     "jwt_id names one token": (
         {"format": "jwt_id", "iss": IDP, "jti": "t"},
@@ -25,27 +28,36 @@ CASES: dict[str, tuple[dict[str, Any], Subject]] = {
             "user": {"format": "opaque", "id": "u"},
             "session": {"format": "opaque", "id": "s"},
         },
-        Subject(sub="u", sid="s"),
+        Subject(sub="u", sid="s", unscoped=True),
     ),
     "draft complex without format": (
         {"user": {"format": "opaque", "id": "u"}, "tenant": {"format": "opaque", "id": "t"}},
-        Subject(sub="u"),
+        Subject(sub="u", unscoped=True),
     ),
-    "aliases take the first of each": (
+    "aliases name every sub, in order, and the first sid": (
         {
             "format": "aliases",
             "identifiers": [
                 {"format": "email", "email": "a@example.com"},
                 {"format": "opaque", "id": "u"},
-                {"format": "opaque", "id": "ignored"},
+                {"format": "iss_sub", "iss": IDP, "sub": "v"},
+                {"format": "opaque", "id": "u"},
+                {
+                    "format": "complex",
+                    "session": {"format": "opaque", "id": "s1"},
+                },
+                {
+                    "format": "complex",
+                    "session": {"format": "opaque", "id": "s2"},
+                },
             ],
         },
-        Subject(sub="u"),
+        Subject(sub="u", sid="s1", issuers=frozenset({IDP}), also=("v",), unscoped=True),
     ),
     "RISC 1.0 subject_type iss-sub names the subject and its issuer": (
         # The RISC profile's (and Google Cross-Account Protection's) account-disabled example.
         {"subject_type": "iss-sub", "iss": IDP, "sub": "u"},
-        Subject(sub="u", issuers=frozenset({IDP}), sub_issuer=IDP),
+        Subject(sub="u", issuers=frozenset({IDP})),
     ),
     "phone number names nothing": ({"format": "phone_number", "phone_number": "+1"}, Subject()),
     "email names nothing by default": ({"format": "email", "email": "a@x"}, Subject()),
@@ -88,7 +100,7 @@ def test_deeply_nested_aliases_are_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("address", "spellings", "folded"),
+    ("address", "also", "folded"),
     [
         ("Alice@Example.COM", ("Alice@example.com",), ("alice@example.com",)),
         ("Alice@example.com", (), ("alice@example.com",)),
@@ -99,11 +111,11 @@ def test_deeply_nested_aliases_are_refused() -> None:
     ],
 )
 def test_email_subject_names_the_lowercase_domain_and_the_folded_address_apart(
-    address: str, spellings: tuple[str, ...], folded: tuple[str, ...]
+    address: str, also: tuple[str, ...], folded: tuple[str, ...]
 ) -> None:
     subject = resolve_subject({"format": "email", "email": address}, email_is_subject=True)
 
-    assert (subject.sub, subject.spellings, subject.folded) == (address, spellings, folded)
+    assert (subject.sub, subject.also, subject.folded) == (address, also, folded)
 
 
 def test_email_spelling_longer_than_an_event_allows_is_left_out() -> None:
