@@ -366,8 +366,7 @@ def create_app(
                 raise HTTPException(status.HTTP_403_FORBIDDEN, detail="wrong password")
             throttle.refund(charge)
             new_hash = hasher.hash(body.new_password)
-        store.set_password(user.username, new_hash)
-        store.revoke_families_of(user.username)
+        store.change_password(user.username, new_hash)
         try:
             publisher.revoke_subject(
                 user.username, issued_before=watermark_after(clock()), reason="password_change"

@@ -138,6 +138,15 @@ class Store:
                 "UPDATE users SET password_hash = ? WHERE username = ?", (password_hash, username)
             )
 
+    def change_password(self, username: str, password_hash: str) -> None:
+        """Set a new password and end every session of ``username``, in one transaction: a new
+        password must never be stored while the sessions of the old one can still refresh."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE users SET password_hash = ? WHERE username = ?", (password_hash, username)
+            )
+            db.execute("UPDATE families SET revoked = 1 WHERE username = ?", (username,))
+
     def rehash_password(self, username: str, old_hash: str, new_hash: str) -> bool:
         """Replace ``old_hash`` by ``new_hash`` (the same password at another cost) unless the
         password changed since it was read: a login re-hashing the old password must never

@@ -4,6 +4,7 @@ import hashlib
 import json
 import logging
 import re
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -1179,3 +1180,32 @@ def test_block_and_unblock_publish_once_when_nothing_races_them(
 def app_user(client: TestClient, name: str) -> Any:
     app: Any = client.app
     return app.state.store.user(name)
+
+
+def test_a_password_change_that_cannot_end_the_sessions_does_not_change_the_password(
+    tmp_path: Path, publisher: RecordingPublisher, clock: Clock
+) -> None:
+    # The new password was committed before the sessions were ended, in another transaction:
+    # when that one failed (database locked, disk full), the password had changed, nothing was
+    # published, the user's retry was refused (wrong old password) and the thief's refresh
+    # token went on minting access tokens under the new password.
+    settings = idp_settings(tmp_path)
+    app = create_app(settings, publisher, clock=clock, users={"alice": "correct horse"})
+    client = TestClient(app, raise_server_exceptions=False)
+    stolen = login(client)
+    change = {"old_password": "correct horse", "new_password": "battery staple"}
+    with sqlite3.connect(settings.db_path) as db:
+        db.execute(
+            "CREATE TRIGGER fail_revoke BEFORE UPDATE ON families "
+            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+    failed = client.post("/password", headers=auth(stolen["access_token"]), json=change)
+    assert failed.status_code == 500
+    with sqlite3.connect(settings.db_path) as db:
+        db.execute("DROP TRIGGER fail_revoke")
+
+    assert publisher.calls == []
+    retry = client.post("/password", headers=auth(stolen["access_token"]), json=change)
+    assert retry.status_code == 204
+    refreshed = client.post("/token/refresh", json={"refresh_token": stolen["refresh_token"]})
+    assert refreshed.status_code == 401
