@@ -19,9 +19,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
-
 from revocast.localkafka._jars import LocalKafkaError, resolve_jars
 
 __all__ = ["BrokerStartError", "LocalKafkaBroker"]
@@ -334,6 +331,8 @@ class LocalKafkaBroker:
     def _wait_ready(
         self, proc: subprocess.Popen[bytes], work: Path, since: Mapping[str, int]
     ) -> None:
+        from kafka.errors import KafkaError  # not at import: 'revocast kafka status' needs none
+
         deadline = time.monotonic() + self._start_timeout
         # Another broker may already listen on a given port: only ours has this cluster id.
         own_cluster = _formatted_cluster_id(work)
@@ -444,6 +443,8 @@ def _accepts_tcp(address: str) -> bool:
 
 def _metadata_round_trip(bootstrap: str) -> str | None:
     """Return the cluster id of the broker answering at *bootstrap*."""
+    from kafka import KafkaAdminClient
+
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap,
         client_id="revocast-localkafka-probe",
