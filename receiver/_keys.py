@@ -226,7 +226,12 @@ def _bind(jwk: Mapping[str, Any], alg: str) -> PyJWK:
     kty = jwk.get("kty")
     if kty not in {"RSA", "EC", "OKP"}:
         raise SetRejected("invalid_key", f"key type {str(kty)[:16]!r} is not accepted")
-    if jwk.get("use", "sig") != "sig":
+    ops = jwk.get("key_ops")
+    if jwk.get("use", "sig") != "sig" or (
+        ops is not None and (not isinstance(ops, list) or "verify" not in ops)
+    ):
+        # RFC 7517 4.2/4.3: a key set aside for encryption (or only for signing, which a
+        # public key cannot do) is not used to verify, whichever member says so.
         raise SetRejected("invalid_key", "key is not a signing key")
     if "alg" in jwk and jwk["alg"] != alg:
         raise SetRejected("invalid_key", f"key is for {str(jwk['alg'])[:16]}, token uses {alg}")

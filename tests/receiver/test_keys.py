@@ -111,6 +111,37 @@ def test_encryption_key_is_not_used_to_verify(transmitter: Transmitter, clock: F
         _source(transmitter, clock, http).keys("enc", "ES256")
 
 
+@pytest.mark.parametrize("ops", [["encrypt", "wrapKey"], ["sign"], "verify"], ids=repr)
+def test_key_whose_key_ops_do_not_include_verify_is_not_used_to_verify(
+    ops: object, clock: FakeClock
+) -> None:
+    # The use member was checked but key_ops, its RFC 7517 counterpart, was ignored.
+    key = ECKey.generate_key("P-256", parameters={"kid": "ops"}).as_dict(private=False)
+    jwks = {"keys": [{**key, "key_ops": ops}]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=jwks)
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as http:
+        keys = KeySource(issuer=TRANSMITTER, metadata_url=None, jwks_uri="https://j", client=http)
+        with pytest.raises(SetRejected, match="not a signing key"):
+            keys.keys("ops", "ES256")
+
+
+def test_key_whose_key_ops_include_verify_is_used(clock: FakeClock) -> None:
+    key = ECKey.generate_key("P-256", parameters={"kid": "ops"}).as_dict(private=False)
+    jwks = {"keys": [{**key, "key_ops": ["verify"]}]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=jwks)
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as http:
+        keys = KeySource(issuer=TRANSMITTER, metadata_url=None, jwks_uri="https://j", client=http)
+        (found,) = keys.keys("ops", "ES256")
+
+    assert found.key_id == "ops"
+
+
 def test_symmetric_key_in_the_jwks_is_never_used(clock: FakeClock) -> None:
     jwks = {"keys": [{"kty": "oct", "kid": "h", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}
 
