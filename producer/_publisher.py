@@ -258,10 +258,14 @@ class Publisher:
             )
         batch = list(events)
         now = self._now()
+        ids: set[uuid.UUID] = set()
         for event in batch:
             if not isinstance(event, BaseEvent):
                 raise InvalidRevocationError(f"not a revocation event: {type(event).__name__}")
             check_event(event, now)
+            if event.id in ids:  # each result answers one event, found by its id
+                raise InvalidRevocationError(f"event {event.id} appears twice in the batch")
+            ids.add(event.id)
         if not batch:
             return []
         if self._closed:

@@ -89,6 +89,17 @@ def test_publish_many_refuses_the_whole_batch_when_one_event_is_bad(
     assert offline_publisher.pending_count() == 0
 
 
+def test_publish_many_refuses_the_same_event_twice_in_one_batch(
+    offline_publisher: Publisher,
+) -> None:
+    # Outbox mode keyed the calls' waiters by event id: it stored both rows but returned one
+    # result for the two events, so a caller pairing results with events lost track of one.
+    event = TokenRevoked(issuer="i", jti="j", expires_at=LATER)
+    with pytest.raises(InvalidRevocationError, match=str(event.id)):
+        offline_publisher.publish_many([event, event])
+    assert offline_publisher.pending_count() == 0
+
+
 ACCEPTED_SKEW: dict[str, Call] = {
     "subject watermark within the skew": lambda p: p.revoke_subject(
         "s", issued_before=FIXED_NOW + MAX_FUTURE_SKEW
