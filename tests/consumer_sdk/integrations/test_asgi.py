@@ -19,8 +19,11 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from consumer_sdk import Revocast
 from consumer_sdk.integrations.asgi import RevocastMiddleware
+from consumer_sdk.testing import InMemorySource
 from revocation_events import TokenRevoked
+from tests.consumer_sdk._helpers import FakeClock, settings, token
 from tests.consumer_sdk.integrations._cases import (
     CASES,
     ISSUER,
@@ -361,3 +364,34 @@ def test_preflight_drops_claims_a_server_put_in_the_request_state(ready: Harness
     middleware = RevocastMiddleware(inner, ready.revocast, allow_preflight=True)
     asyncio.run(middleware(scope, receive, send))
     assert seen == [{"db": "pool"}]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="consumer_sdk._verify refuses an unknown kid as invalid (401) even before the "
+    "first JWKS fetch; the fix belongs there (raise StateUnavailableError while the key set "
+    "has never loaded)",
+)
+def test_token_while_the_jwks_keys_are_not_loaded_yet_answers_503_not_401(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The SDK is not ready (its health says 503): a 401 invalid_token tells the client to
+    # drop a token that may be valid, where a 503 tells it to retry.
+    def unreachable(self: jwt.PyJWKClient) -> Any:
+        raise jwt.PyJWKClientConnectionError("connection refused")
+
+    monkeypatch.setattr(jwt.PyJWKClient, "fetch_data", unreachable)
+    source = InMemorySource()
+    rc = Revocast(
+        settings(jwt_keys={}, jwks_url="https://idp.example/jwks"), source=source, clock=FakeClock()
+    )
+    try:
+        source.set_ready()
+        app = Starlette(
+            routes=[Route("/me", me)], middleware=[Middleware(RevocastMiddleware, revocast=rc)]
+        )
+        with TestClient(app) as client:
+            response = client.get("/me", headers={"Authorization": f"Bearer {token()}"})
+        assert response.status_code == 503
+    finally:
+        rc.close()
