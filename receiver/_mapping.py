@@ -101,7 +101,7 @@ def map_set(
 
     A rule on ``sub`` is repeated for each other ``sub`` of the principal (aliases, an e-mail
     address's case forms), since SDKs match ``sub`` exactly; an unblock only for those that
-    surely name the same account.
+    surely name the same account, unless the policy says e-mail local parts ignore case.
     """
     args = (policy, issuer, now, max_token_lifetime)
     mapped = _map_set(verified, subject, *args)
@@ -109,7 +109,8 @@ def map_set(
         return mapped
     events = _as_tuple(mapped)
     unblock = any(isinstance(e, SubjectUnblocked) for e in events)
-    others = subject.also if unblock else subject.also + subject.folded
+    lifts = unblock and not policy.email_ignores_case
+    others = subject.also if lifts else subject.also + subject.folded
     for other in others:
         again = _map_set(verified, replace(subject, sub=other), *args)
         assert not isinstance(again, Skipped)  # only the subject differs

@@ -203,6 +203,11 @@ class MappingPolicy:
     source of blocks."""
     email_is_subject: bool = False
     """Treat an ``email`` subject identifier as the token ``sub`` (only if your tokens do)."""
+    email_ignores_case: bool = False
+    """Your identity provider treats ``Alice@`` and ``alice@`` as one account: an unblock of an
+    e-mail subject then also covers its all-lower-case spelling, as blocks always do. Off,
+    it does not (it could lift the block of another mailbox where local parts keep case), so
+    a block put on that spelling by a mixed-case ``account-disabled`` stays."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -266,6 +271,7 @@ class ReceiverSettings:
                     watermark_on_risk_increase=_bool(env, f"{p}WATERMARK_ON_RISK_INCREASE", True),
                     unblock_on_account_enabled=_bool(env, f"{p}UNBLOCK_ON_ACCOUNT_ENABLED", True),
                     email_is_subject=_bool(env, f"{p}EMAIL_IS_SUBJECT", False),
+                    email_ignores_case=_bool(env, f"{p}EMAIL_IGNORES_CASE", False),
                 ),
                 event_issuer=env_str(env, f"{p}EVENT_ISSUER") or "revocast-receiver",
                 dedupe_path=Path(env_str(env, f"{p}DEDUPE_PATH") or DEFAULT_DEDUPE_PATH),

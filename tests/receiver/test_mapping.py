@@ -409,12 +409,17 @@ def _state_after(events: list[BaseEvent]) -> RevocationState:
 
 @contextmanager
 def _email_receiver(
-    settings: ReceiverSettings, transmitter: Transmitter, sink: RecordingSink
+    settings: ReceiverSettings,
+    transmitter: Transmitter,
+    sink: RecordingSink,
+    *,
+    ignores_case: bool = False,
 ) -> Iterator[Receiver]:
+    policy = MappingPolicy(email_is_subject=True, email_ignores_case=ignores_case)
     with (
         transmitter.client() as http,
         Receiver(
-            settings=replace(settings, mapping=MappingPolicy(email_is_subject=True)),
+            settings=replace(settings, mapping=policy),
             sink=sink,
             max_token_lifetime=LIFETIME,
             http_client=http,
@@ -492,3 +497,26 @@ def test_aliases_subject_revokes_tokens_carrying_any_of_its_subs(
     iat = int(EARLIER.timestamp())
     for sub in ("a-123", "b-456"):
         assert state.check({"sub": sub, "iat": iat}, None) is not None, sub
+
+
+def test_email_account_enabled_lifts_the_lowercase_block_when_the_provider_ignores_case(
+    settings: ReceiverSettings, transmitter: Transmitter
+) -> None:
+    # Without EMAIL_IGNORES_CASE a mixed-case disable/enable pair leaves the lower-case
+    # spelling blocked (the fail-safe default); with it, the enable undoes the disable.
+    sub_id = {"format": "email", "email": "Alice@Example.COM"}
+    disabled = transmitter.set(
+        f"{RISC}account-disabled", {"event_timestamp": int(EARLIER.timestamp())}, sub_id=sub_id
+    )
+    enabled = transmitter.set(f"{RISC}account-enabled", {}, sub_id=sub_id)
+    token = {"sub": "alice@example.com", "iat": int(START.timestamp())}
+    blocked = []
+    for ignores_case in (False, True):
+        fresh = RecordingSink()
+        with _email_receiver(settings, transmitter, fresh, ignores_case=ignores_case) as r:
+            r.receive_set(disabled)
+            r.receive_set(enabled)
+        blocked.append(_state_after(fresh.events).check(token, None) is not None)
+        settings = replace(settings, dedupe_path=settings.dedupe_path.with_suffix(".2"))
+
+    assert blocked == [True, False]

@@ -24,6 +24,7 @@ def test_from_env_reads_every_source() -> None:
             f"{P}DEDUPE_PATH": "/tmp/x.sqlite3",
             f"{P}WATERMARK_ON_RISK_INCREASE": "false",
             f"{P}UNBLOCK_ON_ACCOUNT_ENABLED": "false",
+            f"{P}EMAIL_IGNORES_CASE": "true",
         }
     )
 
@@ -41,6 +42,7 @@ def test_from_env_reads_every_source() -> None:
     assert settings.dedupe_path == Path("/tmp/x.sqlite3")
     assert settings.mapping.watermark_on_risk_increase is False
     assert settings.mapping.unblock_on_account_enabled is False
+    assert settings.mapping.email_ignores_case is True
 
 
 def test_empty_environment_configures_no_source() -> None:
