@@ -35,6 +35,7 @@ the default one); they need the ``metrics`` extra (``prometheus-client``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -137,6 +138,17 @@ async def _serve_lifespan(receive: Receive, send: Send) -> None:
             return
 
 
+async def _off_the_loop(payload: Payload) -> tuple[int, list[tuple[str, str]], bytes]:
+    """``payload()`` in the loop's default executor: a health report counts every entry of
+    the state (~0.4 s for 200 000 subject rules), which inline would stall every request on
+    this event loop. Inline where no asyncio loop runs (a trio server)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return payload()
+    return await loop.run_in_executor(None, payload)
+
+
 class _ASGIEndpoint:
     # A class, not a function: Starlette's Route takes plain functions for request handlers
     # and instances for ASGI apps, so Route("/healthz", asgi_health_app(rc)) works.
@@ -149,7 +161,7 @@ class _ASGIEndpoint:
             return
         if scope["type"] != "http":
             raise RuntimeError(f"health endpoints serve HTTP only, not {scope['type']!r}")
-        code, headers, data = self._payload()
+        code, headers, data = await _off_the_loop(self._payload)
         raw = [(k.encode(), v.encode()) for k, v in headers]
         await send({"type": "http.response.start", "status": code, "headers": raw})
         await send({"type": "http.response.body", "body": data})

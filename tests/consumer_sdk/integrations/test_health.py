@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -245,3 +248,43 @@ def test_metrics_app_serves_the_sdk_collectors(ready: Harness, kind: str) -> Non
     assert content_type.startswith("text/plain; version=")
     assert 'revocast_events_applied_total{service="revocast",type="token.revoked"}' in text
     assert 'revocast_source_status{service="revocast",state="valid"} 1.0' in text
+
+
+def test_asgi_health_app_counts_the_state_off_the_event_loop(
+    ready: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The report counts every state entry (~0.4 s for 200 000 subject rules): inline, each
+    # probe of a load balancer stalled every request on the loop for that long.
+    counting = threading.Event()
+    counted = threading.Event()
+    size_by_kind = ready.revocast.state.size_by_kind
+
+    def slow_count() -> dict[str, int]:
+        counting.set()
+        counted.wait(5)  # a big state; released below once the loop has shown it is free
+        return size_by_kind()
+
+    monkeypatch.setattr(ready.revocast.state, "size_by_kind", slow_count)
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("not called")
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    async def get() -> None:
+        await asgi_health_app(ready.revocast)({"type": "http", "path": "/healthz"}, receive, send)
+
+    async def scenario() -> bool:
+        probe = asyncio.create_task(get())
+        while not counting.is_set() and not probe.done():
+            await asyncio.sleep(0)  # let the probe start
+        loop_was_free = not probe.done()
+        counted.set()
+        await probe
+        return loop_was_free
+
+    assert asyncio.run(scenario())
+    assert sent[0]["status"] == 200
+    assert json.loads(sent[1]["body"])["status"] == "valid"
