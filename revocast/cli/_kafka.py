@@ -32,6 +32,8 @@ from revocast.localkafka import BrokerStartError, LocalKafkaBroker, LocalKafkaEr
 __all__ = ["register"]
 
 _STOP_TIMEOUT_S = 30.0
+_DATA_DIR_PREFIX = "revocast-kafka-"
+"""How :class:`LocalKafkaBroker` names the temporary data directory of the brokers ``up`` starts."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -175,6 +177,9 @@ def _read_state(path: Path) -> dict[str, Any] | None:
         or type(state.get("pid")) is not int
         or not isinstance(state.get("bootstrap_servers"), str)
         or not isinstance(state.get("data_dir"), str)
+        # _alive() finds the JVM by its data directory on a command line: "" or "/" is on
+        # every one, and 'down' would signal whatever process has the recorded pid.
+        or not Path(state["data_dir"]).name.startswith(_DATA_DIR_PREFIX)
     ):
         raise CommandError(f"state file {path} is not from 'revocast kafka up'; delete it")
     return state
@@ -184,7 +189,7 @@ def _forget(path: Path, state: dict[str, Any]) -> None:
     data_dir = Path(state["data_dir"])
     # Only ever delete what LocalKafkaBroker created: a hand-edited state file
     # must not turn 'down' into 'rm -rf' of an arbitrary directory.
-    if data_dir.name.startswith("revocast-kafka-"):
+    if data_dir.name.startswith(_DATA_DIR_PREFIX):
         shutil.rmtree(data_dir, ignore_errors=True)
     path.unlink(missing_ok=True)
 

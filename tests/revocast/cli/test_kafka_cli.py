@@ -167,3 +167,26 @@ def test_malformed_state_file_is_a_one_line_error(
         assert code == 2, (action, stderr)
         assert stderr.startswith("revocast: error: state file"), (action, stderr)
         assert len(stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("data_dir", ["", "/", str(Path(sys.executable).parent)])
+def test_state_file_naming_no_broker_directory_never_gets_a_process_signalled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data_dir: str
+) -> None:
+    # 'down' SIGTERMs, then SIGKILLs, the recorded pid when its command line contains the
+    # recorded data directory: "", "/" or the interpreter's directory is on this one's.
+    bystander = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
+    try:
+        state_file = tmp_path / "kafka.json"
+        state = {"pid": bystander.pid, "bootstrap_servers": "127.0.0.1:9092", "data_dir": data_dir}
+        state_file.write_text(json.dumps(state))
+        for action in ("down", "status"):
+            code = main(["kafka", action, "--state-file", str(state_file)])
+            stderr = capsys.readouterr().err
+
+            assert code == 2, (action, stderr)
+            assert stderr.startswith("revocast: error: state file"), (action, stderr)
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
