@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from revocast.cli._common import CommandError
+from revocast.cli._common import CommandError, port
 from revocast.localkafka import BrokerStartError, LocalKafkaBroker, LocalKafkaError, cache_dir
 
 __all__ = ["register"]
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     commands = kafka.add_subparsers(dest="kafka_command", metavar="ACTION", required=True)
 
     up = commands.add_parser("up", help="start a broker in the background")
-    up.add_argument("--port", type=int, default=None, help="client port (default: a free one)")
+    up.add_argument("--port", type=port, default=None, help="client port (default: a free one)")
     up.add_argument("--heap", default="384m", help="JVM -Xmx (default: %(default)s)")
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
     up.set_defaults(func=_up)

@@ -15,7 +15,7 @@ import logging
 import os
 from datetime import timedelta
 
-from revocast.cli._common import CommandError
+from revocast.cli._common import CommandError, port
 
 __all__ = ["register"]
 
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="accept SSF/CAEP/RISC events and OIDC back-channel logouts, publish revocations",
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8080, help="bind port (default: %(default)s)")
+    parser.add_argument("--port", type=port, default=8080, help="bind port (default: %(default)s)")
     parser.add_argument(
         "--verify-stream",
         action="store_true",

@@ -106,3 +106,12 @@ def test_a_command_module_that_fails_to_import_fails_its_command_loudly_and_only
         cli.main(["bench"])
     assert cli.main(["kafka", "status", "--state-file", str(tmp_path / "none.json")]) == 1
     assert capsys.readouterr().out == "kafka not running\n"
+
+
+@pytest.mark.parametrize("command", [["receiver"], ["kafka", "up"]])
+@pytest.mark.parametrize("value", ["65536", "99999", "-1"])
+def test_a_port_outside_0_65535_is_a_usage_error(command: list[str], value: str) -> None:
+    # Parsed only: 'receiver --port 99999' ran and died in bind() with an OverflowError.
+    parser = cli._build_parser(cli._modules_for(command))
+    with pytest.raises(cli._UsageError, match=f"argument --port: port {value} is outside"):
+        parser.parse_args([*command, "--port", value])
