@@ -63,6 +63,19 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(self, message)
 
 
+_EXIT_CODES = """\
+exit codes:
+  0    done (check: the token is accepted)
+  1    a failure: Kafka unreachable, the topic missing or unsafe, the demo failing, no
+       broker for 'kafka status' (check: the token is revoked or expired)
+  2    bad usage, settings or input, or a local broker that would not start; the error
+       is one line on stderr (status --check: 3)
+  3    revoke, block...: queued in the outbox, not yet in effect; check: no verdict
+       (Kafka unreachable); status --check: UNKNOWN
+  130  interrupted (Ctrl-C)
+A command's --help gives its own codes."""
+
+
 def _modules_for(argv: Sequence[str]) -> tuple[str, ...]:
     """The module of the command ``argv`` names, or every module: for the help, a usage
     error's list of commands, or a command line this cannot read (``-h`` before the
@@ -79,6 +92,8 @@ def _build_parser(modules: Sequence[str] = _COMMAND_MODULES) -> argparse.Argumen
     parser = _Parser(
         prog="revocast",
         description="Revocast: JWT revocation broadcast over Kafka, verified locally.",
+        epilog=_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "-v",
