@@ -25,7 +25,7 @@ from producer import (
     PublishResult,
 )
 from revocast.cli._common import CommandError
-from revocation_events import KeySpecError, SettingsError, parse_signing_key, public_key_spec
+from revocation_events import KeySpecError, SettingsError, SigningKey, public_key_spec
 
 __all__ = ["EXIT_QUEUED", "parse_time", "register"]
 
@@ -173,19 +173,23 @@ def _optional_time(text: str | None) -> datetime | None:
 
 
 def _generate_key(args: argparse.Namespace) -> int:
-    if args.type == "hmac":
-        material = secrets.token_bytes(32)
-    else:
-        material = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        )
-    spec = f"{args.kid}:{args.type}:{base64.urlsafe_b64encode(material).rstrip(b'=').decode()}"
+    # The key is built from the kid, not parsed from the spec: a kid with ':' split the spec
+    # elsewhere ("a:b" -> kid 'a', "material is not base64url").
     try:
-        key = parse_signing_key(spec)
+        if args.type == "hmac":
+            material = secrets.token_bytes(32)
+            key = SigningKey.hmac(args.kid, material)
+        else:
+            private = Ed25519PrivateKey.generate()
+            key = SigningKey.ed25519(args.kid, private)
+            material = private.private_bytes(
+                serialization.Encoding.Raw,
+                serialization.PrivateFormat.Raw,
+                serialization.NoEncryption(),
+            )
     except KeySpecError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(f"--kid {args.kid!r}: {exc}") from None
+    spec = f"{args.kid}:{args.type}:{base64.urlsafe_b64encode(material).rstrip(b'=').decode()}"
     print(f"REVOCAST_SIGNING_KEY={spec}")
     print(f"REVOCAST_EVENT_KEYS={public_key_spec(key)}")
     return 0

@@ -144,3 +144,18 @@ def test_ed25519_verification_spec_does_not_reveal_the_private_key(
     signing, verification = keys
     assert signing.split(":")[2] != verification.split(":")[2]
     assert signing.split(":")[2] not in verification
+
+
+@pytest.mark.parametrize("kid", ["a:b", "a.b", "a,b", "k\u00e9", ""])
+def test_keys_generate_refuses_a_bad_kid_naming_the_rule(
+    kid: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The key was parsed back from 'kid:type:material': 'a:b' split there and was reported as
+    # "key 'a': material is not base64url".
+    assert main(["keys", "generate", "--kid", kid]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no key printed
+    assert captured.err == (
+        f"revocast: error: --kid {kid!r}: a key id must be 1-128 printable ASCII characters "
+        "without '.', ':' or ','\n"
+    )
