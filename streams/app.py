@@ -27,7 +27,8 @@ from faust.types import TP, CodecArg, FutureMessage
 
 from revocation_events import RevocastError
 from streams._faust_config import faust_credentials, faust_options
-from streams._processor import Processor
+from streams._keepalive import polling
+from streams._processor import SEED_STEP, Processor
 from streams._records import Output
 from streams._seed import log_incarnation, read_state
 from streams._settings import StreamsSettings
@@ -167,11 +168,16 @@ def create_app(
         async for event in stream.events():
             message = event.message
             partition = message.partition
-            while processor.seeding(partition):
-                # Inside the agent (tables change only here), a slice at a time so that
-                # the event loop keeps heartbeating while a large state is merged.
-                processor.seed_step(partition)
-                await asyncio.sleep(0)
+            if processor.seeding(partition):
+                # Inside the agent (tables change only here), a slice at a time. faust
+                # fetches nothing while the agent's buffer is full, nor while its producer
+                # buffer holds more than a few sends (each merged entry is a changelog
+                # write): at most ten slices of writes wait, and none once the seed ends.
+                async with polling(app):
+                    while processor.seeding(partition):
+                        processor.seed_step(partition)
+                        await written(settings.session_timeout_seconds, but=10 * SEED_STEP)
+                    await written(settings.session_timeout_seconds)
             try:
                 if message.topic == settings.ticks_topic:
                     outputs = processor.on_tick(partition)
@@ -190,6 +196,15 @@ def create_app(
                 processor.resync(partition)
                 raise
 
+    async def written(timeout: float, *, but: int = 0) -> None:
+        """Until the tracked writes made so far are acknowledged (or failed: the next tick
+        repairs their partition) but the ``but`` last ones, or ``timeout``."""
+        pending = [f for f in processor.outstanding() if isinstance(f, asyncio.Future)]
+        if len(pending) > but:
+            await asyncio.wait(pending[: len(pending) - but], timeout=timeout)
+        else:
+            await asyncio.sleep(0)
+
     async def send_ticks() -> None:
         # Expiry has to arrive as a stream event: faust tables change only inside an agent.
         for tp in app.consumer.assignment():
@@ -201,9 +216,7 @@ def create_app(
 
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         # Let this worker's writes land before another one re-reads these partitions.
-        pending = [f for f in processor.outstanding() if isinstance(f, asyncio.Future)]
-        if pending:
-            await asyncio.wait(pending, timeout=min(5.0, settings.session_timeout_seconds / 3))
+        await written(min(5.0, settings.session_timeout_seconds / 3))
         processor.forget_partitions()
 
     async def on_rebalance_complete(sender: Any, **kwargs: Any) -> None:
@@ -215,6 +228,11 @@ def create_app(
         mine = [tp.partition for tp in app.consumer.assignment() if tp.topic == settings.log_topic]
         if not mine:
             return
+        # faust fetches nothing until this returns: however long the state takes to read.
+        async with polling(app):
+            await resume(generation, mine)
+
+    async def resume(generation: int, mine: list[int]) -> None:
         loop = asyncio.get_running_loop()
         delay = _READ_RETRY_SECONDS
         begins: dict[int, int] = {}
