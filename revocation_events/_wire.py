@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from pydantic import ValidationError
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from revocation_events._errors import MalformedEventError
 from revocation_events._models import (
@@ -159,8 +159,10 @@ def _exact_offsets(event: BaseEvent) -> BaseEvent:
     return event.model_copy(update=update) if update else event
 
 
-# ``event_adapter.validate_json`` minus its Python wrapper (same validator, same defaults).
-_validate_json = event_adapter.validator.validate_json
+# ``event_adapter.validate_json`` minus its Python wrapper (same schema, same defaults), with
+# only object keys cached as Python strings: every value of a record (its id, times, jti) is
+# new, so caching them (pydantic's default) only costs a lookup and an insert each.
+_validate_json = TypeAdapter(Event, config=ConfigDict(cache_strings="keys")).validator.validate_json
 
 
 def _classify(value: bytes, exc: ValidationError) -> MalformedEventError:
