@@ -122,6 +122,7 @@ class _Sink:
         # A Prometheus counter takes a lock per increment: add the batch's counts once, at the end.
         before = dict(applied)
         notify = self._rc.revocation_listeners.notify
+        decoded = False
         try:
             for rec in records:
                 try:
@@ -137,16 +138,17 @@ class _Sink:
                     self._undecodable(exc)
                     continue
                 changed = apply(event)
-                now = clock()
-                self.last_event_at = now
+                decoded = True
                 if not changed:
                     unchanged[event.type] += 1
                     continue
                 applied[event.type] += 1
                 if delay is not None:
-                    delay(now - event.occurred_at.timestamp())
+                    delay(clock() - event.occurred_at.timestamp())
                 notify(event)
         finally:
+            if decoded:  # once per batch, not per event: a batch takes milliseconds
+                self.last_event_at = clock()
             if metrics is not None:
                 for event_type, n in applied.items():
                     if n != before.get(event_type, 0):

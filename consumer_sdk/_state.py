@@ -211,7 +211,8 @@ class RevocationState:
             live = self._clock() - self._grace
             if until <= live:
                 return False
-            return self._jti.add(fingerprint(event.jti), until, event.occurred_at.timestamp(), live)
+            # fingerprint() inlined: a call costs as much as the hash.
+            return self._jti.add(hash(event.jti) or 1, until, event.occurred_at.timestamp(), live)
         changed = self._apply_rule(event)
         if changed:
             self._note_others()
