@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -205,3 +206,21 @@ def test_a_time_before_1970_is_stored_as_zero_and_keeps_every_deadline_with_its_
     assert (table.get(5), table.get(7), table.get(9)) == ((1000, 0), (10, 0), (500, 0))
     assert table.sweep(20) == 1
     assert table.get(9) == (500, 0)
+
+
+@pytest.mark.parametrize(
+    ("deadline", "at", "stored"),
+    [
+        (1000.2, 999.9, (1001, 999)),  # the deadline rounds up, the time down
+        (1000.0, 1000.0, (1000, 1000)),
+        (-5.5, -3.2, (0, 0)),  # before 1970
+        (2.0**32 - 1.5, 2.0**32 - 0.5, (2**32 - 1, 2**32 - 1)),
+        (2.0**32 + 5.5, 2.0**33, (2**32 - 1, 2**32 - 1)),  # after 2106: the u32 maximum
+    ],
+)
+def test_deadlines_and_times_are_rounded_and_clamped_to_the_u32_range(
+    deadline: float, at: float, stored: tuple[int, int]
+) -> None:
+    table = FingerprintTable()
+    assert table.add(5, deadline, at)
+    assert table.get(5) == stored
