@@ -137,8 +137,9 @@ class EventCodec:
             raise MalformedEventError("bad_signature", "key_id does not match the signature")
         # The models default these for events being built; on the wire a default would be
         # this host's clock and a random id, different for every consumer and every replay.
-        if not event.model_fields_set >= _ENVELOPE_REQUIRED:
-            missing = ", ".join(sorted(_ENVELOPE_REQUIRED - event.model_fields_set))
+        fields_set = event.__pydantic_fields_set__  # what model_fields_set returns, minus a call
+        if not fields_set >= _ENVELOPE_REQUIRED:
+            missing = ", ".join(sorted(_ENVELOPE_REQUIRED - fields_set))
             raise MalformedEventError("invalid", f"{event.type}: missing {missing}")
         return event
 
