@@ -488,6 +488,57 @@ def test_a_partition_changing_owner_leaves_no_generation_behind(
     assert_only_the_latest_generation_is_live(kafka_bootstrap, log_topic, a.catch_up(60))
 
 
+@pytest.mark.kafka
+def test_a_paused_snapshotter_s_late_generation_is_an_older_snapshot_sdks_replay_forward_from(
+    kafka_bootstrap: str, log_topic: str
+) -> None:
+    """faust has no fencing: a worker SIGSTOPped with log records applied but not yet
+    written resumes after another worker took its partitions over and wrote a newer
+    generation, and writes its own (its interval has passed) before it learns it lost them.
+    That late generation shadows the new owner's (SDKs take the last manifest) and
+    tombstones its chunks, but it is a complete snapshot up to the offset it names: an SDK
+    loads it and replays the log after it, and misses no rule. The owner's next write
+    replaces it."""
+    s = streams_settings(kafka_bootstrap, log_topic)
+    fill(kafka_bootstrap, log_topic, "zombie-first", 200, seed=21)
+    zombie = Snapshotter(s)
+    zombie.catch_up(60)
+    fill(kafka_bootstrap, log_topic, "zombie-unwritten", 150, seed=22)
+    consumer, producer = zombie._open()
+    try:
+        # Applied, not yet written: then paused.
+        tps = zombie._prepare(consumer, producer)
+        ends = consumer.end_offsets(list(tps.values()))
+
+        def applied() -> bool:
+            zombie._poll(consumer)
+            return all(consumer.position(tp) >= ends[tp] for tp in tps.values())
+
+        wait_until(applied, timeout=30, message="the paused snapshotter to apply the 2nd fill")
+        owner = Snapshotter(s)
+        fill(kafka_bootstrap, log_topic, "owner", 150, seed=23)
+        newer = owner.catch_up(60)
+        # Resumed: it writes before its worker learns of the rebalance.
+        zombie._write(consumer, producer)
+    finally:
+        zombie._close_clients(consumer, producer)
+    late = dict(zombie._written)
+    for p, manifest in late.items():
+        assert manifest.offset < newer[p].offset
+        assert manifest.generation > newer[p].generation
+    clock = FakeClock()
+    with client(kafka_bootstrap, log_topic, clock) as rc:
+        assert rc.wait_until_ready(60)
+        boot = rc.stats()["bootstrap"]
+        assert boot["snapshot_refused"] == {}
+        assert boot["snapshot"]["offsets"] == {p: m.offset for p, m in late.items()}
+        assert rc.state.snapshot() == log_replay(kafka_bootstrap, log_topic, clock)
+    fill(kafka_bootstrap, log_topic, "owner-again", 50, seed=24)
+    latest = owner.catch_up(60)
+    assert all(latest[p].generation > late[p].generation for p in late)
+    assert_only_the_latest_generation_is_live(kafka_bootstrap, log_topic, latest)
+
+
 def recreate(bootstrap: str, topic: str, partitions: int = 3) -> None:
     """Delete ``topic`` and create it again under the same name, as an operator might."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="revocast-tests")
