@@ -2,9 +2,10 @@
 
 aiokafka takes a consumer that has asked for no records for ``max_poll_interval_ms`` (faust's
 ``broker_max_poll_interval``) for a stuck one, and leaves the group. faust asks for none while
-its ``on_rebalance_complete`` handlers run, nor once its agent's buffers are full. A seed does
-both: the worker reads the state partitions in that handler, and its agent merges them before
-anything else. A seed longer than the interval therefore lost the partitions it was seeding,
+its ``on_rebalance_complete`` handlers run, nor while its agent's buffer is full or its
+producer's holds more than a few sends. A seed does all three: the worker reads the state
+partitions in that handler, and its agent merges them before anything else, each merged rule
+a changelog write. A seed longer than the interval therefore lost the partitions it was seeding,
 and started over at the next assignment, from the start of the state topic: it never ended.
 
 While a seed runs, :func:`polling` tells aiokafka that the consumer is fetching, as it does
