@@ -17,6 +17,7 @@ from revocation_events import (
     KafkaSettings,
     SettingsError,
     VerificationKey,
+    check_topic_name,
     env_bool,
     env_float,
     env_int,
@@ -76,6 +77,8 @@ def derived_topics(
     state = state_topic or f"{log_topic}.state"
     snapshot = snapshot_topic or f"{log_topic}.snapshots"
     for name, topic in (("state_topic", state), ("snapshot_topic", snapshot)):
+        # A log name near the length limit gives derived names Kafka refuses.
+        check_topic_name(f"{name} ({_TOPIC_ENV_NAMES[name]})", topic)
         if topic == log_topic:
             raise SettingsError(
                 f"{name} ({_TOPIC_ENV_NAMES[name]}) is the log topic {topic!r}: "
@@ -168,6 +171,8 @@ class ConsumerSettings:
         state, snapshot = derived_topics(
             self.kafka.topic, state_topic=self.state_topic, snapshot_topic=self.snapshot_topic
         )
+        if self.heartbeat_topic is not None:
+            check_topic_name("heartbeat_topic (REVOCAST_HEARTBEAT_TOPIC)", self.heartbeat_topic)
         if self.heartbeat_topic in (self.kafka.topic, state, snapshot):
             # Every instance would write its heartbeats among the revocations or the state.
             raise SettingsError(

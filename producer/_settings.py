@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -96,7 +95,6 @@ class PublisherSettings:
 
     def __post_init__(self) -> None:
         _check_issuer("issuer", self.issuer)
-        _check_topic("kafka.topic", self.kafka.topic)
         if self.signing_key is None and not self.allow_unsigned:
             raise SettingsError(
                 "no signing key: set signing_key (REVOCAST_SIGNING_KEY) "
@@ -132,7 +130,6 @@ class PublisherSettings:
         """
         env = os.environ if environ is None else environ
         kafka = KafkaSettings.from_env(prefix, env)
-        _check_topic(f"{prefix}TOPIC", kafka.topic)
         _check_shared_options(f"{prefix}KAFKA_OPTIONS", kafka.extra)
         kwargs: dict[str, Any] = {"kafka": kafka}
 
@@ -189,19 +186,6 @@ class PublisherSettings:
 def _check_issuer(label: str, value: str) -> None:
     if not isinstance(value, str) or not value.strip() or len(value) > 256:
         raise SettingsError(f"{label} must be 1-256 characters, got {value!r}")
-
-
-_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
-
-
-def _check_topic(label: str, topic: str) -> None:
-    # KafkaSettings checks only the length; kafka-python refuses any other name at the first
-    # send, with a ValueError the outbox drainer would log forever.
-    if not _TOPIC.fullmatch(topic) or topic in {".", ".."}:
-        raise SettingsError(
-            f"{label} must be a Kafka topic name (ASCII letters, digits, '.', '_', '-'), "
-            f"got {topic!r}"
-        )
 
 
 def _check_positive(label: str, value: float) -> None:

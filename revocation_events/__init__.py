@@ -31,6 +31,7 @@ from revocation_events._models import (
 from revocation_events._settings import (
     KafkaSettings,
     SettingsError,
+    check_topic_name,
     env_bool,
     env_float,
     env_int,
@@ -87,6 +88,7 @@ __all__ = [
     "SubjectVersionBumped",
     "TokenRevoked",
     "VerificationKey",
+    "check_topic_name",
     "close_producer",
     "closing_on_failure",
     "drive_io_inline",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -28,6 +29,7 @@ from revocation_events._wire import DEFAULT_TOPIC
 __all__ = [
     "KafkaSettings",
     "SettingsError",
+    "check_topic_name",
     "env_bool",
     "env_float",
     "env_int",
@@ -68,8 +70,7 @@ class KafkaSettings:
             raise SettingsError(
                 f"bootstrap_servers must be host:port items, got {list(self.bootstrap_servers)!r}"
             )
-        if not self.topic or len(self.topic) > 249:
-            raise SettingsError(f"topic must be 1-249 characters, got {self.topic!r}")
+        check_topic_name("topic", self.topic)
         if self.security_protocol not in _PROTOCOLS:
             raise SettingsError(
                 f"security_protocol must be one of {sorted(_PROTOCOLS)}, "
@@ -81,6 +82,15 @@ class KafkaSettings:
             )
         if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
             raise SettingsError(f"sasl_mechanism is required with {self.security_protocol}")
+        if (
+            self.sasl_mechanism == "OAUTHBEARER"
+            and self.extra.get("sasl_oauth_token_provider") is None
+        ):
+            # A provider is a Python object: it cannot come from the environment's JSON.
+            raise SettingsError(
+                "sasl_mechanism OAUTHBEARER needs extra['sasl_oauth_token_provider'] "
+                "(an object, so set it in code, not in REVOCAST_KAFKA_OPTIONS)"
+            )
         if self.request_timeout_ms <= 0:
             raise SettingsError(f"request_timeout_ms must be > 0, got {self.request_timeout_ms}")
         _check_options("extra", self.extra)
@@ -118,6 +128,7 @@ class KafkaSettings:
                 kwargs[name] = value
         topic = env_str(env, f"{prefix}TOPIC")
         if topic is not None:
+            check_topic_name(f"{prefix}TOPIC", topic)
             kwargs["topic"] = topic
         timeout = env_int(env, f"{k}REQUEST_TIMEOUT_MS")
         if timeout is not None:
@@ -163,16 +174,65 @@ class KafkaSettings:
         return config
 
 
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+
+def check_topic_name(label: str, topic: object) -> None:
+    """Raise :class:`SettingsError` naming ``label`` unless ``topic`` is a name Kafka allows:
+    kafka-python refuses any other only at the first send or fetch, with a ``ValueError``
+    that a background thread would log forever."""
+    if not isinstance(topic, str) or not _TOPIC_NAME.fullmatch(topic) or topic in {".", ".."}:
+        raise SettingsError(
+            f"{label} must be a Kafka topic name (1-249 ASCII letters, digits, '.', '_', '-'), "
+            f"got {topic!r}"
+        )
+
+
 def _check_options(label: str, options: Mapping[str, Any]) -> None:
     unknown = sorted(str(k) for k in options if k not in _KNOWN_OPTIONS)
     if unknown:
         raise SettingsError(f"{label}: not kafka-python client options: {', '.join(unknown)}")
+    for name, value in options.items():
+        expected = _SCALAR_OPTIONS.get(name)
+        if expected is not None and not _is_a(value, expected):
+            # Else a TypeError from deep inside kafka-python when a client starts, or a
+            # background thread failing on every reconnect.
+            raise SettingsError(
+                f"{label}: {name} must be {' or '.join(t.__name__ for t in expected)}, "
+                f"got {type(value).__name__}"
+            )
 
 
+def _is_a(value: object, expected: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):  # an int to isinstance(), never a number here
+        return bool in expected
+    return isinstance(value, expected)
+
+
+_CLIENTS = (KafkaProducer, KafkaConsumer, KafkaAdminClient)
 # What at least one kind of client accepts: anything else is a typo.
-_KNOWN_OPTIONS = frozenset(
-    {*KafkaProducer.DEFAULT_CONFIG, *KafkaConsumer.DEFAULT_CONFIG, *KafkaAdminClient.DEFAULT_CONFIG}
-)
+_KNOWN_OPTIONS = frozenset({name for client in _CLIENTS for name in client.DEFAULT_CONFIG})
+
+
+def _scalar_options() -> dict[str, tuple[type, ...]]:
+    """Options whose every client's default is a number or a bool: the types they accept (a
+    float option takes an int too). ``acks`` also takes ``"all"``: left to the producer."""
+    kinds: dict[str, set[type]] = {}
+    for client in _CLIENTS:
+        for name, default in client.DEFAULT_CONFIG.items():
+            kinds.setdefault(name, set()).add(type(default))
+    scalar: dict[str, tuple[type, ...]] = {}
+    for name, types in kinds.items():
+        if name == "acks" or not types <= {int, float, bool}:
+            continue
+        if types == {bool}:
+            scalar[name] = (bool,)
+        elif bool not in types:
+            scalar[name] = (int, float) if float in types else (int,)
+    return scalar
+
+
+_SCALAR_OPTIONS = _scalar_options()
 
 
 def env_str(env: Mapping[str, str], name: str) -> str | None:

@@ -151,6 +151,10 @@ def test_deeply_nested_jwt_keys_are_a_settings_error() -> None:
         ({"heartbeat_topic": "revs"}, "REVOCAST_HEARTBEAT_TOPIC"),
         ({"heartbeat_topic": "revs.state"}, "REVOCAST_HEARTBEAT_TOPIC"),
         ({"heartbeat_topic": "snaps", "snapshot_topic": "snaps"}, "REVOCAST_HEARTBEAT_TOPIC"),
+        # Names Kafka refuses: the source or the heartbeat thread would fail at every retry.
+        ({"state_topic": "revs state"}, "REVOCAST_STATE_TOPIC.*Kafka topic name"),
+        ({"snapshot_topic": "revs/snaps"}, "REVOCAST_SNAPSHOT_TOPIC.*Kafka topic name"),
+        ({"heartbeat_topic": "beats!"}, "REVOCAST_HEARTBEAT_TOPIC.*Kafka topic name"),
     ],
 )
 def test_a_derived_topic_that_is_the_log_or_another_derived_one_is_refused(
@@ -179,3 +183,14 @@ def test_the_state_and_snapshot_topics_default_to_names_derived_from_the_log() -
         kafka=KafkaSettings(topic="revs"),
     )
     assert (state_topic(plain), snapshot_topic(plain)) == ("revs.state", "revs.snapshots")
+
+
+def test_a_log_name_whose_derived_snapshot_topic_is_too_long_for_kafka_is_refused() -> None:
+    log = "r" * 240  # legal; "<log>.snapshots" is 250 characters, one too many
+    with pytest.raises(SettingsError, match=r"REVOCAST_SNAPSHOT_TOPIC.*Kafka topic name"):
+        ConsumerSettings(
+            algorithms=("HS256",),
+            jwt_keys={"k": "x" * 32},
+            allow_unsigned_events=True,
+            kafka=KafkaSettings(topic=log),
+        )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from revocation_events import DEFAULT_TOPIC, KafkaSettings, SettingsError
@@ -70,3 +72,67 @@ def test_the_pass_through_options_cannot_be_changed_after_validation() -> None:
     with pytest.raises(TypeError):
         settings.extra["not_an_option"] = 1  # type: ignore[index]
     assert dict(settings.extra) == {"linger_ms": 5}
+
+
+@pytest.mark.parametrize("topic", ["revocations v2", "team/revocations", "é", ".", "..", "a" * 250])
+def test_a_topic_name_kafka_refuses_is_refused_naming_the_setting(topic: str) -> None:
+    # Accepted, kafka-python refused it only at the first send or fetch, with a ValueError a
+    # background thread (outbox drainer, SDK source, worker) logged at every retry.
+    with pytest.raises(SettingsError, match="topic must be a Kafka topic name"):
+        KafkaSettings(topic=topic)
+    with pytest.raises(SettingsError, match="REVOCAST_TOPIC must be"):
+        KafkaSettings.from_env(environ={"REVOCAST_TOPIC": topic})
+
+
+def test_every_legal_topic_name_character_and_the_longest_name_are_accepted() -> None:
+    assert KafkaSettings(topic="Team_1.revocations-v2").topic == "Team_1.revocations-v2"
+    assert len(KafkaSettings(topic="t" * 249).topic) == 249
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        '{"bootstrap_timeout_ms": "x"}',
+        '{"linger_ms": 5.5}',
+        '{"linger_ms": true}',
+        '{"max_poll_records": null}',
+        '{"check_crcs": 1}',
+        '{"retries": "3"}',
+    ],
+)
+def test_an_option_value_of_the_wrong_type_is_refused_naming_it(options: str) -> None:
+    # Accepted, a TypeError came from deep inside kafka-python when a client started.
+    name = next(iter(json.loads(options)))
+    with pytest.raises(SettingsError, match=f"REVOCAST_KAFKA_OPTIONS: {name} must be"):
+        KafkaSettings.from_env(environ={"REVOCAST_KAFKA_OPTIONS": options})
+    with pytest.raises(SettingsError, match=f"extra: {name} must be"):
+        KafkaSettings(extra=json.loads(options))
+
+
+def test_option_values_of_the_types_kafka_python_takes_are_accepted() -> None:
+    extra = {
+        "retries": 5,  # a float option (default inf) takes an int
+        "consumer_timeout_ms": 1.5,
+        "check_crcs": False,
+        "acks": "all",  # left to the producer's own check
+        "api_version": [3, 9],  # not a scalar option: passed through
+        "client_rack": "rack-1",
+    }
+    assert dict(KafkaSettings(extra=extra).extra) == extra
+
+
+def test_oauthbearer_needs_a_token_provider_which_only_code_can_give() -> None:
+    env = {
+        "REVOCAST_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "REVOCAST_KAFKA_SASL_MECHANISM": "OAUTHBEARER",
+    }
+    # Accepted, kafka-python failed at every connection attempt in the background thread.
+    with pytest.raises(SettingsError, match="sasl_oauth_token_provider"):
+        KafkaSettings.from_env(environ=env)
+    provider = object()
+    settings = KafkaSettings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="OAUTHBEARER",
+        extra={"sasl_oauth_token_provider": provider},
+    )
+    assert settings.client_config()["sasl_oauth_token_provider"] is provider
