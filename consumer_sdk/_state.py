@@ -38,9 +38,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from itertools import chain
 from typing import Any, NamedTuple
+
+from pydantic import AwareDatetime, TypeAdapter
 
 from consumer_sdk._errors import RevokedBy
 from consumer_sdk._fptable import FingerprintTable, fingerprint
@@ -95,6 +97,32 @@ class _Subject(NamedTuple):
 
 
 _EMPTY_SUBJECT = _Subject()
+
+
+def _pydantic_utc() -> tzinfo:
+    """The ``tzinfo`` pydantic gives every UTC time it parses ("Z" or "+00:00"): one shared
+    object, with an offset of zero (checked; else an object no time carries)."""
+    tz = TypeAdapter(AwareDatetime).validate_json(b'"1970-01-01T00:00:00Z"').tzinfo
+    if tz is None or tz.utcoffset(None) != timedelta(0):  # pragma: no cover - another pydantic
+        return timezone(timedelta(0), "never-matched")
+    return tz
+
+
+_PYD_UTC = _pydantic_utc()
+_PYD_EPOCH = datetime(1970, 1, 1, tzinfo=_PYD_UTC)
+
+
+def _ts(when: datetime) -> float:
+    """``when.timestamp()``, the same float, in a third of the time for the times events carry.
+
+    An aware ``timestamp()`` subtracts the epoch in UTC, asking both times' ``tzinfo`` for
+    their offset, and pydantic's tzinfo answers slowly (~0.35 µs of ~0.55). Subtracting an
+    epoch carrying the very same zero-offset tzinfo skips both questions; the difference and
+    its ``total_seconds()`` are then exactly what ``timestamp()`` computes.
+    """
+    if when.tzinfo is _PYD_UTC:
+        return (when - _PYD_EPOCH).total_seconds()
+    return when.timestamp()
 
 
 def _dt(ts: float) -> datetime:
@@ -205,14 +233,17 @@ class RevocationState:
     def apply(self, event: Event) -> bool:
         """Merge one event; return whether the state changed. Idempotent and commutative."""
         if isinstance(event, TokenRevoked):
-            # The bulk of every log, so the lean path: aware datetimes from pydantic cost
-            # ~0.7 µs per ``timestamp()``, and an expired token needs only one.
-            until = event.expires_at.timestamp()
+            # The bulk of every log, so the lean path: ``_ts`` inlined, and an expired token
+            # needs only one time converted.
+            exp = event.expires_at
+            until = (exp - _PYD_EPOCH).total_seconds() if exp.tzinfo is _PYD_UTC else _ts(exp)
             live = self._clock() - self._grace
             if until <= live:
                 return False
+            occ = event.occurred_at
+            at = (occ - _PYD_EPOCH).total_seconds() if occ.tzinfo is _PYD_UTC else _ts(occ)
             # fingerprint() inlined: a call costs as much as the hash.
-            return self._jti.add(hash(event.jti) or 1, until, event.occurred_at.timestamp(), live)
+            return self._jti.add(hash(event.jti) or 1, until, at, live)
         changed = self._apply_rule(event)
         if changed:
             self._note_others()
@@ -220,7 +251,7 @@ class RevocationState:
 
     def _apply_rule(self, event: Event) -> bool:
         """:meth:`apply` for every event but ``TokenRevoked``."""
-        at = event.occurred_at.timestamp()
+        at = _ts(event.occurred_at)
         live = self._clock() - self._grace
         if isinstance(event, SessionRevoked):
             return self._apply_sid(event.sid, at, self._until(event.expires_at, at), live)
@@ -265,7 +296,7 @@ class RevocationState:
         )
 
     def _until(self, expires_at: datetime, start: float) -> float:
-        return max(expires_at.timestamp(), start + self._lifetime)
+        return max(_ts(expires_at), start + self._lifetime)
 
     def _apply_sid(self, sid: str, at: float, until: float, live: float) -> bool:
         if until <= live:
@@ -279,7 +310,7 @@ class RevocationState:
         return True
 
     def _apply_global(self, event: GlobalTokensRevoked, at: float, live: float) -> bool:
-        t = event.issued_before.timestamp()
+        t = _ts(event.issued_before)
         until = self._until(event.expires_at, t)
         if until <= live:
             return False
@@ -294,7 +325,7 @@ class RevocationState:
         assert sub is not None
         rec = self._subjects.get(sub, _EMPTY_SUBJECT)
         if isinstance(event, SubjectTokensRevoked):
-            t = event.issued_before.timestamp()
+            t = _ts(event.issued_before)
             wm = _Watermark(t, at, self._until(event.expires_at, t))
             if wm.until <= live:
                 return False

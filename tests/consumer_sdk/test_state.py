@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import math
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from pydantic import AwareDatetime, TypeAdapter
 
 from consumer_sdk import RevocationState, RevokedBy
+from consumer_sdk._state import _PYD_UTC, _ts
 from revocation_events import (
     BaseEvent,
+    EventCodec,
     GlobalTokensRevoked,
     KeyRevoked,
     SessionRevoked,
@@ -546,3 +549,28 @@ def test_a_rule_dated_at_the_edge_of_the_calendar_still_answers_revoked(
     assert rule(state, claims(jti=None, sid="s-1", sub="bob")) is RevokedBy.SID
     assert rule(state, claims(jti=None, sub="bob"), kid="k-old") is RevokedBy.KEY
     assert rule(state, claims(jti=None)) is RevokedBy.BLOCKED
+
+
+_AWARE = TypeAdapter(AwareDatetime)
+
+
+@given(
+    when=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    offset=st.sampled_from(["Z", "+00:00", "-00:00", "+05:30", "-11:59"]),
+)
+def test_event_times_convert_to_exactly_the_float_timestamp_gives(
+    when: datetime, offset: str
+) -> None:
+    """The state's fast conversion of pydantic's UTC times (and its fallback for any other
+    offset) yields the very float of ``timestamp()``: a rule's deadline never shifts."""
+    parsed = _AWARE.validate_json(f'"{when.isoformat()}{offset}"'.encode())
+    assert _ts(parsed) == parsed.timestamp()
+    assert _ts(when.replace(tzinfo=UTC)) == when.replace(tzinfo=UTC).timestamp()
+
+
+def test_the_fast_time_conversion_is_taken_for_the_times_events_carry() -> None:
+    value = EventCodec().encode(TokenRevoked(issuer="i", jti="j", expires_at=dt(100))).value
+    event = EventCodec(require_signature=False).decode(value)
+    assert isinstance(event, TokenRevoked)
+    assert event.expires_at.tzinfo is _PYD_UTC
+    assert event.occurred_at.tzinfo is _PYD_UTC
