@@ -49,7 +49,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from kafka import KafkaProducer
 from kafka.errors import GroupIdNotFoundError, KafkaError, TopicAlreadyExistsError
@@ -146,16 +146,49 @@ class _DropWarnings(logging.Filter):
         return record.levelno > logging.WARNING
 
 
-def running_workers(admin: Any, log_topic: str, *, groups: Iterable[str] = ()) -> list[str]:
+_T = TypeVar("_T")
+
+
+def _retrying(
+    call: Callable[[], _T],
+    retry_for: float,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> _T:
+    """``call()``, again after a retriable Kafka error (a group coordinator not available yet
+    or loading, as on a new cluster or while one moves) until ``retry_for`` seconds are spent."""
+    deadline = clock() + retry_for
+    backoff = 0.1
+    while True:
+        try:
+            return call()
+        except KafkaError as exc:
+            left = deadline - clock()
+            if not exc.retriable or left <= 0:
+                raise
+            sleep(min(backoff, left))
+            backoff = min(backoff * 2, 1.0)
+
+
+def running_workers(
+    admin: Any,
+    log_topic: str,
+    *,
+    groups: Iterable[str] = (),
+    retry_for: float = 10.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[str]:
     """Active faust consumer groups with a member assigned to ``log_topic``, among the listed
     groups and ``groups`` (described by name: the listing leaves out groups this principal
     may not Describe).
 
     Raises :class:`StreamsWorkerUnknownError` when groups cannot be listed, or a group cannot
-    be described and no running worker was found otherwise.
+    be described and no running worker was found otherwise (retriable Kafka errors are tried
+    again for ``retry_for`` seconds first).
     """
     try:
-        listed = {g["group_id"] for g in admin.list_groups()}
+        listed = {g["group_id"] for g in _retrying(admin.list_groups, retry_for, sleep, clock)}
     except KafkaError as exc:
         raise StreamsWorkerUnknownError(
             f"cannot list consumer groups: {type(exc).__name__}: {exc}"
@@ -168,7 +201,7 @@ def running_workers(admin: Any, log_topic: str, *, groups: Iterable[str] = ()) -
     # kafka-python cannot decode faust's member metadata and warns about every member.
     groups_log.addFilter(quiet)
     try:
-        described = admin.describe_groups(ids)
+        described = _retrying(lambda: admin.describe_groups(ids), retry_for, sleep, clock)
     except KafkaError as exc:  # e.g. no Describe on a group: finding its coordinator fails
         raise StreamsWorkerUnknownError(
             f"cannot describe consumer groups {', '.join(ids)}: {type(exc).__name__}: {exc}"

@@ -8,7 +8,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +17,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, NewTopic
 from kafka.errors import (
     ClusterAuthorizationFailedError,
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
     GroupAuthorizationFailedError,
     UnknownTopicOrPartitionError,
 )
@@ -280,10 +282,14 @@ class FakeAdmin:
         *,
         unlisted: dict[str, dict[str, Any]] | None = None,
         list_error: Exception | None = None,
+        describe_errors: Sequence[Exception] = (),
     ) -> None:
         self.groups = groups
         self.unlisted = unlisted or {}
         self.list_error = list_error
+        self.describe_errors = list(describe_errors)
+        """Raised by the next calls of describe_groups, one each."""
+        self.describes = 0
 
     def list_groups(self) -> list[dict[str, str]]:
         if self.list_error is not None:
@@ -291,6 +297,9 @@ class FakeAdmin:
         return [{"group_id": g} for g in self.groups]
 
     def describe_groups(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        self.describes += 1
+        if self.describe_errors:
+            raise self.describe_errors.pop(0)
         known = {**self.groups, **self.unlisted}
         return {g: known[g] for g in ids}
 
@@ -338,6 +347,53 @@ def test_a_listed_group_that_cannot_be_described_stops_the_rebuild_unless_a_work
         running_workers(admin, "log")
     admin.groups["worker"] = group("Stable", "faust", "log")
     assert running_workers(admin, "log") == ["worker"]
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_a_coordinator_not_available_yet_is_waited_for_within_the_bound() -> None:
+    # A new cluster, or a coordinator moving: the rebuild stopped with "cannot describe".
+    clock = FakeTime()
+    admin = FakeAdmin(
+        {"worker": group("Stable", "faust", "log")},
+        describe_errors=[CoordinatorNotAvailableError(), CoordinatorLoadInProgressError()],
+    )
+    workers = running_workers(
+        admin, "log", retry_for=10, sleep=clock.sleep, clock=lambda: clock.now
+    )
+    assert workers == ["worker"]
+    assert admin.describes == 3
+    assert 0 < clock.now < 10
+
+
+def test_a_coordinator_still_unavailable_after_the_bound_stops_the_rebuild() -> None:
+    clock = FakeTime()
+    admin = FakeAdmin(
+        {"worker": group("Stable", "faust", "log")},
+        describe_errors=[CoordinatorNotAvailableError()] * 100,
+    )
+    with pytest.raises(StreamsWorkerUnknownError, match="CoordinatorNotAvailableError"):
+        running_workers(admin, "log", retry_for=5, sleep=clock.sleep, clock=lambda: clock.now)
+    assert clock.now == pytest.approx(5)  # never slept past the bound
+    assert max(clock.slept) <= 1.0
+
+
+def test_an_error_that_is_not_retriable_stops_the_rebuild_at_once() -> None:
+    clock = FakeTime()
+    admin = FakeAdmin({}, describe_errors=[GroupAuthorizationFailedError()])
+    with pytest.raises(StreamsWorkerUnknownError, match="GroupAuthorizationFailedError"):
+        running_workers(
+            admin, "log", groups=["revocast-streams"], sleep=clock.sleep, clock=lambda: clock.now
+        )
+    assert (admin.describes, clock.slept) == (1, [])
 
 
 def test_groups_that_cannot_be_listed_stop_the_rebuild() -> None:
