@@ -198,8 +198,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _run_status(args: argparse.Namespace) -> int:
+    from revocast._lifetime import env_token_lifetime
     from revocast.ops import OpsKafkaError, check_status, collect_status, ensure_heartbeat_topic
-    from revocation_events import KafkaSettings, SettingsError, env_float, env_str
+    from revocation_events import KafkaSettings, SettingsError, env_str
     from streams._settings import derived_topics, topic_overrides
 
     window = parse_duration(args.window, option="--window")
@@ -207,7 +208,7 @@ def _run_status(args: argparse.Namespace) -> int:
     try:
         thresholds = _thresholds(args)
         kafka = KafkaSettings.from_env()
-        lifetime = env_float(os.environ, "REVOCAST_MAX_TOKEN_LIFETIME") or 3600.0
+        lifetime = env_token_lifetime(os.environ)
         beats = env_str(os.environ, "REVOCAST_HEARTBEAT_TOPIC") or f"{kafka.topic}.heartbeats"
         # Both names, checked as the worker checks them, though only the state topic is read.
         state_topic, _ = derived_topics(kafka.topic, **topic_overrides(os.environ))

@@ -11,8 +11,9 @@ import os
 import re
 
 from producer import PublishError, UnsafeTopicConfigError, ensure_topic
+from revocast._lifetime import env_token_lifetime
 from revocast.cli._common import CommandError
-from revocation_events import KafkaSettings, SettingsError, env_float
+from revocation_events import KafkaSettings, SettingsError
 
 __all__ = ["parse_duration", "register"]
 
@@ -52,13 +53,12 @@ def parse_duration(text: str, *, option: str) -> float:
 def _ensure(args: argparse.Namespace) -> int:
     try:
         kafka = KafkaSettings.from_env()
-        env_lifetime = env_float(os.environ, "REVOCAST_MAX_TOKEN_LIFETIME")
+        if args.max_token_lifetime is not None:
+            lifetime = parse_duration(args.max_token_lifetime, option="--max-token-lifetime")
+        else:
+            lifetime = env_token_lifetime(os.environ)
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
-    if args.max_token_lifetime is not None:
-        lifetime = parse_duration(args.max_token_lifetime, option="--max-token-lifetime")
-    else:
-        lifetime = env_lifetime if env_lifetime is not None else 3600.0
     retention = None
     if args.retention is not None:
         retention = parse_duration(args.retention, option="--retention")

@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from revocast._lifetime import check_token_lifetime, env_token_lifetime
 from revocation_events import (
     EventCodec,
     EventVerifier,
@@ -15,7 +16,6 @@ from revocation_events import (
     SettingsError,
     VerificationKey,
     env_bool,
-    env_float,
     env_str,
     env_verification_keys,
 )
@@ -43,8 +43,7 @@ class OpsSettings:
                 "no event verification keys: set REVOCAST_EVENT_KEYS "
                 "(or REVOCAST_ALLOW_UNSIGNED_EVENTS=true for local development)"
             )
-        if self.max_token_lifetime <= 0:
-            raise SettingsError("REVOCAST_MAX_TOKEN_LIFETIME must be > 0")
+        check_token_lifetime("REVOCAST_MAX_TOKEN_LIFETIME", self.max_token_lifetime)
 
     @classmethod
     def from_env(
@@ -52,12 +51,11 @@ class OpsSettings:
     ) -> OpsSettings:
         env = os.environ if environ is None else environ
         keys = env_verification_keys(env, f"{prefix}EVENT_KEYS") or ()
-        lifetime = env_float(env, f"{prefix}MAX_TOKEN_LIFETIME")
         settings = cls(
             kafka=KafkaSettings.from_env(prefix, env),
             event_keys=keys,
             allow_unsigned_events=env_bool(env, f"{prefix}ALLOW_UNSIGNED_EVENTS") or False,
-            max_token_lifetime=3600.0 if lifetime is None else lifetime,
+            max_token_lifetime=env_token_lifetime(env, prefix),
             version_claim=env_str(env, f"{prefix}VERSION_CLAIM") or "ver",
         )
         # The worker refuses settings without event keys unless told to run unsigned; ours

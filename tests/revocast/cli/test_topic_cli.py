@@ -70,3 +70,19 @@ def test_topic_ensure_exits_1_and_prints_problems_of_an_unsafe_topic(
     monkeypatch.setenv("REVOCAST_TOPIC", name)
     assert main(["topic", "ensure"]) == 1
     assert "UNSAFE: retention.ms=60000" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [["topic", "ensure"], ["status"]])
+@pytest.mark.parametrize("lifetime", ["nan", "-5", "0", "inf"])
+def test_a_token_lifetime_that_is_not_a_positive_duration_is_a_settings_error(
+    command: list[str],
+    lifetime: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Taken as is (0 became 1 h for status): with nan or a negative lifetime every retention
+    # check passes, and status reported a log topic that loses revocations as ok.
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached
+    monkeypatch.setenv("REVOCAST_MAX_TOKEN_LIFETIME", lifetime)
+    assert main(command) == 2
+    assert "REVOCAST_MAX_TOKEN_LIFETIME must be > 0" in capsys.readouterr().err

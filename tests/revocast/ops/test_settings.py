@@ -79,3 +79,12 @@ def test_a_state_topic_the_worker_refuses_is_refused_here_too(overrides: dict[st
         OpsSettings.from_env(
             environ={"REVOCAST_EVENT_KEYS": KEYS, "REVOCAST_TOPIC": "rev", **overrides}
         )
+
+
+@pytest.mark.parametrize("lifetime", ["nan", "inf", "-1", "0", "1e300"])
+def test_a_token_lifetime_the_sdk_would_refuse_is_refused_naming_it(lifetime: str) -> None:
+    # nan was accepted: every retention and replay-window comparison with it is false.
+    with pytest.raises(SettingsError, match="REVOCAST_MAX_TOKEN_LIFETIME must be > 0"):
+        OpsSettings.from_env(
+            environ={"REVOCAST_EVENT_KEYS": KEYS, "REVOCAST_MAX_TOKEN_LIFETIME": lifetime}
+        )
