@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from jwt.algorithms import get_default_algorithms
 
-from consumer_sdk._errors import RevocastTokenError
+from consumer_sdk._errors import RevocastTokenError, StateUnavailableError
 from consumer_sdk._settings import ConsumerSettings, KeyMaterial
 from revocation_events import SettingsError
 
@@ -402,6 +402,9 @@ class TokenVerifier:
             entry = self.jwks.keys.get(kid)
             if entry is None:
                 self.jwks.request_refresh()
+                if not self.jwks.loaded.is_set():
+                    # Not a bad token: we cannot tell yet (503, retry), not 401 (drop it).
+                    raise StateUnavailableError("signing keys not loaded yet (JWKS)")
         else:
             entry = self._static.get(kid)
         if entry is None:

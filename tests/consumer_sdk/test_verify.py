@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from consumer_sdk import ConsumerSettings, Revocast, RevocastTokenError
+from consumer_sdk import ConsumerSettings, Revocast, RevocastTokenError, StateUnavailableError
 from consumer_sdk._verify import _HEADER_KIDS_MAX, TokenVerifier, header_kid
 from consumer_sdk.testing import InMemorySource
 from revocation_events import SettingsError
@@ -381,3 +381,19 @@ def test_a_remembered_header_is_refused_once_its_jwks_key_is_removed() -> None:
         v.jwks.refresh()
     with pytest.raises(RevocastTokenError, match="unknown key id"):
         v.decode(token(kid="k1"))
+
+
+def test_an_unknown_kid_before_the_jwks_first_loads_is_state_unavailable_then_invalid() -> None:
+    # Refused either way; but before the key set ever loaded (start-up, the IdP down) we
+    # cannot tell a valid token from a forged one: 503 (retry), not 401 (drop the token).
+    s = settings(jwt_keys={}, jwks_url="https://idp.example/jwks")
+    v = TokenVerifier(s)
+    assert v.jwks is not None
+    with pytest.raises(StateUnavailableError, match="signing keys not loaded"):
+        v.decode(token(kid="k1"))
+    other = {**json.loads(jwt.algorithms.HMACAlgorithm.to_jwk(b"t" * 32)), "kid": "k2"}
+    with patch.object(v.jwks._client, "fetch_data", return_value={"keys": [other]}):
+        v.jwks.refresh()
+    with pytest.raises(RevocastTokenError, match="unknown key id") as refused:
+        v.decode(token(kid="k1"))
+    assert not isinstance(refused.value, StateUnavailableError)

@@ -366,12 +366,6 @@ def test_preflight_drops_claims_a_server_put_in_the_request_state(ready: Harness
     assert seen == [{"db": "pool"}]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="consumer_sdk._verify refuses an unknown kid as invalid (401) even before the "
-    "first JWKS fetch; the fix belongs there (raise StateUnavailableError while the key set "
-    "has never loaded)",
-)
 def test_token_while_the_jwks_keys_are_not_loaded_yet_answers_503_not_401(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
