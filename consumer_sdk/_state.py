@@ -36,7 +36,6 @@ There is no size cap: memory is bounded by the revocation rate times the token l
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from itertools import chain
@@ -97,6 +96,19 @@ class _Subject(NamedTuple):
 
 
 _EMPTY_SUBJECT = _Subject()
+_SUBJECT_KINDS = ("subject_watermark", "blocked", "unblocked", "deleted", "version")
+
+
+def _subject_kinds(rec: _Subject) -> tuple[bool, ...]:
+    """Which of :data:`_SUBJECT_KINDS` ``rec`` holds."""
+    block = rec.block
+    return (
+        rec.watermark is not None,
+        block is not None and block.blocked,
+        block is not None and not block.blocked,
+        rec.deleted is not None,
+        rec.version is not None,
+    )
 
 
 def _pydantic_utc() -> tzinfo:
@@ -155,6 +167,10 @@ class RevocationState:
         self._jti = FingerprintTable()
         self._sids: dict[str, tuple[float, float]] = {}  # sid -> (at, until)
         self._subjects: dict[str, _Subject] = {}
+        self._subject_counts = [0] * len(_SUBJECT_KINDS)
+        """Subject records holding each rule of :data:`_SUBJECT_KINDS`, kept as records change
+        (:meth:`_set_subject`): counting them on demand walked every subject, on the sync
+        thread at each expiry round and in every health probe."""
         self._kids: dict[str, float] = {}  # kid -> at
         self._global: _Watermark | None = None
         self._wheel: dict[int, set[tuple[str, str]]] = {}  # bucket -> {(kind, key)}
@@ -361,9 +377,21 @@ class RevocationState:
             raise TypeError(f"unknown event {type(event).__name__}")
         if new == rec:
             return False
-        self._subjects[sub] = new
+        self._set_subject(sub, rec, new)
         self._schedule("sub", sub, until)
         return True
+
+    def _set_subject(self, sub: str, old: _Subject, new: _Subject) -> None:
+        """Store ``new`` for ``sub`` (drop it when empty), counting the change of rules."""
+        counts = self._subject_counts
+        for i, had in enumerate(_subject_kinds(old)):
+            counts[i] -= had
+        for i, has in enumerate(_subject_kinds(new)):
+            counts[i] += has
+        if new == _EMPTY_SUBJECT:
+            self._subjects.pop(sub, None)
+        else:
+            self._subjects[sub] = new
 
     def _schedule(self, kind: str, key: str, until: float) -> None:
         if until != _FOREVER:
@@ -420,10 +448,7 @@ class RevocationState:
         left = new != _EMPTY_SUBJECT
         if new == rec:
             return 0, left
-        if left:
-            self._subjects[sub] = new
-        else:
-            del self._subjects[sub]
+        self._set_subject(sub, rec, new)
         return sum(a is not None and b is None for a, b in zip(rec, new, strict=True)), left
 
     # -- inspection ------------------------------------------------------------------------
@@ -431,21 +456,11 @@ class RevocationState:
     def size_by_kind(self) -> dict[str, int]:
         """Entries per rule. Entries past their deadline count until :meth:`expire` drops
         them: the next call, or for jtis in a large table within a few calls (see there)."""
-        counts: Counter[str] = Counter()
-        for rec in list(self._subjects.values()):
-            counts["subject_watermark"] += rec.watermark is not None
-            counts["blocked"] += rec.block is not None and rec.block.blocked
-            counts["unblocked"] += rec.block is not None and not rec.block.blocked
-            counts["deleted"] += rec.deleted is not None
-            counts["version"] += rec.version is not None
+        counts = dict(zip(_SUBJECT_KINDS, self._subject_counts, strict=True))
         return {
             "jti": len(self._jti),
             "sid": len(self._sids),
-            "subject_watermark": counts["subject_watermark"],
-            "blocked": counts["blocked"],
-            "unblocked": counts["unblocked"],
-            "deleted": counts["deleted"],
-            "version": counts["version"],
+            **counts,
             "key": len(self._kids),
             "global": int(self._global is not None),
         }

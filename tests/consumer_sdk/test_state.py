@@ -396,6 +396,43 @@ def test_check_skips_the_other_rules_only_when_the_state_holds_none(
         assert state._others is holds_others()
 
 
+@hsettings(deadline=None, max_examples=60)
+@given(
+    events=subject_events(),
+    steps=st.lists(st.integers(0, 2 * int(LIFETIME)), max_size=4),
+)
+def test_subject_rule_counts_are_those_of_the_records_after_every_apply_and_expire(
+    events: list[BaseEvent], steps: list[int]
+) -> None:
+    """The counts are kept as records change (counting them walked every subject on the
+    sync thread); they must equal a count of the records themselves at every step."""
+    clock = FakeClock(T0)
+    state = make_state(clock)
+
+    def counted() -> dict[str, int]:
+        recs = list(state._subjects.values())
+        return {
+            "subject_watermark": sum(r.watermark is not None for r in recs),
+            "blocked": sum(r.block is not None and r.block.blocked for r in recs),
+            "unblocked": sum(r.block is not None and not r.block.blocked for r in recs),
+            "deleted": sum(r.deleted is not None for r in recs),
+            "version": sum(r.version is not None for r in recs),
+        }
+
+    def kept() -> dict[str, int]:
+        sizes = state.size_by_kind()
+        return {kind: sizes[kind] for kind in counted()}
+
+    for event in events:
+        state.apply(event)  # type: ignore[arg-type]
+        assert kept() == counted()
+    for later in steps:
+        clock.advance(later)
+        state.expire()
+        assert kept() == counted()
+    assert all(n >= 0 for n in kept().values())
+
+
 # -- jtis against a dict model ---------------------------------------------------------------
 
 _JTIS = [f"j{n}" for n in range(40)]  # enough to grow the table past its first 64 slots
