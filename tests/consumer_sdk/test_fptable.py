@@ -224,3 +224,54 @@ def test_deadlines_and_times_are_rounded_and_clamped_to_the_u32_range(
     table = FingerprintTable()
     assert table.add(5, deadline, at)
     assert table.get(5) == stored
+
+
+def _spread(n: int) -> int:
+    return n * 0x9E3779B97F4A7C15 % 2**63 or 1
+
+
+def _grow(table: FingerprintTable, start: int, cutoff: float = -1.0) -> int:
+    """Add distinct entries (deadline 100) from ``start`` until the index grows; return the
+    next unused number."""
+    capacity = table.capacity
+    while table.capacity == capacity:
+        table.add(_spread(start), 100, 1, cutoff)
+        start += 1
+    return start
+
+
+def test_growth_with_no_hole_and_nothing_due_rebuilds_only_the_index() -> None:
+    """The replay's usual growth keeps the dense arrays; a reader still holding the old index
+    finds every entry it could find before."""
+    table = FingerprintTable()
+    end = _grow(table, 1)
+    old = table.slots
+    end = _grow(table, end)
+    index, keys, deadlines, times, _ = table.slots
+    assert (keys, deadlines, times) == old[1:4]
+    assert keys is old[1]
+    assert deadlines is old[2]
+    assert times is old[3]
+    assert index is not old[0]
+    assert all(table.get(_spread(n)) == (100, 1) for n in range(1, end))
+    reader = FingerprintTable()
+    reader.slots = old
+    assert sum(reader.get(_spread(n)) == (100, 1) for n in range(1, end)) > len(table) // 2
+
+
+@pytest.mark.parametrize("hole", ["swept", "due"])
+def test_growth_with_a_hole_or_a_due_entry_compacts_into_new_arrays(hole: str) -> None:
+    table = FingerprintTable()
+    table.add(_spread(0), 10, 1)  # due at cutoff 50
+    end = _grow(table, 1)
+    old = table.slots
+    if hole == "swept":
+        assert table.sweep(50) == 1
+        table._grow(-1.0)  # as add() does once the index is full: here with a free position
+    else:
+        _grow(table, end, cutoff=50)
+    _, keys, _, _, _ = table.slots
+    assert keys is not old[1]
+    assert table.get(_spread(0)) is None
+    assert all(fp for fp in keys[2:]), "no hole left in the dense arrays"
+    assert all(table.get(_spread(n)) == (100, 1) for n in range(1, end))
