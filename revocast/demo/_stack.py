@@ -173,6 +173,21 @@ def _compose_env(spec: ServiceSpec) -> dict[str, str]:
     return env
 
 
+def _http_healthcheck(port: int, path: str) -> dict[str, Any]:
+    # The image has no curl: urlopen raises (exit 1) on a refused connection or a 503, which
+    # the services answer until their SDK has replayed the topic (what the launcher waits for).
+    probe = (
+        f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=2)"
+    )
+    return {
+        "test": ["CMD", "python", "-c", probe],
+        "interval": "2s",
+        "timeout": "5s",
+        "retries": 30,
+        "start_period": "60s",
+    }
+
+
 def render_compose(cfg: StackConfig = COMPOSE_CONFIG) -> str:
     """``docker-compose.yml`` for the same stack (Kafka in KRaft mode from the Apache image)."""
     services: dict[str, Any] = {
@@ -216,7 +231,8 @@ def render_compose(cfg: StackConfig = COMPOSE_CONFIG) -> str:
                 "--replication-factor",
                 "1",
             ],
-            "environment": {"KAFKA_BOOTSTRAP_SERVERS": cfg.bootstrap_servers},
+            # The same topic and token lifetime as the processes (the retention depends on it).
+            "environment": _common_env(cfg),
             "depends_on": {"kafka": {"condition": "service_healthy"}},
         },
     }
@@ -230,8 +246,11 @@ def render_compose(cfg: StackConfig = COMPOSE_CONFIG) -> str:
         }
         if spec.port is not None:
             service["ports"] = [f"127.0.0.1:{spec.port}:{spec.port}"]
+        if spec.port is not None and spec.health_path is not None:
+            service["healthcheck"] = _http_healthcheck(spec.port, spec.health_path)
         if spec.name not in {"streams", "identity"}:
-            service["depends_on"]["identity"] = {"condition": "service_started"}
+            # The services fetch the JWKS from the identity service: wait until it answers.
+            service["depends_on"]["identity"] = {"condition": "service_healthy"}
         services[spec.name] = service
     document = {"name": "revocast", "services": services, "volumes": {"revocast-data": {}}}
     header = (

@@ -64,3 +64,29 @@ def test_services_verify_with_the_jwks_and_never_hold_the_event_signing_key() ->
         assert "REVOCAST_IDP_ADMIN_TOKEN" not in env
         assert env["REVOCAST_JWKS_URL"] == f"{cfg.identity_url}/.well-known/jwks.json"
         assert env["REVOCAST_ALGORITHMS"] == "RS256"
+
+
+def test_compose_provisions_the_topic_with_the_topic_and_token_lifetime_the_services_use() -> None:
+    # Without them `revocast topic ensure` falls back to its defaults (a 1 h lifetime).
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    topic_env = compose["topic"]["environment"]
+    for spec in service_specs(COMPOSE_CONFIG):
+        env = compose[spec.name]["environment"]
+        assert topic_env["REVOCAST_TOPIC"] == env["REVOCAST_TOPIC"]
+        assert topic_env["REVOCAST_MAX_TOKEN_LIFETIME"] == env["REVOCAST_MAX_TOKEN_LIFETIME"]
+        assert topic_env["KAFKA_BOOTSTRAP_SERVERS"] == env["KAFKA_BOOTSTRAP_SERVERS"]
+
+
+def test_compose_probes_every_http_service_on_the_path_the_launcher_waits_for() -> None:
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    for spec in service_specs(COMPOSE_CONFIG):
+        service = compose[spec.name]
+        if spec.health_path is None:
+            assert "healthcheck" not in service
+            continue
+        test = service["healthcheck"]["test"]
+        assert test[:3] == ["CMD", "python", "-c"]
+        assert f"http://127.0.0.1:{spec.port}{spec.health_path}" in test[3]
+        compile(test[3], "healthcheck", "exec")
+        if spec.name not in {"streams", "identity"}:
+            assert service["depends_on"]["identity"] == {"condition": "service_healthy"}
