@@ -51,6 +51,7 @@ class _Run:
     out: Callable[[str], None]
     client: httpx.Client
     pollers: Mapping[str, httpx.Client]
+    revocation_timeout: float
     outcomes: list[Outcome] = field(default_factory=list)
 
     # identity service calls ------------------------------------------------
@@ -84,11 +85,10 @@ class _Run:
             got = self.call(base, token)
             self.record(Outcome(step, name, status, got))
 
-    def expect_revoked(
-        self, step: str, token: str, action: Callable[[], object], timeout: float = 5.0
-    ) -> None:
+    def expect_revoked(self, step: str, token: str, action: Callable[[], object]) -> None:
         """Poll every service from before ``action`` (the revocation) until it refuses
         ``token``; record how long after ``action`` returned each one did."""
+        timeout = self.revocation_timeout
         first_refusal: dict[str, float] = {}
         last_status: dict[str, int] = {}
         stop = threading.Event()
@@ -137,13 +137,21 @@ class _Run:
 
 
 def run_scenario(
-    cfg: StackConfig, services: Sequence[tuple[str, str]], out: Callable[[str], None] = print
+    cfg: StackConfig,
+    services: Sequence[tuple[str, str]],
+    out: Callable[[str], None] = print,
+    *,
+    revocation_timeout: float = 5.0,
+    transport: httpx.BaseTransport | None = None,
 ) -> list[Outcome]:
-    """Play the scenario against a running stack; raise :class:`ScenarioFailed` on a mismatch."""
-    pollers = {name: httpx.Client(timeout=5.0) for name, _ in services}
+    """Play the scenario against a running stack; raise :class:`ScenarioFailed` on a mismatch.
+
+    A service that still accepts a revoked token ``revocation_timeout`` seconds after the
+    revocation fails that check. ``transport`` replaces the network (tests)."""
+    pollers = {name: httpx.Client(timeout=5.0, transport=transport) for name, _ in services}
     try:
-        with httpx.Client(timeout=5.0) as client:
-            run = _Run(cfg, services, out, client, pollers)
+        with httpx.Client(timeout=5.0, transport=transport) as client:
+            run = _Run(cfg, services, out, client, pollers, revocation_timeout)
             _play(run)
     finally:
         for poller in pollers.values():
