@@ -20,6 +20,15 @@ Two ways to see the rejection, both inside each consumer process:
 A negative latency means the consumer applied the event before the publisher's ``publish()``
 call had returned (the ack travels back while the record is already being fetched).
 
+Both ends of the interval are timestamps taken by Python code, and the publisher's end is
+the weaker one: the thread that took the ack has to win the bench process's GIL back (up to
+hundreds of publishing threads at 1,000/s, one switch interval is 5 ms) before it can read
+the clock, so "returned" can be late and every latency measured from it short by as much.
+Each sample is therefore also timed from ``publish()`` being *called* (the ``from call``
+columns): that includes the broker's write and the ack's way back, which the consumer never
+waits for, so it bounds the true propagation from above whatever the publishing process
+does, as the "from return" figures bound it, roughly, from below.
+
 CPU: each consumer process reports its CPU time (``time.process_time()``) over a phase, and the
 bench process its own (the publisher); *CPU demand* is their sum over the phase's duration, in
 cores. When it nears the machine's core count (the broker needs some too), events queue for a
@@ -59,9 +68,11 @@ from revocation_events import Event, KafkaSettings, TokenRevoked
 __all__ = [
     "HEADER",
     "PropagationRow",
+    "Published",
     "format_row",
     "publish_paced",
     "run",
+    "summarise",
     "tail_shared",
     "token_for",
 ]
@@ -104,6 +115,10 @@ class PropagationRow:
     """Of the samples at or above the phase's p99, the share whose revocation reached at least
     half of the processes that late too: a delay before the consumers (the broker, a pause of
     its JVM, the publisher) rather than in one consumer process (its CPU turn, its GC)."""
+    call_p50_ms: float = float("nan")
+    call_p99_ms: float = float("nan")
+    """The same samples timed from ``publish()`` being *called*: an upper bound that no delay
+    in the publishing process can shrink (see the module docstring)."""
 
 
 def tail_shared(latencies: dict[int, list[float]], p99: float) -> float:
@@ -281,19 +296,32 @@ class _Consumers:
                 proc.join(5)
 
 
+@dataclass(frozen=True)
+class Published:
+    """What :func:`publish_paced` saw, per revocation: ``monotonic_ns`` when ``publish()``
+    was called and when it returned, and the rate achieved."""
+
+    called: list[int]
+    returned: list[int]
+    achieved_rate: float
+
+    @property
+    def acks_s(self) -> list[float]:
+        return [(r - c) / 1e9 for c, r in zip(self.called, self.returned, strict=True)]
+
+
 def publish_paced(
     publisher: Publisher, prefix: str, count: int, rate: int, exp: datetime
-) -> tuple[list[int], list[float], float]:
-    """Publish ``count`` revocations on a fixed schedule; return each call's return time (ns),
-    the ack latencies (s) and the achieved rate."""
+) -> Published:
+    """Publish ``count`` revocations on a fixed schedule (late calls catch up, never shift the
+    schedule)."""
+    called = [0] * count
     returned = [0] * count
-    acks = [0.0] * count
 
     def one(i: int) -> None:
-        t0 = time.monotonic_ns()
+        called[i] = time.monotonic_ns()
         publisher.revoke_token(f"{prefix}-{i}", expires_at=exp)
         returned[i] = time.monotonic_ns()
-        acks[i] = (returned[i] - t0) / 1e9
 
     # Each call waits for its ack, so a rate needs rate x ack time calls in flight: size the
     # pool for acks up to _ACK_BUDGET so that the bench's own pool does not cap the rate.
@@ -309,7 +337,7 @@ def publish_paced(
         for f in futures:
             f.result()
     elapsed = (max(returned) - start * 1e9) / 1e9
-    return returned, acks, count / elapsed if elapsed > 0 else float("nan")
+    return Published(called, returned, count / elapsed if elapsed > 0 else float("nan"))
 
 
 def run(
@@ -355,11 +383,26 @@ def _phase(
     consumers.receive_all(60)
     exp = datetime.fromtimestamp(iat + 3600, UTC)
     cpu_start, wall_start = time.process_time(), time.monotonic()
-    returned, acks, achieved = publish_paced(publisher, prefix, count, rate, exp)
+    published = publish_paced(publisher, prefix, count, rate, exp)
     publisher_cpu, elapsed = time.process_time() - cpu_start, time.monotonic() - wall_start
     consumers.send_all("collect", prefix, count)
     results = consumers.receive_all(_COLLECT_TIMEOUT + 60)
+    return summarise(prefix, rate, published, results, publisher_cpu, elapsed)
+
+
+def summarise(
+    prefix: str,
+    rate: int,
+    published: Published,
+    results: Sequence[tuple[str, dict[str, int], dict[str, int], float, int]],
+    publisher_cpu: float,
+    elapsed: float,
+) -> PropagationRow:
+    """One phase's row from what the publisher saw and each consumer's ``collected`` answer
+    (``seen`` and ``verified``: jti -> ``monotonic_ns``, CPU seconds, longest GC pause ns)."""
+    count = len(published.returned)
     latencies: list[float] = []
+    from_call: list[float] = []
     by_revocation: dict[int, list[float]] = collections.defaultdict(list)
     verify_lat: list[float] = []
     missing = 0
@@ -370,18 +413,19 @@ def _phase(
             if t is None:
                 missing += 1
             else:
-                latencies.append((t - returned[i]) / 1e6)
+                latencies.append((t - published.returned[i]) / 1e6)
+                from_call.append((t - published.called[i]) / 1e6)
                 by_revocation[i].append(latencies[-1])
         if rank == 0:
             for jti, t in verified.items():
-                verify_lat.append((t - returned[int(jti.rsplit("-", 1)[1])]) / 1e6)
+                verify_lat.append((t - published.returned[int(jti.rsplit("-", 1)[1])]) / 1e6)
     if not latencies:
         raise RuntimeError(f"{prefix}: no consumer applied any revocation")
     nan = float("nan")
     return PropagationRow(
         processes=len(results),
         rate=rate,
-        achieved_rate=achieved,
+        achieved_rate=published.achieved_rate,
         revocations=count,
         samples=len(latencies),
         missing=missing,
@@ -391,11 +435,13 @@ def _phase(
         verify_samples=len(verify_lat),
         verify_p50_ms=percentile(verify_lat, 0.5) if verify_lat else nan,
         verify_p99_ms=percentile(verify_lat, 0.99) if verify_lat else nan,
-        ack_p50_ms=percentile(acks, 0.5) * 1e3,
+        ack_p50_ms=percentile(published.acks_s, 0.5) * 1e3,
         consumer_cpu_ms=consumer_cpu[len(consumer_cpu) // 2] / count * 1e3,
         gc_max_ms=max(pause for *_, pause in results) / 1e6,
         cpu_cores=(sum(consumer_cpu) + publisher_cpu) / elapsed,
         tail_shared=tail_shared(by_revocation, percentile(latencies, 0.99)),
+        call_p50_ms=percentile(from_call, 0.5),
+        call_p99_ms=percentile(from_call, 0.99),
     )
 
 
@@ -403,7 +449,8 @@ HEADER = (
     f"{'N':>3} {'gc.freeze':>9} {'rate/s':>7} {'achieved':>8} {'events':>6} {'samples':>7} "
     f"{'miss':>4} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} | "
     f"{'verify n':>8} {'p50 ms':>7} {'p99 ms':>7} "
-    f"| {'ack p50':>7} | {'cpu/ev':>6} {'cores':>5} {'gc max':>6} {'shared':>6}"
+    f"| {'ack p50':>7} {'call p50':>8} {'call p99':>8} "
+    f"| {'cpu/ev':>6} {'cores':>5} {'gc max':>6} {'shared':>6}"
 )
 
 
@@ -413,6 +460,7 @@ def format_row(r: PropagationRow) -> str:
         f"{r.achieved_rate:>8.0f} {r.revocations:>6} {r.samples:>7} "
         f"{r.missing:>4} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.max_ms:>7.1f} | "
         f"{r.verify_samples:>8} {r.verify_p50_ms:>7.2f} {r.verify_p99_ms:>7.2f} | "
-        f"{r.ack_p50_ms:>7.2f} | {r.consumer_cpu_ms:>6.2f} {r.cpu_cores:>5.2f} "
+        f"{r.ack_p50_ms:>7.2f} {r.call_p50_ms:>8.2f} {r.call_p99_ms:>8.2f} | "
+        f"{r.consumer_cpu_ms:>6.2f} {r.cpu_cores:>5.2f} "
         f"{r.gc_max_ms:>6.1f} {r.tail_shared:>6.0%}"
     )

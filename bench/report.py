@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -16,7 +17,15 @@ from bench.propagation import PropagationRow
 from bench.request_path import RequestRow
 from bench.throughput import ThroughputResult
 
-__all__ = ["SHORT_EXPIRY_S", "Machine", "Results", "machine_info", "summary", "write_report"]
+__all__ = [
+    "SHORT_EXPIRY_S",
+    "Machine",
+    "Results",
+    "machine_info",
+    "summary",
+    "worst_window_ms",
+    "write_report",
+]
 
 SHORT_EXPIRY_S = 15 * 60
 """A 15-minute token with no revocation keeps working for up to this long after "logout"."""
@@ -160,6 +169,12 @@ def _target_row(rows: list[PropagationRow]) -> tuple[int, list[PropagationRow]]:
     return n, sorted((r for r in rows if r.processes == n), key=lambda r: r.gc_freeze)
 
 
+def worst_window_ms(rows: list[PropagationRow]) -> float:
+    """The longest p99 a revoked token kept working, from ``publish()`` being called (the
+    from-return p99 where a row has no from-call figure)."""
+    return max(r.p99_ms if math.isnan(r.call_p99_ms) else r.call_p99_ms for r in rows)
+
+
 def summary(res: Results) -> list[tuple[str, str, str, str]]:
     """(measurement, result, target, met/MISSED) rows."""
     out: list[tuple[str, str, str, str]] = []
@@ -175,7 +190,8 @@ def summary(res: Results) -> list[tuple[str, str, str, str]]:
                     f"propagation p50 / p99, N={n}, {r.rate}/s"
                     + ("" if reached else f" (achieved {r.achieved_rate:.0f}/s)")
                     + (", gc_freeze_when_ready" if r.gc_freeze else ""),
-                    f"{r.p50_ms:.1f} / {r.p99_ms:.1f} ms (CPU demand {r.cpu_cores:.1f} of "
+                    f"{r.p50_ms:.1f} / {r.p99_ms:.1f} ms (from the call: {r.call_p50_ms:.1f} / "
+                    f"{r.call_p99_ms:.1f} ms; CPU demand {r.cpu_cores:.1f} of "
                     f"{res.machine.cpus} cores)"
                     + (
                         f"; {r.missing:,} of {r.missing + r.samples:,} never applied"
@@ -186,11 +202,12 @@ def summary(res: Results) -> list[tuple[str, str, str, str]]:
                     _mark(r.p50_ms <= 5 and r.p99_ms <= 25 and not r.missing and reached),
                 )
             )
-        worst = max(r.p99_ms for r in res.propagation)
+        # The window opens when revocation is asked for, not when the broker acknowledged it.
+        worst = worst_window_ms(res.propagation)
         never = sum(r.missing for r in res.propagation)
         out.append(
             (
-                "revoked token keeps working (worst p99 vs 15-min tokens)",
+                "revoked token keeps working (worst p99 from the publish() call vs 15-min tokens)",
                 f"{worst / 1e3:.3f} s vs {SHORT_EXPIRY_S} s"
                 + (f" ({never:,} never applied)" if never else ""),
                 "≪ short expiry",
@@ -464,7 +481,12 @@ def write_report(res: Results, out: Path) -> Path:
             "listener, called right after the state changed (every event, every process). "
             "*verify*: `Revocast.verify()` polled every 0.5 ms on a sample of tokens in process 0 "
             "until it raised `TokenRevokedError`. Negative values: the consumer applied the event "
-            "before the publisher saw its ack. *consumer CPU/event*: CPU time of the median "
+            "before the publisher saw its ack. The publisher reads the clock once its "
+            "thread has the GIL back, which at high rates can be milliseconds after the ack "
+            "arrived, so these figures can come out short; *from call* times the same samples "
+            "from `publish()` being called instead, including the broker's write and the ack's "
+            "way back, which the consumers never wait for: an upper bound. "
+            "*consumer CPU/event*: CPU time of the median "
             "consumer process per revocation (`time.process_time()` over the phase; almost all of "
             "it is kafka-python's fetch round trip). *CPU demand*: CPU time of every consumer plus "
             "the publisher over the phase, in cores (the broker's own CPU not included); as it "
@@ -495,6 +517,8 @@ def write_report(res: Results, out: Path) -> Path:
                     "verify p50 ms",
                     "verify p99 ms",
                     "publish ack p50 ms",
+                    "from call p50 ms",
+                    "from call p99 ms",
                     "consumer CPU/event ms",
                     "CPU demand, cores",
                     "longest GC pause ms",
@@ -516,6 +540,8 @@ def write_report(res: Results, out: Path) -> Path:
                         f"{r.verify_p50_ms:.2f}",
                         f"{r.verify_p99_ms:.2f}",
                         f"{r.ack_p50_ms:.2f}",
+                        f"{r.call_p50_ms:.2f}",
+                        f"{r.call_p99_ms:.2f}",
                         f"{r.consumer_cpu_ms:.2f}",
                         f"{r.cpu_cores:.2f}",
                         f"{r.gc_max_ms:.1f}",
@@ -533,7 +559,15 @@ def write_report(res: Results, out: Path) -> Path:
             f"after logout ({SHORT_EXPIRY_S // 2} s on average).",
             "",
             _table(
-                ["processes", "gc.freeze", "rate/s", "p50", "p99", "15 min / p99"],
+                [
+                    "processes",
+                    "gc.freeze",
+                    "rate/s",
+                    "p50",
+                    "p99",
+                    "p99 from call",
+                    "15 min / p99 from call",
+                ],
                 [
                     [
                         str(r.processes),
@@ -541,7 +575,8 @@ def write_report(res: Results, out: Path) -> Path:
                         str(r.rate),
                         f"{r.p50_ms:.1f} ms",
                         f"{r.p99_ms:.1f} ms",
-                        f"{SHORT_EXPIRY_S * 1e3 / r.p99_ms:,.0f}x",
+                        f"{r.call_p99_ms:.1f} ms",
+                        f"{SHORT_EXPIRY_S * 1e3 / worst_window_ms([r]):,.0f}x",
                     ]
                     for r in res.propagation
                 ],

@@ -74,8 +74,8 @@ def _publisher_main(
         publisher.revoke_token("warm-up", expires_at=exp)
         conn.send("ready")
         conn.recv()
-        _, _, achieved = publish_paced(publisher, "load", round(rate * seconds), rate, exp)
-    conn.send(achieved)
+        published = publish_paced(publisher, "load", round(rate * seconds), rate, exp)
+    conn.send(published.achieved_rate)
     conn.close()
 
 

@@ -4,8 +4,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
-from bench.propagation import tail_shared
+from bench.propagation import Published, summarise, tail_shared
+from bench.report import worst_window_ms
+from tests.bench._results import results
+
+Collected = tuple[str, dict[str, int], dict[str, int], float, int]
 
 
 def test_the_tail_is_shared_when_most_processes_were_late_for_the_same_revocation() -> None:
@@ -21,3 +26,36 @@ def test_half_the_processes_late_counts_as_shared_and_no_tail_is_not_a_number() 
     assert tail_shared({0: [50.0, 1.0]}, p99=50.0) == 1.0
     assert tail_shared({0: [50.0, 1.0, 1.0]}, p99=50.0) == 0.0
     assert math.isnan(tail_shared({0: [1.0]}, p99=50.0))
+
+
+def _consumer(seen: dict[str, int], verified: dict[str, int] | None = None) -> Collected:
+    return ("collected", seen, verified or {}, 0.01, 0)
+
+
+def test_each_sample_is_timed_from_the_publish_call_as_well_as_from_its_return() -> None:
+    # Revocation 0: called at 0 ms, acked back at 20 ms, applied at 5 ms (before the ack
+    # reached the publisher): -15 ms from the return, 5 ms from the call.
+    ms = 1_000_000
+    published = Published(called=[0, 100 * ms], returned=[20 * ms, 102 * ms], achieved_rate=10)
+    row = summarise("p", 10, published, [_consumer({"p-0": 5 * ms, "p-1": 103 * ms})], 0.0, 1.0)
+    assert (row.p50_ms, row.max_ms) == (-15.0, 1.0)
+    assert (row.call_p50_ms, row.call_p99_ms) == (3.0, 5.0)
+    assert row.ack_p50_ms == 2.0  # acks of 20 and 2 ms: the lower middle
+
+
+def test_a_revocation_a_process_never_applied_is_missing_not_a_fast_sample() -> None:
+    ms = 1_000_000
+    published = Published(called=[0, 0], returned=[ms, ms], achieved_rate=10)
+    row = summarise(
+        "p", 10, published, [_consumer({"p-0": 2 * ms}), _consumer({"p-1": 9 * ms})], 0.0, 1.0
+    )
+    assert (row.samples, row.missing) == (2, 2)
+    assert (row.p50_ms, row.max_ms) == (1.0, 8.0)
+
+
+def test_the_short_expiry_window_is_the_worst_p99_from_the_publish_call() -> None:
+    rows = results().propagation
+    row = rows[0]
+    slow_ack = replace(row, p99_ms=4.0, call_p99_ms=30.0)
+    assert worst_window_ms([row, slow_ack]) == 30.0
+    assert worst_window_ms([replace(row, call_p99_ms=math.nan)]) == row.p99_ms
