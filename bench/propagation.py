@@ -22,7 +22,7 @@ call had returned (the ack travels back while the record is already being fetche
 
 Both ends of the interval are timestamps taken by Python code, and the publisher's end is
 the weaker one: the thread that took the ack has to win the bench process's GIL back (up to
-hundreds of publishing threads at 1,000/s, one switch interval is 5 ms) before it can read
+a hundred publishing threads at 1,000/s; one switch interval is 5 ms) before it can read
 the clock, so "returned" can be late and every latency measured from it short by as much.
 Each sample is therefore also timed from ``publish()`` being *called* (the ``from call``
 columns): that includes the broker's write and the ack's way back, which the consumer never

@@ -71,6 +71,7 @@ def results(*, quick: bool = True) -> Results:
         lags=(10, 20, 10),
         final_lag=0,
         drain_s=0.1,
+        idle_after_per_s=19_000.0,
     )
     res.bootstrap.append(BootstrapRow(10_000, 1.0, True, 0.3, 10_000, 1.2, 0.6, 0.5, 3))
     res.memory.append(("revoked jti", 100_000, 38.0))
