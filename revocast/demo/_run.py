@@ -6,18 +6,47 @@ import base64
 import contextlib
 import os
 import secrets
+import shutil
+import signal
 import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from types import FrameType
 
-from revocast.demo._launcher import ProcessGroup, free_port, port_is_free
+from revocast.demo._launcher import LaunchError, ProcessGroup, free_port, port_is_free
 from revocast.demo._scenario import run_scenario
 from revocast.demo._stack import StackConfig, service_specs
 
 __all__ = ["run_demo"]
+
+_EXIT_SIGTERM = 128 + signal.SIGTERM
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwind as Ctrl-C does, so every child process is stopped."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    # Without a handler SIGTERM (kill, a supervisor, CI's timeout) ends Python at once: no
+    # finally runs, the children die by PDEATHSIG (SIGKILL, no clean shutdown) and a local
+    # broker's data and the demo's directory stay behind.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -27,10 +56,14 @@ def _kafka(out: Callable[[str], None]) -> Iterator[str]:
         out(f"Kafka: using KAFKA_BOOTSTRAP_SERVERS={existing}")
         yield existing
         return
-    from revocast.localkafka import LocalKafkaBroker
+    from revocast.localkafka import LocalKafkaBroker, LocalKafkaError
 
     out("Kafka: starting a local Apache Kafka broker (KRaft, jars cached from Maven Central)…")
-    with LocalKafkaBroker() as broker:
+    with contextlib.ExitStack() as stack:
+        try:
+            broker = stack.enter_context(LocalKafkaBroker())
+        except LocalKafkaError as exc:
+            raise LaunchError(f"kafka (local broker): {exc}") from exc
         out(f"Kafka: ready at {broker.bootstrap_servers}")
         yield broker.bootstrap_servers
 
@@ -40,20 +73,50 @@ def _ports(cfg: StackConfig) -> StackConfig:
     names = ("identity_port", "orders_port", "billing_port", "inventory_port")
     if all(port_is_free(cfg.host, getattr(cfg, n)) for n in names):
         return cfg
+    # Each port is free when picked, but the four picks must also differ from one another.
+    ports: list[int] = []
+    while len(ports) < len(names):
+        port = free_port(cfg.host)
+        if port not in ports:
+            ports.append(port)
+    identity, orders, billing, inventory = ports
     return replace(
         cfg,
-        identity_port=free_port(cfg.host),
-        orders_port=free_port(cfg.host),
-        billing_port=free_port(cfg.host),
-        inventory_port=free_port(cfg.host),
+        identity_port=identity,
+        orders_port=orders,
+        billing_port=billing,
+        inventory_port=inventory,
     )
 
 
 def run_demo(*, scenario_only: bool, out: Callable[[str], None] = print) -> int:
-    from producer import ensure_topic
+    """Run the stack and the scenario; every child process is stopped on return, on an
+    exception, on Ctrl-C and on SIGTERM (then 143 is returned). The demo's directory is
+    removed unless the demo failed: then its logs stay and their path is printed."""
+    work = Path(tempfile.mkdtemp(prefix="revocast-demo-"))
+    try:
+        with _sigterm_unwinds():
+            code = _run(work, scenario_only=scenario_only, out=out)
+    except _Terminated:
+        out("\nstopped (SIGTERM)")
+        code = _EXIT_SIGTERM
+    except KeyboardInterrupt:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    except Exception:
+        if (work / "logs").is_dir():
+            out(f"\nlogs of every process: {work / 'logs'}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    return code
+
+
+def _run(work: Path, *, scenario_only: bool, out: Callable[[str], None]) -> int:
+    from producer import PublishError, UnsafeTopicConfigError, ensure_topic
     from revocation_events import KafkaSettings, parse_signing_key, public_key_spec
 
-    work = Path(tempfile.mkdtemp(prefix="revocast-demo-"))
     seed = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
     signing_spec = f"demo:ed25519:{seed}"
     public_spec = public_key_spec(parse_signing_key(signing_spec))
@@ -68,12 +131,15 @@ def run_demo(*, scenario_only: bool, out: Callable[[str], None] = print) -> int:
                 python=sys.executable,
             )
         )
-        ensure_topic(
-            KafkaSettings(bootstrap_servers=tuple(bootstrap.split(",")), topic=cfg.topic),
-            max_token_lifetime=cfg.max_token_lifetime,
-            partitions=6,
-            replication_factor=1,
-        )
+        try:
+            ensure_topic(
+                KafkaSettings(bootstrap_servers=tuple(bootstrap.split(",")), topic=cfg.topic),
+                max_token_lifetime=cfg.max_token_lifetime,
+                partitions=6,
+                replication_factor=1,
+            )
+        except (PublishError, UnsafeTopicConfigError) as exc:
+            raise LaunchError(f"kafka at {bootstrap}: {exc}") from exc
         specs = service_specs(cfg)
         with ProcessGroup(work / "logs") as group:
             for spec in specs:
