@@ -13,15 +13,15 @@ die() {
 }
 
 apt_install() {
-  # Only as root on Debian/Ubuntu; anything else gets the message in "$1".
+  # Only as root with apt-get; returns 1 (the caller says what is missing) when that is not
+  # possible or apt-get fails (no network, no apt source).
   local why="$1"; shift
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    echo "revocast: installing $* ($why)" >&2
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; } \
-      || die "apt-get could not install $* (no network, or no apt source?); install them and retry"
-    return 0
+  [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null || return 1
+  echo "revocast: installing $* ($why)" >&2
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }; then
+    echo "revocast: apt-get could not install $* (no network, or no apt source?)" >&2
+    return 1
   fi
-  return 1
 }
 
 java_major() {

@@ -225,3 +225,34 @@ def test_no_java_and_no_apt_get_names_what_is_missing_and_the_alternative(
     assert result.returncode == 1
     assert "needs Java 17+ and Maven on PATH" in result.stderr
     assert "KAFKA_BOOTSTRAP_SERVERS" in result.stderr
+
+
+def _root_without_network(tmp_path: Path) -> Path:
+    """A PATH with what the script uses, `id` saying root and an apt-get that cannot reach
+    its sources; no java, mvn or redis-server."""
+    tools = fake_tools(tmp_path / "offline", id="echo 0", **{"apt-get": "exit 100"})
+    for tool in ("bash", "dirname", "sed", "head", "cat", "cut", "env"):
+        found = shutil.which(tool)
+        assert found is not None
+        (tools / tool).symlink_to(found)
+    return tools
+
+
+def test_a_redis_that_cannot_be_installed_only_warns_as_the_benchmarks_can_do_without(
+    clone: Clone, tmp_path: Path
+) -> None:
+    tools = _root_without_network(tmp_path)
+    result = clone.run('source "$1/scripts/_env.sh"; need_redis; echo carried on', PATH=str(tools))
+    assert result.returncode == 0, result.stderr
+    assert "carried on" in result.stdout
+    assert "apt-get could not install redis-server" in result.stderr
+
+
+def test_a_java_that_cannot_be_installed_says_apt_failed_and_what_is_needed(
+    clone: Clone, tmp_path: Path
+) -> None:
+    tools = _root_without_network(tmp_path)
+    result = clone.run('source "$1/scripts/_env.sh"; need_java always', PATH=str(tools))
+    assert result.returncode == 1
+    assert "apt-get could not install openjdk-17-jre-headless maven" in result.stderr
+    assert "needs Java 17+ and Maven on PATH" in result.stderr
