@@ -99,7 +99,7 @@ def test_the_demo_scenario_passes_every_check_across_all_services(
 @pytest.mark.kafka
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_sigterm_stops_every_process_of_the_demo_and_exits_143(
+def test_sigterm_mid_demo_stops_every_process_exits_143_and_removes_the_demo_directory(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "TMPDIR": str(tmp_path)}
@@ -119,7 +119,11 @@ def test_sigterm_stops_every_process_of_the_demo_and_exits_143(
             # streams, identity, orders, billing, gunicorn's master and its two workers at least
             assert len(processes) >= 7, seen
             demo.send_signal(signal.SIGTERM)
-            assert demo.wait(timeout=60) == 143, seen
+            code = demo.wait(timeout=60)
+            reader.join(timeout=10)
+            while not lines.empty():
+                seen.append(lines.get())
+            assert code == 143, "".join(seen)
         finally:
             if demo.poll() is None:
                 demo.kill()
