@@ -70,6 +70,13 @@ ensure_venv() {
     || die "'$PY' not found: Python 3.11+ is required (set PYTHON=/path/to/python3.11)"
   "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || die "Python 3.11+ is required; $PY is $("$PY" -V 2>&1) (set PYTHON=/path/to/python3.11)"
+  # scripts/demo and scripts/test started together on a fresh clone must not build or pip
+  # install into one venv at once: the second waits, then finds the stamp. The lock is on
+  # pyproject.toml itself (no lock file to leave behind) and released before the job runs.
+  if command -v flock >/dev/null; then
+    exec 9<"$ROOT/pyproject.toml"
+    flock 9
+  fi
   if ! venv_python_ok; then
     if [[ -e "$VENV" ]]; then
       echo "revocast: $VENV does not run (its Python moved or is older than 3.11): rebuilding it" >&2
@@ -91,4 +98,5 @@ ensure_venv() {
         "proxy, set HTTPS_PROXY); the next run retries"
     echo "$want" > "$stamp"
   fi
+  exec 9<&-
 }

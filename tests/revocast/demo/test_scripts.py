@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +32,10 @@ case "$1" in
       mkdir -p "$dir/bin"; cp "$0" "$dir/bin/python"
     elif [[ "$2" == pip && " $* " == *" -e "* ]]; then
       [[ -z "${FAKE_PIP_FAIL:-}" ]] || { echo "ERROR: no network" >&2; exit 1; }
+      if [[ -n "${FAKE_PIP_GATE:-}" ]]; then
+        touch "$FAKE_PIP_GATE.started.$$"
+        while [[ ! -e "$FAKE_PIP_GATE.go" ]]; do sleep 0.05; done
+      fi
       bin="$(dirname "$0")"
       printf '#!/usr/bin/env bash\necho "$PWD|$*" >> "$FAKE_LOG"\nexit "${FAKE_RC:-0}"\n' \
         > "$bin/revocast"
@@ -57,6 +64,16 @@ class Clone:
             timeout=60,
             check=False,
             stdin=subprocess.DEVNULL,
+        )
+
+    def start_ensure_venv(self, **env: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            ["bash", "-c", 'source "$1/scripts/_env.sh"; ensure_venv', "_", str(self.root)],
+            cwd=self.root.parent,
+            env={**self.env, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
 
     def ensure_venv(self, **env: str) -> subprocess.CompletedProcess[str]:
@@ -256,3 +273,41 @@ def test_a_java_that_cannot_be_installed_says_apt_failed_and_what_is_needed(
     assert result.returncode == 1
     assert "apt-get could not install openjdk-17-jre-headless maven" in result.stderr
     assert "needs Java 17+ and Maven on PATH" in result.stderr
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    tick = threading.Event()
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        tick.wait(0.02)
+    return True
+
+
+@pytest.mark.skipif(shutil.which("flock") is None, reason="util-linux flock")
+def test_two_scripts_started_together_on_a_fresh_clone_install_once(
+    clone: Clone, tmp_path: Path
+) -> None:
+    gate = tmp_path / "pip"
+
+    def started() -> list[Path]:
+        return list(tmp_path.glob("pip.started.*"))
+
+    first = clone.start_ensure_venv(FAKE_PIP_GATE=str(gate))
+    second = None
+    try:
+        assert _wait_for(lambda: len(started()) == 1, timeout=30)
+        second = clone.start_ensure_venv(FAKE_PIP_GATE=str(gate))
+        # Unlocked, the second reaches pip while the first is still installing.
+        _wait_for(lambda: len(started()) > 1, timeout=2)
+        Path(f"{gate}.go").touch()
+        assert first.wait(timeout=30) == 0
+        assert second.wait(timeout=30) == 0
+    finally:
+        Path(f"{gate}.go").touch()
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert clone.installs() == 1
