@@ -121,11 +121,12 @@ def _kafka_sections(res: Results, servers: str, only: set[str], quick: bool) -> 
         )
         # The target N again with gc_freeze_when_ready (quick: N=1, so the path never rots).
         freeze = (1,) if quick else (10,)
-        res.propagation.extend(propagation.run(servers, ns, rates, seconds, freeze))
+        propagation.run(servers, ns, rates, seconds, res.propagation, freeze)
 
     def throughput_section() -> None:
         res.throughput = throughput.run(servers, 1000, 5.0 if quick else 15.0)
         print(throughput.format_result(res.throughput))
+        throughput.check_applied(res.throughput)
 
     def bootstrap_section() -> None:
         print(bootstrap.HEADER)

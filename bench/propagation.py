@@ -69,6 +69,7 @@ __all__ = [
     "HEADER",
     "PropagationRow",
     "Published",
+    "check_applied",
     "format_row",
     "publish_paced",
     "run",
@@ -340,16 +341,34 @@ def publish_paced(
     return Published(called, returned, count / elapsed if elapsed > 0 else float("nan"))
 
 
+def check_applied(rows: Sequence[PropagationRow]) -> None:
+    """Raise if any consumer never applied a revocation of a phase: that is a lost
+    revocation (or a broken bench), not a slow one, and a run must not pass with it."""
+    lost = [r for r in rows if r.missing]
+    if lost:
+        raise RuntimeError(
+            f"revocations never applied within {_COLLECT_TIMEOUT:.0f} s: "
+            + ", ".join(
+                f"N={r.processes} {r.rate}/s{' gc.freeze' if r.gc_freeze else ''}: "
+                f"{r.missing} of {r.missing + r.samples}"
+                for r in lost
+            )
+        )
+
+
 def run(
     bootstrap: str,
     processes: Sequence[int],
     rates: Sequence[int],
     seconds: float,
+    rows: list[PropagationRow],
     gc_freeze_at: Sequence[int] = (),
-) -> list[PropagationRow]:
+) -> None:
     """Every N in ``processes`` with the SDK's defaults, then every N in ``gc_freeze_at``
-    again with ``gc_freeze_when_ready=True`` in each consumer."""
-    rows: list[PropagationRow] = []
+    again with ``gc_freeze_when_ready=True`` in each consumer. Appends a row to ``rows`` as
+    each phase is measured (earlier rows survive a failure); raises at the end if a
+    revocation was never applied (:func:`check_applied`)."""
+    first = len(rows)
     runs = [(n, False) for n in processes] + [(n, True) for n in gc_freeze_at]
     for n, gc_freeze in runs:
         with temp_topic(bootstrap, "bench-propagation") as kafka:
@@ -371,7 +390,7 @@ def run(
                         print(format_row(rows[-1]), flush=True)
             finally:
                 consumers.close()
-    return rows
+    check_applied(rows[first:])
 
 
 def _phase(

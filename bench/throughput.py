@@ -34,7 +34,7 @@ from consumer_sdk import Revocast
 from producer import Publisher, PublisherSettings
 from revocation_events import KafkaSettings
 
-__all__ = ["ThroughputResult", "run"]
+__all__ = ["ThroughputResult", "check_applied", "format_result", "run"]
 
 THREADS = 4
 
@@ -201,6 +201,12 @@ def run(bootstrap: str, rate: int, seconds: float) -> ThroughputResult:
         drain_s=drain_s,
         idle_after_per_s=idle_after,
     )
+
+
+def check_applied(r: ThroughputResult) -> None:
+    """Raise if the SDK did not apply every published revocation: lost, not slow."""
+    if r.applied != r.published:
+        raise RuntimeError(f"{r.applied:,} of {r.published:,} published revocations applied")
 
 
 def format_result(r: ThroughputResult) -> str:

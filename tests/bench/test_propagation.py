@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from bench.propagation import Published, summarise, tail_shared
+import pytest
+
+from bench.propagation import Published, check_applied, summarise, tail_shared
 from bench.report import worst_window_ms
 from tests.bench._results import results
 
@@ -59,3 +61,10 @@ def test_the_short_expiry_window_is_the_worst_p99_from_the_publish_call() -> Non
     slow_ack = replace(row, p99_ms=4.0, call_p99_ms=30.0)
     assert worst_window_ms([row, slow_ack]) == 30.0
     assert worst_window_ms([replace(row, call_p99_ms=math.nan)]) == row.p99_ms
+
+
+def test_a_phase_with_a_revocation_never_applied_fails_the_run() -> None:
+    row = results().propagation[0]
+    check_applied([row])
+    with pytest.raises(RuntimeError, match=r"N=1 10/s: 1 of 31"):
+        check_applied([row, replace(row, missing=1)])

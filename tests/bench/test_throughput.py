@@ -6,6 +6,9 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import pytest
+
+from bench.throughput import check_applied
 from tests.bench._results import results
 
 
@@ -31,3 +34,11 @@ def test_lag_that_keeps_growing_over_the_run_is_not_bounded() -> None:
     t = results().throughput
     assert t is not None
     assert not replace(t, lags=(10, 200, 400, 600, 800, 1000)).bounded
+
+
+def test_a_revocation_published_but_never_applied_fails_the_run() -> None:
+    t = results().throughput
+    assert t is not None
+    check_applied(t)
+    with pytest.raises(RuntimeError, match="5,000 of 5,001"):
+        check_applied(replace(t, applied=5_000))
