@@ -26,7 +26,7 @@ from revocation_events import (
     TokenRevoked,
 )
 
-__all__ = ["CAEP", "RISC", "SSF", "Skipped", "map_logout", "map_set"]
+__all__ = ["CAEP", "RISC", "SSF", "Skipped", "events_of", "lifts_a_block", "map_logout", "map_set"]
 
 CAEP = "https://schemas.openid.net/secevent/caep/event-type/"
 RISC = "https://schemas.openid.net/secevent/risc/event-type/"
@@ -107,19 +107,25 @@ def map_set(
     mapped = _map_set(verified, subject, *args)
     if isinstance(mapped, Skipped):
         return mapped
-    events = _as_tuple(mapped)
-    unblock = any(isinstance(e, SubjectUnblocked) for e in events)
-    lifts = unblock and not policy.email_ignores_case
+    events = events_of(mapped)
+    lifts = lifts_a_block(events) and not policy.email_ignores_case
     others = subject.also if lifts else subject.also + subject.folded
     for other in others:
         again = _map_set(verified, replace(subject, sub=other), *args)
         assert not isinstance(again, Skipped)  # only the subject differs
-        events += tuple(e for e in _as_tuple(again) if isinstance(e, _BY_SUBJECT))
+        events += tuple(e for e in events_of(again) if isinstance(e, _BY_SUBJECT))
     return events if len(events) > 1 else events[0]
 
 
-def _as_tuple(mapped: BaseEvent | tuple[BaseEvent, ...]) -> tuple[BaseEvent, ...]:
+def events_of(mapped: BaseEvent | tuple[BaseEvent, ...] | Skipped) -> tuple[BaseEvent, ...]:
+    """The events :func:`map_set` or :func:`map_logout` came to, none for a skip."""
+    if isinstance(mapped, Skipped):
+        return ()
     return mapped if isinstance(mapped, tuple) else (mapped,)
+
+
+def lifts_a_block(events: tuple[BaseEvent, ...]) -> bool:
+    return any(isinstance(e, SubjectUnblocked) for e in events)
 
 
 def _map_set(

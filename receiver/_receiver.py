@@ -18,13 +18,13 @@ import httpx
 from receiver._dedupe import DedupeStore
 from receiver._errors import DeliveryUnavailable, ReceiverError, SetRejected
 from receiver._keys import KeySource
-from receiver._mapping import SSF, Skipped, map_logout, map_set
+from receiver._mapping import SSF, Skipped, events_of, lifts_a_block, map_logout, map_set
 from receiver._metrics import Metrics
 from receiver._settings import ReceiverSettings
 from receiver._sink import EventSink
 from receiver._subjects import resolve_subject
 from receiver._tokens import LogoutVerifier, SetVerifier
-from revocation_events import BaseEvent, SubjectUnblocked
+from revocation_events import BaseEvent
 
 __all__ = ["Outcome", "Receipt", "Receiver", "StreamStatus"]
 
@@ -227,7 +227,7 @@ class Receiver:
             now=now,
             max_token_lifetime=self._lifetime,
         )
-        if allowed and subject.unscoped and _unblocks(mapped):
+        if allowed and subject.unscoped and lifts_a_block(events_of(mapped)):
             # An opaque or e-mail subject names no issuer, so it cannot be held to
             # SUBJECT_ISSUERS. Revoking such a subject at worst revokes too much; lifting a
             # block could free another issuer's account that shares the sub.
@@ -329,7 +329,7 @@ class Receiver:
     ) -> _Done:
         if isinstance(mapped, Skipped):
             return "ignored", mapped.why, ()
-        events = mapped if isinstance(mapped, tuple) else (mapped,)
+        events = events_of(mapped)
         for event in events:
             # After a failure part-way, the redelivery publishes every event again: a
             # duplicate rule is harmless, a missing one is not.
@@ -395,8 +395,3 @@ class Receiver:
         except httpx.HTTPError as exc:
             raise DeliveryUnavailable(f"verification request failed: {type(exc).__name__}") from exc
         return state
-
-
-def _unblocks(mapped: BaseEvent | tuple[BaseEvent, ...] | Skipped) -> bool:
-    events = mapped if isinstance(mapped, tuple) else (mapped,)
-    return any(isinstance(e, SubjectUnblocked) for e in events)
