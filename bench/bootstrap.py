@@ -51,7 +51,7 @@ from streams._records import marker_record
 from streams._snapshot import write_snapshot
 from streams._snapshot_rules import PartitionRules
 
-__all__ = ["BootstrapRow", "produce_revocations", "run"]
+__all__ = ["BootstrapRow", "produce_revocations", "run", "signed_revocations"]
 
 _JTI_MARK = "JTIPLACEHOLDER"
 _ID_MARK = uuid.UUID(int=0)
@@ -87,27 +87,21 @@ class _Derived:
     rules: list[PartitionRules]
 
 
-def produce_revocations(kafka: KafkaSettings, n: int, *, derived: _Derived | None = None) -> float:
-    """Write ``n`` signed ``TokenRevoked`` records to the topic (and, with ``derived``, the
-    same records to the state topic and the jtis to the snapshot rules); return the seconds
-    it took."""
-    now = time.time()
-    expires = datetime.fromtimestamp(now, UTC) + timedelta(hours=1)
+def signed_revocations(
+    n: int, expires: datetime
+) -> tuple[float, Iterator[tuple[str, bytes, list[tuple[str, bytes]]]]]:
+    """``(occurred_at, records)``: ``n`` records ``(jti, value, headers)`` of ``TokenRevoked``
+    events expiring at ``expires``, each with its own jti (``boot-<i>``) and event id, signed
+    with HMAC-SHA256 — the bytes the publisher would write — built from one encoded template
+    (encoding each event would dominate the time to fill a large topic)."""
     template = TokenRevoked(issuer="bench", jti=_JTI_MARK, expires_at=expires, id=_ID_MARK)
     value = EventCodec(signer=EventSigner(EVENT_KEY)).encode(template).value
     if value.count(str(_ID_MARK).encode()) != 1 or value.count(_JTI_MARK.encode()) != 1:
         raise RuntimeError("template event does not have one jti and one id to substitute")
     head, rest = value.split(str(_ID_MARK).encode())
-    occurred = template.occurred_at.timestamp()
-    producer = KafkaProducer(
-        bootstrap_servers=list(kafka.bootstrap_servers),
-        linger_ms=50,
-        batch_size=1024 * 1024,
-        max_request_size=4 * 1024 * 1024,
-    )
     salt = uuid.uuid4().int >> 64 << 64
-    start = time.perf_counter()
-    try:
+
+    def records() -> Iterator[tuple[str, bytes, list[tuple[str, bytes]]]]:
         sign = EVENT_KEY.sign
         check = EventCodec(verifier=EventVerifier([EVENT_KEY.verification_key()]))
         for i in range(n):
@@ -117,6 +111,27 @@ def produce_revocations(kafka: KafkaSettings, n: int, *, derived: _Derived | Non
             headers = [(SIGNATURE_HEADER, sign(record))]
             if i == 0:
                 check.decode(record, headers)  # the substitution yields a valid, signed event
+            yield jti, record, headers
+
+    return template.occurred_at.timestamp(), records()
+
+
+def produce_revocations(kafka: KafkaSettings, n: int, *, derived: _Derived | None = None) -> float:
+    """Write ``n`` signed ``TokenRevoked`` records to the topic (and, with ``derived``, the
+    same records to the state topic and the jtis to the snapshot rules); return the seconds
+    it took."""
+    now = time.time()
+    expires = datetime.fromtimestamp(now, UTC) + timedelta(hours=1)
+    occurred, revocations = signed_revocations(n, expires)
+    producer = KafkaProducer(
+        bootstrap_servers=list(kafka.bootstrap_servers),
+        linger_ms=50,
+        batch_size=1024 * 1024,
+        max_request_size=4 * 1024 * 1024,
+    )
+    start = time.perf_counter()
+    try:
+        for i, (jti, record, headers) in enumerate(revocations):
             key = f"jti:{jti}".encode()
             partition = i % _PARTITIONS
             producer.send(kafka.topic, key=key, value=record, headers=headers, partition=partition)

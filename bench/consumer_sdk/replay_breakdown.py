@@ -28,7 +28,6 @@ import argparse
 import gc
 import statistics
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,13 +35,14 @@ from typing import Any
 from kafka.record.memory_records import MemoryRecords, MemoryRecordsBuilder
 from kafka.structs import TopicPartition
 
-from bench._common import EVENT_KEY, settings
+from bench._common import settings
+from bench.bootstrap import signed_revocations
 from consumer_sdk import Revocast, RevocationState
 from consumer_sdk._client import build_codec
 from consumer_sdk._kafka_records import FastPartitionRecords
 from consumer_sdk._state import _ts
 from consumer_sdk.testing import InMemorySource
-from revocation_events import SIGNATURE_HEADER, EventCodec, EventSigner, TokenRevoked
+from revocation_events import TokenRevoked
 from revocation_events._wire import _validate_json
 
 _PER_BATCH = 3000
@@ -52,24 +52,18 @@ _TP = TopicPartition("replay", 0)
 
 def _batches(n: int) -> list[tuple[int, bytes]]:
     now = time.time()
-    expires = datetime.fromtimestamp(now, UTC) + timedelta(hours=1)
-    mark = uuid.UUID(int=0)
-    template = TokenRevoked(issuer="bench", jti="JTIMARK", expires_at=expires, id=mark)
-    head, rest = (
-        EventCodec(signer=EventSigner(EVENT_KEY)).encode(template).value.split(str(mark).encode())
-    )
-    salt = uuid.uuid4().int >> 64 << 64
+    _, revocations = signed_revocations(n, datetime.fromtimestamp(now, UTC) + timedelta(hours=1))
     out = []
     for start in range(0, n, _PER_BATCH):
         builder = MemoryRecordsBuilder(2, 0, 1 << 24, offset=start)
-        for i in range(start, min(n, start + _PER_BATCH)):
-            jti = f"boot-{i:09d}".encode()
-            value = (head + str(uuid.UUID(int=salt | i)).encode() + rest).replace(b"JTIMARK", jti)
+        for i, (jti, value, headers) in zip(
+            range(start, min(n, start + _PER_BATCH)), revocations, strict=False
+        ):
             builder.append(
                 timestamp=int(now * 1000) + i // 20,
-                key=b"jti:" + jti,
+                key=f"jti:{jti}".encode(),
                 value=value,
-                headers=[(SIGNATURE_HEADER, EVENT_KEY.sign(value))],
+                headers=headers,
             )
         builder.close()
         out.append((start, bytes(builder.buffer())))
