@@ -69,7 +69,7 @@ class BootstrapRow:
     log_s: float
     applied: int
     state_s: float | None
-    """Ready from the per-rule state topic; ``None``: not ready within the timeout."""
+    """Ready from the compacted state topic; ``None``: not ready within the timeout."""
     snapshot_s: float | None
     snapshot_mb: float
     snapshot_chunks: int

@@ -1,7 +1,7 @@
 """Packed, signed snapshots of the revocation state: the format, and loading one into the store.
 
-Loading the per-rule state topic still costs one Kafka record, one signature check and one
-pydantic validation per live rule (~23-27 µs here: ~23 s for a million). A snapshot instead
+Loading the compacted state topic still costs one Kafka record, one signature check and one
+pydantic validation per live event (~23-27 µs here: ~23 s for a million). A snapshot instead
 packs the rules of one log partition into a few large records, authenticated by one signature.
 
 Topic ``<log>.snapshots`` (compacted, as many partitions as the log)

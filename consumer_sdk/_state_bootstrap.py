@@ -7,7 +7,7 @@ starts where that source is complete:
    :mod:`consumer_sdk._snapshot_reader` reads it), only when ``snapshot_keys`` are configured:
    verified, loaded in bulk into the store; the log resumes at the manifest's offset + 1. A
    refused snapshot is logged and counted by reason (``stats()["bootstrap"]["snapshot_refused"]``);
-2. the per-rule **state topic** ``<log>.state`` (the streams package docstring defines the
+2. the compacted **state topic** ``<log>.state`` (the streams package docstring defines the
    protocol, :mod:`consumer_sdk._state_topic` reads it): rule records are passed to the sink
    exactly like log records, and offset markers ``__offsets__:<p>`` promise that every effect
    of log partition *p* up to the marker's offset precedes the marker; the log resumes at

@@ -1,4 +1,4 @@
-"""Loading the per-rule state topic ``<log>.state``: the second source of the bootstrap plan
+"""Loading the compacted state topic ``<log>.state``: the second source of the bootstrap plan
 (:mod:`consumer_sdk._state_bootstrap`), for the log partitions no snapshot covered.
 
 The streams package docstring defines the protocol: state partition *p* holds the live rules
