@@ -67,7 +67,10 @@ class ProcessGroup:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self._log_dir / f"{spec.name}.log"
         log = log_path.open("wb")
-        env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
+        # The stack sets every REVOCAST_* its services read: one left in the caller's shell
+        # (fail-open, another topic, a cluster's SASL settings) must not change the demo.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("REVOCAST_")}
+        env = {**inherited, **spec.env, "PYTHONUNBUFFERED": "1"}
         # preexec_fn only sets the process group and PDEATHSIG (async-signal-safe calls).
         proc = subprocess.Popen(
             [python, *spec.argv],

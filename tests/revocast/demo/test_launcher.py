@@ -71,3 +71,36 @@ def test_stop_ends_each_child_and_the_processes_it_forked(tmp_path: Path) -> Non
     finally:
         for pidfd in pending:
             os.close(pidfd)
+
+
+def test_children_get_the_stacks_revocast_settings_not_the_callers_shell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A REVOCAST_* left in the operator's shell (fail-open, another topic, SASL for their
+    # cluster) must not reach the demo's services: their settings are the stack's alone.
+    monkeypatch.setenv("REVOCAST_FAILURE_POLICY", "accept")
+    monkeypatch.setenv("REVOCAST_TOPIC", "their.topic")
+    monkeypatch.setenv("NOT_REVOCAST_SETTING", "kept")  # not ours: inherited
+    out = tmp_path / "env.txt"
+    dump = (  # written whole, then renamed into place: never read half-written
+        "import os, pathlib; out = os.environ['OUT']; pathlib.Path(out + '.tmp').write_text("
+        "'\\n'.join(sorted(k + '=' + v for k, v in os.environ.items() "
+        "if k.startswith(('REVOCAST_', 'NOT_REVOCAST_', 'OUT'))))); os.replace(out + '.tmp', out)"
+    )
+    spec = ServiceSpec(
+        name="orders",
+        argv=("-c", dump),
+        port=None,
+        env={"REVOCAST_TOPIC": "demo.topic", "OUT": str(out)},
+    )
+    with ProcessGroup(tmp_path / "logs") as group:
+        group.start(spec, sys.executable)
+        deadline = time.monotonic() + 30
+        while not out.exists():
+            assert time.monotonic() < deadline, "child never wrote its environment"
+            select.select([], [], [], 0.05)
+    assert out.read_text().splitlines() == [
+        "NOT_REVOCAST_SETTING=kept",
+        f"OUT={out}",
+        "REVOCAST_TOPIC=demo.topic",
+    ]
