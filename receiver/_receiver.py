@@ -204,7 +204,9 @@ class Receiver:
         assert self.settings.transmitter is not None
         try:
             subject = resolve_subject(
-                verified.subject, email_is_subject=self.settings.mapping.email_is_subject
+                verified.subject,
+                email_is_subject=self.settings.mapping.email_is_subject,
+                max_aliases=self.settings.max_aliases,
             )
             allowed = self.settings.transmitter.subject_issuers
             if allowed and not subject.issuers <= set(allowed):

@@ -20,6 +20,7 @@ from revocation_events import SettingsError, env_bool, env_float, env_int, env_s
 __all__ = [
     "DEFAULT_ALGORITHMS",
     "DEFAULT_DEDUPE_PATH",
+    "DEFAULT_MAX_ALIASES",
     "LogoutSettings",
     "MappingPolicy",
     "PollSettings",
@@ -41,6 +42,8 @@ DEFAULT_ALGORITHMS: tuple[str, ...] = (
 )
 """Asymmetric algorithms only: a transmitter's keys are public, so HS* would let anyone sign."""
 DEFAULT_DEDUPE_PATH = Path(".revocast") / "receiver-dedupe.sqlite3"
+DEFAULT_MAX_ALIASES = 32
+"""RFC 9493 aliases list a few identifiers of one principal (one per system naming it)."""
 
 
 def _check_algorithms(name: str, algorithms: tuple[str, ...]) -> None:
@@ -228,13 +231,24 @@ class ReceiverSettings:
     http_timeout: float = 10.0
     leeway: float = 60.0
     max_token_bytes: int = 64 * 1024
+    max_aliases: int = DEFAULT_MAX_ALIASES
+    """Most identifiers a SET's subject may list in ``aliases`` (all its lists together).
+    Each alias gets its own rules, so a longer list is refused whole (``invalid_request``):
+    publishing only some would leave the other aliases' tokens valid while the transmitter
+    counts the SET delivered."""
 
     def __post_init__(self) -> None:
         if self.poll is not None and self.transmitter is None:
             raise SettingsError("poll delivery needs a transmitter (issuer, audience)")
         if not self.event_issuer or len(self.event_issuer) > 256:
             raise SettingsError("event_issuer must be 1-256 characters")
-        for name in ("dedupe_retention", "jwks_max_age", "http_timeout", "max_token_bytes"):
+        for name in (
+            "dedupe_retention",
+            "jwks_max_age",
+            "http_timeout",
+            "max_token_bytes",
+            "max_aliases",
+        ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("jwks_min_refresh_interval", "leeway"):
@@ -281,6 +295,7 @@ class ReceiverSettings:
                 http_timeout=_float(env, f"{p}HTTP_TIMEOUT", 10.0),
                 leeway=_float(env, f"{p}LEEWAY", 60.0),
                 max_token_bytes=_int(env, f"{p}MAX_TOKEN_BYTES", 64 * 1024),
+                max_aliases=_int(env, f"{p}MAX_ALIASES", DEFAULT_MAX_ALIASES, minimum=1),
             )
         except SettingsError as exc:
             raise SettingsError(f"{exc} (from environment, prefix {prefix!r})") from None
@@ -305,8 +320,10 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return default if value is None else value
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int | None = None) -> int:
     value = env_int(env, name)
+    if value is not None and minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value!r}")
     return default if value is None else value
 
 

@@ -10,7 +10,8 @@ Revocast rules name a token subject (``sub``), a session (``sid``) or one token 
 * RISC 1.0's ``subject_type`` (``iss-sub``, ``email``…) is read as ``format`` (``iss_sub``…).
 * ``complex`` (or a draft-style object with ``user``/``session`` members and no ``format``)
   combines them. ``aliases`` names every ``sub`` of its identifiers (tokens may carry any of
-  them) and the first ``sid`` and ``jti``.
+  them) and the first ``sid`` and ``jti``; a subject listing more aliases than the receiver
+  accepts is refused whole, never cut short.
 * Everything else (``phone_number``, ``account``, ``did``, ``uri``, devices, tenants…) names
   nothing we can revoke.
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from receiver._errors import SetRejected
+from receiver._settings import DEFAULT_MAX_ALIASES
 
 __all__ = ["Subject", "email_subject", "resolve_subject"]
 
@@ -81,64 +83,80 @@ def email_subject(address: str) -> Subject:
     )
 
 
-def resolve_subject(identifier: Mapping[str, Any] | None, *, email_is_subject: bool) -> Subject:
-    """What ``identifier`` names; raise :class:`SetRejected` for a malformed identifier."""
+def resolve_subject(
+    identifier: Mapping[str, Any] | None,
+    *,
+    email_is_subject: bool,
+    max_aliases: int = DEFAULT_MAX_ALIASES,
+) -> Subject:
+    """What ``identifier`` names; raise :class:`SetRejected` for a malformed identifier, or
+    one whose ``aliases`` lists (all of them together) name more than ``max_aliases``
+    identifiers: every alias gets its own rules, and publishing only some would leave the
+    others' tokens valid while the transmitter counts the SET delivered."""
     if identifier is None:
         return Subject()
-    return _resolve(identifier, role="user", email_is_subject=email_is_subject, depth=0)
+    walk = _Walk(email_is_subject=email_is_subject, aliases_left=max_aliases)
+    return walk.resolve(identifier, role="user", depth=0)
 
 
-def _resolve(
-    identifier: Mapping[str, Any], *, role: str, email_is_subject: bool, depth: int
-) -> Subject:
-    if depth > 3:
-        raise SetRejected("invalid_request", "subject identifier nested too deeply")
-    fmt = identifier.get("format")
-    if fmt is None and isinstance(legacy := identifier.get("subject_type"), str):
-        # RISC 1.0 and the drafts before RFC 9493 spell it subject_type, "iss-sub".
-        fmt = legacy.replace("-", "_")
-    if fmt == "complex" or (fmt is None and any(m in identifier for m in _COMPLEX_MEMBERS)):
-        result = Subject()
-        for member in ("user", "session"):
-            inner = identifier.get(member)
-            if inner is None:
-                continue
-            if not isinstance(inner, dict):
-                raise SetRejected("invalid_request", f"subject member {member} is not an object")
-            result = result.merged(
-                _resolve(inner, role=member, email_is_subject=email_is_subject, depth=depth + 1)
+@dataclass(slots=True)
+class _Walk:
+    email_is_subject: bool
+    aliases_left: int
+
+    def resolve(self, identifier: Mapping[str, Any], *, role: str, depth: int) -> Subject:
+        if depth > 3:
+            raise SetRejected("invalid_request", "subject identifier nested too deeply")
+        fmt = identifier.get("format")
+        if fmt is None and isinstance(legacy := identifier.get("subject_type"), str):
+            # RISC 1.0 and the drafts before RFC 9493 spell it subject_type, "iss-sub".
+            fmt = legacy.replace("-", "_")
+        if fmt == "complex" or (fmt is None and any(m in identifier for m in _COMPLEX_MEMBERS)):
+            result = Subject()
+            for member in ("user", "session"):
+                inner = identifier.get(member)
+                if inner is None:
+                    continue
+                if not isinstance(inner, dict):
+                    raise SetRejected(
+                        "invalid_request", f"subject member {member} is not an object"
+                    )
+                result = result.merged(self.resolve(inner, role=member, depth=depth + 1))
+            return result
+        if fmt == "aliases":
+            identifiers = identifier.get("identifiers")
+            if not isinstance(identifiers, list):
+                raise SetRejected("invalid_request", "aliases subject needs an identifiers list")
+            # Counted before any is read: the list's length is the transmitter's to choose.
+            self.aliases_left -= len(identifiers)
+            if self.aliases_left < 0:
+                raise SetRejected(
+                    "invalid_request", "subject lists more aliases than this receiver accepts"
+                )
+            result = Subject()
+            for inner in identifiers:
+                if not isinstance(inner, dict):
+                    raise SetRejected("invalid_request", "alias is not an object")
+                result = result.merged(self.resolve(inner, role=role, depth=depth + 1))
+            return result
+        if fmt == "opaque":
+            value = _string(identifier, "id")
+            return Subject(sid=value) if role == "session" else Subject(sub=value, unscoped=True)
+        if fmt == "iss_sub":
+            iss = _string(identifier, "iss")
+            value = _string(identifier, "sub")
+            if role == "session":
+                return Subject(sid=value, issuers=frozenset({iss}))
+            return Subject(sub=value, issuers=frozenset({iss}))
+        if fmt == "jwt_id":
+            return Subject(
+                jti=_string(identifier, "jti"), issuers=frozenset({_string(identifier, "iss")})
             )
-        return result
-    if fmt == "aliases":
-        identifiers = identifier.get("identifiers")
-        if not isinstance(identifiers, list):
-            raise SetRejected("invalid_request", "aliases subject needs an identifiers list")
-        result = Subject()
-        for inner in identifiers:
-            if not isinstance(inner, dict):
-                raise SetRejected("invalid_request", "alias is not an object")
-            result = result.merged(
-                _resolve(inner, role=role, email_is_subject=email_is_subject, depth=depth + 1)
-            )
-        return result
-    if fmt == "opaque":
-        value = _string(identifier, "id")
-        return Subject(sid=value) if role == "session" else Subject(sub=value, unscoped=True)
-    if fmt == "iss_sub":
-        iss = _string(identifier, "iss")
-        value = _string(identifier, "sub")
-        if role == "session":
-            return Subject(sid=value, issuers=frozenset({iss}))
-        return Subject(sub=value, issuers=frozenset({iss}))
-    if fmt == "jwt_id":
-        return Subject(
-            jti=_string(identifier, "jti"), issuers=frozenset({_string(identifier, "iss")})
-        )
-    if fmt == "email" and email_is_subject and role == "user":
-        return email_subject(_string(identifier, "email"))
-    if not isinstance(fmt, str):
-        raise SetRejected("invalid_request", "subject identifier has no format")
-    return Subject()
+        if fmt == "email" and self.email_is_subject and role == "user":
+            return email_subject(_string(identifier, "email"))
+        if not isinstance(fmt, str):
+            raise SetRejected("invalid_request", "subject identifier has no format")
+        return Subject()
 
 
 def _string(identifier: Mapping[str, Any], name: str) -> str:

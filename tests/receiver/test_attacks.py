@@ -215,3 +215,35 @@ def test_unsigned_token_with_an_absurd_iat_and_unknown_kid_is_refused_not_a_500(
 
     assert response.status_code in (400, 503)
     assert sink.events == []
+
+
+def _alias_flood(count: int) -> dict[str, object]:
+    ids = [{"format": "opaque", "id": f"u{i}"} for i in range(count)]
+    return {"format": "aliases", "identifiers": ids}
+
+
+def test_alias_flood_set_is_refused_whole_not_published_in_part(
+    push: Push, transmitter: Transmitter, sink: RecordingSink, receiver: Receiver
+) -> None:
+    # One SET within MAX_TOKEN_BYTES can list a thousand aliases: a thousand rules on the
+    # topic, one by one, for one request. Cutting the list short would leave the rest's
+    # tokens valid while the transmitter counts the SET delivered.
+    flood = transmitter.set(f"{RISC}account-disabled", {}, sub_id=_alias_flood(1000))
+
+    response = push(flood)
+
+    assert (response.status_code, response.json()["err"]) == (400, "invalid_request")
+    assert "aliases" in response.json()["description"]
+    assert sink.events == []
+    counted = receiver.metrics.snapshot()
+    assert counted[(f"{RISC}account-disabled", "rejected:invalid_request")] == 1
+    assert "aliases" in (receiver.status().last_error or "")
+
+
+def test_aliases_up_to_the_bound_are_each_published(
+    push: Push, transmitter: Transmitter, sink: RecordingSink
+) -> None:
+    token = transmitter.set(f"{RISC}account-disabled", {}, sub_id=_alias_flood(32))
+
+    assert push(token).status_code == 202
+    assert sorted(str(e.subject()) for e in sink.events) == sorted(f"u{i}" for i in range(32))

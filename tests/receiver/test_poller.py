@@ -109,6 +109,22 @@ def test_bad_set_is_reported_in_set_errs_with_its_error_code(
     assert transmitter.queue == {}
 
 
+def test_polled_set_with_more_aliases_than_the_bound_is_an_error_and_the_batch_goes_on(
+    poller: Poller, transmitter: Transmitter, sink: RecordingSink
+) -> None:
+    ids = [{"format": "opaque", "id": f"u{i}"} for i in range(33)]
+    flood = {"format": "aliases", "identifiers": ids}
+    transmitter.queue["flood"] = transmitter.set(f"{RISC}account-disabled", {}, sub_id=flood)
+    _queue(transmitter, "fine")
+
+    poller.poll_once()
+    poller.poll_once()
+
+    assert transmitter.poll_requests[1]["setErrs"]["flood"]["err"] == "invalid_request"
+    assert transmitter.poll_requests[1]["ack"] == ["fine"]
+    assert [e.subject() for e in sink.events] == ["user-1"]
+
+
 @pytest.mark.parametrize("status", [429, 503])
 def test_retry_after_seconds_is_honoured(
     status: int, poller: Poller, transmitter: Transmitter

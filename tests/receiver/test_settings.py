@@ -25,6 +25,7 @@ def test_from_env_reads_every_source() -> None:
             f"{P}WATERMARK_ON_RISK_INCREASE": "false",
             f"{P}UNBLOCK_ON_ACCOUNT_ENABLED": "false",
             f"{P}EMAIL_IGNORES_CASE": "true",
+            f"{P}MAX_ALIASES": "8",
         }
     )
 
@@ -43,6 +44,7 @@ def test_from_env_reads_every_source() -> None:
     assert settings.mapping.watermark_on_risk_increase is False
     assert settings.mapping.unblock_on_account_enabled is False
     assert settings.mapping.email_ignores_case is True
+    assert settings.max_aliases == 8
 
 
 def test_empty_environment_configures_no_source() -> None:
@@ -62,11 +64,19 @@ def test_empty_environment_configures_no_source() -> None:
         ({f"{P}POLL_URL": "https://tx/poll"}, "transmitter"),
         ({f"{P}LOGOUT_ISSUER": "https://op"}, f"{P}LOGOUT_"),
         ({f"{P}EMAIL_IS_SUBJECT": "maybe"}, f"{P}EMAIL_IS_SUBJECT"),
+        ({f"{P}MAX_ALIASES": "0"}, f"{P}MAX_ALIASES must be >= 1, got 0"),
+        ({f"{P}MAX_ALIASES": "many"}, f"{P}MAX_ALIASES"),
     ],
 )
 def test_bad_environment_names_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(SettingsError, match=named):
         ReceiverSettings.from_env(environ=env)
+
+
+def test_alias_bound_defaults_to_32_and_must_be_positive() -> None:
+    assert ReceiverSettings.from_env(environ={}).max_aliases == 32
+    with pytest.raises(SettingsError, match="max_aliases"):
+        ReceiverSettings(max_aliases=0)
 
 
 def test_push_tokens_never_appear_in_repr() -> None:

@@ -99,6 +99,38 @@ def test_deeply_nested_aliases_are_refused() -> None:
         resolve_subject(identifier, email_is_subject=False)
 
 
+def _aliases(count: int) -> dict[str, Any]:
+    return {
+        "format": "aliases",
+        "identifiers": [{"format": "opaque", "id": f"u{i}"} for i in range(count)],
+    }
+
+
+def test_aliases_up_to_the_bound_are_all_named() -> None:
+    subject = resolve_subject(_aliases(4), email_is_subject=False, max_aliases=4)
+
+    assert (subject.sub, subject.also) == ("u0", ("u1", "u2", "u3"))
+
+
+def test_aliases_over_the_bound_are_refused_not_cut_short() -> None:
+    with pytest.raises(SetRejected, match="more aliases") as caught:
+        resolve_subject(_aliases(5), email_is_subject=False, max_aliases=4)
+
+    assert caught.value.code == "invalid_request"
+
+
+def test_alias_bound_counts_every_aliases_list_of_the_subject() -> None:
+    # Nesting must not multiply the bound: complex members and aliases inside aliases share it.
+    identifier = {
+        "format": "complex",
+        "user": {"format": "aliases", "identifiers": [_aliases(2), _aliases(2)]},
+    }
+
+    with pytest.raises(SetRejected, match="more aliases"):
+        resolve_subject(identifier, email_is_subject=False, max_aliases=5)
+    assert resolve_subject(identifier, email_is_subject=False, max_aliases=6).sub == "u0"
+
+
 @pytest.mark.parametrize(
     ("address", "also", "folded"),
     [
