@@ -5,6 +5,12 @@ than ``max_age`` and on an unknown ``kid`` (key rotation), but never more than o
 ``min_refresh_interval``: a stream of tokens with made-up ``kid`` values cannot turn the
 receiver into a load generator against the transmitter. Concurrent callers share one fetch;
 no lock is held during I/O.
+
+A failed fetch keeps the last good keys. So does a key set with no usable signing key
+(``{"keys": []}``, or only encryption, symmetric or malformed keys), far more often a broken key server
+than a deliberate withdrawal, which would otherwise make every SET fail until the next
+refresh; but only for ``max_age`` after the first such answer, the longest any removed key
+stays trusted. After that tokens are "retry later", never refused, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -33,7 +39,10 @@ _KTY_FOR_ALG_PREFIX = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 
 class KeySource:
     """Keys of ``issuer``: from ``jwks_uri`` if given, else from the ``jwks_uri`` member of the
-    JSON document at ``metadata_url`` (whose ``issuer`` must equal ``issuer``)."""
+    JSON document at ``metadata_url`` (whose ``issuer`` must equal ``issuer``).
+
+    ``on_refresh_failure`` is called, outside the lock, after each failed refresh with why:
+    ``"unavailable"`` (no answer, or not a key set) or ``"no_usable_key"``."""
 
     def __init__(
         self,
@@ -47,6 +56,7 @@ class KeySource:
         wait_timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        on_refresh_failure: Callable[[str], object] | None = None,
     ) -> None:
         if metadata_url is None and jwks_uri is None:
             raise ValueError("need metadata_url or jwks_uri")
@@ -67,6 +77,9 @@ class KeySource:
         self._last_attempt: float | None = None
         self._in_flight: threading.Event | None = None
         self._last_error = ""
+        self._unusable_since: float | None = None
+        """When a key set without a usable key first replaced a good one (monotonic)."""
+        self._on_refresh_failure = on_refresh_failure
 
     @property
     def metadata(self) -> Mapping[str, Any]:
@@ -99,6 +112,12 @@ class KeySource:
             found = _lookup(keys, kid)
         if keys is None:
             raise DeliveryUnavailable(f"no keys for {self._issuer!r} could be loaded")
+        since = self._unusable_since
+        if since is not None and self._clock() - since > self._max_age:
+            raise DeliveryUnavailable(
+                f"{self._issuer!r} has published no usable key for over {self._max_age:g}s; "
+                "its earlier keys are no longer trusted"
+            )
         if not found:
             iat = None if issued_at is None else issued_at()
             if iat is not None and iat > self._fetched_wall:
@@ -138,22 +157,36 @@ class KeySource:
         if waiting is not None:
             waiting.wait(self._wait_timeout)
             return self._keys is not None
+        failure: tuple[str, str] | None = None
         try:
             metadata, keys = self._fetch()
         except DeliveryUnavailable as exc:
-            log.warning("key refresh for %s failed: %s", self._issuer, exc)
-            self._last_error = str(exc)
-            ok = False
+            failure = ("unavailable", str(exc))
         else:
+            usable = any(_usable(k) for same_kid in keys.values() for k in same_kid)
             with self._lock:
-                self._metadata, self._keys, self._fetched_at = metadata, keys, self._clock()
-                self._fetched_wall = self._wall_clock()
-            ok = True
+                self._metadata = metadata
+                if usable:
+                    self._keys, self._fetched_at = keys, self._clock()
+                    self._fetched_wall = self._wall_clock()
+                    self._unusable_since = None
+                else:
+                    if self._unusable_since is None and self._keys is not None:
+                        self._unusable_since = self._clock()
+                    failure = ("no_usable_key", "the key set has no usable signing key")
         finally:
             with self._lock:
                 self._in_flight = None
             done.set()
-        return ok
+        if failure is None:
+            return True
+        reason, message = failure
+        kept = "keeping the last good keys" if self._keys is not None else "no keys yet"
+        log.warning("key refresh for %s failed (%s): %s", self._issuer, kept, message)
+        self._last_error = message
+        if self._on_refresh_failure is not None:
+            self._on_refresh_failure(reason)
+        return False
 
     def _fetch(self) -> tuple[Mapping[str, Any], dict[str, list[dict[str, Any]]]]:
         metadata: Mapping[str, Any] = {}
@@ -221,8 +254,17 @@ def _lookup(keys: dict[str, list[dict[str, Any]]] | None, kid: str | None) -> li
     return keys.get(kid, [])
 
 
-def _bind(jwk: Mapping[str, Any], alg: str) -> PyJWK:
-    """Bind a JWK to the token's algorithm, refusing every mismatch (alg confusion)."""
+def _usable(jwk: Mapping[str, Any]) -> bool:
+    """Could this key verify some token (the token's ``alg`` aside)?"""
+    try:
+        _check_signing_key(jwk)
+        PyJWK(dict(jwk))
+    except (SetRejected, PyJWTError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
+def _check_signing_key(jwk: Mapping[str, Any]) -> None:
     kty = jwk.get("kty")
     if kty not in {"RSA", "EC", "OKP"}:
         raise SetRejected("invalid_key", f"key type {str(kty)[:16]!r} is not accepted")
@@ -233,6 +275,12 @@ def _bind(jwk: Mapping[str, Any], alg: str) -> PyJWK:
         # RFC 7517 4.2/4.3: a key set aside for encryption (or only for signing, which a
         # public key cannot do) is not used to verify, whichever member says so.
         raise SetRejected("invalid_key", "key is not a signing key")
+
+
+def _bind(jwk: Mapping[str, Any], alg: str) -> PyJWK:
+    """Bind a JWK to the token's algorithm, refusing every mismatch (alg confusion)."""
+    _check_signing_key(jwk)
+    kty = jwk.get("kty")
     if "alg" in jwk and jwk["alg"] != alg:
         raise SetRejected("invalid_key", f"key is for {str(jwk['alg'])[:16]}, token uses {alg}")
     if _KTY_FOR_ALG_PREFIX.get(alg[:2]) != kty:

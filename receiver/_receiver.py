@@ -116,7 +116,12 @@ class Receiver:
         self._logout_keys: KeySource | None = None
         self._logout_verifier: LogoutVerifier | None = None
 
-        def key_source(issuer: str, metadata_url: str, jwks_uri: str | None) -> KeySource:
+        def key_source(
+            source: str, issuer: str, metadata_url: str, jwks_uri: str | None
+        ) -> KeySource:
+            def failed(reason: str) -> None:
+                self.metrics.count_key_refresh_failure(source, reason)
+
             return KeySource(
                 issuer=issuer,
                 metadata_url=metadata_url,
@@ -127,10 +132,11 @@ class Receiver:
                 wait_timeout=settings.http_timeout,
                 clock=monotonic,
                 wall_clock=lambda: clock().timestamp(),
+                on_refresh_failure=failed,
             )
 
         if (t := settings.transmitter) is not None:
-            self._set_keys = key_source(t.issuer, t.metadata_url, t.jwks_uri)
+            self._set_keys = key_source("set", t.issuer, t.metadata_url, t.jwks_uri)
             self._set_verifier = SetVerifier(
                 settings=t,
                 keys=self._set_keys,
@@ -141,7 +147,7 @@ class Receiver:
                 max_age=settings.dedupe_retention - settings.leeway,
             )
         if (lo := settings.logout) is not None:
-            self._logout_keys = key_source(lo.issuer, lo.metadata_url, lo.jwks_uri)
+            self._logout_keys = key_source("logout", lo.issuer, lo.metadata_url, lo.jwks_uri)
             self._logout_verifier = LogoutVerifier(
                 settings=lo,
                 keys=self._logout_keys,

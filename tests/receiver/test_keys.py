@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 from joserfc.jwk import ECKey, RSAKey
+from starlette.testclient import TestClient
 
-from receiver import DeliveryUnavailable, SetRejected
+from receiver import DeliveryUnavailable, Receiver, SetRejected
 from receiver._keys import KeySource
 from tests.receiver._support import RISC, TRANSMITTER, FakeClock, Key, Transmitter
+from tests.receiver.conftest import Push
 
 METADATA = "https://tx.example.com/.well-known/ssf-configuration/ssf"
+# Beside a key under test, so the set has a usable key (a set without one is kept out).
+USABLE = ECKey.generate_key("P-256", parameters={"kid": "usable"}).as_dict(private=False)
 
 
 def _source(transmitter: Transmitter, clock: FakeClock, http: httpx.Client) -> KeySource:
@@ -117,7 +123,7 @@ def test_key_whose_key_ops_do_not_include_verify_is_not_used_to_verify(
 ) -> None:
     # The use member was checked but key_ops, its RFC 7517 counterpart, was ignored.
     key = ECKey.generate_key("P-256", parameters={"kid": "ops"}).as_dict(private=False)
-    jwks = {"keys": [{**key, "key_ops": ops}]}
+    jwks = {"keys": [{**key, "key_ops": ops}, USABLE]}
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json=jwks)
@@ -143,7 +149,7 @@ def test_key_whose_key_ops_include_verify_is_used(clock: FakeClock) -> None:
 
 
 def test_symmetric_key_in_the_jwks_is_never_used(clock: FakeClock) -> None:
-    jwks = {"keys": [{"kty": "oct", "kid": "h", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}
+    jwks = {"keys": [{"kty": "oct", "kid": "h", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}, USABLE]}
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json=jwks)
@@ -329,3 +335,117 @@ def test_kidless_set_is_refused_when_the_jwks_has_two_kidless_keys(clock: FakeCl
             keys.keys(None, "ES256")
 
     assert caught.value.code == "invalid_key"
+
+
+class _Switchable:
+    """A JWK set endpoint whose answer the test replaces."""
+
+    def __init__(self, jwks: dict[str, Any]) -> None:
+        self.jwks = jwks
+        self.failures: list[str] = []
+
+    def source(self, http: httpx.Client, clock: FakeClock) -> KeySource:
+        return KeySource(
+            issuer=TRANSMITTER,
+            metadata_url=None,
+            jwks_uri="https://tx.example.com/jwks",
+            client=http,
+            max_age=3600,
+            min_refresh_interval=30,
+            clock=clock.monotonic,
+            on_refresh_failure=self.failures.append,
+        )
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(
+            transport=httpx.MockTransport(lambda request: httpx.Response(200, json=self.jwks))
+        )
+
+
+GOOD = ECKey.generate_key("P-256", parameters={"kid": "ec-1"})
+UNUSABLE_SETS = {
+    "empty": {"keys": []},
+    "only unusable keys": {
+        "keys": [
+            {"kty": "oct", "kid": "h", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"},
+            {**ECKey.generate_key("P-256").as_dict(private=False), "kid": "e", "use": "enc"},
+            {"kty": "RSA", "kid": "broken", "e": "AQAB"},  # no modulus
+            "not a key",
+        ]
+    },
+}
+
+
+@pytest.mark.parametrize("unusable", UNUSABLE_SETS.values(), ids=UNUSABLE_SETS.keys())
+def test_key_set_without_a_usable_key_keeps_the_last_good_keys_warns_and_counts(
+    unusable: dict[str, Any], clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The whole set used to be replaced: every SET then failed (invalid_key, a permanent
+    # refusal the transmitter does not retry) until the key server was fixed.
+    endpoint = _Switchable({"keys": [GOOD.as_dict(private=False)]})
+    with endpoint.client() as http:
+        keys = endpoint.source(http, clock)
+        keys.keys("ec-1", "ES256")
+        endpoint.jwks = unusable
+        clock.advance(3601)
+
+        with caplog.at_level(logging.WARNING, logger="receiver.keys"):
+            (key,) = keys.keys("ec-1", "ES256")
+
+    assert key.key_id == "ec-1"
+    assert endpoint.failures == ["no_usable_key"]
+    assert "keeping the last good keys" in caplog.text
+
+
+def test_last_good_keys_are_trusted_only_max_age_after_the_key_set_emptied(
+    clock: FakeClock,
+) -> None:
+    endpoint = _Switchable({"keys": [GOOD.as_dict(private=False)]})
+    with endpoint.client() as http:
+        keys = endpoint.source(http, clock)
+        keys.keys("ec-1", "ES256")
+        endpoint.jwks = {"keys": []}
+        clock.advance(3601)
+        keys.keys("ec-1", "ES256")  # the first empty answer: still trusted
+        clock.advance(3600)
+        keys.keys("ec-1", "ES256")
+        clock.advance(1)
+
+        # Withdrawn keys are "retry later", never a refusal: the SET is not lost.
+        with pytest.raises(DeliveryUnavailable, match="no usable key for over 3600s"):
+            keys.keys("ec-1", "ES256")
+        endpoint.jwks = {"keys": [GOOD.as_dict(private=False)]}
+        clock.advance(31)
+        assert keys.keys("ec-1", "ES256")[0].key_id == "ec-1"
+
+
+def test_key_set_without_a_usable_key_at_startup_is_transient_not_invalid_key(
+    clock: FakeClock,
+) -> None:
+    endpoint = _Switchable({"keys": []})
+    with endpoint.client() as http:
+        keys = endpoint.source(http, clock)
+        with pytest.raises(DeliveryUnavailable, match="no usable signing key"):
+            keys.refresh()
+        with pytest.raises(DeliveryUnavailable):
+            keys.keys("ec-1", "ES256")
+
+    assert endpoint.failures == ["no_usable_key"]
+
+
+def test_set_pushed_while_the_key_set_is_empty_is_published_and_the_failure_counted(
+    transmitter: Transmitter, clock: FakeClock, receiver: Receiver, client: TestClient
+) -> None:
+    transmitter.published_kids.clear()  # the key endpoint now answers {"keys": []}
+    clock.advance(3601)  # our copy is due for a refresh
+
+    response = Push(client)(
+        transmitter.set(f"{RISC}account-disabled", sub_id={"format": "opaque", "id": "u"})
+    )
+
+    assert response.status_code == 202
+    metrics = client.get("/metrics").text
+    assert (
+        'revocast_receiver_key_refresh_failures_total{source="set",reason="no_usable_key"} 1'
+        in metrics
+    )
