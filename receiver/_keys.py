@@ -7,10 +7,10 @@ receiver into a load generator against the transmitter. Concurrent callers share
 no lock is held during I/O.
 
 A failed fetch keeps the last good keys. So does a key set with no usable signing key
-(``{"keys": []}``, or only encryption, symmetric or malformed keys), far more often a broken key server
-than a deliberate withdrawal, which would otherwise make every SET fail until the next
-refresh; but only for ``max_age`` after the first such answer, the longest any removed key
-stays trusted. After that tokens are "retry later", never refused, so nothing is lost.
+(``{"keys": []}``, or only encryption, symmetric or malformed keys), far more often a broken
+key server than a deliberate withdrawal, which would otherwise make every SET fail until the
+next refresh; but only for ``max_age`` after the first such answer, the longest any removed
+key stays trusted. After that tokens are "retry later", never refused, so nothing is lost.
 """
 
 from __future__ import annotations
