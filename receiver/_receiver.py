@@ -22,7 +22,7 @@ from receiver._mapping import SSF, Skipped, events_of, lifts_a_block, map_logout
 from receiver._metrics import Metrics
 from receiver._settings import ReceiverSettings
 from receiver._sink import EventSink
-from receiver._subjects import resolve_subject
+from receiver._subjects import resolve_subject, subject_shape
 from receiver._tokens import LogoutVerifier, SetVerifier
 from revocation_events import BaseEvent
 
@@ -253,6 +253,22 @@ class Receiver:
                 return self._publish(verified.jti, kind, mapped)
 
             return self._once(namespace, verified.jti, kind, stream_updated)
+        if isinstance(mapped, Skipped) and mapped.why == "no_usable_subject":
+            shape = subject_shape(verified.subject)
+
+            def unnameable() -> _Done:
+                # Acknowledged (redelivery could not help), but the transmitter now believes
+                # something was revoked: say so once, with the subject's shape, not its values.
+                log.warning(
+                    "SET %r (%s) names no user, session or token a rule can name (%s): "
+                    "acknowledged, nothing published",
+                    verified.jti,
+                    kind[:128],
+                    shape,
+                )
+                return self._publish(verified.jti, kind, mapped)
+
+            return self._once(namespace, verified.jti, kind, unnameable)
         return self._deliver(namespace, verified.jti, kind, mapped)
 
     def _verification(self, state: object) -> _Done:

@@ -25,7 +25,7 @@ from typing import Any
 from receiver._errors import SetRejected
 from receiver._settings import DEFAULT_MAX_ALIASES
 
-__all__ = ["Subject", "email_subject", "resolve_subject"]
+__all__ = ["Subject", "email_subject", "resolve_subject", "subject_shape"]
 
 _MAX = 256
 _COMPLEX_MEMBERS = ("user", "session", "device", "application", "tenant", "org_unit", "group")
@@ -157,6 +157,29 @@ class _Walk:
         if not isinstance(fmt, str):
             raise SetRejected("invalid_request", "subject identifier has no format")
         return Subject()
+
+
+def subject_shape(identifier: Mapping[str, Any] | None) -> str:
+    """The formats and member names of ``identifier``, never its values (addresses, phone
+    numbers…), to say in a log what a subject was made of: ``complex(device=opaque,tenant=…)``."""
+    return _shape(identifier, depth=0)[:200]
+
+
+def _shape(identifier: object, *, depth: int) -> str:
+    if not isinstance(identifier, Mapping):
+        return "?"
+    fmt = identifier.get("format", identifier.get("subject_type"))
+    name = str(fmt)[:32] if isinstance(fmt, str) else "?"
+    if depth >= 2:
+        return name
+    members = [m for m in _COMPLEX_MEMBERS if m in identifier]
+    if members and fmt in (None, "complex"):
+        inner = ",".join(f"{m}={_shape(identifier[m], depth=depth + 1)}" for m in members)
+        return f"complex({inner})"
+    if fmt == "aliases" and isinstance(identifiers := identifier.get("identifiers"), list):
+        inner = ",".join(_shape(i, depth=depth + 1) for i in identifiers[:8])
+        return f"aliases({inner}{',…' if len(identifiers) > 8 else ''})"
+    return name
 
 
 def _string(identifier: Mapping[str, Any], name: str) -> str:

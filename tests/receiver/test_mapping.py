@@ -3,6 +3,7 @@ the app, reaches the sink as the expected Revocast event."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -520,3 +521,75 @@ def test_email_account_enabled_lifts_the_lowercase_block_when_the_provider_ignor
         settings = replace(settings, dedupe_path=settings.dedupe_path.with_suffix(".2"))
 
     assert blocked == [True, False]
+
+
+DEVICE = {"format": "opaque", "id": "device-secret-42"}
+TENANT = {"format": "opaque", "id": "tenant-acme"}
+WITH_TENANT_OR_DEVICE = {
+    "user and tenant": {"format": "complex", "user": USER, "tenant": TENANT},
+    "user and device": {"format": "complex", "user": USER, "device": DEVICE},
+    "user, session, device and tenant": {
+        "format": "complex",
+        "user": USER,
+        "session": {"format": "opaque", "id": "sid-9"},
+        "device": DEVICE,
+        "tenant": TENANT,
+    },
+    "draft style, no format": {"user": USER, "device": DEVICE, "tenant": TENANT},
+}
+
+
+@pytest.mark.parametrize("sub_id", WITH_TENANT_OR_DEVICE.values(), ids=WITH_TENANT_OR_DEVICE.keys())
+@pytest.mark.parametrize(
+    ("event_type", "expected"),
+    [
+        (f"{CAEP}credential-change", "subject.tokens_revoked"),
+        (f"{RISC}account-disabled", "subject.blocked"),
+    ],
+)
+def test_complex_subject_naming_a_user_with_a_tenant_or_device_revokes_the_user(
+    event_type: str,
+    expected: str,
+    sub_id: dict[str, Any],
+    push: Push,
+    transmitter: Transmitter,
+    sink: RecordingSink,
+) -> None:
+    # A Revocast sub is not scoped to a tenant or device: the user's rule covers them (and
+    # more), the fail-safe reading.
+    assert push(transmitter.set(event_type, {}, sub_id=sub_id)).status_code == 202
+
+    assert [(_type(e), e.subject()) for e in sink.events] == [(expected, "user-1")]
+
+
+@pytest.mark.parametrize(
+    "sub_id",
+    [
+        {"format": "complex", "device": DEVICE},
+        {"format": "complex", "tenant": TENANT},
+        {"device": DEVICE, "tenant": TENANT},
+    ],
+    ids=["device", "tenant", "draft device and tenant"],
+)
+def test_complex_subject_naming_only_a_device_or_tenant_is_acknowledged_counted_and_logged(
+    sub_id: dict[str, Any],
+    push: Push,
+    transmitter: Transmitter,
+    sink: RecordingSink,
+    receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    token = transmitter.set(f"{CAEP}credential-change", {}, sub_id=sub_id, jti="dev-only")
+
+    with caplog.at_level(logging.WARNING, logger="receiver"):
+        assert push(token).status_code == 202
+        assert push(token).status_code == 202  # a redelivery is not logged again
+
+    assert sink.events == []
+    counted = receiver.metrics.snapshot()
+    assert counted[(f"{CAEP}credential-change", "ignored:no_usable_subject")] == 1
+    (record,) = [r for r in caplog.records if "names no user" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert "'dev-only'" in record.getMessage()
+    assert "complex(" in record.getMessage()
+    assert "device-secret-42" not in caplog.text  # shapes, never identifier values

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from receiver import SetRejected
-from receiver._subjects import Subject, resolve_subject
+from receiver._subjects import Subject, resolve_subject, subject_shape
 
 IDP = "https://idp.example.com"
 
@@ -157,3 +157,15 @@ def test_email_spelling_longer_than_an_event_allows_is_left_out() -> None:
     subject = resolve_subject({"format": "email", "email": address}, email_is_subject=True)
 
     assert (subject.sub, subject.folded) == (address, ())
+
+
+def test_subject_shape_names_formats_and_members_never_values() -> None:
+    identifier = {
+        "format": "complex",
+        "user": {"format": "email", "email": "alice@example.com"},
+        "device": {"format": "aliases", "identifiers": [{"format": "opaque", "id": "d-1"}]},
+    }
+
+    shape = subject_shape(identifier)
+
+    assert shape == "complex(user=email,device=aliases(opaque))"
