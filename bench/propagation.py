@@ -71,6 +71,7 @@ __all__ = [
     "Published",
     "check_applied",
     "format_row",
+    "phase_count",
     "publish_paced",
     "run",
     "summarise",
@@ -86,6 +87,9 @@ _ACK_BUDGET = 0.1
 """Seconds of ack latency the publishing pool absorbs at full rate (acks reach 30-50 ms when
 10-20 consumer processes share 2 cores with the broker)."""
 _MAX_PUBLISHERS = 256
+MIN_SAMPLES = 200
+"""Samples (revocations x processes) a phase collects at least, so that its p99 is not just
+its maximum: at 10/s for 5 s one process yields 50, and nearest-rank p99 of 50 is the max."""
 
 
 @dataclass(frozen=True)
@@ -356,6 +360,12 @@ def check_applied(rows: Sequence[PropagationRow]) -> None:
         )
 
 
+def phase_count(rate: int, seconds: float, processes: int, min_samples: int) -> int:
+    """Revocations a phase publishes: ``rate x seconds``, or more (a longer phase at the same
+    rate) until ``processes`` consumers yield at least ``min_samples`` latencies."""
+    return max(1, round(rate * seconds), math.ceil(min_samples / processes))
+
+
 def run(
     bootstrap: str,
     processes: Sequence[int],
@@ -363,11 +373,13 @@ def run(
     seconds: float,
     rows: list[PropagationRow],
     gc_freeze_at: Sequence[int] = (),
+    min_samples: int = MIN_SAMPLES,
 ) -> None:
     """Every N in ``processes`` with the SDK's defaults, then every N in ``gc_freeze_at``
     again with ``gc_freeze_when_ready=True`` in each consumer. Appends a row to ``rows`` as
     each phase is measured (earlier rows survive a failure); raises at the end if a
-    revocation was never applied (:func:`check_applied`)."""
+    revocation was never applied (:func:`check_applied`). A phase lasts ``seconds``, longer
+    at low rates and few processes, to collect ``min_samples`` (:func:`phase_count`)."""
     first = len(rows)
     runs = [(n, False) for n in processes] + [(n, True) for n in gc_freeze_at]
     for n, gc_freeze in runs:
@@ -383,7 +395,7 @@ def run(
                 with Publisher(publisher_settings) as publisher:
                     _phase(consumers, publisher, f"warm{n}", 3, 10)  # connections, metadata
                     for rate in rates:
-                        count = max(1, round(rate * seconds))
+                        count = phase_count(rate, seconds, n, min_samples)
                         prefix = f"n{n}r{rate}" + ("f" if gc_freeze else "")
                         row = _phase(consumers, publisher, prefix, count, rate)
                         rows.append(replace(row, gc_freeze=gc_freeze))

@@ -8,7 +8,14 @@ from dataclasses import replace
 
 import pytest
 
-from bench.propagation import Published, check_applied, summarise, tail_shared
+from bench.propagation import (
+    MIN_SAMPLES,
+    Published,
+    check_applied,
+    phase_count,
+    summarise,
+    tail_shared,
+)
 from bench.report import worst_window_ms
 from tests.bench._results import results
 
@@ -68,3 +75,20 @@ def test_a_phase_with_a_revocation_never_applied_fails_the_run() -> None:
     check_applied([row])
     with pytest.raises(RuntimeError, match=r"N=1 10/s: 1 of 31"):
         check_applied([row, replace(row, missing=1)])
+
+
+def test_a_low_rate_phase_with_one_process_runs_longer_to_collect_min_samples() -> None:
+    # N=1 at 10/s for 5 s gave 50 samples: nearest-rank p99 of 50 is the maximum.
+    assert phase_count(10, 5.0, processes=1, min_samples=MIN_SAMPLES) == 200
+    assert phase_count(10, 5.0, processes=5, min_samples=MIN_SAMPLES) == 50  # 250 samples
+
+
+def test_every_phase_of_the_full_run_collects_at_least_min_samples_and_fast_ones_keep_theirs() -> (
+    None
+):
+    for n in (1, 5, 10, 20):
+        for rate in (10, 100, 1000):
+            count = phase_count(rate, 5.0, processes=n, min_samples=MIN_SAMPLES)
+            assert count * n >= MIN_SAMPLES
+            assert count == max(rate * 5, math.ceil(MIN_SAMPLES / n))
+    assert phase_count(1000, 5.0, processes=1, min_samples=MIN_SAMPLES) == 5000
