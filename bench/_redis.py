@@ -12,10 +12,11 @@ from collections.abc import Iterator
 
 import redis
 
-__all__ = ["redis_server"]
+__all__ = ["free_port", "redis_server"]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port free at the time of the call."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -29,7 +30,7 @@ def redis_server(timeout: float = 20.0) -> Iterator[redis.Redis]:
     if binary is None:
         raise RuntimeError("redis-server not found on PATH (apt-get install -y redis-server)")
     with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp:
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             [
                 binary,

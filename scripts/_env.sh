@@ -56,6 +56,15 @@ need_redis() {
     || echo "revocast: redis-server not found; the benchmark's Redis comparison will say so" >&2
 }
 
+need_postgres() {
+  # The request-path benchmark compares against a real per-request PostgreSQL lookup. Debian
+  # puts initdb and postgres under /usr/lib/postgresql/<version>/bin, off PATH.
+  command -v initdb >/dev/null && return 0
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && return 0
+  apt_install "for the benchmarks" postgresql \
+    || echo "revocast: PostgreSQL not found; the benchmark's PostgreSQL comparison will say so" >&2
+}
+
 file_hash() {
   if command -v sha256sum >/dev/null; then sha256sum "$1"; else shasum -a 256 "$1"; fi | cut -d' ' -f1
 }
