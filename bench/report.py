@@ -132,7 +132,7 @@ def machine_info(command: str) -> Machine:
     except OSError:
         pass
     versions = {}
-    for dist in ("kafka-python", "PyJWT", "cryptography", "pydantic", "redis"):
+    for dist in ("kafka-python", "PyJWT", "cryptography", "pydantic", "redis", "psycopg"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -263,6 +263,7 @@ def summary(res: Results) -> list[tuple[str, str, str, str]]:
                 _mark(cheaper >= 100),
             )
         )
+        out.append(_postgres_summary(res.request_path))
     if res.throughput is not None:
         t = res.throughput
         out.append(
@@ -312,6 +313,25 @@ def summary(res: Results) -> list[tuple[str, str, str, str]]:
             )
         )
     return out
+
+
+def _postgres_summary(rows: list[RequestRow]) -> tuple[str, str, str, str]:
+    what = "PostgreSQL lookup added / Revocast added, both direct (worst cell)"
+    measured = [r.postgres_vs_revocast for r in rows if not math.isnan(r.postgres_direct_us)]
+    if not measured:
+        note = next((r.postgres_note for r in rows if r.postgres_note), "no figure")
+        return (what, f"not measured: {note}", "-", "-")
+    added = [r.postgres_direct_us for r in rows if not math.isnan(r.postgres_direct_us)]
+    return (
+        what,
+        f"{min(measured):,.0f}x (+{min(added):.0f}-{max(added):.0f} µs per request)",
+        "-",
+        "-",
+    )
+
+
+def _us(value: float, fmt: str) -> str:
+    return "n/a" if math.isnan(value) else format(value, fmt)
 
 
 # -- markdown and plots --------------------------------------------------------------------------
@@ -373,12 +393,13 @@ def _plots(res: Results, out: Path) -> list[str]:
             ("Revocast, cached hit", "cached_us"),
             ("+ SQLite lookup", "sqlite_us"),
             ("+ Redis EXISTS", "redis_us"),
+            ("+ PostgreSQL lookup", "postgres_us"),
         ]
-        width = 0.16
+        width = 0.14
         for k, (label, attr) in enumerate(variants):
             ax.bar(
-                [x + (k - 2) * width for x in range(len(rows))],
-                [getattr(r, attr) for r in rows],
+                [x + (k - 2.5) * width for x in range(len(rows))],
+                [0.0 if math.isnan(getattr(r, attr)) else getattr(r, attr) for r in rows],
                 width,
                 label=label,
             )
@@ -417,6 +438,11 @@ def _plots(res: Results, out: Path) -> list[str]:
         plt.close(fig)
         names.append("bench-bootstrap.png")
     return names
+
+
+def _postgres_missing(rows: list[RequestRow]) -> list[str]:
+    note = next((r.postgres_note for r in rows if r.postgres_note), "")
+    return [f"PostgreSQL columns not measured in this run: {note}.", ""] if note else []
 
 
 def write_report(res: Results, out: Path) -> Path:
@@ -605,8 +631,12 @@ def write_report(res: Results, out: Path) -> Path:
             "verified once (time claims, status and revocation still checked; signature and "
             "decoding skipped). The Redis `EXISTS` is also measured directly (stubbed decode "
             "+ `EXISTS`, minus the stub), and the last column divides the two direct figures. "
-            "The state holds revoked jtis only.",
+            "The state holds revoked jtis only. PostgreSQL: a server the bench starts on "
+            "loopback, the same jtis in an indexed table, a prepared `SELECT 1 ... WHERE jti = "
+            '$1` per request over one persistent TCP connection (the "tokens log"), timed '
+            "end to end and directly as Redis is.",
             "",
+            *_postgres_missing(res.request_path),
             _table(
                 [
                     "alg",
@@ -624,7 +654,11 @@ def write_report(res: Results, out: Path) -> Path:
                     "added, direct",
                     "+ SQLite",
                     "added",
+                    "+ PostgreSQL",
+                    "added",
+                    "added, direct",
                     "Redis added / Revocast added (both direct)",
+                    "PostgreSQL added / Revocast added (both direct)",
                 ],
                 [
                     [
@@ -643,7 +677,12 @@ def write_report(res: Results, out: Path) -> Path:
                         f"{r.redis_direct_us:+.1f}",
                         f"{r.sqlite_us:.1f}",
                         f"{r.sqlite_added_us:+.1f}",
+                        _us(r.postgres_us, ".1f"),
+                        _us(r.postgres_added_us, "+.1f"),
+                        _us(r.postgres_direct_us, "+.1f"),
                         f"{r.redis_vs_revocast:,.0f}x",
+                        _us(r.postgres_vs_revocast, ",.0f")
+                        + ("" if math.isnan(r.postgres_vs_revocast) else "x"),
                     ]
                     for r in res.request_path
                 ],

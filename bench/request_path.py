@@ -1,4 +1,5 @@
-"""Request-path cost per verification: bare PyJWT vs + Revocast vs + Redis ``EXISTS`` vs + SQLite.
+"""Request-path cost per verification: bare PyJWT vs + Revocast vs + Redis ``EXISTS`` vs + SQLite
+vs + PostgreSQL.
 
 Every variant decodes the same token with the same key object, measured interleaved (one round
 of each variant, repeated, in alternating order) so the machine's noise falls on all of them
@@ -28,11 +29,16 @@ still checked; the signature check skipped).
 The alternatives hold as many revoked jtis as the state: Redis one key per jti (``EXISTS``
 over a loopback TCP connection), SQLite an indexed table of revoked jtis in a file in a temp
 dir (the "tokens log" approach; ``SELECT 1 ... WHERE jti = ?``). The state holds revoked jtis
-only (no subject, session or key rules).
+only (no subject, session or key rules). PostgreSQL (a throwaway server this module starts,
+:mod:`bench._postgres`) holds the same jtis in an indexed table, looked up with a prepared
+``SELECT 1 ... WHERE jti = $1`` over one persistent loopback TCP connection, end to end and
+directly as Redis is. Where PostgreSQL cannot be started its cells are NaN and
+``postgres_note`` says why; the run goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sqlite3
 import statistics
@@ -51,6 +57,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from bench._common import SECRET, fill, median_us, settings
+from bench._postgres import PostgresUnavailableError, RevokedJtis, postgres_server
 from consumer_sdk import ConsumerSettings, Revocast
 from consumer_sdk.testing import InMemorySource
 
@@ -78,6 +85,13 @@ class RequestRow:
     """Median ``verify`` of an already-cached token (``verify_cache_size`` set)."""
     redis_direct_us: float = 0.0
     """The Redis ``EXISTS`` measured the direct way (stubbed decode + EXISTS, minus stub)."""
+    postgres_us: float = float("nan")
+    """Median bare decode + PostgreSQL lookup; NaN when PostgreSQL was not available."""
+    postgres_best_us: float = float("nan")
+    postgres_direct_us: float = float("nan")
+    """The PostgreSQL lookup measured the direct way, as :attr:`redis_direct_us`."""
+    postgres_note: str = ""
+    """Why the PostgreSQL cells are empty (it could not be found or started)."""
 
     @property
     def revocast_added_us(self) -> float:
@@ -101,6 +115,15 @@ class RequestRow:
     @property
     def sqlite_added_us(self) -> float:
         return self.best[3] - self.best[0]
+
+    @property
+    def postgres_added_us(self) -> float:
+        return self.postgres_best_us - self.best[0]
+
+    @property
+    def postgres_vs_revocast(self) -> float:
+        """As :attr:`redis_vs_revocast`, for the PostgreSQL lookup (NaN without it)."""
+        return self.postgres_direct_us / max(self.direct_us, self.check_us, 1e-3)
 
     @property
     def ratio(self) -> float:
@@ -200,6 +223,25 @@ def _fill_sqlite(db: sqlite3.Connection, start: int, stop: int) -> None:
 def run(redis_client: redis.Redis, sizes: Sequence[int], quick: bool) -> list[RequestRow]:
     now = int(time.time())
     algs = [_Alg(a, now) for a in ALGORITHMS]
+    with contextlib.ExitStack() as stack:
+        pg: RevokedJtis | None = None
+        note = ""
+        try:
+            pg = RevokedJtis(stack.enter_context(postgres_server()))
+        except PostgresUnavailableError as exc:
+            note = str(exc)
+            print(f"PostgreSQL column not measured: {note}", flush=True)
+        return _run(redis_client, pg, note, algs, sizes, quick)
+
+
+def _run(
+    redis_client: redis.Redis,
+    pg: RevokedJtis | None,
+    note: str,
+    algs: list[_Alg],
+    sizes: Sequence[int],
+    quick: bool,
+) -> list[RequestRow]:
     rows: list[RequestRow] = []
     with tempfile.TemporaryDirectory(prefix="bench-sqlite-") as tmp:
         db = sqlite3.connect(Path(tmp) / "tokens.sqlite3")
@@ -213,10 +255,13 @@ def run(redis_client: redis.Redis, sizes: Sequence[int], quick: bool) -> list[Re
                     fill(a.rc.state, size - filled, filled)
                 _fill_redis(redis_client, filled, size)
                 _fill_sqlite(db, filled, size)
+                if pg is not None:
+                    pg.fill(filled, size)
                 filled = size
                 gc.collect()
                 for a in algs:
-                    rows.append(_measure(a, size, redis_client, db, quick))
+                    row = _measure(a, size, redis_client, db, pg, quick)
+                    rows.append(replace(row, postgres_note=note))
                     print(format_row(rows[-1]), flush=True)
         finally:
             db.close()
@@ -234,7 +279,12 @@ def _paired_us(fn: Callable[[], object], base: Callable[[], object], number: int
 
 
 def _measure(
-    a: _Alg, size: int, client: redis.Redis, db: sqlite3.Connection, quick: bool
+    a: _Alg,
+    size: int,
+    client: redis.Redis,
+    db: sqlite3.Connection,
+    pg: RevokedJtis | None,
+    quick: bool,
 ) -> RequestRow:
     rc, cached, stubbed, token, bare = a.rc, a.cached, a.stubbed, a.token, a.bare
     query = "SELECT 1 FROM revoked WHERE jti = ?"
@@ -251,6 +301,12 @@ def _measure(
             raise jwt.InvalidTokenError("revoked")
         return claims
 
+    def with_postgres() -> object:
+        claims = bare()["payload"]
+        if pg is not None and pg.is_revoked(claims["jti"]):
+            raise jwt.InvalidTokenError("revoked")
+        return claims
+
     variants: list[Callable[[], object]] = [
         bare,
         lambda: rc.verify(token),
@@ -258,6 +314,8 @@ def _measure(
         with_sqlite,
         lambda: cached.verify(token),
     ]
+    if pg is not None:
+        variants.append(with_postgres)
     for fn in variants:  # warm up; a token revoked somewhere would make this a different test
         for _ in range(50):
             fn()
@@ -277,6 +335,12 @@ def _measure(
             raise jwt.InvalidTokenError("revoked")
         return claims
 
+    def postgres_stubbed() -> object:
+        claims = a.stub_alone()["payload"]
+        if pg is not None and pg.is_revoked(claims["jti"]):
+            raise jwt.InvalidTokenError("revoked")
+        return claims
+
     # Every round times each variant once, in alternating order, then a few back-to-back
     # pairs of the direct measure. Medians are what a request pays on this machine; the
     # end-to-end added cost compares the fastest rounds (other processes only ever add time).
@@ -284,6 +348,7 @@ def _measure(
     direct: list[float] = []
     check: list[float] = []
     redis_direct: list[float] = []
+    postgres_direct: list[float] = []
     for k in range(repeat):
         order = range(len(variants)) if k % 2 == 0 else reversed(range(len(variants)))
         for i in order:
@@ -293,8 +358,11 @@ def _measure(
             check.append(_paired_us(a.stub_check, a.stub_alone, direct_number))
         for _ in range(3):
             redis_direct.append(_paired_us(redis_stubbed, a.stub_alone, 10))
-    bare_m, ours_m, redis_m, sqlite_m, cached_m = (statistics.median(x) for x in samples)
-    bare_b, ours_b, redis_b, sqlite_b, _ = (min(x) for x in samples)
+            if pg is not None:
+                postgres_direct.append(_paired_us(postgres_stubbed, a.stub_alone, 10))
+    bare_m, ours_m, redis_m, sqlite_m, cached_m = (statistics.median(x) for x in samples[:5])
+    bare_b, ours_b, redis_b, sqlite_b, _ = (min(x) for x in samples[:5])
+    nan = float("nan")
     best = (bare_b, ours_b, redis_b, sqlite_b)
     return RequestRow(
         a.alg,
@@ -308,13 +376,17 @@ def _measure(
         direct_us=statistics.median(direct),
         cached_us=cached_m,
         redis_direct_us=statistics.median(redis_direct),
+        postgres_us=statistics.median(samples[5]) if pg is not None else nan,
+        postgres_best_us=min(samples[5]) if pg is not None else nan,
+        postgres_direct_us=statistics.median(postgres_direct) if pg is not None else nan,
     )
 
 
 HEADER = (
     f"{'alg':<6} {'entries':>9} {'bare':>7} {'+Revocast':>9} {'e2e+':>6} {'ratio':>6} "
     f"{'direct+':>7} {'check()':>7} {'cached':>7} | {'+Redis':>7} {'added':>6} {'direct':>6} | "
-    f"{'+SQLite':>7} {'added':>6} | {'Redis/Revocast added':>20}   (µs per verification)"
+    f"{'+SQLite':>7} {'added':>6} | {'+PgSQL':>7} {'added':>6} {'direct':>6} | "
+    f"{'Redis/Revocast added':>20} {'PgSQL/Revocast':>14}   (µs per verification)"
 )
 
 
@@ -324,5 +396,7 @@ def format_row(r: RequestRow) -> str:
         f"{r.revocast_added_us:>+6.2f} {r.ratio:>6.3f} {r.direct_us:>7.2f} {r.check_us:>7.2f} "
         f"{r.cached_us:>7.1f} | {r.redis_us:>7.1f} {r.redis_added_us:>6.1f} "
         f"{r.redis_direct_us:>6.1f} | "
-        f"{r.sqlite_us:>7.1f} {r.sqlite_added_us:>6.1f} | {r.redis_vs_revocast:>19.0f}x"
+        f"{r.sqlite_us:>7.1f} {r.sqlite_added_us:>6.1f} | "
+        f"{r.postgres_us:>7.1f} {r.postgres_added_us:>6.1f} {r.postgres_direct_us:>6.1f} | "
+        f"{r.redis_vs_revocast:>19.0f}x {r.postgres_vs_revocast:>13.0f}x"
     )

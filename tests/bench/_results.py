@@ -57,6 +57,9 @@ def results(*, quick: bool = True) -> Results:
             direct_us=0.9,
             cached_us=2.0,
             redis_direct_us=50.0,
+            postgres_us=130.0,
+            postgres_best_us=120.0,
+            postgres_direct_us=95.0,
         )
     )
     res.throughput = ThroughputResult(
