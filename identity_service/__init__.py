@@ -5,7 +5,8 @@ Copy it as a starting point: short-lived RS256 access tokens (``jti``, ``sid``, 
 hashes, SQLite storage, a JWKS endpoint with key rotation and revocation.
 """
 
-from identity_service._app import RevocationPublisher, create_app
+from identity_service._app import create_app
+from identity_service._outbox import RevocationPublisher
 from identity_service._passwords import (
     OWASP_SCRYPT,
     PasswordHasher,

@@ -1,7 +1,12 @@
 """The reference identity service: login, refresh rotation with reuse detection, logout,
 logout everywhere, password change, permission change, admin block/unblock/delete, JWKS with key
 rotation and key revocation. Every state change that must reach the services is published
-through the Revocast producer before the endpoint answers.
+through the Revocast producer before the endpoint answers, and committed to the store together
+with the revocation it owes (:mod:`identity_service._outbox`): a crash between the commit and
+the publisher's return, or a publisher that raised, leaves the revocation pending in the store,
+published before the restarted app serves or by the retry thread. An endpoint whose commit
+succeeded and whose publication failed answers 503, saying the change is made and its
+revocation is retried.
 
 A refused login gets one answer whatever the reason: an unknown or deleted name, a wrong
 password, a blocked account even with its right password. That answer is 401 ``invalid
@@ -19,9 +24,9 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Protocol
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
 
 import jwt
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
@@ -29,33 +34,22 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from identity_service._body_limit import BodyLimit
 from identity_service._hash_slots import HashSlot, HashSlots, NoHashSlot
 from identity_service._keys import ALGORITHM, KeyRing
+from identity_service._outbox import RevocationOutbox, RevocationPublisher
 from identity_service._passwords import PasswordHasher
+from identity_service._revocations import Pending, Revocation, watermark_after
 from identity_service._settings import IdentitySettings
 from identity_service._store import Store, User
 from identity_service._throttle import Charge, LoginThrottle, TooManyFailures, client_key
 from revocation_events import SettingsError
 
-__all__ = ["RevocationPublisher", "create_app"]
+__all__ = ["RevocationPublisher", "create_app", "watermark_after"]
 
 _log = logging.getLogger("identity_service")
-
-
-class RevocationPublisher(Protocol):
-    """The part of :class:`producer.Publisher` the identity service uses."""
-
-    def revoke_session(self, sid: str, *, sub: str | None = ..., reason: str = ...) -> object: ...
-    def revoke_subject(
-        self, sub: str, *, issued_before: datetime | None = ..., reason: str = ...
-    ) -> object: ...
-    def block_subject(self, sub: str, *, reason: str = ...) -> object: ...
-    def unblock_subject(self, sub: str, *, reason: str = ...) -> object: ...
-    def delete_subject(self, sub: str, *, reason: str = ...) -> object: ...
-    def bump_subject_version(self, sub: str, *, min_version: int, reason: str = ...) -> object: ...
-    def revoke_key(self, kid: str, *, reason: str = ...) -> object: ...
 
 
 def _utf8(value: str) -> str:
@@ -91,13 +85,6 @@ class TokenPair(BaseModel):
     expires_in: int
 
 
-def watermark_after(now: float) -> datetime:
-    """The ``issued_before`` of a watermark read at ``now``: strictly above every ``iat``
-    minted at or before ``now`` (events carry microseconds; ``fromtimestamp`` rounds to the
-    nearest, so one more microsecond). A login after it costs a scrypt, far more than 1 µs."""
-    return datetime.fromtimestamp(now, UTC) + timedelta(microseconds=1)
-
-
 def _unauthorized(description: str) -> HTTPException:
     return HTTPException(
         status.HTTP_401_UNAUTHORIZED,
@@ -127,6 +114,11 @@ def create_app(
     names the database does not hold yet. ``hasher`` replaces the scrypt of ``settings``
     (a test double); it runs ``settings.max_concurrent_hashes`` hashes at a time.
 
+    Before it returns, publishes the revocations a previous process committed and did not
+    publish (it died in between, or its publisher raised), oldest first; those that fail again
+    are logged and retried every ``settings.revocation_retry_interval`` seconds by a thread the
+    app's lifespan runs while it is served.
+
     Raises :class:`SettingsError` if access tokens would outlive the revocations published for
     them: :class:`producer.Publisher` stamps each one ``expires_at = now +
     max_token_lifetime``, and services forget it then."""
@@ -136,7 +128,9 @@ def create_app(
             f"access_token_ttl ({settings.access_token_ttl:g} s) exceeds the publisher's "
             f"max_token_lifetime ({lifetime:g} s): revoked tokens would be accepted again"
         )
-    store = Store(settings.db_path)
+    store = Store(settings.db_path, clock=clock)
+    outbox = RevocationOutbox(store, publisher, interval=settings.revocation_retry_interval)
+    outbox.publish_all()
     keys = KeyRing(store, clock)
     hashing = HashSlots(
         settings.scrypt if hasher is None else hasher,
@@ -162,13 +156,40 @@ def create_app(
         clock=clock,
     )
 
-    app = FastAPI(title="Revocast reference identity service")
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        outbox.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(outbox.close)
+
+    app = FastAPI(title="Revocast reference identity service", lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodyLimit)
     app.state.store = store
     app.state.keys = keys
     app.state.login_throttle = throttle
     app.state.hash_slots = hashing
+    app.state.outbox = outbox
+
+    def publish(owed: Pending, done: str) -> None:
+        """Publish what the request committed; 503 saying ``done`` if the publisher raised (the
+        revocation stays pending and is retried: the change itself is not undone)."""
+        try:
+            outbox.publish(owed)
+        except Exception as exc:
+            _log.warning(
+                "%s, but publishing its %s revocation failed; retried every %g s",
+                done,
+                owed.revocation.kind,
+                settings.revocation_retry_interval,
+                exc_info=True,
+            )
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                detail=f"{done}; its revocation is not published yet and will be retried",
+            ) from exc
 
     def issue(user: User, sid: str) -> TokenPair | None:
         """Tokens for ``user`` as read (None if its password, block or session changed since).
@@ -327,11 +348,11 @@ def create_app(
         if token is None or token.family_revoked:
             raise _unauthorized("refresh token invalid")
         if token.used:
-            # Reuse of a rotated refresh token means it was stolen: end the whole session,
-            # and make every service refuse its access tokens right away. Published first: if
-            # that fails, the family stays live, so the next reuse detects it and publishes.
-            publisher.revoke_session(token.family, sub=token.username, reason="refresh_token_reuse")
-            store.revoke_family(token.family)
+            # Reuse of a rotated refresh token means it was stolen: the same transaction ended
+            # the whole session and owes its revocation, so every service refuses its access
+            # tokens too (now, or once the retry gets through).
+            assert token.revocation is not None
+            publish(token.revocation, "refresh token reuse detected; session revoked")
             raise _unauthorized("refresh token reuse detected; session revoked")
         if token.expires_at <= clock():
             raise _unauthorized("refresh token expired")
@@ -345,15 +366,15 @@ def create_app(
 
     @app.post("/logout", status_code=204)
     def logout(claims: Claims) -> None:
-        store.revoke_family(claims["sid"])
-        publisher.revoke_session(claims["sid"], sub=claims["sub"], reason="logout")
+        revocation = Revocation.session(claims["sid"], sub=claims["sub"], reason="logout")
+        publish(store.revoke_family(claims["sid"], revocation=revocation), "logged out")
 
     @app.post("/logout-everywhere", status_code=204)
     def logout_everywhere(claims: Claims) -> None:
-        store.revoke_families_of(claims["sub"])
-        publisher.revoke_subject(
-            claims["sub"], issued_before=watermark_after(clock()), reason="logout_everywhere"
-        )
+        revocation = Revocation.subject(claims["sub"], reason="logout_everywhere")
+        owed = store.revoke_families_of(claims["sub"], revocation=revocation)
+        assert owed is not None
+        publish(owed, "logged out everywhere")
 
     @app.post("/password", status_code=204)
     def change_password(body: PasswordChange, claims: Claims, request: Request) -> None:
@@ -366,59 +387,50 @@ def create_app(
                 raise HTTPException(status.HTTP_403_FORBIDDEN, detail="wrong password")
             throttle.refund(charge)
             new_hash = hasher.hash(body.new_password)
-        store.change_password(user.username, new_hash)
-        try:
-            publisher.revoke_subject(
-                user.username, issued_before=watermark_after(clock()), reason="password_change"
-            )
-        except BaseException:
-            # Not revoked: keep the old password, so the user's retry (which must present it)
-            # publishes the watermark instead of being refused as a wrong password.
-            store.set_password(user.username, user.password_hash)
-            raise
+        # The new password, the end of the sessions and the watermark commit together. If the
+        # publisher then fails, the password stays changed: the watermark is durable and is
+        # published by the retry (or the next start) with the time of this commit, so the old
+        # password's tokens are revoked all the same. Restoring the old password (as when the
+        # watermark lived only in this call) would give back a password its owner may be
+        # changing because it leaked, while the user is told the change is made.
+        revocation = Revocation.subject(user.username, reason="password_change")
+        publish(
+            store.change_password(user.username, new_hash, revocation=revocation),
+            "password changed",
+        )
 
     @app.post("/admin/users/{username}/permissions", dependencies=[Depends(admin)])
     def change_permissions(username: str) -> dict[str, int]:
-        if store.user(username) is None:
+        owed = store.bump_version(username, reason="permissions_changed")
+        if owed is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such user")
-        version = store.bump_version(username)
-        publisher.bump_subject_version(username, min_version=version, reason="permissions_changed")
-        return {"version": version}
-
-    def publish_block(username: str, blocked: bool) -> None:
-        """Publish ``blocked``, then again whatever the store holds if another block or unblock
-        committed meanwhile. Services keep the block or unblock published last; without the
-        re-read, an unblock committed before a block but published after it would leave the
-        account blocked here and its tokens accepted everywhere else."""
-        while True:
-            if blocked:
-                publisher.block_subject(username, reason="admin_block")
-            else:
-                publisher.unblock_subject(username, reason="admin_unblock")
-            user = store.user(username)
-            if user is None or user.blocked == blocked:  # a deletion publishes its own event
-                return
-            blocked = user.blocked
+        publish(owed, "version raised")
+        assert owed.revocation.min_version is not None
+        return {"version": owed.revocation.min_version}
 
     @app.post("/admin/users/{username}/block", status_code=204, dependencies=[Depends(admin)])
     def block(username: str) -> None:
-        if not store.set_blocked(username, True):
+        # Published as the store holds it after the publication: see RevocationOutbox.publish_block.
+        owed = store.set_blocked(username, True)
+        if owed is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such user")
         store.revoke_families_of(username)
-        publish_block(username, True)
+        publish(owed, "blocked")
 
     @app.post("/admin/users/{username}/unblock", status_code=204, dependencies=[Depends(admin)])
     def unblock(username: str) -> None:
-        if not store.set_blocked(username, False):
+        owed = store.set_blocked(username, False)
+        if owed is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such user")
-        publish_block(username, False)
+        publish(owed, "unblocked")
 
     @app.delete("/admin/users/{username}", status_code=204, dependencies=[Depends(admin)])
     def delete_user(username: str) -> None:
         if store.user(username) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such user")
-        # Published first: if that fails the account stays, so the admin's retry publishes it
-        # (deleting first would answer that retry 404 with the tokens still accepted). The
+        # Published first, not through the store's pending revocations: if that fails or the
+        # process dies, the account stays, so the admin's retry publishes it (deleting first
+        # would answer that retry 404 with the tokens still accepted). The
         # event refuses the name's tokens whatever their iat, so one minted in between is
         # refused too, and its refresh token goes with the account.
         publisher.delete_subject(username, reason="account_deleted")
@@ -430,9 +442,10 @@ def create_app(
 
     @app.post("/admin/keys/{kid}/revoke", status_code=204, dependencies=[Depends(admin)])
     def revoke_key(kid: str) -> None:
-        if not keys.revoke(kid):
+        owed = keys.revoke(kid, reason="key_compromised")
+        if owed is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such key")
-        publisher.revoke_key(kid, reason="key_compromised")
+        publish(owed, "key revoked")
 
     @app.get("/.well-known/jwks.json")
     def jwks() -> dict[str, Any]:

@@ -12,6 +12,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from identity_service._revocations import Pending
 from identity_service._store import SigningKeyRow, Store
 
 __all__ = ["KeyRing"]
@@ -77,17 +78,18 @@ class KeyRing:
         with self._lock:
             return self._promote_next()
 
-    def revoke(self, kid: str) -> bool:
-        """Drop ``kid`` from the JWKS; if it was the active key, the next key takes over."""
+    def revoke(self, kid: str, *, reason: str) -> Pending | None:
+        """Drop ``kid`` from the JWKS; if it was the active key, the next key takes over.
+        Returns the key revocation the store now owes the services, None if ``kid`` is unknown."""
         with self._lock:
             was_active = any(k.kid == kid and k.active for k in self._store.signing_keys())
-            found = self._store.revoke_key(kid)
+            owed = self._store.revoke_key(kid, reason=reason)
             self._private.pop(kid, None)
-            if found and was_active:
+            if owed is not None and was_active:
                 self._promote_next()
-            elif found and self._next() is None:
+            elif owed is not None and self._next() is None:
                 self._add_key()
-        return found
+        return owed
 
     def sign(self, claims: dict[str, Any]) -> str:
         active = next(k for k in self._store.signing_keys() if k.active)

@@ -47,6 +47,10 @@ class IdentitySettings:
     login_throttle_max_keys: int = 100_000
     """Usernames (and, separately, clients) tracked at once; the least recently used is
     dropped beyond it. Each costs an attacker one password hash here."""
+    revocation_retry_interval: float = 5.0
+    """Seconds between retries of revocations whose publication failed (the publisher raised):
+    they stay in the database, and the served app publishes them again at this interval.
+    Those a crash interrupted are published at startup, before the app serves."""
 
     def __post_init__(self) -> None:
         for name in ("access_token_ttl", "refresh_token_ttl"):
@@ -79,6 +83,11 @@ class IdentitySettings:
                 f"hash_slot_wait must be a number of seconds from 0 to 60, "
                 f"got {self.hash_slot_wait}"
             )
+        if not (0.01 <= self.revocation_retry_interval <= 3600):
+            raise SettingsError(
+                f"revocation_retry_interval must be a number of seconds from 0.01 to 3600, "
+                f"got {self.revocation_retry_interval}"
+            )
         try:
             self.scrypt  # noqa: B018 - validates the three parameters together
         except ValueError as exc:
@@ -110,6 +119,7 @@ class IdentitySettings:
             "refresh_token_ttl",
             "login_failure_window",
             "hash_slot_wait",
+            "revocation_retry_interval",
         ):
             number = env_float(env, f"{prefix}{name.upper()}")
             if number is not None:

@@ -1,6 +1,9 @@
-"""SQLite storage: users, refresh-token families, signing keys.
+"""SQLite storage: users, refresh-token families, signing keys, and the revocations still
+owed to the services.
 
-One connection per call keeps the store safe to use from FastAPI's threadpool.
+One connection per call keeps the store safe to use from FastAPI's threadpool. Each change
+that services must learn of writes its :class:`Revocation` in its own transaction (a
+transactional outbox): :meth:`Store.pending` lists those not yet published, in commit order.
 """
 
 from __future__ import annotations
@@ -9,10 +12,14 @@ import hashlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+
+from identity_service._revocations import Pending, Revocation, watermark_after
 
 __all__ = ["RefreshToken", "SigningKeyRow", "Store", "User"]
 
@@ -44,6 +51,15 @@ CREATE TABLE IF NOT EXISTS signing_keys (
     active INTEGER NOT NULL DEFAULT 0,
     revoked INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS pending_revocations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    sub TEXT,
+    issued_before TEXT,
+    min_version INTEGER
+);
 """
 
 
@@ -63,6 +79,8 @@ class RefreshToken:
     expires_at: float
     used: bool
     family_revoked: bool
+    revocation: Pending | None = None
+    """The session revocation this use committed: a reuse of a rotated token."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +98,10 @@ def token_hash(token: str) -> str:
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        """``clock`` stamps the watermarks of subject revocations as they commit."""
         self._path = path
+        self._clock = clock
         # The database holds the private signing keys: owner-only, whatever the umask (SQLite
         # gives its -wal and -shm files the database file's permissions).
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -133,19 +153,24 @@ class Store:
         return User(row[0], row[1], row[2], bool(row[3]), bool(row[4]))
 
     def set_password(self, username: str, password_hash: str) -> None:
+        """Store a hash as is: it ends no session and publishes nothing (tests, migrations)."""
         with self._write() as db:
             db.execute(
                 "UPDATE users SET password_hash = ? WHERE username = ?", (password_hash, username)
             )
 
-    def change_password(self, username: str, password_hash: str) -> None:
-        """Set a new password and end every session of ``username``, in one transaction: a new
-        password must never be stored while the sessions of the old one can still refresh."""
+    def change_password(
+        self, username: str, password_hash: str, *, revocation: Revocation
+    ) -> Pending:
+        """Set a new password, end every session of ``username`` and owe ``revocation``, in one
+        transaction: a new password must never be stored while the sessions of the old one can
+        still refresh, or while their access tokens might never be revoked."""
         with self._write() as db:
             db.execute(
                 "UPDATE users SET password_hash = ? WHERE username = ?", (password_hash, username)
             )
             db.execute("UPDATE families SET revoked = 1 WHERE username = ?", (username,))
+            return self._owe(db, revocation)
 
     def rehash_password(self, username: str, old_hash: str, new_hash: str) -> bool:
         """Replace ``old_hash`` by ``new_hash`` (the same password at another cost) unless the
@@ -167,18 +192,27 @@ class Store:
             cur = db.execute("DELETE FROM users WHERE username = ?", (username,))
         return cur.rowcount == 1
 
-    def bump_version(self, username: str) -> int:
+    def bump_version(self, username: str, *, reason: str) -> Pending | None:
+        """Raise the version of ``username`` and owe its publication (``min_version`` is the
+        new version); None if there is no such user."""
         with self._write() as db:
             db.execute("UPDATE users SET version = version + 1 WHERE username = ?", (username,))
             row = db.execute("SELECT version FROM users WHERE username = ?", (username,)).fetchone()
-        return int(row[0])
+            if row is None:
+                return None
+            return self._owe(
+                db, Revocation.version(username, min_version=int(row[0]), reason=reason)
+            )
 
-    def set_blocked(self, username: str, blocked: bool) -> bool:
+    def set_blocked(self, username: str, blocked: bool) -> Pending | None:
+        """Block or unblock ``username`` and owe its publication; None if there is no such user."""
         with self._write() as db:
             cur = db.execute(
                 "UPDATE users SET blocked = ? WHERE username = ?", (int(blocked), username)
             )
-        return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return None
+            return self._owe(db, Revocation.block(username, blocked=blocked))
 
     # refresh-token families (one family per login session: the family id is the sid)
     def add_refresh_token(
@@ -208,8 +242,13 @@ class Store:
             )
         return True
 
-    def use_refresh_token(self, token: str) -> RefreshToken | None:
-        """Look a token up and mark it used, atomically; returns its state *before* this use."""
+    def use_refresh_token(
+        self, token: str, *, reuse_reason: str = "refresh_token_reuse"
+    ) -> RefreshToken | None:
+        """Look a token up and mark it used, atomically; returns its state *before* this use.
+
+        A live family's token used a second time was stolen: the same transaction revokes the
+        family and owes the session's revocation (``RefreshToken.revocation``)."""
         with self._write() as db:
             row = db.execute(
                 "SELECT r.family, r.username, r.expires_at, r.used, f.revoked "
@@ -222,19 +261,24 @@ class Store:
             db.execute(
                 "UPDATE refresh_tokens SET used = 1 WHERE token_hash = ?", (token_hash(token),)
             )
-        return RefreshToken(row[0], row[1], row[2], bool(row[3]), bool(row[4]))
+            owed = None
+            if row[3] and not row[4]:
+                db.execute("UPDATE families SET revoked = 1 WHERE family = ?", (row[0],))
+                owed = self._owe(db, Revocation.session(row[0], sub=row[1], reason=reuse_reason))
+        return RefreshToken(row[0], row[1], row[2], bool(row[3]), bool(row[4]), owed)
 
-    def revoke_family(self, family: str) -> None:
+    def revoke_family(self, family: str, *, revocation: Revocation) -> Pending:
         with self._write() as db:
             db.execute("UPDATE families SET revoked = 1 WHERE family = ?", (family,))
+            return self._owe(db, revocation)
 
-    def revoke_families_of(self, username: str) -> list[str]:
+    def revoke_families_of(
+        self, username: str, *, revocation: Revocation | None = None
+    ) -> Pending | None:
+        """End every session of ``username``; owe ``revocation`` if given."""
         with self._write() as db:
-            rows = db.execute(
-                "SELECT family FROM families WHERE username = ? AND revoked = 0", (username,)
-            ).fetchall()
             db.execute("UPDATE families SET revoked = 1 WHERE username = ?", (username,))
-        return [r[0] for r in rows]
+            return None if revocation is None else self._owe(db, revocation)
 
     # signing keys
     def add_key(self, kid: str, private_pem: str, created_at: float) -> None:
@@ -256,9 +300,66 @@ class Store:
             ).fetchall()
         return [SigningKeyRow(r[0], r[1], bool(r[2]), bool(r[3])) for r in rows]
 
-    def revoke_key(self, kid: str) -> bool:
+    def revoke_key(self, kid: str, *, reason: str) -> Pending | None:
+        """Revoke ``kid`` (again, if it already was) and owe its publication; None if unknown."""
         with self._write() as db:
             cur = db.execute(
                 "UPDATE signing_keys SET revoked = 1, active = 0 WHERE kid = ?", (kid,)
             )
-        return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return None
+            return self._owe(db, Revocation.key(kid, reason=reason))
+
+    # revocations owed to the services (the outbox)
+    def _owe(self, db: sqlite3.Connection, revocation: Revocation) -> Pending:
+        if revocation.kind == "subject" and revocation.issued_before is None:
+            # Read under the write lock (BEGIN IMMEDIATE): every session committed before this
+            # transaction read its iat earlier, so the watermark is above it.
+            revocation = Revocation(
+                "subject",
+                revocation.target,
+                revocation.reason,
+                issued_before=watermark_after(self._clock()),
+            )
+        issued_before = revocation.issued_before
+        cur = db.execute(
+            "INSERT INTO pending_revocations"
+            "(kind, target, reason, sub, issued_before, min_version) VALUES (?,?,?,?,?,?)",
+            (
+                revocation.kind,
+                revocation.target,
+                revocation.reason,
+                revocation.sub,
+                None if issued_before is None else issued_before.isoformat(),
+                revocation.min_version,
+            ),
+        )
+        assert cur.lastrowid is not None
+        return Pending(cur.lastrowid, revocation)
+
+    def pending(self) -> list[Pending]:
+        """The revocations committed and not yet published, in commit order."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT seq, kind, target, reason, sub, issued_before, min_version "
+                "FROM pending_revocations ORDER BY seq"
+            ).fetchall()
+        return [
+            Pending(
+                r[0],
+                Revocation(
+                    r[1],
+                    r[2],
+                    r[3],
+                    sub=r[4],
+                    issued_before=None if r[5] is None else datetime.fromisoformat(r[5]),
+                    min_version=r[6],
+                ),
+            )
+            for r in rows
+        ]
+
+    def published(self, seq: int) -> None:
+        """Forget the pending revocation ``seq``: the publisher has returned for it."""
+        with self._write() as db:
+            db.execute("DELETE FROM pending_revocations WHERE seq = ?", (seq,))

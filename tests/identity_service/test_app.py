@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from consumer_sdk import ConsumerSettings, Revocast, RevokedBy, TokenRevokedError
 from consumer_sdk.testing import InMemorySource
 from identity_service import IdentitySettings, Scrypt, create_app, hash_password, verify_password
+from identity_service._app import watermark_after
 from revocation_events import SettingsError, SigningKey, SubjectDeleted, SubjectTokensRevoked
 
 ADMIN = "admin-token-for-tests-0123456789"
@@ -173,7 +174,7 @@ def test_reusing_a_rotated_refresh_token_revokes_the_whole_family_and_publishes_
     assert later.status_code == 401
 
 
-def test_a_reuse_whose_revocation_fails_is_published_when_the_token_is_reused_again(
+def test_a_reuse_whose_revocation_fails_still_ends_the_session_and_is_published_by_the_retry(
     tmp_path: Path, publisher: RecordingPublisher, clock: Clock
 ) -> None:
     settings = idp_settings(tmp_path)
@@ -181,23 +182,27 @@ def test_a_reuse_whose_revocation_fails_is_published_when_the_token_is_reused_ag
     client = TestClient(app, raise_server_exceptions=False)
     first = login(client)
     sid = claims_of(client, first["access_token"])["sid"]
-    client.post("/token/refresh", json={"refresh_token": first["refresh_token"]})
+    second = client.post("/token/refresh", json={"refresh_token": first["refresh_token"]}).json()
 
     def broken(sid: str, **kw: Any) -> None:
         raise RuntimeError("Kafka is down")
 
     publisher.revoke_session = broken  # type: ignore[method-assign]
     stolen = {"refresh_token": first["refresh_token"]}
-    assert client.post("/token/refresh", json=stolen).status_code == 500
+    failed = client.post("/token/refresh", json=stolen)
+    assert failed.status_code == 503
+    assert "will be retried" in failed.json()["detail"]
     del publisher.revoke_session  # back to the recording method
+    later = client.post("/token/refresh", json={"refresh_token": second["refresh_token"]})
+    assert later.status_code == 401
 
-    again = client.post("/token/refresh", json=stolen)
+    assert app.state.outbox.publish_all() == 0
 
-    assert again.status_code == 401
-    assert "reuse" in again.json()["detail"]
     assert publisher.calls == [
         ("revoke_session", (sid,), {"sub": "alice", "reason": "refresh_token_reuse"})
     ]
+    app.state.outbox.publish_all()
+    assert len(publisher.calls) == 1
 
 
 def test_an_expired_refresh_token_is_refused(client: TestClient, clock: Clock) -> None:
@@ -250,11 +255,12 @@ def test_password_change_with_the_wrong_old_password_publishes_nothing(
     assert publisher.calls == []
 
 
-def test_a_password_change_whose_revocation_fails_can_be_retried_with_the_old_password(
+def test_a_password_change_whose_revocation_fails_keeps_the_new_password_and_its_watermark(
     tmp_path: Path, publisher: RecordingPublisher, clock: Clock
 ) -> None:
-    # The new password must not take effect unless the watermark reached Kafka: otherwise the
-    # retry is refused (wrong old password) and the tokens of whoever stole the old one live on.
+    # The watermark is committed with the new password: the retry publishes it with the time of
+    # the change, so every token minted before it is revoked, and the old password (which its
+    # owner may be replacing because it leaked) is not given back.
     settings = idp_settings(tmp_path)
     app = create_app(settings, publisher, clock=clock, users={"alice": "correct horse"})
     client = TestClient(app, raise_server_exceptions=False)
@@ -265,16 +271,24 @@ def test_a_password_change_whose_revocation_fails_can_be_retried_with_the_old_pa
         raise RuntimeError("Kafka is down")
 
     publisher.revoke_subject = broken  # type: ignore[method-assign]
-    assert (
-        client.post("/password", headers=auth(tokens["access_token"]), json=change).status_code
-        == 500
-    )
+    changed_at = clock.now
+    failed = client.post("/password", headers=auth(tokens["access_token"]), json=change)
+    assert failed.status_code == 503
+    assert failed.json()["detail"].startswith("password changed;")
     del publisher.revoke_subject  # back to the recording method
+    clock.now += 30
 
-    retry = client.post("/password", headers=auth(tokens["access_token"]), json=change)
+    assert app.state.outbox.publish_all() == 0
 
-    assert retry.status_code == 204
-    assert publisher.names() == ["revoke_subject"]
+    assert publisher.calls == [
+        (
+            "revoke_subject",
+            ("alice",),
+            {"issued_before": watermark_after(changed_at), "reason": "password_change"},
+        )
+    ]
+    old = client.post("/login", json={"username": "alice", "password": "correct horse"})
+    assert old.status_code == 401
     assert client.post(
         "/login", json={"username": "alice", "password": "battery staple"}
     ).is_success

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from identity_service._revocations import Revocation, watermark_after
 from identity_service._store import RefreshToken, Store
 
 
@@ -101,3 +102,26 @@ def test_the_repr_of_a_user_or_signing_key_row_holds_no_hash_or_private_key(
     assert "scrypt" not in repr(user)
     assert "k1" in repr(key)
     assert "PRIVATE KEY" not in repr(key)
+
+
+def test_pending_revocations_outlive_the_store_in_commit_order_until_published(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "idp.sqlite3"
+    store = Store(db, clock=lambda: 1_000.0)
+    store.add_user("alice", "hash")
+    blocked = store.set_blocked("alice", True)
+    subject = store.revoke_families_of("alice", revocation=Revocation.subject("alice", reason="r"))
+    version = store.bump_version("alice", reason="perm")
+    assert blocked is not None
+    assert subject is not None
+    assert version is not None
+    assert store.set_blocked("nobody", True) is None
+    assert store.bump_version("nobody", reason="perm") is None
+
+    reopened = Store(db)
+    assert reopened.pending() == [blocked, subject, version]
+    assert subject.revocation.issued_before == watermark_after(1_000.0)
+    assert version.revocation.min_version == 1
+    reopened.published(subject.seq)
+    assert reopened.pending() == [blocked, version]
