@@ -10,7 +10,8 @@ Topics (``<log>`` is ``REVOCAST_TOPIC``, default ``revocast.revocations``)
 ``<log>``
     Input. Signed revocation events, owned by the producer side. Must exist.
 ``<log>.state``
-    Compacted snapshot; created at startup with as many partitions as ``<log>``,
+    Compacted state: one record per winning event (keyed ``<rule key>#<event id>``, see
+    below) and offset markers; created at startup with as many partitions as ``<log>``,
     ``cleanup.policy=compact``.
 ``<log>.stats``
     JSON, one record per (window, log partition) when the window closes (see ``_windows``).

@@ -8,8 +8,9 @@ The same order is the consumer SDK's merge (``consumer_sdk._state``): an SDK kee
 what the highest-ranked event says, so applying only the winner gives the same
 ``RevocationState.snapshot()`` as applying every event of the rule, in any order
 (``tests/streams/test_rules.py`` checks it with Hypothesis). That is what makes the state
-topic (one winner per key) equal to a log replay. Per kind, with *E* = ``expires_at``,
-*a* = ``occurred_at`` and *L* the SDK's ``max_token_lifetime``:
+topic (every rule's winner, each in a record keyed by its event) equal to a log replay. Per
+kind, with *E* = ``expires_at``, *a* = ``occurred_at`` and *L* the SDK's
+``max_token_lifetime``:
 
 ``jti``, ``sid``, ``sub-del``
     One predicate (that token, that session, that subject), so only the deadline varies:

@@ -6,12 +6,12 @@ and what a snapshot promises; this module keeps the rules
 (:mod:`streams._snapshot_rules`) and writes them.
 
 Why it reads the log itself rather than the worker's ``rules`` table: that table keeps one
-winning event per rule (what the state topic republishes), while a snapshot must hold what
-an SDK's merge of *every* event gives (for a jti revoked twice, the earliest revoked-at and
-the latest deadline). So the snapshotter is a broadcast kafka-python consumer like an SDK,
-outside faust's consumer group, applying each verified event to :class:`PartitionRules`,
-which merge as ``RevocationState`` does but keyed by strings (an SDK's jti fingerprints are
-per-process hashes).
+winning event per rule (what the state topic republishes, one record per event), while a
+snapshot must hold what an SDK's merge of *every* event gives (for a jti revoked twice, the
+earliest revoked-at and the latest deadline). So the snapshotter is a broadcast kafka-python
+consumer like an SDK, outside faust's consumer group, applying each verified event to
+:class:`PartitionRules`, which merge as ``RevocationState`` does but keyed by strings (an
+SDK's jti fingerprints are per-process hashes).
 
 * It writes only the partitions faust assigns to this worker (all of them when run on its
   own), so two workers never write one partition.
