@@ -246,6 +246,13 @@ def create_app(
         user = store.user(claims["sub"]) if isinstance(claims["sub"], str) else None
         if user is None or user.blocked:
             raise _unauthorized("account not active")
+        # Nor does it take a token whose session ended: a logged-out token, or one from before
+        # a logout everywhere or password change (those end every session of the subject),
+        # must not log out, change the password or end sessions again here.
+        if not isinstance(claims["sid"], str) or not store.session_live(
+            claims["sid"], user.username
+        ):
+            raise _unauthorized("session ended")
         return claims
 
     def admin(authorization: Annotated[str | None, Header()] = None) -> None:

@@ -267,6 +267,16 @@ class Store:
                 owed = self._owe(db, Revocation.session(row[0], sub=row[1], reason=reuse_reason))
         return RefreshToken(row[0], row[1], row[2], bool(row[3]), bool(row[4]), owed)
 
+    def session_live(self, family: str, username: str) -> bool:
+        """Whether session ``family`` of ``username`` exists and was not ended (logout, logout
+        everywhere, password change, block, refresh-token reuse)."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT 1 FROM families WHERE family = ? AND username = ? AND revoked = 0",
+                (family, username),
+            ).fetchone()
+        return row is not None
+
     def revoke_family(self, family: str, *, revocation: Revocation) -> Pending:
         with self._write() as db:
             db.execute("UPDATE families SET revoked = 1 WHERE family = ?", (family,))

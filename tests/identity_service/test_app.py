@@ -231,7 +231,7 @@ def test_logout_everywhere_and_password_change_publish_a_subject_watermark(
     client.post("/logout-everywhere", headers=auth(tokens["access_token"]))
     response = client.post(
         "/password",
-        headers=auth(tokens["access_token"]),
+        headers=auth(login(client)["access_token"]),
         json={"old_password": "correct horse", "new_password": "battery staple"},
     )
     assert response.status_code == 204
@@ -1223,3 +1223,22 @@ def test_a_password_change_that_cannot_end_the_sessions_does_not_change_the_pass
     assert retry.status_code == 204
     refreshed = client.post("/token/refresh", json={"refresh_token": stolen["refresh_token"]})
     assert refreshed.status_code == 401
+
+
+@pytest.mark.parametrize("end", ["/logout", "/logout-everywhere", "/password"])
+def test_a_token_whose_session_ended_is_refused_by_the_identity_services_own_endpoints(
+    client: TestClient, publisher: RecordingPublisher, end: str
+) -> None:
+    # Only the signature was checked: a logged-out (or stolen, then logged-out-everywhere)
+    # access token could still log out, end every session or guess the password here.
+    tokens = login(client)
+    change = {"old_password": "correct horse", "new_password": "battery staple"}
+    body = change if end == "/password" else None
+    assert client.post(end, headers=auth(tokens["access_token"]), json=body).status_code == 204
+    published = list(publisher.calls)
+
+    for path in ("/logout", "/logout-everywhere", "/password"):
+        response = client.post(path, headers=auth(tokens["access_token"]), json=change)
+        assert response.status_code == 401, path
+        assert response.json()["detail"] == "session ended"
+    assert publisher.calls == published
