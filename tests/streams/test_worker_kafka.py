@@ -154,6 +154,52 @@ def _poll_state(setup: Setup, done: Callable[[State], bool], timeout: float) -> 
             )
 
 
+class _Markers:
+    """The last offset marker of every state partition, read as the state topic grows.
+
+    Keys only, nothing decoded, each record read once: a test waiting on markers must not
+    take the cores the workers need (re-reading and verifying the whole state topic at every
+    poll slowed a worker catching up on tens of thousands of records several fold)."""
+
+    def __init__(self, bootstrap: str, log_topic: str) -> None:
+        self._log_topic = log_topic
+        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        state_topic = f"{log_topic}.state"
+        partitions = self._consumer.partitions_for_topic(state_topic) or set()
+        assert partitions, f"no state topic {state_topic!r} yet"
+        tps = [TopicPartition(state_topic, p) for p in partitions]
+        self._consumer.assign(tps)
+        self._consumer.seek_to_beginning(*tps)
+        self.found: dict[int, int] = {}
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def wait(self, done: Callable[[dict[int, int]], bool], timeout: float, what: str) -> None:
+        """Read on until ``done(markers)``; fail after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not done(self.found):
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout}s: {what}; markers {self.found}")
+            for batch in self._consumer.poll(timeout_ms=200, max_records=20_000).values():
+                for record in batch:
+                    if record.key is not None and record.key.startswith(b"__"):
+                        marker = read_marker(
+                            record.key, record.value, self._log_topic, record.partition
+                        )
+                        if marker is not None:
+                            self.found[record.partition] = marker.offset
+
+    def wait_caught_up(self, bootstrap: str, timeout: float, what: str) -> None:
+        """Until the markers cover the log as it ends now."""
+        ends = end_offsets(bootstrap, self._log_topic)
+        self.wait(
+            lambda found: all(found.get(p, -1) >= end - 1 for p, end in ends.items() if end),
+            timeout,
+            what,
+        )
+
+
 def _settled(state: State, short_lived: set[str]) -> bool:
     """Caught up with the log, and the short-lived rules (all expired by now) are gone."""
     return _caught_up(state) and not short_lived & set(state.live)
@@ -673,6 +719,12 @@ def test_a_worker_restarted_on_a_recreated_log_re_reads_it_and_never_vouches_for
 # -- a zombie: a paused worker resumes after another one took its partition over ---------------
 
 
+_ZOMBIE_SUBJECTS = 8_000
+"""Two watermarks each. Enough that A, paused at its first marker, is still mid-burst with
+records fetched and sends queued (it works through about 2,000 records a second here, three
+writes each); 24,000 took the workers ~90 s to get through on two cores."""
+
+
 def test_a_paused_worker_resumed_after_a_takeover_does_not_shadow_the_new_owners_rules(
     kafka_bootstrap: str, make_topic: MakeTopic, tmp_path: Path
 ) -> None:
@@ -693,7 +745,7 @@ def test_a_paused_worker_resumed_after_a_takeover_does_not_shadow_the_new_owners
     b = Worker(worker_env(kafka_bootstrap, log_topic, tmp_path / "b"), tmp_path / "b.log")
     setup = Setup(kafka_bootstrap, log_topic, a, producer)
     now = datetime.now(UTC).replace(microsecond=0)
-    subjects = [f"z{n}" for n in range(24_000)]
+    subjects = [f"z{n}" for n in range(_ZOMBIE_SUBJECTS)]
 
     def watermarks(issued_before: datetime) -> list[EncodedEvent]:
         return [
@@ -706,16 +758,18 @@ def test_a_paused_worker_resumed_after_a_takeover_does_not_shadow_the_new_owners
         ]
 
     weak, strong = watermarks(now - HOUR), watermarks(now)
+    watch: _Markers | None = None
     try:
         a.start()
+        watch = _Markers(kafka_bootstrap, log_topic)
         setup.publish(weak)
         # Pause A once it has covered part of the burst: the rest is in its buffers.
-        _poll_state(setup, _moved_by({}, 200), timeout=60)
+        watch.wait(lambda found: found.get(0, -1) >= 199, 60, "A's first markers")
         a.pause()
-        assert _read_state(setup).markers[0] < len(weak) - 1, "A finished the burst first"
+        assert watch.found[0] < len(weak) - 1, "A finished the burst first"
         setup.publish(strong)
         b.start()  # joins once A's session has expired
-        _poll_state(setup, _caught_up, timeout=90)
+        watch.wait_caught_up(kafka_bootstrap, 90, "B to catch up")
         _assert_no_gap(setup, "B caught up, A still paused")
         before = end_offsets(kafka_bootstrap, setup.state_topic)[0]
         seen = len(a.output())
@@ -729,7 +783,9 @@ def test_a_paused_worker_resumed_after_a_takeover_does_not_shadow_the_new_owners
         # The log moves on: the owner's next marker lands after whatever A wrote late.
         after = TokenRevoked(issuer="t", jti="after", expires_at=now + HOUR)
         setup.publish([SIGNING_CODEC.encode(after)])
-        state = _poll_state(setup, _caught_up, timeout=60)
+        watch.wait_caught_up(kafka_bootstrap, 60, "the owner to mark past the last record")
+        state = _read_state(setup)
+        assert _caught_up(state), state.markers
         late = 0  # weak watermarks that landed after A resumed: what this test is about
         for record in _read_to_end(kafka_bootstrap, setup.state_topic):
             if record.offset < before or record.value is None or record.key.startswith(b"__"):
@@ -751,6 +807,8 @@ def test_a_paused_worker_resumed_after_a_takeover_does_not_shadow_the_new_owners
         )
         _assert_no_gap(setup, "after A resumed and the owner marked again")
     finally:
+        if watch is not None:
+            watch.close()
         producer.close(timeout=10)
         a.ensure_dead()
         b.ensure_dead()
